@@ -1,0 +1,211 @@
+//! The command line: argument parsing, output for people, and the exit-code
+//! policy, all in one place.
+//!
+//! Exit codes: 0 success; 1 the run failed (I/O, data, delivery); 2 the
+//! configuration or the command line is wrong and nothing was done.
+
+use crate::config::{Config, ConfigError};
+use crate::pipeline::{self, RunOptions, SourceSummary};
+use crate::schedule::Period;
+use crate::store::Store;
+use anyhow::{Context, Result, anyhow};
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// manyi (满意): satisfaction figures from 好差评 ratings and questionnaires.
+#[derive(Debug, Parser)]
+#[command(name = "manyi", version, about)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, env = "MANYI_CONFIG", default_value = "manyi.toml")]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a realistic city, ingest it, render and deliver to the outbox.
+    Demo {
+        /// Seed of the generator: the same seed and month give the same files.
+        #[arg(long, default_value_t = 20261026)]
+        seed: u64,
+        /// Folder of the demo deployment.
+        #[arg(long, default_value = "manyi-demo")]
+        dir: PathBuf,
+        /// Last month of data, which the report covers (default: the previous month).
+        #[arg(long)]
+        through: Option<String>,
+    },
+    /// Validate config, jobs, templates and reference data; print every problem.
+    Check,
+    /// Fetch new data from the sources.
+    Collect {
+        /// Only this source.
+        source: Option<String>,
+    },
+    /// Run a job for a period.
+    Run {
+        /// Job name (a file of jobs/).
+        job: String,
+        /// Period, e.g. 2026-10 (default: the job's period expression today).
+        #[arg(long)]
+        period: Option<String>,
+        /// Only data committed by then: RFC 3339, or local `YYYY-MM-DD HH:MM:SS`.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Render and write to the outbox, record nothing as sent.
+        #[arg(long, conflicts_with = "resend")]
+        dry_run: bool,
+        /// Send again to recipients who already have this period's report.
+        #[arg(long)]
+        resend: bool,
+    },
+    /// Past runs and deliveries.
+    History {
+        /// Only this job.
+        job: Option<String>,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MANYI_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(ce) = e.downcast_ref::<ConfigError>() {
+                eprintln!("manyi: {ce}");
+                return ExitCode::from(2);
+            }
+            eprintln!("manyi: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo { seed, dir, through } => demo(&dir, seed, through.as_deref()),
+        Command::Check => {
+            let cfg = load(&cli.config)?;
+            let templates = crate::render::Templates::load(&cfg.templates_dir)?;
+            println!("{}: OK", cli.config.display());
+            println!("  org units: {}, categories: {}, offices: {}, sources: {}", cfg.orgs.units().count(), cfg.categories.len(), cfg.offices.len(), cfg.file.sources.len());
+            println!("  calendar years: {:?}", cfg.calendar.years());
+            println!("  surveys: {}", cfg.surveys.keys().cloned().collect::<Vec<_>>().join(", "));
+            println!("  jobs: {}", cfg.jobs.keys().cloned().collect::<Vec<_>>().join(", "));
+            println!("  templates: {}", templates.names().len());
+            Ok(())
+        }
+        Command::Collect { source } => {
+            let cfg = load(&cli.config)?;
+            let mut store = Store::open(&cfg.data_dir)?;
+            let sums = pipeline::collect_all(&cfg, &mut store, source.as_deref())?;
+            print_collect(&sums);
+            Ok(())
+        }
+        Command::Run { job, period, as_of, dry_run, resend } => {
+            let cfg = load(&cli.config)?;
+            let def = cfg.jobs.get(&job).ok_or_else(|| anyhow!("no job “{job}” in {} (jobs: {})", cfg.file.jobs_dir.display(), cfg.jobs.keys().cloned().collect::<Vec<_>>().join(", ")))?;
+            let today = Utc::now().with_timezone(&cfg.tz).date_naive();
+            let period = match period {
+                Some(p) => p.parse::<Period>().map_err(|e| anyhow!(e))?,
+                None => def.period.map(|e| e.resolve(today)).unwrap_or_else(|| Period::month_of(today)),
+            };
+            let as_of = as_of.map(|t| parse_as_of(&t, &cfg.tz)).transpose()?;
+            let mut store = Store::open(&cfg.data_dir)?;
+            let out = pipeline::run_job(&cfg, &mut store, def, period, as_of, RunOptions { dry_run, resend }, "manual")?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        Command::History { job } => {
+            let cfg = load(&cli.config)?;
+            let store = Store::open(&cfg.data_dir)?;
+            println!("{:<36} {:<16} {:<8} {:<8} {:<26} {:<26}", "run", "job", "period", "outcome", "started (UTC)", "as-of");
+            for r in store.runs(job.as_deref(), 50)? {
+                println!("{:<36} {:<16} {:<8} {:<8} {:<26} {:<26}{}", r.run_id, r.job, r.period, r.outcome, &r.started_at[..r.started_at.len().min(26)], &r.as_of[..r.as_of.len().min(26)], r.error.map(|e| format!("  error: {e}")).unwrap_or_default());
+            }
+            println!();
+            println!("{:<16} {:<8} {:<28} {:<36} {:<8} {:<32}", "job", "period", "office", "recipient", "state", "content hash");
+            for (d, run) in store.delivery_history(job.as_deref())? {
+                println!("{:<16} {:<8} {:<28} {:<36} {:<8} {:<32} run {run}", d.job, d.period, d.office, d.recipient, d.state, d.content_hash);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn parse_as_of(text: &str, tz: &chrono_tz::Tz) -> Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let local = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").with_context(|| format!("--as-of “{text}” is neither RFC 3339 nor local YYYY-MM-DD HH:MM:SS"))?;
+    tz.from_local_datetime(&local).single().map(|t| t.with_timezone(&Utc)).ok_or_else(|| anyhow!("--as-of “{text}” does not exist or is ambiguous in {tz}"))
+}
+
+fn print_collect(sums: &[SourceSummary]) {
+    println!("{:<16} {:>6} {:>9} {:>9} {:>8} {:>10} {:>12}  quarantine", "source", "files", "fetched", "new", "updated", "unchanged", "quarantined");
+    for s in sums {
+        let q = s.quarantine_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        println!("{:<16} {:>6} {:>9} {:>9} {:>8} {:>10} {:>12}  {}", s.source, s.files, s.fetched, s.new, s.updated, s.unchanged, s.quarantined, if q.is_empty() { "-".into() } else { q });
+        if s.rejected_files > 0 {
+            println!("{:<16} {} file(s) rejected whole: see the inbox's rejected/ folder and the .reason.txt beside each", "", s.rejected_files);
+        }
+    }
+}
+
+fn demo(dir: &Path, seed: u64, through: Option<&str>) -> Result<()> {
+    let through = match through {
+        Some(t) => t.parse::<Period>().map_err(|e| anyhow!(e))?,
+        None => Period::month_of(Utc::now().with_timezone(&chrono_tz::Asia::Shanghai).date_naive()).previous(),
+    };
+    let started = std::time::Instant::now();
+    let generated = crate::demo::generate(dir, seed, through)?;
+    println!("manyi demo: 临江市 (fictional), seed {seed}, 13 months through {}", through.label());
+    println!("  generated {} ratings and {} questionnaire responses as office file drops", generated.ratings, generated.responses);
+    let cfg = load(&generated.config)?;
+    let mut store = Store::open(&cfg.data_dir)?;
+    println!();
+    let sums = pipeline::collect_all(&cfg, &mut store, None)?;
+    print_collect(&sums);
+    let job = cfg.jobs.get("monthly-report").ok_or_else(|| anyhow!("the demo's jobs/monthly-report.toml is missing"))?;
+    let out = pipeline::run_job(&cfg, &mut store, job, through, None, RunOptions::default(), "manual")?;
+    let pipeline::JobOutcome::Report(summary) = out else { return Err(anyhow!("monthly-report is not a report job")) };
+    let c = &summary.city;
+    println!();
+    println!("{} 临江市: n={} 满意率 {:.1}% 好评率 {:.1}% 差评率 {:.1}% 满意度得分 {:.1}", through.label(), c.n, c.satisfied_rate * 100.0, c.good_rate * 100.0, c.bad_rate * 100.0, c.score);
+    let sent: usize = summary.reports.iter().map(|r| r.sent).sum();
+    let already: usize = summary.reports.iter().map(|r| r.already_delivered).sum();
+    println!("  {} reports rendered; {} recipients served now, {} already had this period's report", summary.reports.len(), sent, already);
+    println!("  report id {}", summary.report_id);
+    println!();
+    let data = &cfg.data_dir;
+    println!("Where everything is:");
+    println!("  configuration    {}", generated.config.display());
+    println!("  inbox (archive)  {}", cfg.base_dir.join("inbox").display());
+    println!("  landing (raw)    {}", data.join("landing").display());
+    println!("  quarantine       {}", data.join("quarantine").display());
+    println!("  curated Parquet  {}", data.join("curated").display());
+    println!("  catalog          {}", data.join("state.db").display());
+    if let Some(first) = summary.reports.first() {
+        println!("  HTML reports     {}", first.html_path.parent().map(|p| p.display().to_string()).unwrap_or_default());
+        println!("  leadership       {}", first.html_path.display());
+    }
+    println!("  outbox (.eml)    {}", data.join("outbox").display());
+    println!("done in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}

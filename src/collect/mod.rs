@@ -1,0 +1,142 @@
+//! Collect: read what sources deliver and normalise it into canonical
+//! records, setting aside every row that cannot be used with its reason.
+//!
+//! This stage does not write the store. It hands the pipeline a [`Fetched`]
+//! payload (the raw bytes, to be landed as received) and a [`Parsed`] batch
+//! (good records plus quarantine rows); the pipeline lands, commits, and only
+//! then tells the source the payload is done ([`finish_file`]), so a crash in
+//! between means the payload is read again, never lost.
+
+mod rating_file;
+mod table;
+mod wjx_export;
+
+pub use rating_file::{RATING_FIELDS, parse_ratings};
+pub use table::{Table, decode_text, read_table};
+pub use wjx_export::parse_wjx_export;
+
+use crate::model::{Rating, SurveyResponse};
+use crate::store::QuarantineRow;
+use chrono::NaiveDateTime;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Errors of the collect stage.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// The whole file is unusable (not a table, required header missing …).
+    #[error("{file}: {reason}")]
+    BadFile {
+        /// The file.
+        file: String,
+        /// Why, in words a clerk can act on.
+        reason: String,
+    },
+    /// The inbox could not be read or a file could not be moved.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A payload as received, before parsing.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The file in the inbox it came from.
+    pub path: PathBuf,
+    /// File name, for messages.
+    pub name: String,
+    /// Extension to land it under.
+    pub ext: String,
+    /// The bytes exactly as received.
+    pub bytes: Vec<u8>,
+}
+
+/// Records parsed from one payload.
+#[derive(Debug, Clone, Default)]
+pub struct Parsed {
+    /// Good ratings.
+    pub ratings: Vec<Rating>,
+    /// Good questionnaire responses.
+    pub responses: Vec<SurveyResponse>,
+    /// Headers of the payload, for the quarantine file.
+    pub headers: Vec<String>,
+    /// Rejected rows with their reasons.
+    pub rejected: Vec<QuarantineRow>,
+    /// Rows read (good + rejected).
+    pub rows_read: usize,
+    /// Encoding that was detected.
+    pub encoding: &'static str,
+}
+
+/// The files waiting in an inbox, oldest name first. Hidden files and files
+/// still being copied in (`.tmp`, `.part`) are left alone.
+pub fn list_inbox(inbox: &Path) -> Result<Vec<Fetched>, CollectError> {
+    let io = |source| CollectError::Io { path: inbox.to_path_buf(), source };
+    fs::create_dir_all(inbox).map_err(io)?;
+    let mut out = Vec::new();
+    let mut paths: Vec<PathBuf> = fs::read_dir(inbox).map_err(io)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()).collect();
+    paths.sort();
+    for path in paths {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+        if name.starts_with('.') || !matches!(ext.as_str(), "csv" | "xlsx" | "txt") {
+            continue;
+        }
+        let bytes = fs::read(&path).map_err(|source| CollectError::Io { path: path.clone(), source })?;
+        out.push(Fetched { path, name, ext, bytes });
+    }
+    Ok(out)
+}
+
+/// Moves a processed payload out of the inbox: to `archive/` when it was
+/// ingested, or to `rejected/` with a `.reason.txt` beside it.
+pub fn finish_file(inbox: &Path, fetched: &Fetched, rejected: Option<&str>) -> Result<PathBuf, CollectError> {
+    let sub = if rejected.is_some() { "rejected" } else { "archive" };
+    let dir = inbox.join(sub);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CollectError::Io { path, source }
+    };
+    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let mut target = dir.join(&fetched.name);
+    // Never overwrite an archived file of the same name: an office may resend
+    // a corrected file under the old name, and both must stay on record.
+    let mut k = 1;
+    while target.exists() {
+        target = dir.join(format!("{}.{k}", fetched.name));
+        k += 1;
+    }
+    if let Some(reason) = rejected {
+        let reason_path = PathBuf::from(format!("{}.reason.txt", target.display()));
+        fs::write(&reason_path, format!("{reason}\n")).map_err(io(&reason_path))?;
+    }
+    fs::rename(&fetched.path, &target).map_err(io(&target))?;
+    Ok(target)
+}
+
+/// Parses the timestamp formats offices and platforms use: ISO with a space
+/// or `T`, slashes as 问卷星 writes them, and GB/T 39046's `YYYYMMDDThhmmss`.
+pub fn parse_timestamp(text: &str) -> Option<NaiveDateTime> {
+    const FORMATS: [&str; 7] = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y%m%dT%H%M%S", "%Y%m%d%H%M%S"];
+    let t = text.trim();
+    FORMATS.iter().find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_in_office_and_platform_formats() {
+        let want = NaiveDateTime::parse_from_str("2026-10-03 14:22:05", "%Y-%m-%d %H:%M:%S").ok();
+        assert_eq!(parse_timestamp("2026-10-03 14:22:05"), want);
+        assert_eq!(parse_timestamp("2026/10/3 14:22:05"), want);
+        assert_eq!(parse_timestamp("20261003T142205"), want);
+        assert_eq!(parse_timestamp("2026-13-03 14:22:05"), None);
+        assert_eq!(parse_timestamp("昨天"), None);
+    }
+}

@@ -1,0 +1,104 @@
+//! 问卷星 (wjx) "按文本" exports: six leading columns (序号, 提交答卷时间,
+//! 所用时间, 来源, 来源详情, 来自IP), then one column per question headed
+//! "N、题干". The survey's `survey.toml` maps question numbers to ids.
+//!
+//! Skipped answers ("(跳过)", -2, -3) are kept as skipped, never as zero or as
+//! an empty option, because the denominator of every share is those who
+//! answered.
+
+use super::{CollectError, Parsed, Table, parse_timestamp};
+use crate::config::{Config, QuestionKind, SourceConfig, SurveyDef};
+use crate::model::{Answer, SurveyResponse};
+use crate::store::QuarantineRow;
+
+/// Splits "其他〖加装电梯〗" into ("其他", "加装电梯").
+fn split_fill_in(cell: &str) -> (&str, &str) {
+    match (cell.find('〖'), cell.rfind('〗')) {
+        (Some(a), Some(b)) if b > a => (&cell[..a], &cell[a + '〖'.len_utf8()..b]),
+        _ => (cell, ""),
+    }
+}
+
+fn is_skipped(cell: &str) -> bool {
+    matches!(cell.trim(), "" | "(跳过)" | "（跳过）" | "-2" | "-3")
+}
+
+/// Finds the column of question `number`: a header starting with "N、".
+fn question_column(table: &Table, number: u32) -> Option<usize> {
+    let prefix = format!("{number}、");
+    table.headers.iter().position(|h| h.starts_with(&prefix))
+}
+
+/// Parses a 问卷星 export for the survey of `source`.
+pub fn parse_wjx_export(cfg: &Config, source: &SourceConfig, file: &str, table: &Table) -> Result<Parsed, CollectError> {
+    let survey_id = source.survey.as_deref().unwrap_or_default();
+    let survey: &SurveyDef = cfg.surveys.get(survey_id).ok_or_else(|| CollectError::BadFile { file: file.into(), reason: format!("问卷“{survey_id}”未定义") })?;
+    let bad = |reason: String| CollectError::BadFile { file: file.into(), reason };
+    let id_col = table.column(&["序号"]).ok_or_else(|| bad("不是问卷星导出文件：缺少“序号”列".into()))?;
+    let time_col = table.column(&["提交答卷时间"]).ok_or_else(|| bad("不是问卷星导出文件：缺少“提交答卷时间”列".into()))?;
+    let mut cols = Vec::new();
+    for q in &survey.questions {
+        let c = question_column(table, q.number).ok_or_else(|| bad(format!("缺少第{}题（“{}、{}”）的列", q.number, q.number, q.text)))?;
+        cols.push((q, c));
+    }
+    let mut parsed = Parsed { headers: table.headers.clone(), encoding: table.encoding, ..Default::default() };
+    for (line, cells) in &table.rows {
+        parsed.rows_read += 1;
+        let cell = |i: usize| cells.get(i).map(String::as_str).unwrap_or("");
+        let reject = |field: &str, reason: String| QuarantineRow { line: *line, field: field.into(), reason, values: cells.clone() };
+        let row = (|| {
+            let id = cell(id_col);
+            if id.is_empty() {
+                return Err(reject("序号", "序号为空".into()));
+            }
+            let submitted_at = parse_timestamp(cell(time_col)).ok_or_else(|| reject("提交答卷时间", format!("提交答卷时间“{}”无法识别", cell(time_col))))?;
+            let mut org_code = None;
+            let mut answers = Vec::new();
+            for (q, c) in &cols {
+                let raw = cell(*c);
+                match q.kind {
+                    QuestionKind::Community => {
+                        let unit = cfg.orgs.resolve_rated_unit(raw).map_err(|e| reject(&format!("{}、{}", q.number, q.text), e))?;
+                        org_code = Some(unit.code.clone());
+                    }
+                    _ if is_skipped(raw) => answers.push(Answer { question: q.id.clone(), option: String::new(), text: String::new(), skipped: true }),
+                    QuestionKind::Single => {
+                        let (opt, fill) = split_fill_in(raw);
+                        if !q.options.iter().any(|o| o == opt) {
+                            return Err(reject(&format!("{}、{}", q.number, q.text), format!("选项“{opt}”不是该题的选项（{}）", q.options.join("/"))));
+                        }
+                        answers.push(Answer { question: q.id.clone(), option: opt.into(), text: fill.into(), skipped: false });
+                    }
+                    QuestionKind::Text => {
+                        let text = if raw == "(空)" { "" } else { raw };
+                        answers.push(Answer { question: q.id.clone(), option: String::new(), text: text.into(), skipped: text.is_empty() });
+                    }
+                }
+            }
+            Ok(SurveyResponse {
+                response_id: id.into(),
+                survey: survey.id.clone(),
+                submitted_at,
+                org_code: org_code.unwrap_or_default(),
+                answers,
+            })
+        })();
+        match row {
+            Ok(r) => parsed.responses.push(r),
+            Err(q) => parsed.rejected.push(q),
+        }
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_in_text_is_split_from_its_option() {
+        assert_eq!(split_fill_in("其他〖加装电梯〗"), ("其他", "加装电梯"));
+        assert_eq!(split_fill_in("满意"), ("满意", ""));
+        assert!(is_skipped("(跳过)") && is_skipped("-3") && !is_skipped("满意"));
+    }
+}

@@ -1,0 +1,732 @@
+//! Configuration and reference data: `manyi.toml`, the org hierarchy, the
+//! service categories, the offices, the holiday calendar, the jobs and the
+//! survey definitions.
+//!
+//! Loading never stops at the first problem. A data clerk fixing a deployment
+//! wants the whole list at once, each with the file and line, so every loader
+//! pushes into a shared [`Problems`] list and the caller decides whether the
+//! result is usable (as vector does for its config).
+
+use crate::calendar::WorkCalendar;
+use crate::model::OrgLevel;
+use chrono::NaiveDate;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One configuration problem, located as precisely as the file allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// Every problem found while loading; empty means the deployment is usable.
+#[derive(Debug, Default)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, file: &Path, line: Option<usize>, message: impl Into<String>) {
+        self.0.push(Problem { file: file.to_path_buf(), line, message: message.into() })
+    }
+
+    /// Records a problem about `value` found in `text`, locating it by the
+    /// first line that mentions the value (TOML semantic errors carry no span).
+    fn push_near(&mut self, file: &Path, text: &str, value: &str, message: impl Into<String>) {
+        let line = text.lines().position(|l| l.contains(value)).map(|i| i + 1);
+        self.push(file, line, message)
+    }
+}
+
+/// Configuration could not be loaded; lists every problem.
+#[derive(Debug, thiserror::Error)]
+#[error("{} configuration problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError(pub Vec<Problem>);
+
+/// `manyi.toml` as written by the user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The data directory (landing, quarantine, curated, state.db, outbox, reports).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// IANA time zone of the locality; timestamps are read as wall time there.
+    #[serde(default = "default_tz")]
+    pub time_zone: String,
+    /// Folder of survey definitions and report templates.
+    #[serde(default = "default_templates")]
+    pub templates_dir: PathBuf,
+    /// Folder of `*.toml` job definitions.
+    #[serde(default = "default_jobs")]
+    pub jobs_dir: PathBuf,
+    /// Name of the body that publishes the reports (e.g. 临江市民政局).
+    pub organisation: String,
+    /// Reference data files.
+    pub reference: ReferenceFiles,
+    /// 差评 follow-up rules.
+    #[serde(default)]
+    pub follow_up: FollowUpRules,
+    /// Metric thresholds.
+    #[serde(default)]
+    pub metrics: MetricRules,
+    /// Sources to collect from.
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+    /// Mail settings: the sender always, the SMTP server when configured.
+    pub mail: MailConfig,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_tz() -> String {
+    "Asia/Shanghai".into()
+}
+fn default_templates() -> PathBuf {
+    PathBuf::from("survey-templates")
+}
+fn default_jobs() -> PathBuf {
+    PathBuf::from("jobs")
+}
+
+/// Paths of the reference data, relative to `manyi.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceFiles {
+    /// Org hierarchy CSV: code,name,parent,level.
+    pub orgs: PathBuf,
+    /// Service categories CSV: code,name,parent.
+    pub categories: PathBuf,
+    /// Offices TOML.
+    pub offices: PathBuf,
+    /// Holiday calendar CSV: date,kind,name.
+    pub calendar: PathBuf,
+}
+
+/// Rules for 差评 follow-up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowUpRules {
+    /// Working days allowed to rectify a valid 差评 (15 in Sichuan, 5 in some cities).
+    #[serde(default = "default_deadline")]
+    pub deadline_working_days: u32,
+}
+
+fn default_deadline() -> u32 {
+    15
+}
+
+impl Default for FollowUpRules {
+    fn default() -> Self {
+        FollowUpRules { deadline_working_days: default_deadline() }
+    }
+}
+
+/// Thresholds that govern how figures are shown.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricRules {
+    /// Cells with fewer ratings than this are flagged and kept out of rankings.
+    #[serde(default = "default_min_n")]
+    pub min_n: u32,
+}
+
+fn default_min_n() -> u32 {
+    30
+}
+
+impl Default for MetricRules {
+    fn default() -> Self {
+        MetricRules { min_n: default_min_n() }
+    }
+}
+
+/// Which kind of records a source yields and how it is read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Unique name; also the landing and quarantine folder name.
+    pub name: String,
+    /// How the source is read.
+    pub kind: SourceKind,
+    /// Inbox directory of a file-drop source (relative to `manyi.toml`).
+    pub inbox: PathBuf,
+    /// For `wjx_export`: the survey (a folder of `survey-templates/`).
+    #[serde(default)]
+    pub survey: Option<String>,
+    /// For `rating_file`: canonical field → column header in the office's export.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+}
+
+/// The kinds of source this version reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// Office file drop of 好差评 ratings (CSV in UTF-8 or GBK, or XLSX).
+    RatingFile,
+    /// 问卷星 export (xlsx or CSV) of a questionnaire.
+    WjxExport,
+}
+
+/// Mail settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailConfig {
+    /// From header, e.g. `临江市民政局满意度监测 <manyi@mzj.linjiang.gov.cn>`.
+    pub from: String,
+    /// SMTP server; absent means write `.eml` files to `data/outbox`.
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
+}
+
+/// An SMTP server. The password comes only from the environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Host name.
+    pub host: String,
+    /// Port (25, 465, 587).
+    pub port: u16,
+    /// Account name, if the server wants AUTH.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Name of the environment variable that holds the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+}
+
+/// A unit of the org hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgUnit {
+    /// 统计用区划代码 (6, 9, 12 or 15 digits; the city has its own short code).
+    pub code: String,
+    /// Chinese name.
+    pub name: String,
+    /// Parent code, empty for the city.
+    pub parent: String,
+    /// Level in the hierarchy.
+    pub level: OrgLevel,
+}
+
+/// The org hierarchy with look-ups by code and by name.
+#[derive(Debug, Clone, Default)]
+pub struct OrgTree {
+    units: BTreeMap<String, OrgUnit>,
+    by_name: HashMap<String, Vec<String>>,
+}
+
+impl OrgTree {
+    /// Builds the tree from its units (checked by the loader).
+    pub fn new(units: Vec<OrgUnit>) -> Self {
+        let mut by_name: HashMap<String, Vec<String>> = HashMap::new();
+        for u in &units {
+            by_name.entry(u.name.clone()).or_default().push(u.code.clone());
+        }
+        OrgTree { units: units.into_iter().map(|u| (u.code.clone(), u)).collect(), by_name }
+    }
+
+    /// The unit with this code.
+    pub fn get(&self, code: &str) -> Option<&OrgUnit> {
+        self.units.get(code)
+    }
+
+    /// Every unit, ordered by code.
+    pub fn units(&self) -> impl Iterator<Item = &OrgUnit> {
+        self.units.values()
+    }
+
+    /// Units of one level, ordered by code.
+    pub fn at_level(&self, level: OrgLevel) -> impl Iterator<Item = &OrgUnit> {
+        self.units.values().filter(move |u| u.level == level)
+    }
+
+    /// Resolves a community or grid given by code or by its unique name.
+    pub fn resolve_rated_unit(&self, text: &str) -> Result<&OrgUnit, String> {
+        let t = text.trim();
+        if let Some(u) = self.units.get(t) {
+            return match u.level {
+                OrgLevel::Community | OrgLevel::Grid => Ok(u),
+                _ => Err(format!("区划 {t} 是{:?}级，评价应落到社区或网格", u.level)),
+            };
+        }
+        match self.by_name.get(t).map(Vec::as_slice) {
+            Some([code]) => self.resolve_rated_unit(code),
+            Some(codes) if codes.len() > 1 => Err(format!("社区名称“{t}”不唯一（{}），请改用12位区划代码", codes.join("、"))),
+            _ if t.is_empty() => Err("社区/区划为空".into()),
+            _ => Err(format!("未知的社区或区划代码“{t}”（不在 orgs.csv 中）")),
+        }
+    }
+
+    /// The ancestor of `code` at `level` (itself if it is at that level).
+    pub fn ancestor(&self, code: &str, level: OrgLevel) -> Option<&OrgUnit> {
+        let mut cur = self.units.get(code)?;
+        loop {
+            if cur.level == level {
+                return Some(cur);
+            }
+            cur = self.units.get(&cur.parent)?;
+        }
+    }
+
+    /// Whether `code` is `scope` or lies below it.
+    pub fn is_within(&self, code: &str, scope: &str) -> bool {
+        let mut cur = self.units.get(code);
+        while let Some(u) = cur {
+            if u.code == scope {
+                return true;
+            }
+            cur = self.units.get(&u.parent);
+        }
+        false
+    }
+}
+
+/// A service category.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Category {
+    /// Code used in the store.
+    pub code: String,
+    /// Chinese name.
+    pub name: String,
+    /// Parent code, empty at the top.
+    pub parent: String,
+}
+
+/// Whether an office gets the leadership report or its own slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OfficeRole {
+    /// 市/区领导: the whole city.
+    Leadership,
+    /// A 街道办, 居委会 or business section: its scope only.
+    Office,
+}
+
+/// An office and who reads its report.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Office {
+    /// Stable id used in delivery records and file names.
+    pub id: String,
+    /// Chinese name.
+    pub name: String,
+    /// Leadership or office.
+    pub role: OfficeRole,
+    /// Email addresses.
+    pub recipients: Vec<String>,
+    /// What the office is responsible for.
+    #[serde(default)]
+    pub scope: Scope,
+}
+
+/// An office's scope: org units (with everything below them) and/or categories.
+/// Both empty means everything; both set means the intersection.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scope {
+    /// Org codes.
+    #[serde(default)]
+    pub orgs: Vec<String>,
+    /// Category codes.
+    #[serde(default)]
+    pub categories: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OfficesFile {
+    #[serde(rename = "office")]
+    offices: Vec<Office>,
+}
+
+/// A survey definition (`survey-templates/<id>/survey.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SurveyDef {
+    /// Folder name; filled in by the loader.
+    #[serde(skip)]
+    pub id: String,
+    /// Title printed in reports.
+    pub title: String,
+    /// The questions, in the order of the questionnaire.
+    #[serde(rename = "question", default)]
+    pub questions: Vec<QuestionDef>,
+}
+
+/// One question of a questionnaire.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuestionDef {
+    /// Stable id used in the store.
+    pub id: String,
+    /// Its number in the 问卷星 export ("N、题干").
+    pub number: u32,
+    /// 题干.
+    pub text: String,
+    /// What the answer is.
+    pub kind: QuestionKind,
+    /// Options of a choice question, in order.
+    #[serde(default)]
+    pub options: Vec<String>,
+    /// Options that count as satisfied (empty: the question has no 满意率).
+    #[serde(default)]
+    pub satisfied: Vec<String>,
+}
+
+/// Question kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuestionKind {
+    /// The respondent's community (name or code).
+    Community,
+    /// Single choice.
+    Single,
+    /// Free text.
+    Text,
+}
+
+/// Everything loaded and checked: what the stages run on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory of `manyi.toml`; relative paths start here.
+    pub base_dir: PathBuf,
+    /// The file as written.
+    pub file: ConfigFile,
+    /// Absolute data directory.
+    pub data_dir: PathBuf,
+    /// Locality time zone.
+    pub tz: chrono_tz::Tz,
+    /// Org hierarchy.
+    pub orgs: OrgTree,
+    /// Categories in file order.
+    pub categories: Vec<Category>,
+    /// Offices in file order.
+    pub offices: Vec<Office>,
+    /// Working-day calendar.
+    pub calendar: WorkCalendar,
+    /// Surveys by id.
+    pub surveys: BTreeMap<String, SurveyDef>,
+    /// Absolute templates directory.
+    pub templates_dir: PathBuf,
+    /// Jobs by name.
+    pub jobs: BTreeMap<String, crate::schedule::JobDef>,
+}
+
+impl Config {
+    /// Resolves a path from the config against the config's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        self.base_dir.join(p)
+    }
+
+    /// The category with this code.
+    pub fn category(&self, code: &str) -> Option<&Category> {
+        self.categories.iter().find(|c| c.code == code)
+    }
+
+    /// Loads and checks everything; returns all problems at once on failure.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let mut problems = Problems::default();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(path, None, format!("cannot read the configuration file: {e}"));
+                return Err(ConfigError(problems.0));
+            }
+        };
+        let file: ConfigFile = match parse_toml(path, &text, &mut problems) {
+            Some(f) => f,
+            None => return Err(ConfigError(problems.0)),
+        };
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
+        let tz: chrono_tz::Tz = match file.time_zone.parse() {
+            Ok(tz) => tz,
+            Err(_) => {
+                problems.push_near(path, &text, "time_zone", format!("time_zone “{}” is not an IANA zone such as Asia/Shanghai", file.time_zone));
+                chrono_tz::Asia::Shanghai
+            }
+        };
+        let r = &file.reference;
+        let orgs = load_orgs(&base_dir.join(&r.orgs), &mut problems);
+        let categories = load_categories(&base_dir.join(&r.categories), &mut problems);
+        let offices_path = base_dir.join(&r.offices);
+        let offices = load_offices(&offices_path, &orgs, &categories, &mut problems);
+        let calendar = load_calendar(&base_dir.join(&r.calendar), &mut problems);
+        let templates_dir = base_dir.join(&file.templates_dir);
+        let surveys = load_surveys(&templates_dir, &mut problems);
+        let jobs = crate::schedule::load_jobs(&base_dir.join(&file.jobs_dir), &offices, &surveys, &mut problems);
+
+        let mut names = BTreeSet::new();
+        for s in &file.sources {
+            if !names.insert(s.name.as_str()) {
+                problems.push_near(path, &text, &s.name, format!("source name “{}” is used twice", s.name));
+            }
+            if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                problems.push_near(path, &text, &s.name, format!("source name “{}” must be ASCII letters, digits, - or _ (it names folders)", s.name));
+            }
+            match s.kind {
+                SourceKind::WjxExport => match &s.survey {
+                    Some(id) if surveys.contains_key(id) => {}
+                    Some(id) => problems.push_near(path, &text, id, format!("source “{}”: survey “{id}” has no folder in {}", s.name, templates_dir.display())),
+                    None => problems.push_near(path, &text, &s.name, format!("source “{}”: a wjx_export source needs `survey = \"…\"`", s.name)),
+                },
+                SourceKind::RatingFile => {
+                    for key in s.columns.keys() {
+                        if !crate::collect::RATING_FIELDS.contains(&key.as_str()) {
+                            problems.push_near(path, &text, key, format!("source “{}”: unknown column key “{key}”; expected one of {}", s.name, crate::collect::RATING_FIELDS.join(", ")));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(smtp) = &file.mail.smtp {
+            if smtp.host.is_empty() {
+                problems.push_near(path, &text, "host", "mail.smtp.host is empty");
+            }
+        }
+        if file.mail.from.parse::<lettre::message::Mailbox>().is_err() {
+            problems.push_near(path, &text, "from", format!("mail.from “{}” is not an address such as 民政局 <manyi@example.gov.cn>", file.mail.from));
+        }
+
+        if !problems.0.is_empty() {
+            return Err(ConfigError(problems.0));
+        }
+        let data_dir = base_dir.join(&file.data_dir);
+        Ok(Config { base_dir, data_dir, tz, orgs, categories, offices, calendar, surveys, templates_dir, jobs, file })
+    }
+}
+
+/// Parses TOML, turning a syntax or shape error into a located problem.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str, problems: &mut Problems) -> Option<T> {
+    match toml::from_str::<T>(text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            problems.push(path, line, e.message().to_string());
+            None
+        }
+    }
+}
+
+fn read_csv(path: &Path, problems: &mut Problems) -> Option<csv::Reader<std::fs::File>> {
+    match csv::ReaderBuilder::new().flexible(true).from_path(path) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            problems.push(path, None, format!("cannot read: {e}"));
+            None
+        }
+    }
+}
+
+fn load_orgs(path: &Path, problems: &mut Problems) -> OrgTree {
+    let mut units = Vec::new();
+    let Some(mut rdr) = read_csv(path, problems) else { return OrgTree::default() };
+    for rec in rdr.records() {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(path, e.position().map(|p| p.line() as usize), format!("unreadable row: {e}"));
+                continue;
+            }
+        };
+        let line = rec.position().map(|p| p.line() as usize);
+        if rec.len() != 4 {
+            problems.push(path, line, format!("expected 4 columns code,name,parent,level, found {}", rec.len()));
+            continue;
+        }
+        let Some(level) = OrgLevel::parse(&rec[3]) else {
+            problems.push(path, line, format!("level “{}” is not one of city, district, street, community, grid", &rec[3]));
+            continue;
+        };
+        let code = rec[0].trim().to_string();
+        if let Some(len) = level.code_len() {
+            if code.len() != len || !code.chars().all(|c| c.is_ascii_digit()) {
+                problems.push(path, line, format!("code “{code}” of a {level:?} must be {len} digits"));
+            }
+        }
+        if units.iter().any(|u: &(OrgUnit, Option<usize>)| u.0.code == code) {
+            problems.push(path, line, format!("code “{code}” appears twice"));
+        }
+        units.push((OrgUnit { code, name: rec[1].trim().to_string(), parent: rec[2].trim().to_string(), level }, line));
+    }
+    let codes: HashMap<&str, OrgLevel> = units.iter().map(|(u, _)| (u.code.as_str(), u.level)).collect();
+    for (u, line) in &units {
+        if u.level == OrgLevel::City {
+            continue;
+        }
+        match codes.get(u.parent.as_str()) {
+            None => problems.push(path, *line, format!("parent “{}” of {} is not in the file", u.parent, u.code)),
+            Some(pl) if *pl >= u.level => problems.push(path, *line, format!("parent “{}” of {} is not a higher level", u.parent, u.code)),
+            Some(pl) if *pl != OrgLevel::City && !u.code.starts_with(&u.parent) => {
+                problems.push(path, *line, format!("code {} does not start with its parent's code {}", u.code, u.parent))
+            }
+            _ => {}
+        }
+    }
+    if units.is_empty() {
+        problems.push(path, None, "no org units");
+    }
+    OrgTree::new(units.into_iter().map(|(u, _)| u).collect())
+}
+
+fn load_categories(path: &Path, problems: &mut Problems) -> Vec<Category> {
+    let mut cats: Vec<Category> = Vec::new();
+    let Some(mut rdr) = read_csv(path, problems) else { return cats };
+    let mut lines = Vec::new();
+    for rec in rdr.records() {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(path, e.position().map(|p| p.line() as usize), format!("unreadable row: {e}"));
+                continue;
+            }
+        };
+        let line = rec.position().map(|p| p.line() as usize);
+        if rec.len() != 3 {
+            problems.push(path, line, format!("expected 3 columns code,name,parent, found {}", rec.len()));
+            continue;
+        }
+        let c = Category { code: rec[0].trim().into(), name: rec[1].trim().into(), parent: rec[2].trim().into() };
+        if c.code.is_empty() || c.name.is_empty() {
+            problems.push(path, line, "code and name must not be empty");
+        }
+        if cats.iter().any(|o| o.code == c.code || o.name == c.name) {
+            problems.push(path, line, format!("category “{}”/“{}” appears twice", c.code, c.name));
+        }
+        cats.push(c);
+        lines.push(line);
+    }
+    for (c, line) in cats.iter().zip(lines) {
+        if !c.parent.is_empty() && !cats.iter().any(|p| p.code == c.parent) {
+            problems.push(path, line, format!("parent “{}” of category {} is not in the file", c.parent, c.code));
+        }
+    }
+    cats
+}
+
+fn load_offices(path: &Path, orgs: &OrgTree, cats: &[Category], problems: &mut Problems) -> Vec<Office> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(path, None, format!("cannot read: {e}"));
+            return Vec::new();
+        }
+    };
+    let Some(file) = parse_toml::<OfficesFile>(path, &text, problems) else { return Vec::new() };
+    let mut ids = BTreeSet::new();
+    for o in &file.offices {
+        if !ids.insert(o.id.as_str()) {
+            problems.push_near(path, &text, &o.id, format!("office id “{}” is used twice", o.id));
+        }
+        if o.id.is_empty() || !o.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            problems.push_near(path, &text, &o.id, format!("office id “{}” must be ASCII letters, digits, - or _ (it names files)", o.id));
+        }
+        if o.recipients.is_empty() {
+            problems.push_near(path, &text, &o.id, format!("office “{}” has no recipients", o.id));
+        }
+        for r in &o.recipients {
+            if r.parse::<lettre::Address>().is_err() {
+                problems.push_near(path, &text, r, format!("office “{}”: recipient “{r}” is not an email address", o.id));
+            }
+        }
+        for code in &o.scope.orgs {
+            if orgs.get(code).is_none() {
+                problems.push_near(path, &text, code, format!("office “{}”: scope org “{code}” is not in orgs.csv", o.id));
+            }
+        }
+        for code in &o.scope.categories {
+            if !cats.iter().any(|c| &c.code == code) {
+                problems.push_near(path, &text, code, format!("office “{}”: scope category “{code}” is not in categories.csv", o.id));
+            }
+        }
+    }
+    file.offices
+}
+
+fn load_calendar(path: &Path, problems: &mut Problems) -> WorkCalendar {
+    let (mut holidays, mut workdays) = (Vec::new(), Vec::new());
+    let Some(mut rdr) = read_csv(path, problems) else { return WorkCalendar::default() };
+    for rec in rdr.records() {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(path, e.position().map(|p| p.line() as usize), format!("unreadable row: {e}"));
+                continue;
+            }
+        };
+        let line = rec.position().map(|p| p.line() as usize);
+        let Ok(date) = NaiveDate::parse_from_str(rec.get(0).unwrap_or("").trim(), "%Y-%m-%d") else {
+            problems.push(path, line, format!("date “{}” is not YYYY-MM-DD", rec.get(0).unwrap_or("")));
+            continue;
+        };
+        match rec.get(1).map(str::trim) {
+            Some("holiday") => holidays.push(date),
+            Some("workday") => workdays.push(date),
+            other => problems.push(path, line, format!("kind “{}” must be holiday or workday", other.unwrap_or(""))),
+        }
+    }
+    WorkCalendar::new(holidays, workdays)
+}
+
+fn load_surveys(dir: &Path, problems: &mut Problems) -> BTreeMap<String, SurveyDef> {
+    let mut out = BTreeMap::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            problems.push(dir, None, format!("cannot read the templates folder: {e}"));
+            return out;
+        }
+    };
+    let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    dirs.sort();
+    for d in dirs {
+        let id = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if id.starts_with('_') {
+            continue;
+        }
+        let path = d.join("survey.toml");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(&path, None, format!("every survey folder needs a survey.toml: {e}"));
+                continue;
+            }
+        };
+        let Some(mut def) = parse_toml::<SurveyDef>(&path, &text, problems) else { continue };
+        def.id = id.clone();
+        let mut seen = BTreeSet::new();
+        for q in &def.questions {
+            if !seen.insert(q.number) {
+                problems.push_near(&path, &text, &q.id, format!("question number {} is used twice", q.number));
+            }
+            if q.kind == QuestionKind::Single && q.options.is_empty() {
+                problems.push_near(&path, &text, &q.id, format!("question “{}” is single choice but lists no options", q.id));
+            }
+            for s in &q.satisfied {
+                if !q.options.contains(s) {
+                    problems.push_near(&path, &text, s, format!("question “{}”: satisfied option “{s}” is not one of its options", q.id));
+                }
+            }
+        }
+        if !def.questions.is_empty() && def.questions.iter().filter(|q| q.kind == QuestionKind::Community).count() != 1 {
+            problems.push(&path, None, "a questionnaire needs exactly one question of kind = \"community\"");
+        }
+        out.insert(id, def);
+    }
+    out
+}

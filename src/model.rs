@@ -1,0 +1,244 @@
+//! Canonical records shared by every stage: a 好差评 rating, a questionnaire
+//! response, and the small code lists they use.
+//!
+//! These are the only shapes that cross stage boundaries. A source's own field
+//! names never leave `collect`; the curated store holds exactly these fields.
+
+use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
+
+/// A 好差评 satisfaction level, 1 (非常不满意) to 5 (非常满意), as in GB/T 39046.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Level(u8);
+
+impl Level {
+    /// The five levels from best to worst, in the order reports list them.
+    pub const ALL_DESC: [Level; 5] = [Level(5), Level(4), Level(3), Level(2), Level(1)];
+
+    /// A level from its numeric code; `None` outside 1..=5.
+    pub fn from_code(code: u8) -> Option<Level> {
+        (1..=5).contains(&code).then_some(Level(code))
+    }
+
+    /// A level from the text a platform or an office export uses: the Chinese
+    /// name (非常满意 … 非常不满意) or the digit.
+    pub fn parse(text: &str) -> Option<Level> {
+        let t = text.trim();
+        match t {
+            "非常满意" => Some(Level(5)),
+            "满意" => Some(Level(4)),
+            "基本满意" => Some(Level(3)),
+            "不满意" => Some(Level(2)),
+            "非常不满意" => Some(Level(1)),
+            _ => t
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.fract() == 0.0 && (1.0..=5.0).contains(v))
+                .map(|v| Level(v as u8)),
+        }
+    }
+
+    /// The numeric code, 1..=5.
+    pub fn code(self) -> u8 {
+        self.0
+    }
+
+    /// The Chinese name printed in reports.
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            5 => "非常满意",
+            4 => "满意",
+            3 => "基本满意",
+            2 => "不满意",
+            _ => "非常不满意",
+        }
+    }
+}
+
+/// Follow-up state of a 差评 (levels 1–2). Ratings of level 3 and above carry `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FollowUp {
+    /// 待核实: not yet checked by the responsible office.
+    Pending,
+    /// 有效: confirmed, rectification not started.
+    Valid,
+    /// 无效/申诉成立: excluded from 差评 figures after 申诉复核, kept on record.
+    Invalid,
+    /// 整改中.
+    InProgress,
+    /// 已整改.
+    Rectified,
+    /// 无法整改.
+    CannotRectify,
+}
+
+impl FollowUp {
+    /// Every state, in the order a report lists them.
+    pub const ALL: [FollowUp; 6] = [
+        FollowUp::Pending,
+        FollowUp::Valid,
+        FollowUp::InProgress,
+        FollowUp::Rectified,
+        FollowUp::CannotRectify,
+        FollowUp::Invalid,
+    ];
+
+    /// The Chinese name, which is also what the curated store holds.
+    pub fn name(self) -> &'static str {
+        match self {
+            FollowUp::Pending => "待核实",
+            FollowUp::Valid => "有效",
+            FollowUp::Invalid => "无效",
+            FollowUp::InProgress => "整改中",
+            FollowUp::Rectified => "已整改",
+            FollowUp::CannotRectify => "无法整改",
+        }
+    }
+
+    /// Parses the names offices and platforms use, including the common variants
+    /// (申诉成立 for 无效, 整改完成 for 已整改).
+    pub fn parse(text: &str) -> Option<FollowUp> {
+        match text.trim() {
+            "待核实" | "未核实" => Some(FollowUp::Pending),
+            "有效" => Some(FollowUp::Valid),
+            "无效" | "申诉成立" | "无效/申诉成立" => Some(FollowUp::Invalid),
+            "整改中" => Some(FollowUp::InProgress),
+            "已整改" | "整改完成" => Some(FollowUp::Rectified),
+            "无法整改" => Some(FollowUp::CannotRectify),
+            _ => None,
+        }
+    }
+}
+
+/// One 好差评 rating in canonical form, as the curated store keeps it.
+///
+/// Rater identity never reaches this struct in clear: `rater_hash` is a salted
+/// digest so that repeat raters can be counted without knowing who they are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rating {
+    /// 办件编号 + "-" + 评价次数; unique within its source.
+    pub rating_id: String,
+    /// The configured source it came from.
+    pub source: String,
+    /// When the rating was given, Asia/Shanghai wall time.
+    pub rated_at: NaiveDateTime,
+    /// 12-digit community code, or 15-digit grid code.
+    pub org_code: String,
+    /// Service category code from the configured taxonomy.
+    pub category: String,
+    /// 服务事项.
+    pub service_item: String,
+    /// 受理部门.
+    pub department: String,
+    /// Channel code (1 PC端 … 7 短信); the list is configurable.
+    pub channel: u8,
+    /// Satisfaction level.
+    pub level: Level,
+    /// Reason tags, comma separated as the platform sends them.
+    pub reason_tags: String,
+    /// Free-text comment from the resident (escaped when rendered).
+    pub comment: String,
+    /// 匿名评价.
+    pub anonymous: bool,
+    /// Salted SHA-256 of the rater's phone or id, if the source gave one.
+    pub rater_hash: Option<String>,
+    /// 差评 follow-up state; `None` for levels 3–5.
+    pub follow_up: Option<FollowUp>,
+    /// When rectification was completed.
+    pub rectified_at: Option<NaiveDateTime>,
+    /// 回访结果.
+    pub revisit: String,
+}
+
+/// One answer of a questionnaire response, in long form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    /// Question id from the survey's `survey.toml`.
+    pub question: String,
+    /// The option chosen (its text), empty for a skipped answer.
+    pub option: String,
+    /// Free text typed with the answer (fill-in, or 〖…〗 in an option).
+    pub text: String,
+    /// The respondent skipped the question or was not shown it: kept, never zero.
+    pub skipped: bool,
+}
+
+/// One questionnaire response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SurveyResponse {
+    /// Response id, unique within the survey (问卷星 序号, or the platform's id).
+    pub response_id: String,
+    /// The survey id: a folder of `survey-templates/`.
+    pub survey: String,
+    /// 提交答卷时间, Asia/Shanghai wall time.
+    pub submitted_at: NaiveDateTime,
+    /// Community the respondent lives in.
+    pub org_code: String,
+    /// The answers, one per question (several for multi-select).
+    pub answers: Vec<Answer>,
+}
+
+/// Level of a unit in the org hierarchy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrgLevel {
+    /// 市.
+    City,
+    /// 区/县.
+    District,
+    /// 街道/乡镇.
+    Street,
+    /// 社区/村.
+    Community,
+    /// 网格.
+    Grid,
+}
+
+impl OrgLevel {
+    /// Parses the level column of the org CSV.
+    pub fn parse(text: &str) -> Option<OrgLevel> {
+        match text.trim() {
+            "city" | "市" => Some(OrgLevel::City),
+            "district" | "区" | "县" => Some(OrgLevel::District),
+            "street" | "街道" | "乡镇" => Some(OrgLevel::Street),
+            "community" | "社区" | "村" => Some(OrgLevel::Community),
+            "grid" | "网格" => Some(OrgLevel::Grid),
+            _ => None,
+        }
+    }
+
+    /// The number of digits a code of this level has (统计用区划代码).
+    pub fn code_len(self) -> Option<usize> {
+        match self {
+            OrgLevel::City => None,
+            OrgLevel::District => Some(6),
+            OrgLevel::Street => Some(9),
+            OrgLevel::Community => Some(12),
+            OrgLevel::Grid => Some(15),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_parse_from_names_and_digits() {
+        assert_eq!(Level::parse("非常满意"), Level::from_code(5));
+        assert_eq!(Level::parse(" 基本满意 "), Level::from_code(3));
+        assert_eq!(Level::parse("2"), Level::from_code(2));
+        assert_eq!(Level::parse("1.0"), Level::from_code(1));
+        assert_eq!(Level::parse("7"), None);
+        assert_eq!(Level::parse("2.5"), None);
+        assert_eq!(Level::parse("很好"), None);
+    }
+
+    #[test]
+    fn follow_up_names_round_trip() {
+        for f in FollowUp::ALL {
+            assert_eq!(FollowUp::parse(f.name()), Some(f));
+        }
+        assert_eq!(FollowUp::parse("申诉成立"), Some(FollowUp::Invalid));
+    }
+}

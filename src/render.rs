@@ -1,0 +1,331 @@
+//! Render: reports as email-safe HTML and plain text, from tera templates in
+//! `survey-templates/`.
+//!
+//! Templates are loaded once per process into [`Templates`]; every filter is
+//! registered in [`Templates::load`] and nowhere else. Rendering is a pure
+//! function of the [`ReportView`]: no clock, no I/O, so a rerun with the same
+//! data and as-of time gives the same bytes.
+
+use crate::aggregate::{BadRating, FollowUpSummary, RatingTables, Row, Stats, SurveyTables};
+use crate::config::Config;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::LazyLock;
+use tera::{Tera, Value};
+
+/// Errors of rendering.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A template failed to parse.
+    #[error("templates in {dir}: {source}")]
+    Load {
+        /// The templates folder.
+        dir: String,
+        /// Tera's error (names the template and line).
+        #[source]
+        source: tera::Error,
+    },
+    /// A template failed while rendering.
+    #[error("rendering {template}: {detail}")]
+    Render {
+        /// The template.
+        template: String,
+        /// Tera's error chain.
+        detail: String,
+    },
+}
+
+/// The loaded templates.
+pub struct Templates {
+    tera: Tera,
+}
+
+impl Templates {
+    /// Loads every `*.tera` under `dir` and registers the filters.
+    pub fn load(dir: &Path) -> Result<Templates, RenderError> {
+        let glob = format!("{}/**/*.tera", dir.display());
+        let mut tera = Tera::new(&glob).map_err(|source| RenderError::Load { dir: dir.display().to_string(), source })?;
+        // Tera escapes only files ending in .html by default; ours end in
+        // .html.tera, and every resident's comment passes through them.
+        tera.autoescape_on(vec![".html.tera"]);
+        tera.register_filter("pct", pct_filter);
+        tera.register_filter("num", num_filter);
+        tera.register_filter("mask", mask_filter);
+        tera.register_filter("pp", pp_filter);
+        Ok(Templates { tera })
+    }
+
+    /// The names of the loaded templates (for `manyi check`).
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.tera.get_template_names().map(String::from).collect();
+        v.sort();
+        v
+    }
+
+    /// Renders one report: `<survey>/<kind>.html.tera` and `.txt.tera`.
+    pub fn render(&self, survey: &str, view: &ReportView) -> Result<Rendered, RenderError> {
+        let ctx = tera::Context::from_serialize(view).map_err(|e| RenderError::Render { template: survey.into(), detail: e.to_string() })?;
+        let render = |name: String| {
+            self.tera.render(&name, &ctx).map_err(|e| {
+                let mut detail = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    detail.push_str(": ");
+                    detail.push_str(&s.to_string());
+                    src = s.source();
+                }
+                RenderError::Render { template: name.clone(), detail }
+            })
+        };
+        let kind = view.kind.template_stem();
+        Ok(Rendered {
+            subject: view.subject.clone(),
+            html: render(format!("{survey}/{kind}.html.tera"))?,
+            text: render(format!("{survey}/{kind}.txt.tera"))?,
+        })
+    }
+}
+
+/// A rendered report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// Email subject.
+    pub subject: String,
+    /// HTML body.
+    pub html: String,
+    /// Plain-text alternative.
+    pub text: String,
+}
+
+/// Which report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportKind {
+    /// The city for leadership.
+    Leadership,
+    /// One office's slice.
+    Office,
+}
+
+impl ReportKind {
+    fn template_stem(self) -> &'static str {
+        match self {
+            ReportKind::Leadership => "leadership",
+            ReportKind::Office => "office",
+        }
+    }
+}
+
+/// Everything a template sees. Names, not codes; numbers, not formatted text
+/// (the filters format them), so templates decide presentation.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportView {
+    /// Which report.
+    pub kind: ReportKind,
+    /// Email subject.
+    pub subject: String,
+    /// Publishing body.
+    pub organisation: String,
+    /// Who the report is for (市名 or office name).
+    pub audience: String,
+    /// `2026年10月`.
+    pub period_label: String,
+    /// Previous period label.
+    pub previous_label: String,
+    /// The rating tables of the scope.
+    pub ratings: RatingTables,
+    /// Change of 满意率 in percentage points, and whether a two-proportion test
+    /// at 95% calls it significant.
+    pub change_pp: f64,
+    /// See `change_pp`.
+    pub change_significant: bool,
+    /// Communities ranked by the Wilson lower bound of 满意率, weakest first (n ≥ min).
+    pub weakest: Vec<Row>,
+    /// Communities under the minimum n, not ranked.
+    pub low_n_count: usize,
+    /// The minimum n.
+    pub min_n: u64,
+    /// 差评 follow-up.
+    pub follow_up: FollowUpSummary,
+    /// 差评 list (office report): overdue first, then by deadline.
+    pub bad_list: Vec<BadView>,
+    /// Questionnaire findings, if the job names a questionnaire.
+    pub survey: Option<SurveyTables>,
+    /// Footer: sources, counts, as-of, report id.
+    pub footer: Footer,
+}
+
+/// A 差评 as printed.
+#[derive(Debug, Clone, Serialize)]
+pub struct BadView {
+    /// The rating.
+    #[serde(flatten)]
+    pub rating: BadRating,
+    /// Community name.
+    pub community: String,
+    /// Category name.
+    pub category_name: String,
+}
+
+/// The provenance printed at the bottom of every report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Footer {
+    /// Source summaries.
+    pub sources: Vec<crate::store::SourceProvenance>,
+    /// Total quarantined rows up to as-of.
+    pub quarantined: i64,
+    /// As-of time, local, `2026-11-01 02:00:00`.
+    pub as_of: String,
+    /// Report id: derived from job, period and as-of only.
+    pub report_id: String,
+    /// Deadline rule, e.g. 15.
+    pub deadline_days: u32,
+}
+
+/// Report id from job, period and as-of: the same inputs always give the same id.
+pub fn report_id(job: &str, period: &str, as_of: DateTime<Utc>) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(format!("{job}|{period}|{}", as_of.timestamp_millis()).as_bytes());
+    format!("MY-{}-{}", period.replace('-', ""), &hex::encode(h)[..8])
+}
+
+/// Whether two proportions differ at 95% (pooled two-proportion z-test).
+pub fn significant_change(a: &Stats, b: &Stats) -> bool {
+    if a.n == 0 || b.n == 0 {
+        return false;
+    }
+    let (n1, n2) = (a.n as f64, b.n as f64);
+    let p = (a.satisfied_rate * n1 + b.satisfied_rate * n2) / (n1 + n2);
+    let se = (p * (1.0 - p) * (1.0 / n1 + 1.0 / n2)).sqrt();
+    se > 0.0 && ((a.satisfied_rate - b.satisfied_rate) / se).abs() > 1.959_963_984_540_054
+}
+
+/// Builds the view of one report. Pure: the as-of date is an argument.
+#[allow(clippy::too_many_arguments)]
+pub fn build_view(
+    cfg: &Config,
+    kind: ReportKind,
+    audience: &str,
+    tables: RatingTables,
+    bad: &[&BadRating],
+    follow_up: FollowUpSummary,
+    survey: Option<SurveyTables>,
+    footer: Footer,
+    period_label: String,
+    previous_label: String,
+) -> ReportView {
+    let min_n = cfg.file.metrics.min_n as u64;
+    let mut weakest: Vec<Row> = tables.communities.iter().filter(|r| !r.low_n).cloned().collect();
+    weakest.sort_by(|a, b| a.stats.satisfied_lo.total_cmp(&b.stats.satisfied_lo).then_with(|| a.code.cmp(&b.code)));
+    weakest.truncate(10);
+    let low_n_count = tables.communities.iter().filter(|r| r.low_n).count();
+    let change_pp = (tables.total.satisfied_rate - tables.previous.satisfied_rate) * 100.0;
+    let change_significant = significant_change(&tables.total, &tables.previous);
+    let mut bad_list: Vec<BadView> = bad
+        .iter()
+        .map(|b| BadView {
+            rating: (*b).clone(),
+            community: cfg.orgs.get(&b.org_code).map(|u| u.name.clone()).unwrap_or_else(|| b.org_code.clone()),
+            category_name: cfg.category(&b.category).map(|c| c.name.clone()).unwrap_or_else(|| b.category.clone()),
+        })
+        .collect();
+    bad_list.sort_by(|a, b| b.rating.overdue.cmp(&a.rating.overdue).then(a.rating.deadline.cmp(&b.rating.deadline)).then(a.rating.rating_id.cmp(&b.rating.rating_id)));
+    let kind_label = match kind {
+        ReportKind::Leadership | ReportKind::Office => "满意度月报",
+    };
+    ReportView {
+        kind,
+        subject: format!("【{kind_label}】{period_label} · {audience}"),
+        organisation: cfg.file.organisation.clone(),
+        audience: audience.into(),
+        period_label,
+        previous_label,
+        change_pp,
+        change_significant,
+        weakest,
+        low_n_count,
+        min_n,
+        follow_up,
+        bad_list,
+        survey,
+        footer,
+        ratings: tables,
+    }
+}
+
+fn arg_f64(v: &Value, name: &str) -> tera::Result<f64> {
+    v.as_f64().ok_or_else(|| tera::Error::msg(format!("filter {name} expects a number, got {v}")))
+}
+
+/// 0.9612 → "96.1%".
+fn pct_filter(v: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
+    Ok(Value::String(format!("{:.1}%", arg_f64(v, "pct")? * 100.0)))
+}
+
+/// A change in percentage points with its sign: 0.43 → "+0.4个百分点".
+fn pp_filter(v: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
+    let x = arg_f64(v, "pp")?;
+    let x = if x.abs() < 0.05 { 0.0 } else { x };
+    Ok(Value::String(format!("{x:+.1}个百分点")))
+}
+
+/// Integers with thousands separators: 12345 → "12,345"; floats to 1 decimal.
+fn num_filter(v: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
+    if let Some(i) = v.as_u64() {
+        let s = i.to_string();
+        let mut out = String::new();
+        for (k, ch) in s.chars().enumerate() {
+            if k > 0 && (s.len() - k) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(ch);
+        }
+        return Ok(Value::String(out));
+    }
+    Ok(Value::String(format!("{:.1}", arg_f64(v, "num")?)))
+}
+
+static PHONE: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"(^|\D)(1[3-9]\d)(\d{4})(\d{4})(\D|$)").expect("static regex"));
+static ID_NO: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"(^|\D)(\d{6})\d{8}(\d{3}[\dXx])(\D|$)").expect("static regex"));
+static NAME_CALL: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"(我叫|本人|联系人[:：]?)([\p{Han}])([\p{Han}]{1,2})").expect("static regex"));
+
+/// Masks personal data in resident text: mobile numbers (138****1234), ID
+/// numbers (110101********1234) and self-introduced names (我叫张*).
+pub fn mask_personal(text: &str) -> String {
+    let t = ID_NO.replace_all(text, "$1$2********$3$4");
+    let t = PHONE.replace_all(&t, "$1$2****$4$5");
+    let t = NAME_CALL.replace_all(&t, |c: &regex::Captures| format!("{}{}{}", &c[1], &c[2], "*".repeat(c[3].chars().count())));
+    t.into_owned()
+}
+
+fn mask_filter(v: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
+    Ok(Value::String(mask_personal(v.as_str().unwrap_or_default())))
+}
+
+/// The Chinese label of a date: 2026年10月3日.
+pub fn date_label(d: NaiveDate) -> String {
+    use chrono::Datelike;
+    format!("{}年{}月{}日", d.year(), d.month(), d.day())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn personal_data_is_masked() {
+        assert_eq!(mask_personal("电话13812341234请回电"), "电话138****1234请回电");
+        assert_eq!(mask_personal("身份证110101199001011234"), "身份证110101********1234");
+        assert_eq!(mask_personal("我叫张三丰，态度差"), "我叫张**，态度差");
+        assert_eq!(mask_personal("排队2小时"), "排队2小时");
+    }
+
+    #[test]
+    fn report_id_depends_only_on_job_period_as_of() {
+        let t = DateTime::from_timestamp(1_790_000_000, 0).expect("time");
+        assert_eq!(report_id("monthly", "2026-10", t), report_id("monthly", "2026-10", t));
+        assert_ne!(report_id("monthly", "2026-10", t), report_id("monthly", "2026-09", t));
+    }
+}

@@ -1,0 +1,108 @@
+//! Canonical records to columnar frames, as the curated Parquet files hold them.
+//!
+//! Timestamps are stored as Parquet timestamps in milliseconds holding the
+//! locality's wall time (Asia/Shanghai by default), which is how residents,
+//! offices and DuckDB users read them.
+
+use crate::model::{Rating, SurveyResponse};
+use chrono::NaiveDateTime;
+use polars::prelude::*;
+use std::borrow::Borrow;
+
+/// Column names of the curated ratings, in file order.
+pub const RATING_COLUMNS: [&str; 17] = [
+    "rating_id",
+    "source",
+    "rated_at",
+    "org_code",
+    "category",
+    "service_item",
+    "department",
+    "channel",
+    "level",
+    "reason_tags",
+    "comment",
+    "anonymous",
+    "rater_hash",
+    "follow_up",
+    "rectified_at",
+    "revisit",
+    "batch_seq",
+];
+
+fn ms(t: &NaiveDateTime) -> i64 {
+    t.and_utc().timestamp_millis()
+}
+
+fn datetime(name: &str, values: Vec<Option<i64>>) -> PolarsResult<Column> {
+    Column::new(name.into(), values).cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
+}
+
+/// The frame of a set of ratings, each tagged with the batch that stores it.
+pub fn ratings_frame<R: Borrow<Rating>>(rows: &[R], batch_seq: i64) -> PolarsResult<DataFrame> {
+    let rs: Vec<&Rating> = rows.iter().map(Borrow::borrow).collect();
+    let s = |f: fn(&Rating) -> &str| rs.iter().map(|r| f(r)).collect::<Vec<&str>>();
+    let n = rs.len();
+    DataFrame::new(
+        n,
+        vec![
+            Column::new("rating_id".into(), s(|r| &r.rating_id)),
+            Column::new("source".into(), s(|r| &r.source)),
+            datetime("rated_at", rs.iter().map(|r| Some(ms(&r.rated_at))).collect())?,
+            Column::new("org_code".into(), s(|r| &r.org_code)),
+            Column::new("category".into(), s(|r| &r.category)),
+            Column::new("service_item".into(), s(|r| &r.service_item)),
+            Column::new("department".into(), s(|r| &r.department)),
+            Column::new("channel".into(), rs.iter().map(|r| r.channel as i32).collect::<Vec<_>>()),
+            Column::new("level".into(), rs.iter().map(|r| r.level.code() as i32).collect::<Vec<_>>()),
+            Column::new("reason_tags".into(), s(|r| &r.reason_tags)),
+            Column::new("comment".into(), s(|r| &r.comment)),
+            Column::new("anonymous".into(), rs.iter().map(|r| r.anonymous).collect::<Vec<_>>()),
+            Column::new("rater_hash".into(), rs.iter().map(|r| r.rater_hash.as_deref()).collect::<Vec<_>>()),
+            Column::new("follow_up".into(), rs.iter().map(|r| r.follow_up.map(|f| f.name())).collect::<Vec<_>>()),
+            datetime("rectified_at", rs.iter().map(|r| r.rectified_at.as_ref().map(ms)).collect())?,
+            Column::new("revisit".into(), s(|r| &r.revisit)),
+            Column::new("batch_seq".into(), vec![batch_seq; n]),
+        ],
+    )
+}
+
+/// The long-form frame of questionnaire responses: one row per answer.
+pub fn responses_frame<R: Borrow<SurveyResponse>>(source: &str, rows: &[R], batch_seq: i64) -> PolarsResult<DataFrame> {
+    let mut response_id = Vec::new();
+    let mut survey = Vec::new();
+    let mut submitted = Vec::new();
+    let mut org = Vec::new();
+    let mut question = Vec::new();
+    let mut option = Vec::new();
+    let mut text = Vec::new();
+    let mut skipped = Vec::new();
+    for r in rows.iter().map(Borrow::borrow) {
+        for a in &r.answers {
+            response_id.push(r.response_id.as_str());
+            survey.push(r.survey.as_str());
+            submitted.push(Some(ms(&r.submitted_at)));
+            org.push(r.org_code.as_str());
+            question.push(a.question.as_str());
+            option.push(a.option.as_str());
+            text.push(a.text.as_str());
+            skipped.push(a.skipped);
+        }
+    }
+    let n = response_id.len();
+    DataFrame::new(
+        n,
+        vec![
+            Column::new("response_id".into(), response_id),
+            Column::new("source".into(), vec![source; n]),
+            Column::new("survey".into(), survey),
+            datetime("submitted_at", submitted)?,
+            Column::new("org_code".into(), org),
+            Column::new("question".into(), question),
+            Column::new("option".into(), option),
+            Column::new("text".into(), text),
+            Column::new("skipped".into(), skipped),
+            Column::new("batch_seq".into(), vec![batch_seq; n]),
+        ],
+    )
+}

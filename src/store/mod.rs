@@ -1,0 +1,459 @@
+//! The embedded store: a data directory of raw landing files, quarantine CSVs,
+//! Hive-partitioned Parquet, and the SQLite catalog `state.db`.
+//!
+//! ```text
+//! data/landing/<source>/<yyyy-mm-dd>/<batch>.<ext>        raw, as received
+//! data/quarantine/<source>/<batch>.csv                    rejected rows + reason
+//! data/curated/ratings/month=YYYY-MM/<batch>.parquet      append-only
+//! data/curated/responses/month=YYYY-MM/<batch>.parquet
+//! data/state.db                                           catalog, keys, runs, deliveries
+//! ```
+//!
+//! The commit protocol: a batch's Parquet files are written under a temporary
+//! name, fsynced and renamed while an IMMEDIATE SQLite transaction is held;
+//! the batch row, its file list, the record keys and the source watermark are
+//! then committed together. Readers list files from the catalog, never from
+//! the directory, so a file left by a crash before the commit is invisible and
+//! the batch is simply fetched again.
+
+mod catalog;
+mod frames;
+
+pub use catalog::{DeliveryRecord, RunRecord};
+pub use frames::{RATING_COLUMNS, ratings_frame, responses_frame};
+
+use crate::model::{Rating, SurveyResponse};
+use chrono::{DateTime, NaiveDate, Utc};
+use polars::prelude::*;
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Errors of the store. Each names the file or table involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file or folder of the data directory could not be written or read.
+    #[error("data directory: {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// state.db failed.
+    #[error("state.db: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// Writing or reading Parquet failed.
+    #[error("curated Parquet: {0}")]
+    Parquet(#[from] PolarsError),
+    /// Another process holds the lock.
+    #[error("{0}")]
+    Busy(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+/// What committing a batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Catalog sequence number (0 when the batch stored nothing new).
+    pub batch_seq: i64,
+    /// Records never seen before.
+    pub new: usize,
+    /// Records seen before with different content: stored as a new version.
+    pub updated: usize,
+    /// Records seen before with the same content: not stored again.
+    pub unchanged: usize,
+}
+
+/// A rejected row, kept with its reason.
+#[derive(Debug, Clone)]
+pub struct QuarantineRow {
+    /// Line (or record number) in the landed payload.
+    pub line: usize,
+    /// The field at fault, if one.
+    pub field: String,
+    /// Why it was rejected, in words a clerk can act on.
+    pub reason: String,
+    /// The original values, in the order of `headers`.
+    pub values: Vec<String>,
+}
+
+/// The two kinds of curated record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// 好差评 ratings.
+    Ratings,
+    /// Questionnaire responses (long form).
+    Responses,
+}
+
+impl RecordKind {
+    fn dir(self) -> &'static str {
+        match self {
+            RecordKind::Ratings => "ratings",
+            RecordKind::Responses => "responses",
+        }
+    }
+}
+
+/// The store over one data directory.
+pub struct Store {
+    root: PathBuf,
+    conn: Connection,
+}
+
+/// A record the store can key, hash and partition.
+trait Curated {
+    fn key(&self) -> (&str, &str);
+    fn month(&self) -> String;
+    fn hash(&self) -> String;
+}
+
+impl Curated for Rating {
+    fn key(&self) -> (&str, &str) {
+        (&self.source, &self.rating_id)
+    }
+    fn month(&self) -> String {
+        self.rated_at.format("%Y-%m").to_string()
+    }
+    fn hash(&self) -> String {
+        content_hash(self)
+    }
+}
+
+/// Responses are keyed by (source, response_id) like ratings.
+pub struct SourcedResponse<'a> {
+    /// The source it came from.
+    pub source: &'a str,
+    /// The response.
+    pub response: &'a SurveyResponse,
+}
+
+impl Curated for SourcedResponse<'_> {
+    fn key(&self) -> (&str, &str) {
+        (self.source, &self.response.response_id)
+    }
+    fn month(&self) -> String {
+        self.response.submitted_at.format("%Y-%m").to_string()
+    }
+    fn hash(&self) -> String {
+        content_hash(self.response)
+    }
+}
+
+fn content_hash<T: serde::Serialize>(v: &T) -> String {
+    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    hex::encode(&Sha256::digest(&bytes)[..16])
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `root`.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        fs::create_dir_all(root).map_err(io_err(root))?;
+        let db = root.join("state.db");
+        let conn = Connection::open(&db)?;
+        catalog::init(&conn)?;
+        Ok(Store { root: root.to_path_buf(), conn })
+    }
+
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Keeps a raw payload exactly as received; returns its path.
+    pub fn land(&self, source: &str, day: NaiveDate, batch_id: &str, ext: &str, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+        let dir = self.root.join("landing").join(source).join(day.format("%Y-%m-%d").to_string());
+        let path = dir.join(format!("{batch_id}.{ext}"));
+        write_atomic(&path, bytes)?;
+        Ok(path)
+    }
+
+    /// Writes the rejected rows of a batch with their reasons (UTF-8 with a
+    /// BOM so that Excel opens the Chinese text); returns the path, or `None`
+    /// when nothing was rejected.
+    pub fn quarantine(&self, source: &str, batch_id: &str, headers: &[String], rows: &[QuarantineRow]) -> Result<Option<PathBuf>, StoreError> {
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let path = self.root.join("quarantine").join(source).join(format!("{batch_id}.csv"));
+        let mut w = csv::WriterBuilder::new().flexible(true).from_writer(Vec::new());
+        let mut head = vec!["行号".to_string(), "问题字段".to_string(), "原因".to_string()];
+        head.extend(headers.iter().cloned());
+        let csv_err = |e: csv::Error| StoreError::Io { path: path.clone(), source: std::io::Error::other(e) };
+        w.write_record(&head).map_err(csv_err)?;
+        for r in rows {
+            let mut rec = vec![r.line.to_string(), r.field.clone(), r.reason.clone()];
+            rec.extend(r.values.iter().cloned());
+            w.write_record(&rec).map_err(csv_err)?;
+        }
+        let mut bytes = "\u{feff}".as_bytes().to_vec();
+        bytes.extend(w.into_inner().map_err(|e| StoreError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?);
+        write_atomic(&path, &bytes)?;
+        Ok(Some(path))
+    }
+
+    /// Commits a batch of ratings (see the module docs for the protocol).
+    pub fn commit_ratings(&mut self, batch: &BatchMeta, ratings: &[Rating]) -> Result<BatchOutcome, StoreError> {
+        self.commit(batch, RecordKind::Ratings, ratings, |rs, seq| ratings_frame(rs, seq))
+    }
+
+    /// Commits a batch of questionnaire responses.
+    pub fn commit_responses(&mut self, batch: &BatchMeta, responses: &[SurveyResponse]) -> Result<BatchOutcome, StoreError> {
+        let sourced: Vec<SourcedResponse> = responses.iter().map(|r| SourcedResponse { source: &batch.source, response: r }).collect();
+        self.commit(batch, RecordKind::Responses, &sourced, |rs, seq| {
+            let plain: Vec<&SurveyResponse> = rs.iter().map(|s| s.response).collect();
+            responses_frame(&batch.source, &plain, seq)
+        })
+    }
+
+    fn commit<T: Curated>(
+        &mut self,
+        batch: &BatchMeta,
+        kind: RecordKind,
+        records: &[T],
+        frame: impl Fn(&[&T], i64) -> PolarsResult<DataFrame>,
+    ) -> Result<BatchOutcome, StoreError> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let seq: i64 = tx.query_row("SELECT COALESCE(MAX(batch_seq), 0) + 1 FROM batches", [], |r| r.get(0))?;
+        let mut out = BatchOutcome { batch_seq: seq, ..Default::default() };
+
+        // Classify against what is stored. Within the batch the last occurrence
+        // of an id wins, as a platform's later page carries the newer state.
+        let mut latest: HashMap<(&str, &str), usize> = HashMap::new();
+        for (i, r) in records.iter().enumerate() {
+            latest.insert(r.key(), i);
+        }
+        let mut to_write: Vec<(&T, String, Option<i64>)> = Vec::new();
+        {
+            let mut get = tx.prepare_cached("SELECT hash, last_batch, versions FROM record_keys WHERE kind = ?1 AND source = ?2 AND record_id = ?3")?;
+            for (i, r) in records.iter().enumerate() {
+                let (source, id) = r.key();
+                if latest.get(&(source, id)) != Some(&i) {
+                    out.unchanged += 1;
+                    continue;
+                }
+                let hash = r.hash();
+                let prev: Option<(String, i64, i64)> = get.query_row(params![kind.dir(), source, id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).optional()?;
+                match prev {
+                    None => {
+                        out.new += 1;
+                        to_write.push((r, hash, None));
+                    }
+                    Some((h, _, _)) if h == hash => out.unchanged += 1,
+                    Some((_, last, versions)) => {
+                        out.updated += 1;
+                        to_write.push((r, hash, if versions == 1 { Some(last) } else { Some(-1) }));
+                    }
+                }
+            }
+        }
+
+        let mut by_month: BTreeMap<String, Vec<&T>> = BTreeMap::new();
+        for (r, _, _) in &to_write {
+            by_month.entry(r.month()).or_default().push(r);
+        }
+        let mut files = Vec::new();
+        for (month, rows) in &by_month {
+            let dir = self.root.join("curated").join(kind.dir()).join(format!("month={month}"));
+            let path = dir.join(format!("{}.parquet", batch.batch_id));
+            let mut df = frame(rows, seq)?;
+            let mut buf = Vec::new();
+            ParquetWriter::new(&mut buf).with_compression(ParquetCompression::Zstd(None)).finish(&mut df)?;
+            write_atomic(&path, &buf)?;
+            let rel = path.strip_prefix(&self.root).unwrap_or(&path).to_string_lossy().into_owned();
+            files.push((month.clone(), rel, rows.len()));
+        }
+
+        let now = Utc::now();
+        tx.execute(
+            "INSERT INTO batches (batch_seq, batch_id, source, kind, committed_at_ms, committed_at, landing, quarantine, rows_new, rows_updated, rows_unchanged, rows_quarantined)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                seq,
+                batch.batch_id,
+                batch.source,
+                kind.dir(),
+                now.timestamp_millis(),
+                now.to_rfc3339(),
+                batch.landing.as_ref().map(|p| p.to_string_lossy().into_owned()),
+                batch.quarantine.as_ref().map(|p| p.to_string_lossy().into_owned()),
+                out.new as i64,
+                out.updated as i64,
+                out.unchanged as i64,
+                batch.quarantined as i64
+            ],
+        )?;
+        {
+            let mut ins_file = tx.prepare_cached("INSERT INTO batch_files (batch_seq, month, path, rows) VALUES (?1, ?2, ?3, ?4)")?;
+            for (month, rel, n) in &files {
+                ins_file.execute(params![seq, month, rel, *n as i64])?;
+            }
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO record_keys (kind, source, record_id, hash, last_batch, versions) VALUES (?1, ?2, ?3, ?4, ?5, 1)
+                 ON CONFLICT (kind, source, record_id) DO UPDATE SET hash = excluded.hash, last_batch = excluded.last_batch, versions = versions + 1",
+            )?;
+            let mut ins_ver = tx.prepare_cached("INSERT OR IGNORE INTO record_versions (kind, source, record_id, batch_seq) VALUES (?1, ?2, ?3, ?4)")?;
+            for (r, hash, prev) in &to_write {
+                let (source, id) = r.key();
+                upsert.execute(params![kind.dir(), source, id, hash, seq])?;
+                if let Some(prev) = prev {
+                    // Only ids seen more than once enter record_versions, so the
+                    // as-of read resolves versions over this small set.
+                    if *prev > 0 {
+                        ins_ver.execute(params![kind.dir(), source, id, prev])?;
+                    }
+                    ins_ver.execute(params![kind.dir(), source, id, seq])?;
+                }
+            }
+        }
+        if let Some(w) = &batch.watermark {
+            tx.execute(
+                "INSERT INTO watermarks (source, value, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (source) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                params![batch.source, w, now.to_rfc3339()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// The ratings visible at `as_of` for the given months, latest version of
+    /// each, as a lazy frame with the columns of [`RATING_COLUMNS`].
+    pub fn ratings(&self, months: &[String], as_of: DateTime<Utc>) -> Result<LazyFrame, StoreError> {
+        self.snapshot(RecordKind::Ratings, months, as_of, || ratings_frame::<Rating>(&[], 0))
+    }
+
+    /// The questionnaire answers visible at `as_of` for the given months.
+    pub fn responses(&self, months: &[String], as_of: DateTime<Utc>) -> Result<LazyFrame, StoreError> {
+        self.snapshot(RecordKind::Responses, months, as_of, || responses_frame::<SurveyResponse>("", &[], 0))
+    }
+
+    fn snapshot(&self, kind: RecordKind, months: &[String], as_of: DateTime<Utc>, empty: impl Fn() -> PolarsResult<DataFrame>) -> Result<LazyFrame, StoreError> {
+        let as_of_ms = as_of.timestamp_millis();
+        let mut paths = Vec::new();
+        {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT f.path FROM batch_files f JOIN batches b USING (batch_seq)
+                 WHERE b.kind = ?1 AND f.month = ?2 AND b.committed_at_ms <= ?3 ORDER BY f.batch_seq",
+            )?;
+            for m in months {
+                let rows = stmt.query_map(params![kind.dir(), m, as_of_ms], |r| r.get::<_, String>(0))?;
+                for p in rows {
+                    paths.push(self.root.join(p?));
+                }
+            }
+        }
+        if paths.is_empty() {
+            return Ok(empty()?.lazy());
+        }
+        let sources: Vec<PlRefPath> = paths.iter().map(|p| PlRefPath::try_from_path(p)).collect::<PolarsResult<_>>()?;
+        let args = ScanArgsParquet { hive_options: HiveOptions::new_disabled(), ..Default::default() };
+        let lf = LazyFrame::scan_parquet_files(sources.into_iter().collect(), args)?;
+
+        let (mut src, mut ids, mut keep) = (Vec::new(), Vec::new(), Vec::new());
+        {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT v.source, v.record_id, MAX(v.batch_seq) FROM record_versions v JOIN batches b USING (batch_seq)
+                 WHERE v.kind = ?1 AND b.committed_at_ms <= ?2 GROUP BY v.source, v.record_id",
+            )?;
+            let rows = stmt.query_map(params![kind.dir(), as_of_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+            for row in rows {
+                let (s, i, k) = row?;
+                src.push(s);
+                ids.push(i);
+                keep.push(k);
+            }
+        }
+        if ids.is_empty() {
+            return Ok(lf);
+        }
+        let id_col = match kind {
+            RecordKind::Ratings => "rating_id",
+            RecordKind::Responses => "response_id",
+        };
+        let n = ids.len();
+        let multi = DataFrame::new(n, vec![Column::new("source".into(), src), Column::new(id_col.into(), ids), Column::new("__keep".into(), keep)])?;
+        let lf = lf
+            .join(multi.lazy(), [col("source"), col(id_col)], [col("source"), col(id_col)], JoinArgs::new(JoinType::Left))
+            .filter(col("__keep").is_null().or(col("batch_seq").eq(col("__keep"))))
+            .drop(cols(["__keep"]));
+        Ok(lf)
+    }
+
+    /// Counts for a report footer: committed batches and quarantined rows up to `as_of`.
+    pub fn provenance(&self, as_of: DateTime<Utc>) -> Result<Vec<SourceProvenance>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT source, COUNT(*), SUM(rows_new), SUM(rows_updated), SUM(rows_quarantined), MAX(committed_at)
+             FROM batches WHERE committed_at_ms <= ?1 GROUP BY source ORDER BY source",
+        )?;
+        let rows = stmt.query_map(params![as_of.timestamp_millis()], |r| {
+            Ok(SourceProvenance {
+                source: r.get(0)?,
+                batches: r.get(1)?,
+                records: r.get::<_, i64>(2)? + r.get::<_, i64>(3)?,
+                quarantined: r.get(4)?,
+                last_commit: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// What a report footer says about one source.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourceProvenance {
+    /// Source name.
+    pub source: String,
+    /// Batches committed.
+    pub batches: i64,
+    /// Record versions stored.
+    pub records: i64,
+    /// Rows quarantined.
+    pub quarantined: i64,
+    /// Last commit time (UTC, RFC 3339).
+    pub last_commit: String,
+}
+
+/// Describes a batch being committed.
+#[derive(Debug, Clone)]
+pub struct BatchMeta {
+    /// Unique batch id; names the Parquet files.
+    pub batch_id: String,
+    /// Source name.
+    pub source: String,
+    /// The landed raw payload.
+    pub landing: Option<PathBuf>,
+    /// The quarantine file, if rows were rejected.
+    pub quarantine: Option<PathBuf>,
+    /// Rows rejected.
+    pub quarantined: usize,
+    /// New watermark of the source, committed with the batch.
+    pub watermark: Option<String>,
+}
+
+/// Writes `bytes` so that `path` holds either nothing or all of them: a
+/// temporary sibling, fsync, rename, then fsync of the folder so that the
+/// rename itself survives a power cut.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    {
+        let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
