@@ -130,7 +130,8 @@ pub fn grain(ratings: LazyFrame, orgs: &OrgTree) -> Result<Grain, AggregateError
     let month = df.column("month")?.str()?;
     let org = df.column("org_code")?.str()?;
     let cat = df.column("category")?.str()?;
-    let counts: Vec<_> = (1..=5).map(|k| df.column(&format!("c{k}")).and_then(|c| c.cast(&DataType::UInt64))).collect::<PolarsResult<_>>()?;
+    let counts: Vec<_> =
+        (1..=5).map(|k| df.column(&format!("c{k}")).and_then(|c| c.cast(&DataType::UInt64))).collect::<PolarsResult<_>>()?;
     let counts: Vec<&UInt64Chunked> = counts.iter().map(|c| c.u64()).collect::<PolarsResult<_>>()?;
     let mut g = Grain::default();
     for i in 0..df.height() {
@@ -147,7 +148,8 @@ pub fn grain(ratings: LazyFrame, orgs: &OrgTree) -> Result<Grain, AggregateError
 
 /// Whether a community and category lie in an office's scope.
 pub fn in_scope(orgs: &OrgTree, scope: &Scope, community: &str, category: &str) -> bool {
-    (scope.orgs.is_empty() || scope.orgs.iter().any(|s| orgs.is_within(community, s))) && (scope.categories.is_empty() || scope.categories.iter().any(|c| c == category))
+    (scope.orgs.is_empty() || scope.orgs.iter().any(|s| orgs.is_within(community, s)))
+        && (scope.categories.is_empty() || scope.categories.iter().any(|c| c == category))
 }
 
 /// One row of a breakdown table.
@@ -202,7 +204,15 @@ pub struct RatingTables {
 }
 
 /// Rolls the grain up to every table of `period` within `scope`.
-pub fn rating_tables(grain: &Grain, orgs: &OrgTree, categories: &[crate::config::Category], scope: &Scope, period: Period, trend_months: usize, min_n: u64) -> RatingTables {
+pub fn rating_tables(
+    grain: &Grain,
+    orgs: &OrgTree,
+    categories: &[crate::config::Category],
+    scope: &Scope,
+    period: Period,
+    trend_months: usize,
+    min_n: u64,
+) -> RatingTables {
     let key = period.key();
     let prev_key = period.previous().key();
     let mut total = Counts::default();
@@ -315,7 +325,12 @@ pub struct FollowUpSummary {
 }
 
 /// Extracts the period's 差评 rows (levels 1–2) with deadlines on `calendar`.
-pub fn bad_ratings(ratings: LazyFrame, calendar: &WorkCalendar, deadline_days: u32, as_of: NaiveDate) -> Result<Vec<BadRating>, AggregateError> {
+pub fn bad_ratings(
+    ratings: LazyFrame,
+    calendar: &WorkCalendar,
+    deadline_days: u32,
+    as_of: NaiveDate,
+) -> Result<Vec<BadRating>, AggregateError> {
     let df = ratings
         .filter(col("level").lt_eq(lit(2)))
         .select([
@@ -425,11 +440,8 @@ pub struct SurveyTables {
 
 /// Counts the questionnaire answers of `responses` (long form) within `scope`.
 pub fn survey_tables(responses: LazyFrame, survey: &SurveyDef, orgs: &OrgTree, scope: &Scope) -> Result<SurveyTables, AggregateError> {
-    let df = responses
-        .clone()
-        .group_by([col("org_code"), col("question"), col("option"), col("skipped")])
-        .agg([len().alias("n")])
-        .collect()?;
+    let df =
+        responses.clone().group_by([col("org_code"), col("question"), col("option"), col("skipped")]).agg([len().alias("n")]).collect()?;
     let org = df.column("org_code")?.str()?;
     let q = df.column("question")?.str()?;
     let opt = df.column("option")?.str()?;
@@ -457,11 +469,24 @@ pub fn survey_tables(responses: LazyFrame, survey: &SurveyDef, orgs: &OrgTree, s
                 (o.clone(), c, share(c))
             })
             .collect();
-        let satisfied_rate = (!qd.satisfied.is_empty()).then(|| share(options.iter().filter(|(o, _, _)| qd.satisfied.contains(o)).map(|(_, c, _)| c).sum()));
-        questions.push(QuestionStats { id: qd.id.clone(), number: qd.number, text: qd.text.clone(), answered, skipped, options, satisfied_rate });
+        let satisfied_rate =
+            (!qd.satisfied.is_empty()).then(|| share(options.iter().filter(|(o, _, _)| qd.satisfied.contains(o)).map(|(_, c, _)| c).sum()));
+        questions.push(QuestionStats {
+            id: qd.id.clone(),
+            number: qd.number,
+            text: qd.text.clone(),
+            answered,
+            skipped,
+            options,
+            satisfied_rate,
+        });
     }
     let responses_n = questions.first().map(|q| q.answered + q.skipped).unwrap_or(0);
-    let tdf = responses.filter(col("text").neq(lit(""))).select([col("org_code"), col("text"), col("response_id")]).sort(["response_id"], SortMultipleOptions::default()).collect()?;
+    let tdf = responses
+        .filter(col("text").neq(lit("")))
+        .select([col("org_code"), col("text"), col("response_id")])
+        .sort(["response_id"], SortMultipleOptions::default())
+        .collect()?;
     let (torg, ttext) = (tdf.column("org_code")?.str()?, tdf.column("text")?.str()?);
     let texts = (0..tdf.height())
         .filter_map(|i| match (torg.get(i), ttext.get(i)) {

@@ -104,7 +104,13 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = load(&cli.config)?;
             let templates = crate::render::Templates::load(&cfg.templates_dir)?;
             println!("{}: OK", cli.config.display());
-            println!("  org units: {}, categories: {}, offices: {}, sources: {}", cfg.orgs.units().count(), cfg.categories.len(), cfg.offices.len(), cfg.file.sources.len());
+            println!(
+                "  org units: {}, categories: {}, offices: {}, sources: {}",
+                cfg.orgs.units().count(),
+                cfg.categories.len(),
+                cfg.offices.len(),
+                cfg.file.sources.len()
+            );
             println!("  calendar years: {:?}", cfg.calendar.years());
             println!("  surveys: {}", cfg.surveys.keys().cloned().collect::<Vec<_>>().join(", "));
             println!("  jobs: {}", cfg.jobs.keys().cloned().collect::<Vec<_>>().join(", "));
@@ -120,7 +126,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Run { job, period, as_of, dry_run, resend } => {
             let cfg = load(&cli.config)?;
-            let def = cfg.jobs.get(&job).ok_or_else(|| anyhow!("no job “{job}” in {} (jobs: {})", cfg.file.jobs_dir.display(), cfg.jobs.keys().cloned().collect::<Vec<_>>().join(", ")))?;
+            let def = cfg.jobs.get(&job).ok_or_else(|| {
+                anyhow!(
+                    "no job “{job}” in {} (jobs: {})",
+                    cfg.file.jobs_dir.display(),
+                    cfg.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })?;
             let today = Utc::now().with_timezone(&cfg.tz).date_naive();
             let period = match period {
                 Some(p) => p.parse::<Period>().map_err(|e| anyhow!(e))?,
@@ -137,12 +149,24 @@ fn run(cli: Cli) -> Result<()> {
             let store = Store::open(&cfg.data_dir)?;
             println!("{:<36} {:<16} {:<8} {:<8} {:<26} {:<26}", "run", "job", "period", "outcome", "started (UTC)", "as-of");
             for r in store.runs(job.as_deref(), 50)? {
-                println!("{:<36} {:<16} {:<8} {:<8} {:<26} {:<26}{}", r.run_id, r.job, r.period, r.outcome, &r.started_at[..r.started_at.len().min(26)], &r.as_of[..r.as_of.len().min(26)], r.error.map(|e| format!("  error: {e}")).unwrap_or_default());
+                println!(
+                    "{:<36} {:<16} {:<8} {:<8} {:<26} {:<26}{}",
+                    r.run_id,
+                    r.job,
+                    r.period,
+                    r.outcome,
+                    &r.started_at[..r.started_at.len().min(26)],
+                    &r.as_of[..r.as_of.len().min(26)],
+                    r.error.map(|e| format!("  error: {e}")).unwrap_or_default()
+                );
             }
             println!();
             println!("{:<16} {:<8} {:<28} {:<36} {:<8} {:<32}", "job", "period", "office", "recipient", "state", "content hash");
             for (d, run) in store.delivery_history(job.as_deref())? {
-                println!("{:<16} {:<8} {:<28} {:<36} {:<8} {:<32} run {run}", d.job, d.period, d.office, d.recipient, d.state, d.content_hash);
+                println!(
+                    "{:<16} {:<8} {:<28} {:<36} {:<8} {:<32} run {run}",
+                    d.job, d.period, d.office, d.recipient, d.state, d.content_hash
+                );
             }
             Ok(())
         }
@@ -153,17 +177,37 @@ fn parse_as_of(text: &str, tz: &chrono_tz::Tz) -> Result<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
-    let local = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").with_context(|| format!("--as-of “{text}” is neither RFC 3339 nor local YYYY-MM-DD HH:MM:SS"))?;
-    tz.from_local_datetime(&local).single().map(|t| t.with_timezone(&Utc)).ok_or_else(|| anyhow!("--as-of “{text}” does not exist or is ambiguous in {tz}"))
+    let local = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
+        .with_context(|| format!("--as-of “{text}” is neither RFC 3339 nor local YYYY-MM-DD HH:MM:SS"))?;
+    tz.from_local_datetime(&local)
+        .single()
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| anyhow!("--as-of “{text}” does not exist or is ambiguous in {tz}"))
 }
 
 fn print_collect(sums: &[SourceSummary]) {
-    println!("{:<16} {:>6} {:>9} {:>9} {:>8} {:>10} {:>12}  quarantine", "source", "files", "fetched", "new", "updated", "unchanged", "quarantined");
+    println!(
+        "{:<16} {:>6} {:>9} {:>9} {:>8} {:>10} {:>12}  quarantine",
+        "source", "files", "fetched", "new", "updated", "unchanged", "quarantined"
+    );
     for s in sums {
         let q = s.quarantine_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
-        println!("{:<16} {:>6} {:>9} {:>9} {:>8} {:>10} {:>12}  {}", s.source, s.files, s.fetched, s.new, s.updated, s.unchanged, s.quarantined, if q.is_empty() { "-".into() } else { q });
+        println!(
+            "{:<16} {:>6} {:>9} {:>9} {:>8} {:>10} {:>12}  {}",
+            s.source,
+            s.files,
+            s.fetched,
+            s.new,
+            s.updated,
+            s.unchanged,
+            s.quarantined,
+            if q.is_empty() { "-".into() } else { q }
+        );
         if s.rejected_files > 0 {
-            println!("{:<16} {} file(s) rejected whole: see the inbox's rejected/ folder and the .reason.txt beside each", "", s.rejected_files);
+            println!(
+                "{:<16} {} file(s) rejected whole: see the inbox's rejected/ folder and the .reason.txt beside each",
+                "", s.rejected_files
+            );
         }
     }
 }
@@ -187,7 +231,15 @@ fn demo(dir: &Path, seed: u64, through: Option<&str>) -> Result<()> {
     let pipeline::JobOutcome::Report(summary) = out else { return Err(anyhow!("monthly-report is not a report job")) };
     let c = &summary.city;
     println!();
-    println!("{} 临江市: n={} 满意率 {:.1}% 好评率 {:.1}% 差评率 {:.1}% 满意度得分 {:.1}", through.label(), c.n, c.satisfied_rate * 100.0, c.good_rate * 100.0, c.bad_rate * 100.0, c.score);
+    println!(
+        "{} 临江市: n={} 满意率 {:.1}% 好评率 {:.1}% 差评率 {:.1}% 满意度得分 {:.1}",
+        through.label(),
+        c.n,
+        c.satisfied_rate * 100.0,
+        c.good_rate * 100.0,
+        c.bad_rate * 100.0,
+        c.score
+    );
     let sent: usize = summary.reports.iter().map(|r| r.sent).sum();
     let already: usize = summary.reports.iter().map(|r| r.already_delivered).sum();
     println!("  {} reports rendered; {} recipients served now, {} already had this period's report", summary.reports.len(), sent, already);

@@ -457,7 +457,12 @@ impl Config {
         let tz: chrono_tz::Tz = match file.time_zone.parse() {
             Ok(tz) => tz,
             Err(_) => {
-                problems.push_near(path, &text, "time_zone", format!("time_zone “{}” is not an IANA zone such as Asia/Shanghai", file.time_zone));
+                problems.push_near(
+                    path,
+                    &text,
+                    "time_zone",
+                    format!("time_zone “{}” is not an IANA zone such as Asia/Shanghai", file.time_zone),
+                );
                 chrono_tz::Asia::Shanghai
             }
         };
@@ -477,18 +482,39 @@ impl Config {
                 problems.push_near(path, &text, &s.name, format!("source name “{}” is used twice", s.name));
             }
             if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                problems.push_near(path, &text, &s.name, format!("source name “{}” must be ASCII letters, digits, - or _ (it names folders)", s.name));
+                problems.push_near(
+                    path,
+                    &text,
+                    &s.name,
+                    format!("source name “{}” must be ASCII letters, digits, - or _ (it names folders)", s.name),
+                );
             }
             match s.kind {
                 SourceKind::WjxExport => match &s.survey {
                     Some(id) if surveys.contains_key(id) => {}
-                    Some(id) => problems.push_near(path, &text, id, format!("source “{}”: survey “{id}” has no folder in {}", s.name, templates_dir.display())),
-                    None => problems.push_near(path, &text, &s.name, format!("source “{}”: a wjx_export source needs `survey = \"…\"`", s.name)),
+                    Some(id) => problems.push_near(
+                        path,
+                        &text,
+                        id,
+                        format!("source “{}”: survey “{id}” has no folder in {}", s.name, templates_dir.display()),
+                    ),
+                    None => {
+                        problems.push_near(path, &text, &s.name, format!("source “{}”: a wjx_export source needs `survey = \"…\"`", s.name))
+                    }
                 },
                 SourceKind::RatingFile => {
                     for key in s.columns.keys() {
                         if !crate::collect::RATING_FIELDS.contains(&key.as_str()) {
-                            problems.push_near(path, &text, key, format!("source “{}”: unknown column key “{key}”; expected one of {}", s.name, crate::collect::RATING_FIELDS.join(", ")));
+                            problems.push_near(
+                                path,
+                                &text,
+                                key,
+                                format!(
+                                    "source “{}”: unknown column key “{key}”; expected one of {}",
+                                    s.name,
+                                    crate::collect::RATING_FIELDS.join(", ")
+                                ),
+                            );
                         }
                     }
                 }
@@ -500,7 +526,12 @@ impl Config {
             }
         }
         if file.mail.from.parse::<lettre::message::Mailbox>().is_err() {
-            problems.push_near(path, &text, "from", format!("mail.from “{}” is not an address such as 民政局 <manyi@example.gov.cn>", file.mail.from));
+            problems.push_near(
+                path,
+                &text,
+                "from",
+                format!("mail.from “{}” is not an address such as 民政局 <manyi@example.gov.cn>", file.mail.from),
+            );
         }
 
         if !problems.0.is_empty() {

@@ -48,10 +48,13 @@ pub fn content_hash(r: &Rendered) -> String {
 
 /// Builds the MIME message: multipart/alternative of text and HTML.
 pub fn build_message(from: &str, to: &[String], report: &Rendered) -> Result<Message, DeliverError> {
-    let from: Mailbox = from.parse().map_err(|e: lettre::address::AddressError| DeliverError::Address { address: from.into(), reason: e.to_string() })?;
+    let from: Mailbox =
+        from.parse().map_err(|e: lettre::address::AddressError| DeliverError::Address { address: from.into(), reason: e.to_string() })?;
     let mut builder = Message::builder().from(from).subject(report.subject.clone()).date_now();
     for addr in to {
-        let a: Address = addr.parse().map_err(|e: lettre::address::AddressError| DeliverError::Address { address: addr.clone(), reason: e.to_string() })?;
+        let a: Address = addr
+            .parse()
+            .map_err(|e: lettre::address::AddressError| DeliverError::Address { address: addr.clone(), reason: e.to_string() })?;
         builder = builder.to(Mailbox::new(None, a));
     }
     builder

@@ -109,9 +109,27 @@ struct Community {
 
 const DISTRICTS: [&str; 4] = ["江滨区", "城东区", "城西区", "高新区"];
 const STREETS: [&str; 16] = [
-    "滨江街道", "解放街道", "新华街道", "人民路街道", "东湖街道", "望江街道", "长青街道", "光明街道", "和平街道", "青山街道", "南湖街道", "西苑街道", "科技城街道", "创新街道", "湖畔街道", "金桥街道",
+    "滨江街道",
+    "解放街道",
+    "新华街道",
+    "人民路街道",
+    "东湖街道",
+    "望江街道",
+    "长青街道",
+    "光明街道",
+    "和平街道",
+    "青山街道",
+    "南湖街道",
+    "西苑街道",
+    "科技城街道",
+    "创新街道",
+    "湖畔街道",
+    "金桥街道",
 ];
-const FIRST: [&str; 24] = ["春", "阳", "幸", "和", "翠", "锦", "文", "永", "民", "建", "花", "桃", "金", "碧", "丽", "华", "明", "康", "泰", "紫", "枫", "兴", "东", "南"];
+const FIRST: [&str; 24] = [
+    "春", "阳", "幸", "和", "翠", "锦", "文", "永", "民", "建", "花", "桃", "金", "碧", "丽", "华", "明", "康", "泰", "紫", "枫", "兴",
+    "东", "南",
+];
 const SECOND: [&str; 11] = ["晖", "光", "福", "苑", "园", "绣", "昌", "安", "源", "城", "湾"];
 
 /// (code, weight of volume, badness) of the default categories.
@@ -130,7 +148,20 @@ const CATEGORIES: [(&str, &str, f64, f64); 12] = [
     ("government_affairs", "政务办事", 0.20, 0.02),
 ];
 
-const ITEMS: [&str; 12] = ["居家养老上门服务", "托育机构入托咨询", "家庭医生签约", "失业登记", "低保申请", "图书借阅", "健身场地预约", "矛盾纠纷调解", "垃圾清运", "物业报修", "停车位申请", "居住证办理"];
+const ITEMS: [&str; 12] = [
+    "居家养老上门服务",
+    "托育机构入托咨询",
+    "家庭医生签约",
+    "失业登记",
+    "低保申请",
+    "图书借阅",
+    "健身场地预约",
+    "矛盾纠纷调解",
+    "垃圾清运",
+    "物业报修",
+    "停车位申请",
+    "居住证办理",
+];
 
 const COMPLAINTS: [&str; 12] = [
     "上门服务时间一再推迟，老人等了一上午",
@@ -214,7 +245,10 @@ fn offices_toml(city: &City) -> String {
         ("section-property", "住建局物业管理科", "property"),
         ("section-affairs", "政务服务管理局政务服务科", "government_affairs"),
     ] {
-        let _ = write!(s, "[[office]]\nid = \"{id}\"\nname = \"{name}\"\nrole = \"office\"\nrecipients = [\"{id}@linjiang.gov.cn\"]\nscope = {{ categories = [\"{cat}\"] }}\n\n");
+        let _ = write!(
+            s,
+            "[[office]]\nid = \"{id}\"\nname = \"{name}\"\nrole = \"office\"\nrecipients = [\"{id}@linjiang.gov.cn\"]\nscope = {{ categories = [\"{cat}\"] }}\n\n"
+        );
     }
     s
 }
@@ -254,7 +288,23 @@ pub struct Generated {
 }
 
 const RATING_HEADERS: [&str; 17] = [
-    "办件编号", "评价次数", "评价时间", "区划代码", "社区名称", "服务类别", "服务事项", "受理部门", "评价渠道", "满意度", "评价标签", "文字评价", "是否匿名", "评价人", "联系电话", "整改状态", "整改完成时间",
+    "办件编号",
+    "评价次数",
+    "评价时间",
+    "区划代码",
+    "社区名称",
+    "服务类别",
+    "服务事项",
+    "受理部门",
+    "评价渠道",
+    "满意度",
+    "评价标签",
+    "文字评价",
+    "是否匿名",
+    "评价人",
+    "联系电话",
+    "整改状态",
+    "整改完成时间",
 ];
 
 /// Writes the deployment and the file drops into `dir`.
@@ -305,7 +355,11 @@ pub fn generate(dir: &Path, seed: u64, through: Period) -> Result<Generated> {
             let channel = pick(&mut rng, &[0.15, 0.35, 0.15, 0.25, 0.03, 0.05, 0.02], |x| *x) + 1;
             let anonymous = rng.gen_bool(0.2);
             let phone = format!("1{}{:09}", [3, 5, 7, 8, 9][rng.gen_range(0..5)], rng.gen_range(0..1_000_000_000u64));
-            let name = format!("{}{}", ["张", "王", "李", "刘", "陈", "杨", "赵", "黄"][rng.gen_range(0..8)], if rng.gen_bool(0.5) { "先生" } else { "女士" });
+            let name = format!(
+                "{}{}",
+                ["张", "王", "李", "刘", "陈", "杨", "赵", "黄"][rng.gen_range(0..8)],
+                if rng.gen_bool(0.5) { "先生" } else { "女士" }
+            );
             let (mut comment, mut tags, mut status, mut rectified) = (String::new(), String::new(), String::new(), String::new());
             if level <= 2 {
                 comment = COMPLAINTS[ki].to_string();
@@ -313,25 +367,48 @@ pub fn generate(dir: &Path, seed: u64, through: Period) -> Result<Generated> {
                     comment.push_str(&format!("，请回电{phone}"));
                 }
                 tags = ["501", "502", "503", "501,502", "504"][rng.gen_range(0..5)].into();
-                // Older 差评 are mostly closed; the last weeks are still being worked on.
-                let age_months = months.len() - 1 - mi;
+                // Older 差评 are mostly closed; those of the last days before the
+                // export are still being checked, and a few stragglers run late.
+                let days_to_end = (through.next().start_date() - day).num_days();
                 let x: f64 = rng.gen_range(0.0..1.0);
-                let st = if age_months == 0 && day.day() > 20 {
-                    if x < 0.5 { "待核实" } else if x < 0.8 { "有效" } else { "整改中" }
-                } else if age_months == 0 {
-                    if x < 0.55 { "已整改" } else if x < 0.65 { "无效" } else if x < 0.72 { "无法整改" } else if x < 0.88 { "整改中" } else { "有效" }
-                } else if x < 0.80 {
+                let st = if days_to_end <= 7 {
+                    if x < 0.45 {
+                        "待核实"
+                    } else if x < 0.75 {
+                        "有效"
+                    } else if x < 0.95 {
+                        "整改中"
+                    } else {
+                        "已整改"
+                    }
+                } else if days_to_end <= 25 {
+                    if x < 0.60 {
+                        "已整改"
+                    } else if x < 0.68 {
+                        "无效"
+                    } else if x < 0.72 {
+                        "无法整改"
+                    } else if x < 0.92 {
+                        "整改中"
+                    } else {
+                        "有效"
+                    }
+                } else if x < 0.82 {
                     "已整改"
-                } else if x < 0.89 {
+                } else if x < 0.91 {
                     "无效"
-                } else if x < 0.95 {
+                } else if x < 0.96 {
                     "无法整改"
-                } else {
+                } else if x < 0.99 {
                     "整改中"
+                } else {
+                    "有效"
                 };
                 status = st.into();
                 if st == "已整改" {
-                    let done = calendar.add_working_days(day, rng.gen_range(2..14)).and_time(NaiveTime::from_hms_opt(16, 30, 0).unwrap_or(NaiveTime::MIN));
+                    let done = calendar
+                        .add_working_days(day, rng.gen_range(2..14))
+                        .and_time(NaiveTime::from_hms_opt(16, 30, 0).unwrap_or(NaiveTime::MIN));
                     rectified = done.format("%Y-%m-%d %H:%M:%S").to_string();
                 }
             } else if level == 3 && rng.gen_bool(0.2) {
@@ -339,7 +416,11 @@ pub fn generate(dir: &Path, seed: u64, through: Period) -> Result<Generated> {
             } else if level == 5 && rng.gen_bool(0.08) {
                 comment = "工作人员很耐心，点赞".into();
             }
-            let level_text = if rng.gen_bool(0.5) { ["非常不满意", "不满意", "基本满意", "满意", "非常满意"][level as usize - 1].to_string() } else { level.to_string() };
+            let level_text = if rng.gen_bool(0.5) {
+                ["非常不满意", "不满意", "基本满意", "满意", "非常满意"][level as usize - 1].to_string()
+            } else {
+                level.to_string()
+            };
             let street = city.streets.iter().find(|s| s.code == comm.unit.parent).map(|s| s.name.as_str()).unwrap_or("");
             rows.push((
                 at,
@@ -364,7 +445,7 @@ pub fn generate(dir: &Path, seed: u64, through: Period) -> Result<Generated> {
                 ],
             ));
         }
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows.sort_by_key(|a| a.0);
         for (_, r) in &rows {
             w.write_record(r)?;
         }
@@ -374,7 +455,18 @@ pub fn generate(dir: &Path, seed: u64, through: Period) -> Result<Generated> {
             let key = p.key();
             let (c0, c1) = (city.communities[0].unit.code.as_str(), city.communities[1].unit.code.as_str());
             let bad: [[String; 17]; 3] = [
-                row17(&["LJBAD0000001", "1", &format!("{key}-05 10:00:00"), "369999999999", "不存在社区", "政务办事", "居住证办理", "", "1", "5"]),
+                row17(&[
+                    "LJBAD0000001",
+                    "1",
+                    &format!("{key}-05 10:00:00"),
+                    "369999999999",
+                    "不存在社区",
+                    "政务办事",
+                    "居住证办理",
+                    "",
+                    "1",
+                    "5",
+                ]),
                 row17(&["LJBAD0000002", "1", &format!("{key}-05 10:05:00"), c0, "", "政务办事", "居住证办理", "", "2", "7"]),
                 row17(&["LJBAD0000003", "1", &format!("{key}-32 09:00:00"), c1, "", "养老服务", "", "", "2", "满意"]),
             ];
@@ -426,7 +518,8 @@ fn write_wjx(dir: &Path, rng: &mut ChaCha8Rng, city: &City, months: &[Period]) -
         "7、您认为社区最需要改进的方面",
         "8、您对社区工作的意见和建议",
     ];
-    let suggestions = ["希望增加停车位", "建议老旧小区加装电梯", "希望多组织老年人活动", "垃圾分类宣传要加强", "晚上巡逻再多一些", "希望开设托育点"];
+    let suggestions =
+        ["希望增加停车位", "建议老旧小区加装电梯", "希望多组织老年人活动", "垃圾分类宣传要加强", "晚上巡逻再多一些", "希望开设托育点"];
     let priorities = ["停车管理", "加装电梯", "环境卫生", "养老服务", "托育服务", "治安巡逻", "其他"];
     let mut seq = 0u64;
     let mut total = 0;
@@ -445,10 +538,17 @@ fn write_wjx(dir: &Path, rng: &mut ChaCha8Rng, city: &City, months: &[Period]) -
             seq += 1;
             let comm = &city.communities[pick(rng, &city.communities, |c| c.weight)];
             let day = p.start_date() + Duration::days(rng.gen_range(0..days) as i64);
-            let at = day.and_time(NaiveTime::from_num_seconds_from_midnight_opt(rng.gen_range(7 * 3600..22 * 3600), 0).unwrap_or(NaiveTime::MIN));
+            let at = day
+                .and_time(NaiveTime::from_num_seconds_from_midnight_opt(rng.gen_range(7 * 3600..22 * 3600), 0).unwrap_or(NaiveTime::MIN));
             let answer = |rng: &mut ChaCha8Rng, bad: f64| {
                 let x: f64 = rng.gen_range(0.0..1.0);
-                if x < 0.62 - bad { "满意" } else if x < 0.95 - bad / 3.0 { "基本满意" } else { "不满意" }
+                if x < 0.62 - bad {
+                    "满意"
+                } else if x < 0.95 - bad / 3.0 {
+                    "基本满意"
+                } else {
+                    "不满意"
+                }
             };
             let b = comm.badness / 2.0;
             let elderly = if rng.gen_bool(0.3) { "(跳过)".to_string() } else { answer(rng, b).to_string() };

@@ -30,11 +30,7 @@ impl Level {
             "基本满意" => Some(Level(3)),
             "不满意" => Some(Level(2)),
             "非常不满意" => Some(Level(1)),
-            _ => t
-                .parse::<f64>()
-                .ok()
-                .filter(|v| v.fract() == 0.0 && (1.0..=5.0).contains(v))
-                .map(|v| Level(v as u8)),
+            _ => t.parse::<f64>().ok().filter(|v| v.fract() == 0.0 && (1.0..=5.0).contains(v)).map(|v| Level(v as u8)),
         }
     }
 
@@ -74,14 +70,8 @@ pub enum FollowUp {
 
 impl FollowUp {
     /// Every state, in the order a report lists them.
-    pub const ALL: [FollowUp; 6] = [
-        FollowUp::Pending,
-        FollowUp::Valid,
-        FollowUp::InProgress,
-        FollowUp::Rectified,
-        FollowUp::CannotRectify,
-        FollowUp::Invalid,
-    ];
+    pub const ALL: [FollowUp; 6] =
+        [FollowUp::Pending, FollowUp::Valid, FollowUp::InProgress, FollowUp::Rectified, FollowUp::CannotRectify, FollowUp::Invalid];
 
     /// The Chinese name, which is also what the curated store holds.
     pub fn name(self) -> &'static str {

@@ -43,7 +43,10 @@ pub struct SourceSummary {
 pub fn collect_all(cfg: &Config, store: &mut Store, only: Option<&str>) -> Result<Vec<SourceSummary>> {
     if let Some(name) = only {
         if !cfg.file.sources.iter().any(|s| s.name == name) {
-            bail!("no source named “{name}” in the configuration (sources: {})", cfg.file.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "));
+            bail!(
+                "no source named “{name}” in the configuration (sources: {})",
+                cfg.file.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
         }
     }
     let mut out = Vec::new();
@@ -188,7 +191,15 @@ pub enum JobOutcome {
 }
 
 /// Runs a job for a period, recording the run in the ledger.
-pub fn run_job(cfg: &Config, store: &mut Store, job: &JobDef, period: Period, as_of: Option<DateTime<Utc>>, opts: RunOptions, trigger: &str) -> Result<JobOutcome> {
+pub fn run_job(
+    cfg: &Config,
+    store: &mut Store,
+    job: &JobDef,
+    period: Period,
+    as_of: Option<DateTime<Utc>>,
+    opts: RunOptions,
+    trigger: &str,
+) -> Result<JobOutcome> {
     let as_of = as_of.unwrap_or_else(Utc::now);
     let run_id = format!("{}-{}", job.name, Utc::now().format("%Y%m%dT%H%M%S%6fZ"));
     store.run_started(&run_id, &job.name, &period.key(), as_of, trigger)?;
@@ -203,7 +214,15 @@ pub fn run_job(cfg: &Config, store: &mut Store, job: &JobDef, period: Period, as
     result
 }
 
-fn run_report(cfg: &Config, store: &mut Store, job: &JobDef, period: Period, as_of: DateTime<Utc>, opts: RunOptions, run_id: &str) -> Result<RunSummary> {
+fn run_report(
+    cfg: &Config,
+    store: &mut Store,
+    job: &JobDef,
+    period: Period,
+    as_of: DateTime<Utc>,
+    opts: RunOptions,
+    run_id: &str,
+) -> Result<RunSummary> {
     let template = job.template.as_deref().context("a report job needs a template")?;
     let templates = Templates::load(&cfg.templates_dir)?;
     let as_of_local = as_of.with_timezone(&cfg.tz);
@@ -213,11 +232,21 @@ fn run_report(cfg: &Config, store: &mut Store, job: &JobDef, period: Period, as_
     let months: Vec<String> = period.trailing(13).iter().map(|p| p.key()).collect();
     let mut frames = Vec::new();
     for m in &months {
-        frames.push(store.ratings(std::slice::from_ref(m), as_of)?.select([col("org_code"), col("category"), col("level")]).with_column(lit(m.clone()).alias("month")));
+        frames.push(
+            store
+                .ratings(std::slice::from_ref(m), as_of)?
+                .select([col("org_code"), col("category"), col("level")])
+                .with_column(lit(m.clone()).alias("month")),
+        );
     }
     let all = concat(frames, UnionArgs::default())?;
     let grain = aggregate::grain(all, &cfg.orgs)?;
-    let bad = aggregate::bad_ratings(store.ratings(&[period.key()], as_of)?, &cfg.calendar, cfg.file.follow_up.deadline_working_days, as_of_date)?;
+    let bad = aggregate::bad_ratings(
+        store.ratings(&[period.key()], as_of)?,
+        &cfg.calendar,
+        cfg.file.follow_up.deadline_working_days,
+        as_of_date,
+    )?;
     let survey_def = job.questionnaire.as_ref().and_then(|q| cfg.surveys.get(q));
     let responses = match survey_def {
         Some(def) => Some(store.responses(&[period.key()], as_of)?.filter(col("survey").eq(lit(def.id.clone())))),
@@ -237,7 +266,13 @@ fn run_report(cfg: &Config, store: &mut Store, job: &JobDef, period: Period, as_
 
     let reports_dir = store.root().join("reports").join(&job.name).join(period.key());
     let outbox = store.root().join("outbox");
-    let mut summary = RunSummary { run_id: run_id.into(), report_id, period: period.key(), city: aggregate::Counts::default().stats(), reports: Vec::new() };
+    let mut summary = RunSummary {
+        run_id: run_id.into(),
+        report_id,
+        period: period.key(),
+        city: aggregate::Counts::default().stats(),
+        reports: Vec::new(),
+    };
     let everything = Scope::default();
     let mut leadership_cache = None;
     for office in cfg.offices.iter().filter(|o| job.offices.is_empty() || job.offices.contains(&o.id)) {
@@ -249,7 +284,8 @@ fn run_report(cfg: &Config, store: &mut Store, job: &JobDef, period: Period, as_
             (Some(r), ReportKind::Leadership) => Clone::clone(r),
             _ => {
                 let tables = aggregate::rating_tables(&grain, &cfg.orgs, &cfg.categories, scope, period, 12, min_n);
-                let bad_in: Vec<&BadRating> = bad.iter().filter(|b| aggregate::in_scope(&cfg.orgs, scope, &b.org_code, &b.category)).collect();
+                let bad_in: Vec<&BadRating> =
+                    bad.iter().filter(|b| aggregate::in_scope(&cfg.orgs, scope, &b.org_code, &b.category)).collect();
                 let fu = aggregate::follow_up_summary(bad_in.iter().copied(), as_of_date);
                 let survey = match (survey_def, &responses) {
                     (Some(def), Some(lf)) => Some(aggregate::survey_tables(lf.clone(), def, &cfg.orgs, scope)?),
@@ -259,7 +295,18 @@ fn run_report(cfg: &Config, store: &mut Store, job: &JobDef, period: Period, as_
                     summary.city = tables.total;
                 }
                 let shown_bad: Vec<&BadRating> = if kind == ReportKind::Office { bad_in } else { Vec::new() };
-                let view = render::build_view(cfg, kind, &audience, tables, &shown_bad, fu, survey, footer.clone(), period.label(), period.previous().label());
+                let view = render::build_view(
+                    cfg,
+                    kind,
+                    &audience,
+                    tables,
+                    &shown_bad,
+                    fu,
+                    survey,
+                    footer.clone(),
+                    period.label(),
+                    period.previous().label(),
+                );
                 let r = templates.render(template, &view)?;
                 if kind == ReportKind::Leadership {
                     leadership_cache = Some(r.clone());
@@ -298,14 +345,26 @@ fn deliver_office(
                 if d.content_hash != hash && !opts.dry_run {
                     // Late data changed the report: keep the new hash on record
                     // beside the delivered one, but do not send twice.
-                    let held = DeliveryRecord { state: "held".into(), content_hash: hash.clone(), detail: Some(format!("content changed since delivery of {}", d.content_hash)), ..d.clone() };
+                    let held = DeliveryRecord {
+                        state: "held".into(),
+                        content_hash: hash.clone(),
+                        detail: Some(format!("content changed since delivery of {}", d.content_hash)),
+                        ..d.clone()
+                    };
                     store.record_delivery_history(&held, run_id)?;
                 }
             }
             _ => to.push(r.clone()),
         }
     }
-    let mut outcome = ReportOutcome { office: office.id.clone(), name: office.name.clone(), html_path: PathBuf::new(), eml_path: None, sent: 0, already_delivered: already };
+    let mut outcome = ReportOutcome {
+        office: office.id.clone(),
+        name: office.name.clone(),
+        html_path: PathBuf::new(),
+        eml_path: None,
+        sent: 0,
+        already_delivered: already,
+    };
     if to.is_empty() {
         return Ok(outcome);
     }
@@ -313,7 +372,11 @@ fn deliver_office(
         tracing::warn!("SMTP delivery is not built yet in this version; writing to the outbox instead");
     }
     let msg = deliver::build_message(&cfg.file.mail.from, &to, rendered)?;
-    let name = if opts.dry_run { format!("dry-run_{}_{}_{}", job.name, period.key(), office.id) } else { format!("{}_{}_{}", job.name, period.key(), office.id) };
+    let name = if opts.dry_run {
+        format!("dry-run_{}_{}_{}", job.name, period.key(), office.id)
+    } else {
+        format!("{}_{}_{}", job.name, period.key(), office.id)
+    };
     let path = deliver::write_outbox(outbox, &name, &msg)?;
     if !opts.dry_run {
         for r in &to {

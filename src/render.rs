@@ -66,7 +66,8 @@ impl Templates {
 
     /// Renders one report: `<survey>/<kind>.html.tera` and `.txt.tera`.
     pub fn render(&self, survey: &str, view: &ReportView) -> Result<Rendered, RenderError> {
-        let ctx = tera::Context::from_serialize(view).map_err(|e| RenderError::Render { template: survey.into(), detail: e.to_string() })?;
+        let ctx =
+            tera::Context::from_serialize(view).map_err(|e| RenderError::Render { template: survey.into(), detail: e.to_string() })?;
         let render = |name: String| {
             self.tera.render(&name, &ctx).map_err(|e| {
                 let mut detail = e.to_string();
@@ -231,7 +232,13 @@ pub fn build_view(
             category_name: cfg.category(&b.category).map(|c| c.name.clone()).unwrap_or_else(|| b.category.clone()),
         })
         .collect();
-    bad_list.sort_by(|a, b| b.rating.overdue.cmp(&a.rating.overdue).then(a.rating.deadline.cmp(&b.rating.deadline)).then(a.rating.rating_id.cmp(&b.rating.rating_id)));
+    bad_list.sort_by(|a, b| {
+        b.rating
+            .overdue
+            .cmp(&a.rating.overdue)
+            .then(a.rating.deadline.cmp(&b.rating.deadline))
+            .then(a.rating.rating_id.cmp(&b.rating.rating_id))
+    });
     let kind_label = match kind {
         ReportKind::Leadership | ReportKind::Office => "满意度月报",
     };
@@ -289,7 +296,8 @@ fn num_filter(v: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
 
 static PHONE: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"(^|\D)(1[3-9]\d)(\d{4})(\d{4})(\D|$)").expect("static regex"));
 static ID_NO: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"(^|\D)(\d{6})\d{8}(\d{3}[\dXx])(\D|$)").expect("static regex"));
-static NAME_CALL: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"(我叫|本人|联系人[:：]?)([\p{Han}])([\p{Han}]{1,2})").expect("static regex"));
+static NAME_CALL: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"(我叫|本人|联系人[:：]?)([\p{Han}])([\p{Han}]{1,2})").expect("static regex"));
 
 /// Masks personal data in resident text: mobile numbers (138****1234), ID
 /// numbers (110101********1234) and self-introduced names (我叫张*).

@@ -155,7 +155,12 @@ impl FromStr for Period {
 }
 
 /// Loads every `*.toml` of the jobs folder, checking references to offices and surveys.
-pub(crate) fn load_jobs(dir: &Path, offices: &[Office], surveys: &BTreeMap<String, SurveyDef>, problems: &mut Problems) -> BTreeMap<String, JobDef> {
+pub(crate) fn load_jobs(
+    dir: &Path,
+    offices: &[Office],
+    surveys: &BTreeMap<String, SurveyDef>,
+    problems: &mut Problems,
+) -> BTreeMap<String, JobDef> {
     let mut jobs = BTreeMap::new();
     let mut files: Vec<_> = match std::fs::read_dir(dir) {
         Ok(e) => e.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect(),

@@ -30,11 +30,25 @@ impl Ran {
         String::from_utf8_lossy(&self.out.stderr).into_owned()
     }
     fn success(self) -> Self {
-        assert!(self.out.status.success(), "{} failed with {:?}\nstdout:\n{}\nstderr:\n{}", self.what, self.out.status.code(), self.stdout(), self.stderr());
+        assert!(
+            self.out.status.success(),
+            "{} failed with {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.what,
+            self.out.status.code(),
+            self.stdout(),
+            self.stderr()
+        );
         self
     }
     fn code(self, code: i32) -> Self {
-        assert_eq!(self.out.status.code(), Some(code), "{}: unexpected exit code\nstdout:\n{}\nstderr:\n{}", self.what, self.stdout(), self.stderr());
+        assert_eq!(
+            self.out.status.code(),
+            Some(code),
+            "{}: unexpected exit code\nstdout:\n{}\nstderr:\n{}",
+            self.what,
+            self.stdout(),
+            self.stderr()
+        );
         self
     }
 }
@@ -75,7 +89,13 @@ impl Deployment {
     }
 
     fn manyi(&self, args: &[&str]) -> Ran {
-        let out = Command::new(BIN).args(args).current_dir(&self.dir).env("MANYI_CONFIG", self.dir.join("manyi.toml")).env_remove("MANYI_LOG").output().expect("run manyi");
+        let out = Command::new(BIN)
+            .args(args)
+            .current_dir(&self.dir)
+            .env("MANYI_CONFIG", self.dir.join("manyi.toml"))
+            .env_remove("MANYI_LOG")
+            .output()
+            .expect("run manyi");
         Ran { out, what: format!("manyi {}", args.join(" ")) }
     }
 
@@ -177,11 +197,7 @@ fn demo_end_to_end_figures_match_the_generated_csv() {
     let leadership = outbox.join("monthly-report_2026-10_leadership.eml");
     let (subject, text, html) = text_part(&leadership);
     assert_eq!(subject, "【满意度月报】2026年10月 · 临江市");
-    let headline = format!(
-        "评价数 n={}；满意率 {:.1}%",
-        thousands(e.n),
-        e.satisfied * 100.0
-    );
+    let headline = format!("评价数 n={}；满意率 {:.1}%", thousands(e.n), e.satisfied * 100.0);
     assert!(text.contains(&headline), "leadership text lacks “{headline}”:\n{}", &text[..text.len().min(1500)]);
     assert!(text.contains(&format!("好评率 {:.1}%；差评率 {:.1}%", e.good * 100.0, e.bad * 100.0)), "good/bad rates");
     assert!(text.contains(&format!("满意度得分 {:.1}", e.score)), "score");
@@ -189,7 +205,14 @@ fn demo_end_to_end_figures_match_the_generated_csv() {
     let names = [("369901", "江滨区"), ("369902", "城东区"), ("369903", "城西区"), ("369904", "高新区")];
     for (code, name) in names {
         let de = expected(&by_district[code]);
-        let line = format!("- {name}（临江市）：n={}，满意率 {:.1}%，好评率 {:.1}%，差评率 {:.1}%，得分 {:.1}", thousands(de.n), de.satisfied * 100.0, de.good * 100.0, de.bad * 100.0, de.score);
+        let line = format!(
+            "- {name}（临江市）：n={}，满意率 {:.1}%，好评率 {:.1}%，差评率 {:.1}%，得分 {:.1}",
+            thousands(de.n),
+            de.satisfied * 100.0,
+            de.good * 100.0,
+            de.bad * 100.0,
+            de.score
+        );
         assert!(text.contains(&line), "district line missing: {line}");
         assert!(html.contains(&format!("{:.1}%", de.satisfied * 100.0)), "district rate missing from HTML");
     }
@@ -204,7 +227,10 @@ fn demo_end_to_end_figures_match_the_generated_csv() {
     assert_eq!(copy.replace("\r\n", "\n").trim_end(), html.replace("\r\n", "\n").trim_end(), "the browsable copy is the mailed HTML");
 
     // The three bad rows of the demo went to quarantine with their reasons.
-    let q = std::fs::read_dir(demo_dir.join("data/quarantine/office-drop")).expect("quarantine").map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("read")).collect::<String>();
+    let q = std::fs::read_dir(demo_dir.join("data/quarantine/office-drop"))
+        .expect("quarantine")
+        .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("read"))
+        .collect::<String>();
     for needle in ["369999999999", "满意度“7”", "评价时间“2025-11-32 09:00:00”"] {
         assert!(q.contains(needle), "quarantine lacks {needle}:\n{q}");
     }
@@ -216,8 +242,16 @@ fn demo_end_to_end_figures_match_the_generated_csv() {
     assert_eq!(stored, rows_in_files);
     d.manyi(&["demo", "--seed", "7", "--through", "2026-10", "--dir", demo_dir.to_str().expect("utf-8 path")]).success();
     assert_eq!(dd.count("SELECT COUNT(*) FROM record_keys WHERE kind = 'ratings'"), stored);
-    assert_eq!(dd.count("SELECT SUM(f.rows) FROM batch_files f JOIN batches b USING (batch_seq) WHERE b.kind = 'ratings'"), rows_in_files, "no rating written twice");
-    assert_eq!(dd.count("SELECT COUNT(*) FROM deliveries"), dd.count("SELECT COUNT(*) FROM delivery_history WHERE state = 'outbox'"), "each recipient delivered once");
+    assert_eq!(
+        dd.count("SELECT SUM(f.rows) FROM batch_files f JOIN batches b USING (batch_seq) WHERE b.kind = 'ratings'"),
+        rows_in_files,
+        "no rating written twice"
+    );
+    assert_eq!(
+        dd.count("SELECT COUNT(*) FROM deliveries"),
+        dd.count("SELECT COUNT(*) FROM delivery_history WHERE state = 'outbox'"),
+        "each recipient delivered once"
+    );
 }
 
 const HEAD: &str = "办件编号,评价次数,评价时间,区划代码,服务类别,评价渠道,满意度,文字评价,整改状态\n";

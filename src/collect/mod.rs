@@ -78,7 +78,8 @@ pub fn list_inbox(inbox: &Path) -> Result<Vec<Fetched>, CollectError> {
     let io = |source| CollectError::Io { path: inbox.to_path_buf(), source };
     fs::create_dir_all(inbox).map_err(io)?;
     let mut out = Vec::new();
-    let mut paths: Vec<PathBuf> = fs::read_dir(inbox).map_err(io)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()).collect();
+    let mut paths: Vec<PathBuf> =
+        fs::read_dir(inbox).map_err(io)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()).collect();
     paths.sort();
     for path in paths {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -121,7 +122,15 @@ pub fn finish_file(inbox: &Path, fetched: &Fetched, rejected: Option<&str>) -> R
 /// Parses the timestamp formats offices and platforms use: ISO with a space
 /// or `T`, slashes as 问卷星 writes them, and GB/T 39046's `YYYYMMDDThhmmss`.
 pub fn parse_timestamp(text: &str) -> Option<NaiveDateTime> {
-    const FORMATS: [&str; 7] = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y%m%dT%H%M%S", "%Y%m%d%H%M%S"];
+    const FORMATS: [&str; 7] = [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y/%m/%d %H:%M:%S",
+        "%Y/%m/%d %H:%M",
+        "%Y%m%dT%H%M%S",
+        "%Y%m%d%H%M%S",
+    ];
     let t = text.trim();
     FORMATS.iter().find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
 }

@@ -90,7 +90,11 @@ pub fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: &Ta
                 idx.insert(field, i);
             }
             None if REQUIRED.contains(&field) => {
-                let wanted = source.columns.get(field).map(|h| format!("“{h}”")).unwrap_or_else(|| defaults.iter().map(|d| format!("“{d}”")).collect::<Vec<_>>().join("或"));
+                let wanted = source
+                    .columns
+                    .get(field)
+                    .map(|h| format!("“{h}”"))
+                    .unwrap_or_else(|| defaults.iter().map(|d| format!("“{d}”")).collect::<Vec<_>>().join("或"));
                 missing.push(format!("{field}（表头{wanted}）"));
             }
             None => {}
@@ -115,9 +119,14 @@ pub fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: &Ta
                 return Err(reject("project_no", "办件编号为空".into()));
             }
             let times = get("assess_number");
-            let times: u32 = if times.is_empty() { 1 } else { times.parse().map_err(|_| reject("assess_number", format!("评价次数“{times}”不是正整数")))? };
+            let times: u32 = if times.is_empty() {
+                1
+            } else {
+                times.parse().map_err(|_| reject("assess_number", format!("评价次数“{times}”不是正整数")))?
+            };
             let rated_at_text = get("rated_at");
-            let rated_at = parse_timestamp(rated_at_text).ok_or_else(|| reject("rated_at", format!("评价时间“{rated_at_text}”无法识别，应为 2026-10-03 14:22:05 这样的格式")))?;
+            let rated_at = parse_timestamp(rated_at_text)
+                .ok_or_else(|| reject("rated_at", format!("评价时间“{rated_at_text}”无法识别，应为 2026-10-03 14:22:05 这样的格式")))?;
             if rated_at > latest_ok {
                 return Err(reject("rated_at", format!("评价时间“{rated_at_text}”晚于采集时间，疑为时钟错误")));
             }
@@ -129,15 +138,19 @@ pub fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: &Ta
                 .find(|c| c.code == cat_text || c.name == cat_text)
                 .ok_or_else(|| reject("category", format!("服务类别“{cat_text}”不在 categories.csv 中")))?;
             let level_text = get("level");
-            let level = Level::parse(level_text).ok_or_else(|| reject("level", format!("满意度“{level_text}”应为1–5或非常满意/满意/基本满意/不满意/非常不满意")))?;
+            let level = Level::parse(level_text)
+                .ok_or_else(|| reject("level", format!("满意度“{level_text}”应为1–5或非常满意/满意/基本满意/不满意/非常不满意")))?;
             let channel_text = get("channel");
-            let channel = channel_code(channel_text).ok_or_else(|| reject("channel", format!("评价渠道“{channel_text}”不是1–7或已知的渠道名称")))?;
+            let channel =
+                channel_code(channel_text).ok_or_else(|| reject("channel", format!("评价渠道“{channel_text}”不是1–7或已知的渠道名称")))?;
             let follow_text = get("follow_up");
             let follow_up = if level.code() <= 2 {
                 if follow_text.is_empty() {
                     Some(FollowUp::Pending)
                 } else {
-                    Some(FollowUp::parse(follow_text).ok_or_else(|| reject("follow_up", format!("整改状态“{follow_text}”不是待核实/有效/无效/整改中/已整改/无法整改")))?)
+                    Some(FollowUp::parse(follow_text).ok_or_else(|| {
+                        reject("follow_up", format!("整改状态“{follow_text}”不是待核实/有效/无效/整改中/已整改/无法整改"))
+                    })?)
                 }
             } else {
                 None

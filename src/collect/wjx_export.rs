@@ -32,7 +32,10 @@ fn question_column(table: &Table, number: u32) -> Option<usize> {
 /// Parses a 问卷星 export for the survey of `source`.
 pub fn parse_wjx_export(cfg: &Config, source: &SourceConfig, file: &str, table: &Table) -> Result<Parsed, CollectError> {
     let survey_id = source.survey.as_deref().unwrap_or_default();
-    let survey: &SurveyDef = cfg.surveys.get(survey_id).ok_or_else(|| CollectError::BadFile { file: file.into(), reason: format!("问卷“{survey_id}”未定义") })?;
+    let survey: &SurveyDef = cfg
+        .surveys
+        .get(survey_id)
+        .ok_or_else(|| CollectError::BadFile { file: file.into(), reason: format!("问卷“{survey_id}”未定义") })?;
     let bad = |reason: String| CollectError::BadFile { file: file.into(), reason };
     let id_col = table.column(&["序号"]).ok_or_else(|| bad("不是问卷星导出文件：缺少“序号”列".into()))?;
     let time_col = table.column(&["提交答卷时间"]).ok_or_else(|| bad("不是问卷星导出文件：缺少“提交答卷时间”列".into()))?;
@@ -51,7 +54,8 @@ pub fn parse_wjx_export(cfg: &Config, source: &SourceConfig, file: &str, table: 
             if id.is_empty() {
                 return Err(reject("序号", "序号为空".into()));
             }
-            let submitted_at = parse_timestamp(cell(time_col)).ok_or_else(|| reject("提交答卷时间", format!("提交答卷时间“{}”无法识别", cell(time_col))))?;
+            let submitted_at = parse_timestamp(cell(time_col))
+                .ok_or_else(|| reject("提交答卷时间", format!("提交答卷时间“{}”无法识别", cell(time_col))))?;
             let mut org_code = None;
             let mut answers = Vec::new();
             for (q, c) in &cols {
@@ -61,11 +65,16 @@ pub fn parse_wjx_export(cfg: &Config, source: &SourceConfig, file: &str, table: 
                         let unit = cfg.orgs.resolve_rated_unit(raw).map_err(|e| reject(&format!("{}、{}", q.number, q.text), e))?;
                         org_code = Some(unit.code.clone());
                     }
-                    _ if is_skipped(raw) => answers.push(Answer { question: q.id.clone(), option: String::new(), text: String::new(), skipped: true }),
+                    _ if is_skipped(raw) => {
+                        answers.push(Answer { question: q.id.clone(), option: String::new(), text: String::new(), skipped: true })
+                    }
                     QuestionKind::Single => {
                         let (opt, fill) = split_fill_in(raw);
                         if !q.options.iter().any(|o| o == opt) {
-                            return Err(reject(&format!("{}、{}", q.number, q.text), format!("选项“{opt}”不是该题的选项（{}）", q.options.join("/"))));
+                            return Err(reject(
+                                &format!("{}、{}", q.number, q.text),
+                                format!("选项“{opt}”不是该题的选项（{}）", q.options.join("/")),
+                            ));
                         }
                         answers.push(Answer { question: q.id.clone(), option: opt.into(), text: fill.into(), skipped: false });
                     }

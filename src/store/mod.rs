@@ -178,7 +178,13 @@ impl Store {
     /// Writes the rejected rows of a batch with their reasons (UTF-8 with a
     /// BOM so that Excel opens the Chinese text); returns the path, or `None`
     /// when nothing was rejected.
-    pub fn quarantine(&self, source: &str, batch_id: &str, headers: &[String], rows: &[QuarantineRow]) -> Result<Option<PathBuf>, StoreError> {
+    pub fn quarantine(
+        &self,
+        source: &str,
+        batch_id: &str,
+        headers: &[String],
+        rows: &[QuarantineRow],
+    ) -> Result<Option<PathBuf>, StoreError> {
         if rows.is_empty() {
             return Ok(None);
         }
@@ -232,7 +238,8 @@ impl Store {
         }
         let mut to_write: Vec<(&T, String, Option<i64>)> = Vec::new();
         {
-            let mut get = tx.prepare_cached("SELECT hash, last_batch, versions FROM record_keys WHERE kind = ?1 AND source = ?2 AND record_id = ?3")?;
+            let mut get =
+                tx.prepare_cached("SELECT hash, last_batch, versions FROM record_keys WHERE kind = ?1 AND source = ?2 AND record_id = ?3")?;
             for (i, r) in records.iter().enumerate() {
                 let (source, id) = r.key();
                 if latest.get(&(source, id)) != Some(&i) {
@@ -240,7 +247,8 @@ impl Store {
                     continue;
                 }
                 let hash = r.hash();
-                let prev: Option<(String, i64, i64)> = get.query_row(params![kind.dir(), source, id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).optional()?;
+                let prev: Option<(String, i64, i64)> =
+                    get.query_row(params![kind.dir(), source, id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).optional()?;
                 match prev {
                     None => {
                         out.new += 1;
@@ -299,7 +307,8 @@ impl Store {
                 "INSERT INTO record_keys (kind, source, record_id, hash, last_batch, versions) VALUES (?1, ?2, ?3, ?4, ?5, 1)
                  ON CONFLICT (kind, source, record_id) DO UPDATE SET hash = excluded.hash, last_batch = excluded.last_batch, versions = versions + 1",
             )?;
-            let mut ins_ver = tx.prepare_cached("INSERT OR IGNORE INTO record_versions (kind, source, record_id, batch_seq) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut ins_ver =
+                tx.prepare_cached("INSERT OR IGNORE INTO record_versions (kind, source, record_id, batch_seq) VALUES (?1, ?2, ?3, ?4)")?;
             for (r, hash, prev) in &to_write {
                 let (source, id) = r.key();
                 upsert.execute(params![kind.dir(), source, id, hash, seq])?;
@@ -335,7 +344,13 @@ impl Store {
         self.snapshot(RecordKind::Responses, months, as_of, || responses_frame::<SurveyResponse>("", &[], 0))
     }
 
-    fn snapshot(&self, kind: RecordKind, months: &[String], as_of: DateTime<Utc>, empty: impl Fn() -> PolarsResult<DataFrame>) -> Result<LazyFrame, StoreError> {
+    fn snapshot(
+        &self,
+        kind: RecordKind,
+        months: &[String],
+        as_of: DateTime<Utc>,
+        empty: impl Fn() -> PolarsResult<DataFrame>,
+    ) -> Result<LazyFrame, StoreError> {
         let as_of_ms = as_of.timestamp_millis();
         let mut paths = Vec::new();
         {
@@ -363,7 +378,8 @@ impl Store {
                 "SELECT v.source, v.record_id, MAX(v.batch_seq) FROM record_versions v JOIN batches b USING (batch_seq)
                  WHERE v.kind = ?1 AND b.committed_at_ms <= ?2 GROUP BY v.source, v.record_id",
             )?;
-            let rows = stmt.query_map(params![kind.dir(), as_of_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+            let rows = stmt
+                .query_map(params![kind.dir(), as_of_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
             for row in rows {
                 let (s, i, k) = row?;
                 src.push(s);
@@ -379,7 +395,10 @@ impl Store {
             RecordKind::Responses => "response_id",
         };
         let n = ids.len();
-        let multi = DataFrame::new(n, vec![Column::new("source".into(), src), Column::new(id_col.into(), ids), Column::new("__keep".into(), keep)])?;
+        let multi = DataFrame::new(
+            n,
+            vec![Column::new("source".into(), src), Column::new(id_col.into(), ids), Column::new("__keep".into(), keep)],
+        )?;
         let lf = lf
             .join(multi.lazy(), [col("source"), col(id_col)], [col("source"), col(id_col)], JoinArgs::new(JoinType::Left))
             .filter(col("__keep").is_null().or(col("batch_seq").eq(col("__keep"))))
