@@ -1,112 +1,15 @@
 //! The integration tests: the real binary on real files in a temporary
-//! deployment. One test binary, with a small fluent builder (`Deployment`).
+//! deployment. One test binary; each area has a module, all share the fluent
+//! builder of `support`.
 //!
 //! Expected figures are computed here, straight from the CSV files the demo
 //! wrote, with none of manyi's aggregation code.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_manyi");
-
-/// A deployment folder under a temp dir.
-struct Deployment {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-}
-
-/// What a command did.
-struct Ran {
-    out: Output,
-    what: String,
-}
-
-impl Ran {
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.out.stdout).into_owned()
-    }
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.out.stderr).into_owned()
-    }
-    fn success(self) -> Self {
-        assert!(
-            self.out.status.success(),
-            "{} failed with {:?}\nstdout:\n{}\nstderr:\n{}",
-            self.what,
-            self.out.status.code(),
-            self.stdout(),
-            self.stderr()
-        );
-        self
-    }
-    fn code(self, code: i32) -> Self {
-        assert_eq!(
-            self.out.status.code(),
-            Some(code),
-            "{}: unexpected exit code\nstdout:\n{}\nstderr:\n{}",
-            self.what,
-            self.stdout(),
-            self.stderr()
-        );
-        self
-    }
-}
-
-impl Deployment {
-    fn empty() -> Self {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let dir = tmp.path().join("deploy");
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        Deployment { _tmp: tmp, dir }
-    }
-
-    /// A small city: one district, one street, three communities, with the
-    /// embedded templates, jobs, categories and calendar.
-    fn small() -> Self {
-        let d = Deployment::empty();
-        for (rel, text) in manyi::demo::EMBEDDED {
-            d.file(rel, text);
-        }
-        d.file(
-            "reference/orgs.csv",
-            "code,name,parent,level\n369900,临江市,,city\n369901,江滨区,369900,district\n369901001,滨江街道,369901,street\n\
-             369901001001,春晖社区,369901001,community\n369901001002,阳光社区,369901001,community\n369901001003,幸福社区,369901001,community\n",
-        );
-        d.file(
-            "reference/offices.toml",
-            "[[office]]\nid = \"leadership\"\nname = \"临江市领导\"\nrole = \"leadership\"\nrecipients = [\"boss@linjiang.gov.cn\"]\n\n\
-             [[office]]\nid = \"street-369901001\"\nname = \"滨江街道办事处\"\nrole = \"office\"\nrecipients = [\"jd@linjiang.gov.cn\"]\nscope = { orgs = [\"369901001\"] }\n",
-        );
-        d
-    }
-
-    fn file(&self, rel: &str, text: &str) -> &Self {
-        let p = self.dir.join(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&p, text).expect("write");
-        self
-    }
-
-    fn manyi(&self, args: &[&str]) -> Ran {
-        let out = Command::new(BIN)
-            .args(args)
-            .current_dir(&self.dir)
-            .env("MANYI_CONFIG", self.dir.join("manyi.toml"))
-            .env_remove("MANYI_LOG")
-            .output()
-            .expect("run manyi");
-        Ran { out, what: format!("manyi {}", args.join(" ")) }
-    }
-
-    fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.dir.join("data/state.db")).expect("state.db")
-    }
-
-    fn count(&self, sql: &str) -> i64 {
-        self.db().query_row(sql, [], |r| r.get(0)).expect(sql)
-    }
-}
+use support::Deployment;
 
 /// Figures of a set of levels, computed the plain way.
 struct Expected {
