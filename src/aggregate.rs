@@ -13,7 +13,7 @@
 use crate::calendar::WorkCalendar;
 use crate::config::{OrgTree, Scope, SurveyDef};
 use crate::model::{FollowUp, OrgLevel};
-use crate::schedule::Period;
+use crate::period::Period;
 use chrono::{NaiveDate, NaiveDateTime};
 use polars::prelude::*;
 use serde::Serialize;
@@ -220,7 +220,8 @@ pub fn rating_tables(
     let mut by_level: [BTreeMap<String, Counts>; 3] = Default::default();
     let mut by_cat: BTreeMap<String, Counts> = BTreeMap::new();
     let mut cross = Vec::new();
-    let mut trend: BTreeMap<String, Counts> = period.trailing(trend_months).into_iter().map(|p| (p.key(), Counts::default())).collect();
+    let mut trend: BTreeMap<String, Counts> =
+        period.trailing_months(trend_months).into_iter().map(|p| (p.key(), Counts::default())).collect();
     for ((m, community, cat), counts) in &grain.cells {
         if !in_scope(orgs, scope, community, cat) {
             continue;

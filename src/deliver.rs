@@ -35,13 +35,25 @@ pub enum DeliverError {
     Outbox(#[from] crate::store::StoreError),
 }
 
-/// Hash of what a recipient reads: subject, text and HTML. Headers such as
-/// Date and Message-ID are left out so that an unchanged report hashes the same.
+/// Hash of what a recipient reads: subject, text, HTML, images and
+/// attachments. Headers such as Date and Message-ID are left out so that an
+/// unchanged report hashes the same.
 pub fn content_hash(r: &Rendered) -> String {
     let mut h = Sha256::new();
-    for part in [&r.subject, &r.text, &r.html] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
+    let mut part = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    for p in [&r.subject, &r.text, &r.html] {
+        part(p.as_bytes());
+    }
+    for i in &r.images {
+        part(i.cid.as_bytes());
+        part(&i.png);
+    }
+    for a in &r.attachments {
+        part(a.filename.as_bytes());
+        part(&a.bytes);
     }
     hex::encode(&h.finalize()[..16])
 }

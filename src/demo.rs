@@ -7,7 +7,7 @@
 //! through the ordinary collect path; there is no side door into the store.
 
 use crate::calendar::WorkCalendar;
-use crate::schedule::Period;
+use crate::period::Period;
 use anyhow::{Context, Result};
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime};
 use rand::prelude::*;
@@ -318,7 +318,7 @@ pub fn generate(dir: &Path, seed: u64, through: Period) -> Result<Generated> {
     write(dir, "reference/offices.toml", offices_toml(&city).as_bytes())?;
 
     let calendar = demo_calendar();
-    let months = through.trailing(13);
+    let months = through.trailing_months(13);
     let mut ratings = 0;
     let mut project = 0u64;
     for (mi, p) in months.iter().enumerate() {

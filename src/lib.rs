@@ -13,6 +13,7 @@ pub mod config;
 pub mod deliver;
 pub mod demo;
 pub mod model;
+pub mod period;
 pub mod pipeline;
 pub mod render;
 pub mod schedule;

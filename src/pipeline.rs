@@ -229,7 +229,7 @@ fn run_report(
     let as_of_date = as_of_local.date_naive();
 
     // One scan of the trend window down to the grain; every report is a roll-up of it.
-    let months: Vec<String> = period.trailing(13).iter().map(|p| p.key()).collect();
+    let months: Vec<String> = period.trailing_months(13).iter().map(|p| p.key()).collect();
     let mut frames = Vec::new();
     for m in &months {
         frames.push(
@@ -295,18 +295,7 @@ fn run_report(
                     summary.city = tables.total;
                 }
                 let shown_bad: Vec<&BadRating> = if kind == ReportKind::Office { bad_in } else { Vec::new() };
-                let view = render::build_view(
-                    cfg,
-                    kind,
-                    &audience,
-                    tables,
-                    &shown_bad,
-                    fu,
-                    survey,
-                    footer.clone(),
-                    period.label(),
-                    period.previous().label(),
-                );
+                let view = render::build_view(cfg, kind, &audience, tables, &shown_bad, fu, survey, footer.clone(), period);
                 let r = templates.render(template, &view)?;
                 if kind == ReportKind::Leadership {
                     leadership_cache = Some(r.clone());

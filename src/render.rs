@@ -85,6 +85,8 @@ impl Templates {
             subject: view.subject.clone(),
             html: render(format!("{survey}/{kind}.html.tera"))?,
             text: render(format!("{survey}/{kind}.txt.tera"))?,
+            images: Vec::new(),
+            attachments: vec![communities_csv(view)],
         })
     }
 }
@@ -98,6 +100,59 @@ pub struct Rendered {
     pub html: String,
     /// Plain-text alternative.
     pub text: String,
+    /// PNG images the HTML references as `cid:` (multipart/related parts).
+    pub images: Vec<InlineImage>,
+    /// Files attached to the message (detail tables).
+    pub attachments: Vec<Attachment>,
+}
+
+/// A PNG shown inline, referenced from the HTML as `<img src="cid:…">`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InlineImage {
+    /// Content-ID without angle brackets.
+    pub cid: String,
+    /// PNG bytes.
+    pub png: Vec<u8>,
+}
+
+/// A file attached to the report's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// File name as the reader sees it.
+    pub filename: String,
+    /// MIME type.
+    pub content_type: String,
+    /// Contents.
+    pub bytes: Vec<u8>,
+}
+
+/// The community table as CSV with a BOM, so that Excel on a Chinese
+/// Windows opens it without mojibake.
+fn communities_csv(view: &ReportView) -> Attachment {
+    let mut s =
+        String::from("\u{feff}社区代码,社区,所属街道,评价数n,满意率,满意率95%下限,满意率95%上限,好评率,差评率,满意度得分,样本不足\r\n");
+    for r in &view.ratings.communities {
+        let st = &r.stats;
+        s.push_str(&format!(
+            "{},{},{},{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.2},{}\r\n",
+            r.code,
+            r.name.replace(',', "，"),
+            r.parent.replace(',', "，"),
+            st.n,
+            st.satisfied_rate,
+            st.satisfied_lo,
+            st.satisfied_hi,
+            st.good_rate,
+            st.bad_rate,
+            st.score,
+            if r.low_n { "是" } else { "" }
+        ));
+    }
+    Attachment {
+        filename: format!("社区明细_{}.csv", view.period_key),
+        content_type: "text/csv; charset=utf-8".into(),
+        bytes: s.into_bytes(),
+    }
 }
 
 /// Which report.
@@ -131,6 +186,8 @@ pub struct ReportView {
     pub organisation: String,
     /// Who the report is for (市名 or office name).
     pub audience: String,
+    /// `2026-10`.
+    pub period_key: String,
     /// `2026年10月`.
     pub period_label: String,
     /// Previous period label.
@@ -214,9 +271,9 @@ pub fn build_view(
     follow_up: FollowUpSummary,
     survey: Option<SurveyTables>,
     footer: Footer,
-    period_label: String,
-    previous_label: String,
+    period: crate::period::Period,
 ) -> ReportView {
+    let (period_label, previous_label) = (period.label(), period.previous().label());
     let min_n = cfg.file.metrics.min_n as u64;
     let mut weakest: Vec<Row> = tables.communities.iter().filter(|r| !r.low_n).cloned().collect();
     weakest.sort_by(|a, b| a.stats.satisfied_lo.total_cmp(&b.stats.satisfied_lo).then_with(|| a.code.cmp(&b.code)));
@@ -239,12 +296,10 @@ pub fn build_view(
             .then(a.rating.deadline.cmp(&b.rating.deadline))
             .then(a.rating.rating_id.cmp(&b.rating.rating_id))
     });
-    let kind_label = match kind {
-        ReportKind::Leadership | ReportKind::Office => "满意度月报",
-    };
     ReportView {
         kind,
-        subject: format!("【{kind_label}】{period_label} · {audience}"),
+        subject: format!("【满意度{}】{period_label} · {audience}", period.kind_label()),
+        period_key: period.key(),
         organisation: cfg.file.organisation.clone(),
         audience: audience.into(),
         period_label,

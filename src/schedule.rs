@@ -6,10 +6,10 @@
 //! thing whenever it happens.
 
 use crate::config::{Office, Problems, SurveyDef};
-use chrono::{Datelike, NaiveDate, NaiveDateTime};
+pub use crate::period::Period;
+use chrono::NaiveDate;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -59,98 +59,25 @@ pub enum JobKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PeriodExpr {
+    /// The day before the run's date.
+    PreviousDay,
     /// The calendar month before the run's date.
     PreviousMonth,
+    /// The calendar quarter before the run's date.
+    PreviousQuarter,
+    /// The month of the run's date, so far (the as-of time caps it).
+    MonthToDate,
 }
 
 impl PeriodExpr {
     /// The period this expression means on `today` (local date).
     pub fn resolve(self, today: NaiveDate) -> Period {
         match self {
+            PeriodExpr::PreviousDay => Period::Day(today).previous(),
             PeriodExpr::PreviousMonth => Period::month_of(today).previous(),
+            PeriodExpr::PreviousQuarter => Period::quarter_of(today).previous(),
+            PeriodExpr::MonthToDate => Period::month_of(today),
         }
-    }
-}
-
-/// A reporting period: a calendar month in this version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Period {
-    year: i32,
-    month: u32,
-}
-
-impl Period {
-    /// The month containing `day`.
-    pub fn month_of(day: NaiveDate) -> Period {
-        Period { year: day.year(), month: day.month() }
-    }
-
-    /// The month `year`-`month`; `None` if the month is not 1..=12.
-    pub fn month(year: i32, month: u32) -> Option<Period> {
-        (1..=12).contains(&month).then_some(Period { year, month })
-    }
-
-    /// The month before.
-    pub fn previous(self) -> Period {
-        if self.month == 1 { Period { year: self.year - 1, month: 12 } } else { Period { year: self.year, month: self.month - 1 } }
-    }
-
-    /// The month after.
-    pub fn next(self) -> Period {
-        if self.month == 12 { Period { year: self.year + 1, month: 1 } } else { Period { year: self.year, month: self.month + 1 } }
-    }
-
-    /// First day.
-    pub fn start_date(self) -> NaiveDate {
-        NaiveDate::from_ymd_opt(self.year, self.month, 1).unwrap_or(NaiveDate::MIN)
-    }
-
-    /// Start as local midnight.
-    pub fn start(self) -> NaiveDateTime {
-        self.start_date().and_time(chrono::NaiveTime::MIN)
-    }
-
-    /// Exclusive end as local midnight of the next month.
-    pub fn end(self) -> NaiveDateTime {
-        self.next().start()
-    }
-
-    /// The partition key of the curated store, `YYYY-MM`.
-    pub fn key(self) -> String {
-        format!("{:04}-{:02}", self.year, self.month)
-    }
-
-    /// The Chinese label, `2026年10月`.
-    pub fn label(self) -> String {
-        format!("{}年{}月", self.year, self.month)
-    }
-
-    /// The `n` months ending with this one, oldest first.
-    pub fn trailing(self, n: usize) -> Vec<Period> {
-        let mut v = vec![self];
-        for _ in 1..n {
-            let p = v[v.len() - 1].previous();
-            v.push(p);
-        }
-        v.reverse();
-        v
-    }
-}
-
-impl fmt::Display for Period {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.key())
-    }
-}
-
-impl FromStr for Period {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("period “{s}” is not a month such as 2026-10");
-        let (y, m) = s.trim().split_once('-').ok_or_else(bad)?;
-        let year: i32 = y.parse().map_err(|_| bad())?;
-        let month: u32 = m.parse().map_err(|_| bad())?;
-        Period::month(year, month).ok_or_else(bad)
     }
 }
 
@@ -225,12 +152,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn previous_month_crosses_the_year() {
+    fn period_expressions_resolve_against_the_date_given() {
         let jan = NaiveDate::from_ymd_opt(2026, 1, 15).expect("date");
-        assert_eq!(PeriodExpr::PreviousMonth.resolve(jan), Period::month(2025, 12).expect("month"));
-        assert_eq!("2026-10".parse::<Period>(), Ok(Period::month(2026, 10).expect("month")));
-        assert!("2026-13".parse::<Period>().is_err());
-        let trail = Period::month(2026, 2).expect("month").trailing(3);
-        assert_eq!(trail.iter().map(|p| p.key()).collect::<Vec<_>>(), ["2025-12", "2026-01", "2026-02"]);
+        assert_eq!(PeriodExpr::PreviousMonth.resolve(jan).key(), "2025-12");
+        assert_eq!(PeriodExpr::PreviousQuarter.resolve(jan).key(), "2025-Q4");
+        assert_eq!(PeriodExpr::PreviousDay.resolve(jan).key(), "2026-01-14");
+        assert_eq!(PeriodExpr::MonthToDate.resolve(jan).key(), "2026-01");
     }
 }
