@@ -143,6 +143,14 @@ pub struct MetricRules {
     /// Cells with fewer ratings than this are flagged and kept out of rankings.
     #[serde(default = "default_min_n")]
     pub min_n: u32,
+    /// Weight, in ratings, of the parent's rate in a ranking score: with
+    /// 20, a community with 2 ratings scores near its street's rate.
+    #[serde(default = "default_prior_weight")]
+    pub prior_weight: f64,
+}
+
+fn default_prior_weight() -> f64 {
+    20.0
 }
 
 fn default_min_n() -> u32 {
@@ -151,7 +159,7 @@ fn default_min_n() -> u32 {
 
 impl Default for MetricRules {
     fn default() -> Self {
-        MetricRules { min_n: default_min_n() }
+        MetricRules { min_n: default_min_n(), prior_weight: default_prior_weight() }
     }
 }
 
@@ -366,6 +374,19 @@ pub struct SurveyDef {
     /// The questions, in the order of the questionnaire.
     #[serde(rename = "question", default)]
     pub questions: Vec<QuestionDef>,
+    /// Keyword lists that sort free text into the 需求清单.
+    #[serde(rename = "need", default)]
+    pub needs: Vec<NeedDef>,
+}
+
+/// One category of the 需求清单 and the words that put a text in it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeedDef {
+    /// Category code (from categories.csv).
+    pub category: String,
+    /// Keywords; a segmented word containing one of them matches.
+    pub keywords: Vec<String>,
 }
 
 /// One question of a questionnaire.
@@ -386,6 +407,9 @@ pub struct QuestionDef {
     /// Options that count as satisfied (empty: the question has no 满意率).
     #[serde(default)]
     pub satisfied: Vec<String>,
+    /// Row titles of a matrix question ("第N题(行标题)" in the export).
+    #[serde(default)]
+    pub rows: Vec<String>,
 }
 
 /// Question kinds.
@@ -396,6 +420,10 @@ pub enum QuestionKind {
     Community,
     /// Single choice.
     Single,
+    /// Multiple choice (options joined by ┋ in the text export).
+    Multi,
+    /// A matrix: each row is rated on the same options.
+    Matrix,
     /// Free text.
     Text,
 }
@@ -474,6 +502,15 @@ impl Config {
         let calendar = load_calendar(&base_dir.join(&r.calendar), &mut problems);
         let templates_dir = base_dir.join(&file.templates_dir);
         let surveys = load_surveys(&templates_dir, &mut problems);
+        for def in surveys.values() {
+            for need in &def.needs {
+                if !categories.iter().any(|c| c.code == need.category) {
+                    let p = templates_dir.join(&def.id).join("survey.toml");
+                    let text = std::fs::read_to_string(&p).unwrap_or_default();
+                    problems.push_near(&p, &text, &need.category, format!("need category “{}” is not in categories.csv", need.category));
+                }
+            }
+        }
         let jobs = crate::schedule::load_jobs(&base_dir.join(&file.jobs_dir), &offices, &surveys, &mut problems);
 
         let mut names = BTreeSet::new();
@@ -745,8 +782,11 @@ fn load_surveys(dir: &Path, problems: &mut Problems) -> BTreeMap<String, SurveyD
             if !seen.insert(q.number) {
                 problems.push_near(&path, &text, &q.id, format!("question number {} is used twice", q.number));
             }
-            if q.kind == QuestionKind::Single && q.options.is_empty() {
-                problems.push_near(&path, &text, &q.id, format!("question “{}” is single choice but lists no options", q.id));
+            if matches!(q.kind, QuestionKind::Single | QuestionKind::Multi | QuestionKind::Matrix) && q.options.is_empty() {
+                problems.push_near(&path, &text, &q.id, format!("question “{}” is a choice question but lists no options", q.id));
+            }
+            if q.kind == QuestionKind::Matrix && q.rows.is_empty() {
+                problems.push_near(&path, &text, &q.id, format!("question “{}” is a matrix but lists no rows", q.id));
             }
             for s in &q.satisfied {
                 if !q.options.contains(s) {

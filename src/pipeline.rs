@@ -229,27 +229,23 @@ fn run_report(
     let as_of_date = as_of_local.date_naive();
 
     // One scan of the trend window down to the grain; every report is a roll-up of it.
-    let months: Vec<String> = period.trailing_months(13).iter().map(|p| p.key()).collect();
-    let mut frames = Vec::new();
-    for m in &months {
-        frames.push(
-            store
-                .ratings(std::slice::from_ref(m), as_of)?
-                .select([col("org_code"), col("category"), col("level")])
-                .with_column(lit(m.clone()).alias("month")),
-        );
-    }
-    let all = concat(frames, UnionArgs::default())?;
-    let grain = aggregate::grain(all, &cfg.orgs)?;
+    let mut buckets = vec![period, period.previous()];
+    buckets.extend(period.trailing_months(12));
+    let mut months: Vec<String> = buckets.iter().flat_map(|b| b.month_keys()).collect();
+    months.sort();
+    months.dedup();
+    let refs = aggregate::RefFrames::new(&cfg.orgs, &cfg.categories)?;
+    let grain = aggregate::grain(store.ratings(&months, as_of)?, &refs, &buckets)?;
     let bad = aggregate::bad_ratings(
-        store.ratings(&[period.key()], as_of)?,
+        store.ratings(&period.month_keys(), as_of)?,
+        period,
         &cfg.calendar,
         cfg.file.follow_up.deadline_working_days,
         as_of_date,
     )?;
     let survey_def = job.questionnaire.as_ref().and_then(|q| cfg.surveys.get(q));
     let responses = match survey_def {
-        Some(def) => Some(store.responses(&[period.key()], as_of)?.filter(col("survey").eq(lit(def.id.clone())))),
+        Some(def) => Some(store.responses(&period.month_keys(), as_of)?.filter(col("survey").eq(lit(def.id.clone())))),
         None => None,
     };
     let provenance = store.provenance(as_of)?;
@@ -262,7 +258,7 @@ fn run_report(
         deadline_days: cfg.file.follow_up.deadline_working_days,
     };
     let city = cfg.orgs.at_level(OrgLevel::City).next().map(|u| u.name.clone()).unwrap_or_else(|| cfg.file.organisation.clone());
-    let min_n = cfg.file.metrics.min_n as u64;
+    let rules = aggregate::Rules { min_n: cfg.file.metrics.min_n as u64, prior_weight: cfg.file.metrics.prior_weight };
 
     let reports_dir = store.root().join("reports").join(&job.name).join(period.key());
     let outbox = store.root().join("outbox");
@@ -283,12 +279,12 @@ fn run_report(
         let rendered = match (&leadership_cache, kind) {
             (Some(r), ReportKind::Leadership) => Clone::clone(r),
             _ => {
-                let tables = aggregate::rating_tables(&grain, &cfg.orgs, &cfg.categories, scope, period, 12, min_n);
+                let tables = aggregate::rating_tables(&grain, &cfg.orgs, &cfg.categories, scope, period, 12, rules);
                 let bad_in: Vec<&BadRating> =
                     bad.iter().filter(|b| aggregate::in_scope(&cfg.orgs, scope, &b.org_code, &b.category)).collect();
                 let fu = aggregate::follow_up_summary(bad_in.iter().copied(), as_of_date);
                 let survey = match (survey_def, &responses) {
-                    (Some(def), Some(lf)) => Some(aggregate::survey_tables(lf.clone(), def, &cfg.orgs, scope)?),
+                    (Some(def), Some(lf)) => Some(aggregate::survey_tables(lf.clone(), period, def, &cfg.orgs, &cfg.categories, scope)?),
                     _ => None,
                 };
                 if kind == ReportKind::Leadership {

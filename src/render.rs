@@ -205,6 +205,8 @@ pub struct ReportView {
     pub low_n_count: usize,
     /// The minimum n.
     pub min_n: u64,
+    /// Prior weight of the shrunk ranking score.
+    pub prior_weight: f64,
     /// 差评 follow-up.
     pub follow_up: FollowUpSummary,
     /// 差评 list (office report): overdue first, then by deadline.
@@ -275,8 +277,10 @@ pub fn build_view(
 ) -> ReportView {
     let (period_label, previous_label) = (period.label(), period.previous().label());
     let min_n = cfg.file.metrics.min_n as u64;
-    let mut weakest: Vec<Row> = tables.communities.iter().filter(|r| !r.low_n).cloned().collect();
-    weakest.sort_by(|a, b| a.stats.satisfied_lo.total_cmp(&b.stats.satisfied_lo).then_with(|| a.code.cmp(&b.code)));
+    // The weakest are the last in the ranking by the shrunk rate, so a
+    // community with a handful of ratings cannot top or tail the list.
+    let mut weakest: Vec<Row> = tables.communities.iter().filter(|r| r.rank.is_some()).cloned().collect();
+    weakest.sort_by(|a, b| b.rank.cmp(&a.rank));
     weakest.truncate(10);
     let low_n_count = tables.communities.iter().filter(|r| r.low_n).count();
     let change_pp = (tables.total.satisfied_rate - tables.previous.satisfied_rate) * 100.0;
@@ -309,6 +313,7 @@ pub fn build_view(
         weakest,
         low_n_count,
         min_n,
+        prior_weight: cfg.file.metrics.prior_weight,
         follow_up,
         bad_list,
         survey,

@@ -7,7 +7,7 @@
 //! answered.
 
 use super::{CollectError, Parsed, Table, parse_timestamp};
-use crate::config::{Config, QuestionKind, SourceConfig, SurveyDef};
+use crate::config::{Config, QuestionDef, QuestionKind, SourceConfig, SurveyDef};
 use crate::model::{Answer, SurveyResponse};
 use crate::store::QuarantineRow;
 
@@ -29,6 +29,12 @@ fn question_column(table: &Table, number: u32) -> Option<usize> {
     table.headers.iter().position(|h| h.starts_with(&prefix))
 }
 
+/// Finds the column of a matrix row: "第N题(行标题)", with ASCII or full-width brackets.
+fn matrix_column(table: &Table, number: u32, row: &str) -> Option<usize> {
+    let (a, b) = (format!("第{number}题({row})"), format!("第{number}题（{row}）"));
+    table.headers.iter().position(|h| *h == a || *h == b)
+}
+
 /// Parses a 问卷星 export for the survey of `source`.
 pub fn parse_wjx_export(cfg: &Config, source: &SourceConfig, file: &str, table: &Table) -> Result<Parsed, CollectError> {
     let survey_id = source.survey.as_deref().unwrap_or_default();
@@ -39,10 +45,23 @@ pub fn parse_wjx_export(cfg: &Config, source: &SourceConfig, file: &str, table: 
     let bad = |reason: String| CollectError::BadFile { file: file.into(), reason };
     let id_col = table.column(&["序号"]).ok_or_else(|| bad("不是问卷星导出文件：缺少“序号”列".into()))?;
     let time_col = table.column(&["提交答卷时间"]).ok_or_else(|| bad("不是问卷星导出文件：缺少“提交答卷时间”列".into()))?;
-    let mut cols = Vec::new();
+    // Each question maps to its columns: one, or one per row of a matrix,
+    // each with the id its answers are stored under.
+    let mut cols: Vec<(&QuestionDef, Vec<(String, usize)>)> = Vec::new();
     for q in &survey.questions {
-        let c = question_column(table, q.number).ok_or_else(|| bad(format!("缺少第{}题（“{}、{}”）的列", q.number, q.number, q.text)))?;
-        cols.push((q, c));
+        if q.kind == QuestionKind::Matrix {
+            let mut v = Vec::new();
+            for row in &q.rows {
+                let c = matrix_column(table, q.number, row)
+                    .ok_or_else(|| bad(format!("缺少第{}题矩阵行“{row}”的列（表头应为“第{}题({row})”）", q.number, q.number)))?;
+                v.push((format!("{}/{row}", q.id), c));
+            }
+            cols.push((q, v));
+        } else {
+            let c =
+                question_column(table, q.number).ok_or_else(|| bad(format!("缺少第{}题（“{}、{}”）的列", q.number, q.number, q.text)))?;
+            cols.push((q, vec![(q.id.clone(), c)]));
+        }
     }
     let mut parsed = Parsed { headers: table.headers.clone(), encoding: table.encoding, ..Default::default() };
     for (line, cells) in &table.rows {
@@ -58,29 +77,45 @@ pub fn parse_wjx_export(cfg: &Config, source: &SourceConfig, file: &str, table: 
                 .ok_or_else(|| reject("提交答卷时间", format!("提交答卷时间“{}”无法识别", cell(time_col))))?;
             let mut org_code = None;
             let mut answers = Vec::new();
-            for (q, c) in &cols {
-                let raw = cell(*c);
-                match q.kind {
-                    QuestionKind::Community => {
-                        let unit = cfg.orgs.resolve_rated_unit(raw).map_err(|e| reject(&format!("{}、{}", q.number, q.text), e))?;
-                        org_code = Some(unit.code.clone());
-                    }
-                    _ if is_skipped(raw) => {
-                        answers.push(Answer { question: q.id.clone(), option: String::new(), text: String::new(), skipped: true })
-                    }
-                    QuestionKind::Single => {
-                        let (opt, fill) = split_fill_in(raw);
-                        if !q.options.iter().any(|o| o == opt) {
-                            return Err(reject(
-                                &format!("{}、{}", q.number, q.text),
-                                format!("选项“{opt}”不是该题的选项（{}）", q.options.join("/")),
-                            ));
+            for (q, qcols) in &cols {
+                let field = format!("{}、{}", q.number, q.text);
+                for (qid, c) in qcols {
+                    let raw = cell(*c);
+                    let not_option = |opt: &str| reject(&field, format!("选项“{opt}”不是该题的选项（{}）", q.options.join("/")));
+                    match q.kind {
+                        QuestionKind::Community => {
+                            let unit = cfg.orgs.resolve_rated_unit(raw).map_err(|e| reject(&field, e))?;
+                            org_code = Some(unit.code.clone());
                         }
-                        answers.push(Answer { question: q.id.clone(), option: opt.into(), text: fill.into(), skipped: false });
-                    }
-                    QuestionKind::Text => {
-                        let text = if raw == "(空)" { "" } else { raw };
-                        answers.push(Answer { question: q.id.clone(), option: String::new(), text: text.into(), skipped: text.is_empty() });
+                        _ if is_skipped(raw) => {
+                            answers.push(Answer { question: qid.clone(), option: String::new(), text: String::new(), skipped: true })
+                        }
+                        QuestionKind::Single | QuestionKind::Matrix => {
+                            let (opt, fill) = split_fill_in(raw);
+                            if !q.options.iter().any(|o| o == opt) {
+                                return Err(not_option(opt));
+                            }
+                            answers.push(Answer { question: qid.clone(), option: opt.into(), text: fill.into(), skipped: false });
+                        }
+                        QuestionKind::Multi => {
+                            // The text export joins the chosen options with ┋.
+                            for part in raw.split('┋').map(str::trim).filter(|p| !p.is_empty()) {
+                                let (opt, fill) = split_fill_in(part);
+                                if !q.options.iter().any(|o| o == opt) {
+                                    return Err(not_option(opt));
+                                }
+                                answers.push(Answer { question: qid.clone(), option: opt.into(), text: fill.into(), skipped: false });
+                            }
+                        }
+                        QuestionKind::Text => {
+                            let text = if raw == "(空)" { "" } else { raw };
+                            answers.push(Answer {
+                                question: qid.clone(),
+                                option: String::new(),
+                                text: text.into(),
+                                skipped: text.is_empty(),
+                            });
+                        }
                     }
                 }
             }

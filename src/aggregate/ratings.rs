@@ -1,0 +1,437 @@
+//! 好差评 figures: breakdowns by any one or two dimensions, the report
+//! tables of a scope, rankings by a shrunk rate, and changes against the
+//! previous period.
+
+use super::{AggregateError, Counts, Stats, shrunk_rate, significant_difference};
+use crate::config::{Category, OrgTree, Scope};
+use crate::model::OrgLevel;
+use crate::period::Period;
+use polars::prelude::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A dimension figures can be broken down by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dim {
+    /// 区/县.
+    District,
+    /// 街道/乡镇.
+    Street,
+    /// 社区/村.
+    Community,
+    /// 网格 (empty for ratings given at community level).
+    Grid,
+    /// Service category.
+    Category,
+    /// Top-level category (the parent of a sub-category, or itself).
+    CategoryParent,
+    /// 评价渠道 code.
+    Channel,
+    /// 受理部门.
+    Department,
+}
+
+impl Dim {
+    /// Every dimension, in the order `manyi figures` lists them.
+    pub const ALL: [Dim; 8] =
+        [Dim::District, Dim::Street, Dim::Community, Dim::Grid, Dim::Category, Dim::CategoryParent, Dim::Channel, Dim::Department];
+
+    /// The column the dimension is read from after the reference joins.
+    pub fn column(self) -> &'static str {
+        match self {
+            Dim::District => "district",
+            Dim::Street => "street",
+            Dim::Community => "community",
+            Dim::Grid => "grid",
+            Dim::Category => "category",
+            Dim::CategoryParent => "category_parent",
+            Dim::Channel => "channel",
+            Dim::Department => "department",
+        }
+    }
+
+    /// Parses a dimension name as the command line takes it.
+    pub fn parse(text: &str) -> Option<Dim> {
+        Dim::ALL.into_iter().find(|d| d.column() == text.trim())
+    }
+}
+
+/// Reference data as frames, for joins inside the polars plan.
+#[derive(Debug, Clone)]
+pub struct RefFrames {
+    orgs: DataFrame,
+    categories: DataFrame,
+}
+
+impl RefFrames {
+    /// Builds the frames: every community and grid code with its grid,
+    /// community, street and district; every category with its top parent.
+    pub fn new(orgs: &OrgTree, categories: &[Category]) -> Result<RefFrames, AggregateError> {
+        let (mut code, mut grid, mut community, mut street, mut district) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for u in orgs.units().filter(|u| matches!(u.level, OrgLevel::Community | OrgLevel::Grid)) {
+            let up = |level| orgs.ancestor(&u.code, level).map(|a| a.code.clone()).unwrap_or_default();
+            code.push(u.code.clone());
+            grid.push(if u.level == OrgLevel::Grid { u.code.clone() } else { String::new() });
+            community.push(up(OrgLevel::Community));
+            street.push(up(OrgLevel::Street));
+            district.push(up(OrgLevel::District));
+        }
+        let n = code.len();
+        let orgs = DataFrame::new(
+            n,
+            vec![
+                Column::new("org_code".into(), code),
+                Column::new("grid".into(), grid),
+                Column::new("community".into(), community),
+                Column::new("street".into(), street),
+                Column::new("district".into(), district),
+            ],
+        )?;
+        let top = |c: &Category| {
+            let mut cur = c;
+            while let Some(p) = categories.iter().find(|p| p.code == cur.parent) {
+                cur = p;
+            }
+            cur.code.clone()
+        };
+        let cats = DataFrame::new(
+            categories.len(),
+            vec![
+                Column::new("category".into(), categories.iter().map(|c| c.code.clone()).collect::<Vec<_>>()),
+                Column::new("category_parent".into(), categories.iter().map(top).collect::<Vec<_>>()),
+            ],
+        )?;
+        Ok(RefFrames { orgs, categories: cats })
+    }
+
+    /// Adds the dimension columns to a frame of ratings. An org code that is
+    /// no longer in the reference data keeps itself as its community, so no
+    /// rating silently drops out of the totals.
+    fn with_dims(&self, ratings: LazyFrame) -> LazyFrame {
+        ratings
+            .join(self.orgs.clone().lazy(), [col("org_code")], [col("org_code")], JoinArgs::new(JoinType::Left))
+            .join(self.categories.clone().lazy(), [col("category")], [col("category")], JoinArgs::new(JoinType::Left))
+            .with_columns([
+                col("community").fill_null(col("org_code")),
+                col("street").fill_null(lit("")),
+                col("district").fill_null(lit("")),
+                col("grid").fill_null(lit("")),
+                col("category_parent").fill_null(col("category")),
+                col("channel").cast(DataType::String),
+            ])
+    }
+}
+
+/// Keeps the rows whose timestamp `column` falls within `period` (local wall time).
+pub(super) fn within_by(rows: LazyFrame, column: &str, period: Period) -> LazyFrame {
+    let ms = |t: chrono::NaiveDateTime| t.and_utc().timestamp_millis();
+    let at = col(column).cast(DataType::Int64);
+    rows.filter(at.clone().gt_eq(lit(ms(period.start()))).and(at.lt(lit(ms(period.end())))))
+}
+
+fn within(ratings: LazyFrame, period: Period) -> LazyFrame {
+    within_by(ratings, "rated_at", period)
+}
+
+fn level_counts() -> Vec<Expr> {
+    (1..=5).map(|k| col("level").eq(lit(k)).cast(DataType::UInt64).sum().alias(format!("c{k}"))).collect()
+}
+
+/// Reads `key columns + c1..c5` rows into a map.
+fn read_counts(df: &DataFrame, keys: &[&str]) -> Result<BTreeMap<Vec<String>, Counts>, AggregateError> {
+    let key_cols: Vec<&StringChunked> = keys.iter().map(|k| df.column(k).and_then(|c| c.str())).collect::<PolarsResult<_>>()?;
+    let counts: Vec<Column> =
+        (1..=5).map(|k| df.column(&format!("c{k}")).and_then(|c| c.cast(&DataType::UInt64))).collect::<PolarsResult<_>>()?;
+    let counts: Vec<&UInt64Chunked> = counts.iter().map(|c| c.u64()).collect::<PolarsResult<_>>()?;
+    let mut out: BTreeMap<Vec<String>, Counts> = BTreeMap::new();
+    for i in 0..df.height() {
+        let key: Vec<String> = key_cols.iter().map(|c| c.get(i).unwrap_or_default().to_string()).collect();
+        let mut cell = Counts::default();
+        for (k, c) in counts.iter().enumerate() {
+            cell.levels[k] = c.get(i).unwrap_or(0);
+        }
+        out.entry(key).or_default().add(&cell);
+    }
+    Ok(out)
+}
+
+/// Counts per combination of dimensions.
+#[derive(Debug, Clone, Serialize)]
+pub struct Breakdown {
+    /// The dimensions, in key order.
+    pub dims: Vec<Dim>,
+    /// Key values (one per dimension) → counts.
+    pub cells: BTreeMap<Vec<String>, Counts>,
+}
+
+/// Counts the ratings of `period` by `dims` (one or two, or none for the total).
+pub fn breakdown(ratings: LazyFrame, refs: &RefFrames, period: Period, dims: &[Dim]) -> Result<Breakdown, AggregateError> {
+    let keys: Vec<&str> = dims.iter().map(|d| d.column()).collect();
+    let lf = refs.with_dims(within(ratings, period));
+    let df = if keys.is_empty() {
+        lf.select(level_counts()).collect()?
+    } else {
+        lf.group_by(keys.iter().map(|k| col(*k)).collect::<Vec<_>>()).agg(level_counts()).collect()?
+    };
+    Ok(Breakdown { dims: dims.to_vec(), cells: read_counts(&df, &keys)? })
+}
+
+/// The grain of the reports: counts per (bucket, community, category), where
+/// a bucket is a period (the report's, the previous one, each trend month).
+#[derive(Debug, Clone, Default)]
+pub struct Grain {
+    /// (period key, community code, category code) → counts.
+    pub cells: BTreeMap<(String, String, String), Counts>,
+}
+
+/// Computes the grain for each bucket period over `ratings`, which must
+/// cover the months of every bucket.
+pub fn grain(ratings: LazyFrame, refs: &RefFrames, buckets: &[Period]) -> Result<Grain, AggregateError> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut frames = Vec::new();
+    for b in buckets {
+        if !seen.insert(b.key()) {
+            continue;
+        }
+        let lf = refs
+            .with_dims(within(ratings.clone(), *b))
+            .group_by([col("community"), col("category")])
+            .agg(level_counts())
+            .with_column(lit(b.key()).alias("bucket"));
+        frames.push(lf);
+    }
+    let mut g = Grain::default();
+    if frames.is_empty() {
+        return Ok(g);
+    }
+    let df = concat(frames, UnionArgs::default())?.collect()?;
+    for (key, counts) in read_counts(&df, &["bucket", "community", "category"])? {
+        if let [b, c, k] = key.as_slice() {
+            g.cells.entry((b.clone(), c.clone(), k.clone())).or_default().add(&counts);
+        }
+    }
+    Ok(g)
+}
+
+/// Whether a community and category lie in an office's scope.
+pub fn in_scope(orgs: &OrgTree, scope: &Scope, community: &str, category: &str) -> bool {
+    (scope.orgs.is_empty() || scope.orgs.iter().any(|s| orgs.is_within(community, s)))
+        && (scope.categories.is_empty() || scope.categories.iter().any(|c| c == category))
+}
+
+/// One row of a breakdown table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Code of the unit or category.
+    pub code: String,
+    /// Chinese name.
+    pub name: String,
+    /// Name of the parent (street of a community, district of a street).
+    pub parent: String,
+    /// The figures.
+    pub stats: Stats,
+    /// n under the minimum: shown, flagged, not ranked.
+    pub low_n: bool,
+    /// Figures of the previous period.
+    pub previous: Stats,
+    /// Change of 满意率 in percentage points.
+    pub change_pp: f64,
+    /// Whether the change is significant (two-proportion test, 95%).
+    pub significant: bool,
+    /// 满意率 shrunk toward the parent's, the ranking score.
+    pub shrunk: f64,
+    /// Rank by `shrunk`, 1 = best; `None` when n is under the minimum.
+    pub rank: Option<usize>,
+}
+
+/// A community × category cell of the main table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cross {
+    /// Community code.
+    pub community: String,
+    /// Category code.
+    pub category: String,
+    /// The figures.
+    pub stats: Stats,
+    /// n under the minimum.
+    pub low_n: bool,
+    /// 满意率 shrunk toward the category's figure in the scope.
+    pub shrunk: f64,
+}
+
+/// How figures are ranked and flagged.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// Cells under this n are flagged and not ranked.
+    pub min_n: u64,
+    /// Prior weight (in ratings) of the parent's rate in the shrunk score.
+    pub prior_weight: f64,
+}
+
+/// The rating tables of one period for one scope.
+#[derive(Debug, Clone, Serialize)]
+pub struct RatingTables {
+    /// The period's key.
+    pub period: String,
+    /// Totals of the scope.
+    pub total: Stats,
+    /// Totals of the previous period.
+    pub previous: Stats,
+    /// By district.
+    pub districts: Vec<Row>,
+    /// By street.
+    pub streets: Vec<Row>,
+    /// By community.
+    pub communities: Vec<Row>,
+    /// By service category (parents included, after their children).
+    pub categories: Vec<Row>,
+    /// Community × category.
+    pub cross: Vec<Cross>,
+    /// Monthly totals, oldest first: (month key, figures).
+    pub trend: Vec<(String, Stats)>,
+}
+
+fn make_rows(
+    cur: &BTreeMap<String, Counts>,
+    prev: &BTreeMap<String, Counts>,
+    name: impl Fn(&str) -> (String, String),
+    parent_rate: impl Fn(&str) -> f64,
+    rules: Rules,
+) -> Vec<Row> {
+    let mut rows: Vec<Row> = cur
+        .iter()
+        .map(|(code, c)| {
+            let stats = c.stats();
+            let p = prev.get(code).copied().unwrap_or_default();
+            let (name, parent) = name(code);
+            Row {
+                code: code.clone(),
+                name,
+                parent,
+                low_n: stats.n < rules.min_n,
+                change_pp: if p.n() == 0 { 0.0 } else { (stats.satisfied_rate - p.stats().satisfied_rate) * 100.0 },
+                significant: significant_difference(c.satisfied(), c.n(), p.satisfied(), p.n()),
+                previous: p.stats(),
+                shrunk: shrunk_rate(c.satisfied(), c.n(), parent_rate(code), rules.prior_weight),
+                rank: None,
+                stats,
+            }
+        })
+        .collect();
+    let mut ranked: Vec<usize> = (0..rows.len()).filter(|&i| !rows[i].low_n).collect();
+    ranked.sort_by(|&a, &b| rows[b].shrunk.total_cmp(&rows[a].shrunk).then_with(|| rows[a].code.cmp(&rows[b].code)));
+    for (r, i) in ranked.into_iter().enumerate() {
+        rows[i].rank = Some(r + 1);
+    }
+    rows
+}
+
+/// Rolls the grain up to every table of `period` within `scope`.
+pub fn rating_tables(
+    grain: &Grain,
+    orgs: &OrgTree,
+    categories: &[Category],
+    scope: &Scope,
+    period: Period,
+    trend_months: usize,
+    rules: Rules,
+) -> RatingTables {
+    let (key, prev_key) = (period.key(), period.previous().key());
+    let trend_keys: Vec<String> = period.trailing_months(trend_months).iter().map(|p| p.key()).collect();
+    let mut total = Counts::default();
+    let mut previous = Counts::default();
+    // [current, previous] × [district, street, community, category]
+    let mut by: [[BTreeMap<String, Counts>; 4]; 2] = Default::default();
+    let mut cross_counts: BTreeMap<(String, String), Counts> = BTreeMap::new();
+    let mut trend: BTreeMap<String, Counts> = trend_keys.iter().map(|k| (k.clone(), Counts::default())).collect();
+    for ((bucket, community, cat), counts) in &grain.cells {
+        if !in_scope(orgs, scope, community, cat) {
+            continue;
+        }
+        if let Some(t) = trend.get_mut(bucket) {
+            t.add(counts);
+        }
+        let slot = if *bucket == key {
+            total.add(counts);
+            cross_counts.entry((community.clone(), cat.clone())).or_default().add(counts);
+            0
+        } else if *bucket == prev_key {
+            previous.add(counts);
+            1
+        } else {
+            continue;
+        };
+        for (i, level) in [OrgLevel::District, OrgLevel::Street, OrgLevel::Community].into_iter().enumerate() {
+            let code = orgs
+                .ancestor(community, level)
+                .map(|u| u.code.clone())
+                .unwrap_or_else(|| if level == OrgLevel::Community { community.clone() } else { String::new() });
+            if !code.is_empty() {
+                by[slot][i].entry(code).or_default().add(counts);
+            }
+        }
+        // A category counts for itself and every ancestor (parent rollup).
+        let mut cur = categories.iter().find(|c| &c.code == cat);
+        by[slot][3].entry(cat.clone()).or_default().add(counts);
+        while let Some(c) = cur.and_then(|c| categories.iter().find(|p| p.code == c.parent)) {
+            by[slot][3].entry(c.code.clone()).or_default().add(counts);
+            cur = Some(c);
+        }
+    }
+    let total_rate = total.stats().satisfied_rate;
+    let rate_of = |map: &BTreeMap<String, Counts>, code: &str| map.get(code).map(|c| c.stats().satisfied_rate).unwrap_or(total_rate);
+    let org_name = |code: &str| {
+        let unit = orgs.get(code);
+        (
+            unit.map(|u| u.name.clone()).unwrap_or_else(|| code.to_string()),
+            unit.and_then(|u| orgs.get(&u.parent)).map(|p| p.name.clone()).unwrap_or_default(),
+        )
+    };
+    let parent_rate = |code: &str, level: OrgLevel| match level {
+        OrgLevel::Street => orgs.ancestor(code, OrgLevel::District).map(|d| rate_of(&by[0][0], &d.code)).unwrap_or(total_rate),
+        OrgLevel::Community => orgs.ancestor(code, OrgLevel::Street).map(|s| rate_of(&by[0][1], &s.code)).unwrap_or(total_rate),
+        _ => total_rate,
+    };
+    let districts = make_rows(&by[0][0], &by[1][0], org_name, |c| parent_rate(c, OrgLevel::District), rules);
+    let streets = make_rows(&by[0][1], &by[1][1], org_name, |c| parent_rate(c, OrgLevel::Street), rules);
+    let communities = make_rows(&by[0][2], &by[1][2], org_name, |c| parent_rate(c, OrgLevel::Community), rules);
+    let cat_name = |code: &str| {
+        let c = categories.iter().find(|c| c.code == code);
+        (
+            c.map(|c| c.name.clone()).unwrap_or_else(|| code.to_string()),
+            c.and_then(|c| categories.iter().find(|p| p.code == c.parent)).map(|p| p.name.clone()).unwrap_or_default(),
+        )
+    };
+    let cat_parent_rate = |code: &str| {
+        let parent = categories.iter().find(|c| c.code == code).map(|c| c.parent.as_str()).unwrap_or("");
+        if parent.is_empty() { total_rate } else { rate_of(&by[0][3], parent) }
+    };
+    let mut cat_rows = make_rows(&by[0][3], &by[1][3], cat_name, cat_parent_rate, rules);
+    // Taxonomy order, as the office knows it, rather than code order.
+    cat_rows.sort_by_key(|r| categories.iter().position(|c| c.code == r.code).unwrap_or(usize::MAX));
+    let cross = cross_counts
+        .into_iter()
+        .map(|((community, category), c)| {
+            let stats = c.stats();
+            Cross {
+                shrunk: shrunk_rate(c.satisfied(), c.n(), rate_of(&by[0][3], &category), rules.prior_weight),
+                community,
+                category,
+                low_n: stats.n < rules.min_n,
+                stats,
+            }
+        })
+        .collect();
+    RatingTables {
+        period: key,
+        total: total.stats(),
+        previous: previous.stats(),
+        districts,
+        streets,
+        communities,
+        categories: cat_rows,
+        cross,
+        trend: trend.into_iter().map(|(k, v)| (k, v.stats())).collect(),
+    }
+}
