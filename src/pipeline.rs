@@ -183,6 +183,7 @@ pub struct RunSummary {
 /// What a job run did.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // one value per run: boxing would buy nothing
 pub enum JobOutcome {
     /// A collect job: one summary per source.
     Collect(Vec<SourceSummary>),

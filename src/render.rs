@@ -280,7 +280,7 @@ pub fn build_view(
     // The weakest are the last in the ranking by the shrunk rate, so a
     // community with a handful of ratings cannot top or tail the list.
     let mut weakest: Vec<Row> = tables.communities.iter().filter(|r| r.rank.is_some()).cloned().collect();
-    weakest.sort_by(|a, b| b.rank.cmp(&a.rank));
+    weakest.sort_by_key(|r| std::cmp::Reverse(r.rank));
     weakest.truncate(10);
     let low_n_count = tables.communities.iter().filter(|r| r.low_n).count();
     let change_pp = (tables.total.satisfied_rate - tables.previous.satisfied_rate) * 100.0;
