@@ -4,4 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Python packages the tests use as independent references: DuckDB computes
+# the main table straight from the Parquet files.
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore duckdb
+
 cargo test --locked --all-targets "$@"

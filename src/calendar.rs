@@ -96,6 +96,25 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_calendar_file_gives_the_same_national_day_deadline() {
+        let (mut hol, mut work) = (Vec::new(), Vec::new());
+        for line in include_str!("../reference/calendar.csv").lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            let day = NaiveDate::parse_from_str(f[0], "%Y-%m-%d").expect("date in calendar.csv");
+            if f[1] == "holiday" { hol.push(day) } else { work.push(day) }
+        }
+        let cal = WorkCalendar::new(hol, work);
+        assert_eq!(cal.years().iter().copied().collect::<Vec<_>>(), [2024, 2025, 2026]);
+        // A 差评 of Fri 2025-09-26 with 15 working days: 09-28 (调休 Sunday),
+        // 09-29, 09-30, [10-01..10-08 off], 10-09, 10-10, 10-11 (调休 Saturday),
+        // 10-13..10-17, 10-20..10-23 → the 15th is Thu 2025-10-23.
+        assert_eq!(cal.add_working_days(d(2025, 9, 26), 15), d(2025, 10, 23));
+        // 春节 2026: 02-15..02-23 off, Saturday 02-28 worked.
+        assert!(!cal.is_working_day(d(2026, 2, 16)));
+        assert!(cal.is_working_day(d(2026, 2, 28)));
+    }
+
+    #[test]
     fn plain_weekends_rest_and_weekdays_work() {
         let cal = WorkCalendar::default();
         assert!(!cal.is_working_day(d(2026, 11, 28)));

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success; 1 the run failed (I/O, data, delivery); 2 the
 //! configuration or the command line is wrong and nothing was done.
 
+use crate::aggregate::Dim;
 use crate::config::{Config, ConfigError};
 use crate::pipeline::{self, RunOptions, SourceSummary};
 use crate::schedule::Period;
@@ -64,6 +65,20 @@ pub enum Command {
         /// Send again to recipients who already have this period's report.
         #[arg(long)]
         resend: bool,
+    },
+    /// Print figures of a period as CSV: n, counts per level, rates with
+    /// their 95% intervals, by up to two dimensions.
+    Figures {
+        /// Period: 2026-10-03, 2026-W40, 2026-10, 2026-Q3, 2026 or R12-2026-10.
+        #[arg(long)]
+        period: String,
+        /// Comma-separated dimensions: district, street, community, grid,
+        /// category, category_parent, channel, department (none: the total).
+        #[arg(long, default_value = "")]
+        by: String,
+        /// Only data committed by then (RFC 3339 or local YYYY-MM-DD HH:MM:SS).
+        #[arg(long)]
+        as_of: Option<String>,
     },
     /// Past runs and deliveries.
     History {
@@ -144,6 +159,26 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
+        Command::Figures { period, by, as_of } => {
+            let cfg = load(&cli.config)?;
+            let period = period.parse::<Period>().map_err(|e| anyhow!(e))?;
+            let dims = by
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    Dim::parse(s)
+                        .ok_or_else(|| anyhow!("--by: unknown dimension “{s}”; expected {}", Dim::ALL.map(|d| d.column()).join(", ")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if dims.len() > 2 {
+                return Err(anyhow!("--by takes at most two dimensions (a cross table), got {}", dims.len()));
+            }
+            let as_of = as_of.map(|t| parse_as_of(&t, &cfg.tz)).transpose()?;
+            let store = Store::open(&cfg.data_dir)?;
+            let b = pipeline::figures(&cfg, &store, period, &dims, as_of)?;
+            print_figures(&cfg, &b)
+        }
         Command::History { job } => {
             let cfg = load(&cli.config)?;
             let store = Store::open(&cfg.data_dir)?;
@@ -183,6 +218,73 @@ fn parse_as_of(text: &str, tz: &chrono_tz::Tz) -> Result<DateTime<Utc>> {
         .single()
         .map(|t| t.with_timezone(&Utc))
         .ok_or_else(|| anyhow!("--as-of “{text}” does not exist or is ambiguous in {tz}"))
+}
+
+fn print_figures(cfg: &Config, b: &crate::aggregate::Breakdown) -> Result<()> {
+    let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+    let mut head: Vec<String> = Vec::new();
+    for d in &b.dims {
+        head.push(d.column().into());
+        head.push(format!("{}_name", d.column()));
+    }
+    head.extend(
+        [
+            "n",
+            "c1",
+            "c2",
+            "c3",
+            "c4",
+            "c5",
+            "satisfied_rate",
+            "satisfied_lo",
+            "satisfied_hi",
+            "good_rate",
+            "good_lo",
+            "good_hi",
+            "mid_rate",
+            "bad_rate",
+            "bad_lo",
+            "bad_hi",
+            "score",
+        ]
+        .map(String::from),
+    );
+    w.write_record(&head)?;
+    for (key, counts) in &b.cells {
+        let s = counts.stats();
+        let mut rec: Vec<String> = Vec::new();
+        for (d, k) in b.dims.iter().zip(key) {
+            rec.push(k.clone());
+            let name = match d {
+                Dim::Category | Dim::CategoryParent => cfg.category(k).map(|c| c.name.clone()),
+                Dim::Channel | Dim::Department => None,
+                _ => cfg.orgs.get(k).map(|u| u.name.clone()),
+            };
+            rec.push(name.unwrap_or_default());
+        }
+        rec.push(s.n.to_string());
+        rec.extend(s.levels.iter().map(|c| c.to_string()));
+        rec.extend(
+            [
+                s.satisfied_rate,
+                s.satisfied_lo,
+                s.satisfied_hi,
+                s.good_rate,
+                s.good_lo,
+                s.good_hi,
+                s.mid_rate,
+                s.bad_rate,
+                s.bad_lo,
+                s.bad_hi,
+                s.score,
+            ]
+            .iter()
+            .map(|x| format!("{x:.6}")),
+        );
+        w.write_record(&rec)?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 fn print_collect(sums: &[SourceSummary]) {

@@ -386,3 +386,17 @@ fn deliver_office(
     outcome.eml_path = Some(path);
     Ok(outcome)
 }
+
+/// Counts and figures of `period` broken down by `dims` (none: the total),
+/// as seen at `as_of`: what `manyi figures` prints.
+pub fn figures(
+    cfg: &Config,
+    store: &Store,
+    period: Period,
+    dims: &[aggregate::Dim],
+    as_of: Option<DateTime<Utc>>,
+) -> Result<aggregate::Breakdown> {
+    let as_of = as_of.unwrap_or_else(Utc::now);
+    let refs = aggregate::RefFrames::new(&cfg.orgs, &cfg.categories)?;
+    Ok(aggregate::breakdown(store.ratings(&period.month_keys(), as_of)?, &refs, period, dims)?)
+}

@@ -435,3 +435,89 @@ pub fn rating_tables(
         trend: trend.into_iter().map(|(k, v)| (k, v.stats())).collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OrgUnit;
+    use crate::model::{Level, Rating};
+
+    fn unit(code: &str, parent: &str, level: OrgLevel) -> OrgUnit {
+        OrgUnit { code: code.into(), name: format!("U{code}"), parent: parent.into(), level }
+    }
+
+    fn tree() -> OrgTree {
+        OrgTree::new(vec![
+            unit("369900", "", OrgLevel::City),
+            unit("369901", "369900", OrgLevel::District),
+            unit("369901001", "369901", OrgLevel::Street),
+            unit("369901001001", "369901001", OrgLevel::Community),
+            unit("369901001002", "369901001", OrgLevel::Community),
+            unit("369901001003", "369901001", OrgLevel::Community),
+            unit("369901001003001", "369901001003", OrgLevel::Grid),
+        ])
+    }
+
+    fn cats() -> Vec<Category> {
+        vec![Category { code: "property".into(), name: "物业管理".into(), parent: String::new() }]
+    }
+
+    /// `count` ratings of `level` for `org` on `day` of 2026.
+    fn ratings(out: &mut Vec<Rating>, org: &str, month: u32, level: u8, count: usize) {
+        for i in 0..count {
+            out.push(Rating {
+                rating_id: format!("{org}-{month}-{level}-{i}"),
+                source: "t".into(),
+                rated_at: chrono::NaiveDate::from_ymd_opt(2026, month, 10).and_then(|d| d.and_hms_opt(9, 0, 0)).expect("time"),
+                org_code: org.into(),
+                category: "property".into(),
+                service_item: String::new(),
+                department: String::new(),
+                channel: 2,
+                level: Level::from_code(level).expect("level"),
+                reason_tags: String::new(),
+                comment: String::new(),
+                anonymous: false,
+                rater_hash: None,
+                follow_up: None,
+                rectified_at: None,
+                revisit: String::new(),
+            });
+        }
+    }
+
+    #[test]
+    fn a_community_with_two_ratings_is_shown_but_not_ranked() {
+        let mut rs = Vec::new();
+        ratings(&mut rs, "369901001001", 10, 5, 2); // A: 2 of 2 satisfied
+        ratings(&mut rs, "369901001002", 10, 5, 30); // B: 36 of 40
+        ratings(&mut rs, "369901001002", 10, 3, 6);
+        ratings(&mut rs, "369901001002", 10, 1, 4);
+        ratings(&mut rs, "369901001003001", 10, 4, 32); // C, rated in its grid: 32 of 40
+        ratings(&mut rs, "369901001003", 10, 2, 8);
+        ratings(&mut rs, "369901001002", 9, 5, 20); // B in September: 20 of 20
+        let lf = crate::store::ratings_frame(&rs, 1).expect("frame").lazy();
+        let (orgs, cats) = (tree(), cats());
+        let refs = RefFrames::new(&orgs, &cats).expect("refs");
+        let period: Period = "2026-10".parse().expect("period");
+        let g = grain(lf.clone(), &refs, &[period, period.previous()]).expect("grain");
+        let t = rating_tables(&g, &orgs, &cats, &Scope::default(), period, 12, Rules { min_n: 30, prior_weight: 20.0 });
+        let row = |code: &str| t.communities.iter().find(|r| r.code == code).expect("row").clone();
+        let (a, b, c) = (row("369901001001"), row("369901001002"), row("369901001003"));
+        assert_eq!((a.stats.n, a.low_n, a.rank), (2, true, None), "100% of 2 is shown, flagged, not ranked");
+        assert_eq!((b.stats.n, c.stats.n), (40, 40), "the grid's ratings count for its community");
+        // By hand: street rate 70/82 = 0.853659; B shrunk (36 + 20·0.853659)/60 = 0.884553,
+        // C (32 + 17.07317)/60 = 0.817886.
+        assert_eq!(format!("{:.6} {:.6}", b.shrunk, c.shrunk), "0.884553 0.817886");
+        assert_eq!((b.rank, c.rank), (Some(1), Some(2)));
+        // B against September (20 of 20): −10.0 points; pooled z = 0.1/0.068313 = 1.46, not significant.
+        assert_eq!(format!("{:.1}", b.change_pp), "-10.0");
+        assert!(!b.significant);
+        assert_eq!(t.total.n, 82);
+        assert_eq!(t.previous.n, 20);
+        assert_eq!(t.streets[0].stats.n, 82);
+        // Every breakdown of the same data adds up to the same total.
+        let by_channel = breakdown(lf, &refs, period, &[Dim::Channel]).expect("breakdown");
+        assert_eq!(by_channel.cells.get(&vec!["2".to_string()]).map(|c| c.n()), Some(82));
+    }
+}

@@ -5,6 +5,7 @@
 //! Expected figures are computed here, straight from the CSV files the demo
 //! wrote, with none of manyi's aggregation code.
 
+mod metrics;
 mod support;
 
 use std::collections::BTreeMap;
@@ -139,7 +140,7 @@ fn demo_end_to_end_figures_match_the_generated_csv() {
     }
 
     // A second demo run stores not one rating twice and sends nothing twice.
-    let dd = Deployment { _tmp: tempfile::tempdir().expect("tmp"), dir: demo_dir.clone() };
+    let dd = Deployment::at(&demo_dir);
     let stored = dd.count("SELECT COUNT(*) FROM record_keys WHERE kind = 'ratings'");
     let rows_in_files = dd.count("SELECT SUM(f.rows) FROM batch_files f JOIN batches b USING (batch_seq) WHERE b.kind = 'ratings'");
     assert_eq!(stored, rows_in_files);

@@ -59,6 +59,11 @@ impl Deployment {
         Deployment { _tmp: tmp, dir }
     }
 
+    /// An existing deployment folder (for example one `manyi demo` wrote).
+    pub fn at(dir: &std::path::Path) -> Self {
+        Deployment { _tmp: tempfile::tempdir().expect("temp dir"), dir: dir.to_path_buf() }
+    }
+
     /// A small city: one district, one street, three communities, with the
     /// embedded templates, jobs, categories and calendar.
     pub fn small() -> Self {

@@ -1,0 +1,42 @@
+"""Independent figures for the cross-check test: the community × category
+table of one month computed by DuckDB straight from manyi's curated Parquet
+files, with none of manyi's code.
+
+usage: python3 duckdb_crosscheck.py DATA_DIR YYYY-MM  > table.csv
+
+Version resolution is done here the plain way (the latest batch of each
+rating id wins), which is what manyi's catalog-driven read must agree with.
+"""
+import sys
+
+import duckdb
+
+data_dir, month = sys.argv[1], sys.argv[2]
+year, mon = map(int, month.split("-"))
+start = f"{year:04d}-{mon:02d}-01"
+end = f"{year + (mon == 12):04d}-{mon % 12 + 1:02d}-01"
+sql = f"""
+WITH r AS (
+    SELECT *, row_number() OVER (PARTITION BY source, rating_id ORDER BY batch_seq DESC) AS v
+    FROM read_parquet('{data_dir}/curated/ratings/*/*.parquet', hive_partitioning = true)
+    WHERE month = '{month}'
+)
+SELECT CASE WHEN length(org_code) = 15 THEN substr(org_code, 1, 12) ELSE org_code END AS community,
+       category,
+       count(*) AS n,
+       count(*) FILTER (WHERE level = 1) AS c1,
+       count(*) FILTER (WHERE level = 2) AS c2,
+       count(*) FILTER (WHERE level = 3) AS c3,
+       count(*) FILTER (WHERE level = 4) AS c4,
+       count(*) FILTER (WHERE level = 5) AS c5,
+       avg(CASE WHEN level >= 3 THEN 1.0 ELSE 0.0 END) AS satisfied_rate,
+       avg((level - 1) * 25.0) AS score
+FROM r
+WHERE v = 1 AND rated_at >= TIMESTAMP '{start}' AND rated_at < TIMESTAMP '{end}'
+GROUP BY ALL
+ORDER BY community, category
+"""
+out = duckdb.sql(sql)
+print(",".join(out.columns))
+for row in out.fetchall():
+    print(",".join(str(x) for x in row))
