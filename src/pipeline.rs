@@ -232,11 +232,9 @@ fn run_report(
     // One scan of the trend window down to the grain; every report is a roll-up of it.
     let mut buckets = vec![period, period.previous()];
     buckets.extend(period.trailing_months(12));
-    let mut months: Vec<String> = buckets.iter().flat_map(|b| b.month_keys()).collect();
-    months.sort();
-    months.dedup();
+    let bucket_frames = buckets.iter().map(|b| Ok((*b, store.ratings(&b.month_keys(), as_of)?))).collect::<Result<Vec<_>>>()?;
     let refs = aggregate::RefFrames::new(&cfg.orgs, &cfg.categories)?;
-    let grain = aggregate::grain(store.ratings(&months, as_of)?, &refs, &buckets)?;
+    let grain = aggregate::grain(bucket_frames, &refs)?;
     let bad = aggregate::bad_ratings(
         store.ratings(&period.month_keys(), as_of)?,
         period,

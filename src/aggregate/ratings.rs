@@ -62,6 +62,7 @@ impl Dim {
 pub struct RefFrames {
     orgs: DataFrame,
     categories: DataFrame,
+    community_of: std::collections::HashMap<String, String>,
 }
 
 impl RefFrames {
@@ -102,7 +103,11 @@ impl RefFrames {
                 Column::new("category_parent".into(), categories.iter().map(top).collect::<Vec<_>>()),
             ],
         )?;
-        Ok(RefFrames { orgs, categories: cats })
+        let community_of = {
+            let (code, comm) = (orgs.column("org_code")?.str()?, orgs.column("community")?.str()?);
+            (0..orgs.height()).filter_map(|i| Some((code.get(i)?.to_string(), comm.get(i)?.to_string()))).collect()
+        };
+        Ok(RefFrames { orgs, categories: cats, community_of })
     }
 
     /// Adds the dimension columns to a frame of ratings. An org code that is
@@ -179,26 +184,30 @@ pub fn breakdown(ratings: LazyFrame, refs: &RefFrames, period: Period, dims: &[D
 
 /// The grain of the reports: counts per (bucket, community, category), where
 /// a bucket is a period (the report's, the previous one, each trend month).
+/// Cells are grouped by community, so an office's roll-up visits only the
+/// communities in its scope.
 #[derive(Debug, Clone, Default)]
 pub struct Grain {
-    /// (period key, community code, category code) → counts.
-    pub cells: BTreeMap<(String, String, String), Counts>,
+    /// Community code → (period key, category code, counts).
+    pub by_community: BTreeMap<String, Vec<(String, String, Counts)>>,
 }
 
-/// Computes the grain for each bucket period over `ratings`, which must
-/// cover the months of every bucket.
-pub fn grain(ratings: LazyFrame, refs: &RefFrames, buckets: &[Period]) -> Result<Grain, AggregateError> {
+/// Computes the grain for each bucket period from its ratings. Each bucket
+/// comes with a frame of its own months only (the store prunes partitions),
+/// so a monthly report reads each month once; a bucket key given twice is
+/// counted once.
+pub fn grain(buckets: Vec<(Period, LazyFrame)>, refs: &RefFrames) -> Result<Grain, AggregateError> {
     let mut seen = std::collections::BTreeSet::new();
     let mut frames = Vec::new();
-    for b in buckets {
+    for (b, ratings) in buckets {
         if !seen.insert(b.key()) {
             continue;
         }
-        let lf = refs
-            .with_dims(within(ratings.clone(), *b))
-            .group_by([col("community"), col("category")])
-            .agg(level_counts())
-            .with_column(lit(b.key()).alias("bucket"));
+        // Group on the raw codes first and map grids to communities on the
+        // small result: joining reference data onto every rating costs more
+        // than the whole group-by.
+        let lf =
+            within(ratings, b).group_by([col("org_code"), col("category")]).agg(level_counts()).with_column(lit(b.key()).alias("bucket"));
         frames.push(lf);
     }
     let mut g = Grain::default();
@@ -206,10 +215,16 @@ pub fn grain(ratings: LazyFrame, refs: &RefFrames, buckets: &[Period]) -> Result
         return Ok(g);
     }
     let df = concat(frames, UnionArgs::default())?.collect()?;
-    for (key, counts) in read_counts(&df, &["bucket", "community", "category"])? {
-        if let [b, c, k] = key.as_slice() {
-            g.cells.entry((b.clone(), c.clone(), k.clone())).or_default().add(&counts);
+    let mut merged: BTreeMap<(String, String, String), Counts> = BTreeMap::new();
+    for (key, counts) in read_counts(&df, &["bucket", "org_code", "category"])? {
+        if let [b, o, k] = key.as_slice() {
+            // An org code no longer in the reference data stays its own community.
+            let community = refs.community_of.get(o).cloned().unwrap_or_else(|| o.clone());
+            merged.entry((community, b.clone(), k.clone())).or_default().add(&counts);
         }
+    }
+    for ((c, b, k), counts) in merged {
+        g.by_community.entry(c).or_default().push((b, k, counts));
     }
     Ok(g)
 }
@@ -345,38 +360,57 @@ pub fn rating_tables(
     let mut by: [[BTreeMap<String, Counts>; 4]; 2] = Default::default();
     let mut cross_counts: BTreeMap<(String, String), Counts> = BTreeMap::new();
     let mut trend: BTreeMap<String, Counts> = trend_keys.iter().map(|k| (k.clone(), Counts::default())).collect();
-    for ((bucket, community, cat), counts) in &grain.cells {
-        if !in_scope(orgs, scope, community, cat) {
-            continue;
-        }
-        if let Some(t) = trend.get_mut(bucket) {
-            t.add(counts);
-        }
-        let slot = if *bucket == key {
-            total.add(counts);
-            cross_counts.entry((community.clone(), cat.clone())).or_default().add(counts);
-            0
-        } else if *bucket == prev_key {
-            previous.add(counts);
-            1
-        } else {
-            continue;
-        };
-        for (i, level) in [OrgLevel::District, OrgLevel::Street, OrgLevel::Community].into_iter().enumerate() {
-            let code = orgs
-                .ancestor(community, level)
-                .map(|u| u.code.clone())
-                .unwrap_or_else(|| if level == OrgLevel::Community { community.clone() } else { String::new() });
-            if !code.is_empty() {
-                by[slot][i].entry(code).or_default().add(counts);
+    // Each category's chain of ancestors (parent rollup), resolved once.
+    let chains: BTreeMap<&str, Vec<&str>> = categories
+        .iter()
+        .map(|c| {
+            let mut chain = vec![c.code.as_str()];
+            let mut cur = c;
+            while let Some(p) = categories.iter().find(|p| p.code == cur.parent) {
+                chain.push(p.code.as_str());
+                cur = p;
             }
+            (c.code.as_str(), chain)
+        })
+        .collect();
+    for (community, cells) in &grain.by_community {
+        if !scope.orgs.is_empty() && !scope.orgs.iter().any(|s| orgs.is_within(community, s)) {
+            continue;
         }
-        // A category counts for itself and every ancestor (parent rollup).
-        let mut cur = categories.iter().find(|c| &c.code == cat);
-        by[slot][3].entry(cat.clone()).or_default().add(counts);
-        while let Some(c) = cur.and_then(|c| categories.iter().find(|p| p.code == c.parent)) {
-            by[slot][3].entry(c.code.clone()).or_default().add(counts);
-            cur = Some(c);
+        let ancestors: Vec<String> = [OrgLevel::District, OrgLevel::Street, OrgLevel::Community]
+            .into_iter()
+            .map(|level| {
+                orgs.ancestor(community, level)
+                    .map(|u| u.code.clone())
+                    .unwrap_or_else(|| if level == OrgLevel::Community { community.clone() } else { String::new() })
+            })
+            .collect();
+        for (bucket, cat, counts) in cells {
+            if !scope.categories.is_empty() && !scope.categories.iter().any(|c| c == cat) {
+                continue;
+            }
+            if let Some(t) = trend.get_mut(bucket) {
+                t.add(counts);
+            }
+            let slot = if *bucket == key {
+                total.add(counts);
+                cross_counts.entry((community.clone(), cat.clone())).or_default().add(counts);
+                0
+            } else if *bucket == prev_key {
+                previous.add(counts);
+                1
+            } else {
+                continue;
+            };
+            for (i, code) in ancestors.iter().enumerate() {
+                if !code.is_empty() {
+                    by[slot][i].entry(code.clone()).or_default().add(counts);
+                }
+            }
+            match chains.get(cat.as_str()) {
+                Some(chain) => chain.iter().for_each(|c| by[slot][3].entry((*c).to_string()).or_default().add(counts)),
+                None => by[slot][3].entry(cat.clone()).or_default().add(counts),
+            }
         }
     }
     let total_rate = total.stats().satisfied_rate;
@@ -500,7 +534,7 @@ mod tests {
         let (orgs, cats) = (tree(), cats());
         let refs = RefFrames::new(&orgs, &cats).expect("refs");
         let period: Period = "2026-10".parse().expect("period");
-        let g = grain(lf.clone(), &refs, &[period, period.previous()]).expect("grain");
+        let g = grain(vec![(period, lf.clone()), (period.previous(), lf.clone())], &refs).expect("grain");
         let t = rating_tables(&g, &orgs, &cats, &Scope::default(), period, 12, Rules { min_n: 30, prior_weight: 20.0 });
         let row = |code: &str| t.communities.iter().find(|r| r.code == code).expect("row").clone();
         let (a, b, c) = (row("369901001001"), row("369901001002"), row("369901001003"));
