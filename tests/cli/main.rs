@@ -6,6 +6,7 @@
 //! wrote, with none of manyi's aggregation code.
 
 mod metrics;
+mod reports;
 mod support;
 
 use std::collections::BTreeMap;

@@ -4,11 +4,14 @@
 //! Templates are loaded once per process into [`Templates`]; every filter is
 //! registered in [`Templates::load`] and nowhere else. Rendering is a pure
 //! function of the [`ReportView`]: no clock, no I/O, so a rerun with the same
-//! data and as-of time gives the same bytes.
+//! data and as-of time gives the same bytes — HTML, text, charts, workbook.
+
+mod charts;
+mod workbook;
 
 use crate::aggregate::{BadRating, FollowUpSummary, RatingTables, Row, Stats, SurveyTables};
 use crate::config::Config;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,6 +30,12 @@ pub enum RenderError {
         #[source]
         source: tera::Error,
     },
+    /// A chart could not be drawn.
+    #[error("drawing a chart: {0}")]
+    Chart(String),
+    /// The XLSX attachment could not be written.
+    #[error("writing the XLSX attachment: {0}")]
+    Workbook(String),
     /// A template failed while rendering.
     #[error("rendering {template}: {detail}")]
     Render {
@@ -81,12 +90,24 @@ impl Templates {
             })
         };
         let kind = view.kind.template_stem();
+        // The templates reference these by cid: a report kind always has the same charts.
+        let mut images = vec![InlineImage::new("trend", charts::trend_png(&view.ratings.trend)?)];
+        if view.kind == ReportKind::Leadership {
+            images.push(InlineImage::new("districts", charts::bars_png("各区满意率", &view.ratings.districts)?));
+        }
+        images.push(InlineImage::new("categories", charts::bars_png("各服务类别满意率", &view.ratings.categories)?));
+        let created = NaiveDateTime::parse_from_str(&view.footer.as_of, "%Y-%m-%d %H:%M:%S").unwrap_or_default();
+        let xlsx = Attachment {
+            filename: format!("满意度明细_{}.xlsx", view.period_key),
+            content_type: "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet".into(),
+            bytes: workbook::workbook(view, created)?,
+        };
         Ok(Rendered {
             subject: view.subject.clone(),
             html: render(format!("{survey}/{kind}.html.tera"))?,
             text: render(format!("{survey}/{kind}.txt.tera"))?,
-            images: Vec::new(),
-            attachments: vec![communities_csv(view)],
+            images,
+            attachments: vec![xlsx, communities_csv(view)],
         })
     }
 }
@@ -109,10 +130,30 @@ pub struct Rendered {
 /// A PNG shown inline, referenced from the HTML as `<img src="cid:…">`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InlineImage {
-    /// Content-ID without angle brackets.
+    /// Content-ID without angle brackets, e.g. `trend@manyi.local`.
     pub cid: String,
+    /// File name for the browsable copy, e.g. `trend.png`.
+    pub filename: String,
     /// PNG bytes.
     pub png: Vec<u8>,
+}
+
+impl InlineImage {
+    fn new(name: &str, png: Vec<u8>) -> Self {
+        InlineImage { cid: format!("{name}@manyi.local"), filename: format!("{name}.png"), png }
+    }
+}
+
+impl Rendered {
+    /// The HTML for a browser rather than a mail client: `cid:` references
+    /// point at the images' file names, written beside the HTML.
+    pub fn browsable_html(&self) -> String {
+        let mut html = self.html.clone();
+        for i in &self.images {
+            html = html.replace(&format!("cid:{}", i.cid), &i.filename);
+        }
+        html
+    }
 }
 
 /// A file attached to the report's message.

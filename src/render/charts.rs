@@ -1,0 +1,174 @@
+//! PNG charts for the reports, drawn with plotters into memory.
+//!
+//! Email clients drop SVG and `data:` images, so charts are PNG parts
+//! referenced by `cid:`. Chinese labels need a CJK font that travels with the
+//! binary (an intranet server has no fonts to speak of): a subset of Noto
+//! Sans CJK SC covering GB2312 and ASCII is compiled in
+//! (`assets/fonts/`, made by `scripts/make-font-subset.sh`). Colours are
+//! dark enough, with markers and hatching-free solid fills, to read in grey
+//! print.
+
+use super::RenderError;
+use crate::aggregate::{Row, Stats};
+use plotters::prelude::*;
+use std::sync::Once;
+
+static FONT: &[u8] = include_bytes!("../../assets/fonts/NotoSansSC-Subset.otf");
+static REGISTER: Once = Once::new();
+const FAMILY: &str = "manyi-cjk";
+const INK: RGBColor = RGBColor(0x1f, 0x3f, 0x6e);
+const GREY: RGBColor = RGBColor(0x88, 0x88, 0x88);
+
+fn register_font() {
+    REGISTER.call_once(|| {
+        // The font is compiled in and checked by a test; failing here would
+        // only mean labels fall back to no glyphs.
+        let _ = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT);
+    });
+}
+
+fn chart_err(e: impl std::fmt::Display) -> RenderError {
+    RenderError::Chart(e.to_string())
+}
+
+/// Encodes an RGB buffer as PNG.
+fn png(buf: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>, RenderError> {
+    let mut out = Vec::new();
+    {
+        let mut enc = ::png::Encoder::new(&mut out, w, h);
+        enc.set_color(::png::ColorType::Rgb);
+        enc.set_depth(::png::BitDepth::Eight);
+        let mut writer = enc.write_header().map_err(chart_err)?;
+        writer.write_image_data(buf).map_err(chart_err)?;
+    }
+    Ok(out)
+}
+
+/// The 12-month trend of 满意率 (line with markers, n under each month).
+pub fn trend_png(trend: &[(String, Stats)]) -> Result<Vec<u8>, RenderError> {
+    register_font();
+    let (w, h) = (720u32, 280u32);
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(chart_err)?;
+        let points: Vec<(usize, f64)> = trend.iter().enumerate().filter(|(_, (_, s))| s.n > 0).map(|(i, (_, s))| (i, s.satisfied_rate * 100.0)).collect();
+        let (lo, hi) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), (_, y)| (a.min(*y), b.max(*y)));
+        let (lo, hi) = if points.is_empty() { (0.0, 100.0) } else { ((lo - 1.0).floor().max(0.0), (hi + 1.0).ceil().min(100.0)) };
+        let labels: Vec<String> = trend.iter().map(|(k, _)| month_label(k)).collect();
+        let mut chart = ChartBuilder::on(&root)
+            .caption("近12个月满意率（%）", (FAMILY, 18).into_font().color(&INK))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(48)
+            .build_cartesian_2d(-0.5f64..(trend.len() as f64 - 0.5), lo..hi)
+            .map_err(chart_err)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(RGBColor(0xe6, 0xe6, 0xe6))
+            .x_labels(trend.len().max(1))
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 { labels.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
+            })
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .label_style((FAMILY, 13))
+            .draw()
+            .map_err(chart_err)?;
+        chart.draw_series(LineSeries::new(points.iter().map(|(i, y)| (*i as f64, *y)), INK.stroke_width(2))).map_err(chart_err)?;
+        chart.draw_series(points.iter().map(|(i, y)| Circle::new((*i as f64, *y), 4, INK.filled()))).map_err(chart_err)?;
+        chart
+            .draw_series(points.iter().map(|(i, y)| Text::new(format!("{y:.1}"), (*i as f64 - 0.3, *y + (hi - lo) * 0.04), (FAMILY, 12).into_font().color(&BLACK))))
+            .map_err(chart_err)?;
+        root.present().map_err(chart_err)?;
+    }
+    png(&buf, (w, h))
+}
+
+/// 满意率 by row (districts or categories), as horizontal bars with the n.
+/// Rows under the minimum n are drawn grey.
+pub fn bars_png(title: &str, rows: &[Row]) -> Result<Vec<u8>, RenderError> {
+    register_font();
+    let w = 720u32;
+    let h = (60 + 26 * rows.len().max(1)) as u32;
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(chart_err)?;
+        let lo = rows.iter().map(|r| r.stats.satisfied_rate * 100.0).fold(100.0f64, f64::min);
+        let lo = ((lo - 5.0) / 5.0).floor() * 5.0;
+        let lo = lo.clamp(0.0, 95.0);
+        let n = rows.len().max(1);
+        let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FAMILY, 18).into_font().color(&INK))
+            .margin(10)
+            .x_label_area_size(28)
+            .y_label_area_size(110)
+            .build_cartesian_2d(lo..100.0, -0.5f64..(n as f64 - 0.5))
+            .map_err(chart_err)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .light_line_style(RGBColor(0xe6, 0xe6, 0xe6))
+            .y_labels(n)
+            .y_label_formatter(&|y| {
+                let i = y.round();
+                if (y - i).abs() < 1e-6 && i >= 0.0 { names.get(n - 1 - i as usize).cloned().unwrap_or_default() } else { String::new() }
+            })
+            .x_label_formatter(&|x| format!("{x:.0}%"))
+            .label_style((FAMILY, 13))
+            .draw()
+            .map_err(chart_err)?;
+        chart
+            .draw_series(rows.iter().enumerate().map(|(i, r)| {
+                let y = (n - 1 - i) as f64;
+                let colour = if r.low_n { GREY } else { INK };
+                Rectangle::new([(lo, y - 0.35), (r.stats.satisfied_rate * 100.0, y + 0.35)], colour.filled())
+            }))
+            .map_err(chart_err)?;
+        chart
+            .draw_series(rows.iter().enumerate().map(|(i, r)| {
+                let y = (n - 1 - i) as f64;
+                let label = format!("{:.1}% (n={})", r.stats.satisfied_rate * 100.0, r.stats.n);
+                Text::new(label, (lo + (100.0 - lo) * 0.01, y + 0.3), (FAMILY, 12).into_font().color(&WHITE))
+            }))
+            .map_err(chart_err)?;
+        root.present().map_err(chart_err)?;
+    }
+    png(&buf, (w, h))
+}
+
+/// `2026-10` → `26年10月`; the axis has room for twelve such labels.
+fn month_label(key: &str) -> String {
+    match key.split_once('-') {
+        Some((y, m)) => format!("{}年{}月", &y[y.len().saturating_sub(2)..], m.trim_start_matches('0')),
+        None => key.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::Counts;
+
+    #[test]
+    fn the_embedded_font_has_the_glyphs_of_the_labels() {
+        let face = ttf_parser::Face::parse(FONT, 0).expect("the embedded font parses");
+        for ch in "近12个月满意率（%）临江市养老服务物业管理年月".chars() {
+            assert!(face.glyph_index(ch).is_some(), "no glyph for {ch}");
+        }
+    }
+
+    #[test]
+    fn charts_are_deterministic_pngs() {
+        let stats = |good: u64| Counts { levels: [1, 1, 2, 10, good] }.stats();
+        let trend: Vec<(String, Stats)> = (1..=12).map(|m| (format!("2026-{m:02}"), stats(80 + m))).collect();
+        let a = trend_png(&trend).expect("chart");
+        let b = trend_png(&trend).expect("chart");
+        assert!(a.starts_with(b"\x89PNG\r\n\x1a\n"));
+        assert_eq!(a, b, "the same figures give the same bytes");
+        assert_eq!(month_label("2026-03"), "26年3月");
+    }
+}

@@ -1,0 +1,141 @@
+//! The detail tables as an XLSX attachment, one sheet per table.
+//!
+//! The workbook's creation time is the report's as-of time, never the clock,
+//! so a rerun for an inspection gives the same bytes.
+
+use super::{RenderError, ReportKind, ReportView, mask_personal};
+use crate::aggregate::Row;
+use chrono::{Datelike, NaiveDateTime, Timelike};
+use rust_xlsxwriter::{DocProperties, ExcelDateTime, Format, Workbook, Worksheet, XlsxError};
+
+fn xerr(e: XlsxError) -> RenderError {
+    RenderError::Workbook(e.to_string())
+}
+
+fn header(ws: &mut Worksheet, cols: &[&str], bold: &Format) -> Result<(), XlsxError> {
+    for (c, h) in cols.iter().enumerate() {
+        ws.write_string_with_format(0, c as u16, *h, bold)?;
+        ws.set_column_width(c as u16, if c == 0 { 16 } else { 12 })?;
+    }
+    ws.set_freeze_panes(1, 0)?;
+    Ok(())
+}
+
+fn rows_sheet(wb: &mut Workbook, name: &str, first: &str, rows: &[Row], bold: &Format, pct: &Format) -> Result<(), XlsxError> {
+    let ws = wb.add_worksheet().set_name(name)?;
+    header(ws, &[first, "代码", "上级", "评价数n", "满意率", "95%下限", "95%上限", "好评率", "差评率", "满意度得分", "上期满意率", "变化(百分点)", "变化显著", "排名", "样本不足"], bold)?;
+    for (i, r) in rows.iter().enumerate() {
+        let row = (i + 1) as u32;
+        let s = &r.stats;
+        ws.write_string(row, 0, &r.name)?;
+        ws.write_string(row, 1, &r.code)?;
+        ws.write_string(row, 2, &r.parent)?;
+        ws.write_number(row, 3, s.n as f64)?;
+        for (c, v) in [(4u16, s.satisfied_rate), (5, s.satisfied_lo), (6, s.satisfied_hi), (7, s.good_rate), (8, s.bad_rate), (10, r.previous.satisfied_rate)] {
+            ws.write_number_with_format(row, c, v, pct)?;
+        }
+        ws.write_number(row, 9, (s.score * 10.0).round() / 10.0)?;
+        ws.write_number(row, 11, (r.change_pp * 10.0).round() / 10.0)?;
+        ws.write_string(row, 12, if r.significant { "是" } else { "" })?;
+        if let Some(rank) = r.rank {
+            ws.write_number(row, 13, rank as f64)?;
+        }
+        ws.write_string(row, 14, if r.low_n { "是" } else { "" })?;
+    }
+    Ok(())
+}
+
+/// Builds the workbook of a report; `created` is the as-of time (local).
+pub fn workbook(view: &ReportView, created: NaiveDateTime) -> Result<Vec<u8>, RenderError> {
+    build(view, created).map_err(xerr)
+}
+
+fn build(view: &ReportView, created: NaiveDateTime) -> Result<Vec<u8>, XlsxError> {
+    let mut wb = Workbook::new();
+    let when = ExcelDateTime::from_ymd(created.year() as u16, created.month() as u8, created.day() as u8)?.and_hms(created.hour() as u16, created.minute() as u8, created.second() as f64)?;
+    wb.set_properties(&DocProperties::new().set_title(&view.subject).set_author(&view.organisation).set_creation_datetime(&when));
+    let bold = Format::new().set_bold();
+    let pct = Format::new().set_num_format("0.0%");
+    let r = &view.ratings;
+    {
+        let ws = wb.add_worksheet().set_name("总体")?;
+        header(ws, &["指标", "本期", "上期"], &bold)?;
+        let lines: [(&str, f64, f64, bool); 7] = [
+            ("评价数n", r.total.n as f64, r.previous.n as f64, false),
+            ("满意率", r.total.satisfied_rate, r.previous.satisfied_rate, true),
+            ("满意率95%下限", r.total.satisfied_lo, r.previous.satisfied_lo, true),
+            ("满意率95%上限", r.total.satisfied_hi, r.previous.satisfied_hi, true),
+            ("好评率", r.total.good_rate, r.previous.good_rate, true),
+            ("差评率", r.total.bad_rate, r.previous.bad_rate, true),
+            ("满意度得分", r.total.score, r.previous.score, false),
+        ];
+        for (i, (name, cur, prev, is_pct)) in lines.iter().enumerate() {
+            let row = (i + 1) as u32;
+            ws.write_string(row, 0, *name)?;
+            if *is_pct {
+                ws.write_number_with_format(row, 1, *cur, &pct)?;
+                ws.write_number_with_format(row, 2, *prev, &pct)?;
+            } else {
+                ws.write_number(row, 1, *cur)?;
+                ws.write_number(row, 2, *prev)?;
+            }
+        }
+        ws.write_string(9, 0, "统计期")?;
+        ws.write_string(9, 1, &view.period_label)?;
+        ws.write_string(10, 0, "数据截至")?;
+        ws.write_string(10, 1, &view.footer.as_of)?;
+        ws.write_string(11, 0, "报告编号")?;
+        ws.write_string(11, 1, &view.footer.report_id)?;
+    }
+    if view.kind == ReportKind::Leadership {
+        rows_sheet(&mut wb, "各区", "区县", &r.districts, &bold, &pct)?;
+        rows_sheet(&mut wb, "各街道", "街道", &r.streets, &bold, &pct)?;
+    }
+    rows_sheet(&mut wb, "各社区", "社区", &r.communities, &bold, &pct)?;
+    rows_sheet(&mut wb, "服务类别", "服务类别", &r.categories, &bold, &pct)?;
+    {
+        let ws = wb.add_worksheet().set_name("社区×服务类别")?;
+        header(ws, &["社区代码", "服务类别", "评价数n", "满意率", "95%下限", "95%上限", "差评率", "满意度得分", "样本不足"], &bold)?;
+        for (i, c) in r.cross.iter().enumerate() {
+            let row = (i + 1) as u32;
+            ws.write_string(row, 0, &c.community)?;
+            ws.write_string(row, 1, &c.category)?;
+            ws.write_number(row, 2, c.stats.n as f64)?;
+            for (col, v) in [(3u16, c.stats.satisfied_rate), (4, c.stats.satisfied_lo), (5, c.stats.satisfied_hi), (6, c.stats.bad_rate)] {
+                ws.write_number_with_format(row, col, v, &pct)?;
+            }
+            ws.write_number(row, 7, (c.stats.score * 10.0).round() / 10.0)?;
+            ws.write_string(row, 8, if c.low_n { "是" } else { "" })?;
+        }
+    }
+    {
+        let ws = wb.add_worksheet().set_name("近12个月")?;
+        header(ws, &["月份", "评价数n", "满意率", "好评率", "差评率", "满意度得分"], &bold)?;
+        for (i, (m, s)) in r.trend.iter().enumerate() {
+            let row = (i + 1) as u32;
+            ws.write_string(row, 0, m)?;
+            ws.write_number(row, 1, s.n as f64)?;
+            for (col, v) in [(2u16, s.satisfied_rate), (3, s.good_rate), (4, s.bad_rate)] {
+                ws.write_number_with_format(row, col, v, &pct)?;
+            }
+            ws.write_number(row, 5, (s.score * 10.0).round() / 10.0)?;
+        }
+    }
+    if view.kind == ReportKind::Office {
+        let ws = wb.add_worksheet().set_name("差评清单")?;
+        header(ws, &["评价编号", "评价时间", "社区", "服务类别", "等级", "评价内容", "整改期限", "状态", "逾期"], &bold)?;
+        for (i, b) in view.bad_list.iter().enumerate() {
+            let row = (i + 1) as u32;
+            ws.write_string(row, 0, &b.rating.rating_id)?;
+            ws.write_string(row, 1, b.rating.rated_at.format("%Y-%m-%d %H:%M").to_string())?;
+            ws.write_string(row, 2, &b.community)?;
+            ws.write_string(row, 3, &b.category_name)?;
+            ws.write_string(row, 4, if b.rating.level == 1 { "非常不满意" } else { "不满意" })?;
+            ws.write_string(row, 5, mask_personal(&b.rating.comment))?;
+            ws.write_string(row, 6, b.rating.deadline.format("%Y-%m-%d").to_string())?;
+            ws.write_string(row, 7, &b.rating.status)?;
+            ws.write_string(row, 8, if b.rating.overdue { "逾期" } else { "" })?;
+        }
+    }
+    wb.save_to_buffer()
+}

@@ -1,0 +1,183 @@
+//! Reports rendered from fixed fixture data (the fixture site under
+//! `tests/fixtures/site` and ratings built here), compared with snapshots
+//! in `tests/snapshots/`, and checked for what email clients and privacy
+//! demand. `UPDATE_SNAPSHOTS=1 cargo test --test cli reports::` rewrites the
+//! snapshots after a deliberate change; review the diff before committing.
+
+use manyi::aggregate::{self, RefFrames, Rules};
+use manyi::config::{Config, OfficeRole, Scope};
+use manyi::model::{FollowUp, Level, Rating};
+use manyi::period::Period;
+use manyi::render::{self, Footer, Rendered, ReportKind, Templates};
+use polars::prelude::IntoLazy;
+use std::path::PathBuf;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Ratings of the fixture: every community, three categories, October and
+/// the eleven months before, with 差评 that carry what residents write.
+fn fixture_ratings() -> Vec<Rating> {
+    let communities = ["369901001001", "369901001002", "369901002001", "369901002002", "369902001001", "369902001002"];
+    let categories = ["government_affairs", "property", "elderly_care"];
+    let comments = ["<script>alert(1)</script>报修没人来", "请回电13812345678，身份证110101199001011234", "我叫张三丰，排队两小时", "“物业”不作为 & 乱收费"];
+    let statuses = [FollowUp::Rectified, FollowUp::InProgress, FollowUp::Pending, FollowUp::Invalid];
+    let mut out = Vec::new();
+    let mut k = 0usize;
+    for month in 1..=12u32 {
+        let (year, m) = if month <= 2 { (2025, month + 10) } else { (2026, month - 2) };
+        for (ci, c) in communities.iter().enumerate() {
+            for (ki, cat) in categories.iter().enumerate() {
+                // Community 369901002002 has only 2 ratings a cell: shown, flagged, not ranked.
+                let n = if ci == 3 { 2 } else { 4 + (ci + ki + month as usize) % 5 };
+                for i in 0..n {
+                    k += 1;
+                    let level = match (ci, i % 7) {
+                        (5, 0..=2) => 1 + (i % 2) as u8,
+                        (_, 0) if ki == 1 => 2,
+                        (_, 1) => 4,
+                        (_, 2) => 3,
+                        _ => 5,
+                    };
+                    let day = 1 + (i * 3 + ci) as u32 % 28;
+                    out.push(Rating {
+                        rating_id: format!("FX{k:05}-1"),
+                        source: "office-drop".into(),
+                        rated_at: chrono::NaiveDate::from_ymd_opt(year, m, day).and_then(|d| d.and_hms_opt(9 + (i % 8) as u32, 15, 0)).expect("time"),
+                        org_code: (*c).into(),
+                        category: (*cat).into(),
+                        service_item: "物业报修".into(),
+                        department: "便民服务中心".into(),
+                        channel: 1 + (i % 7) as u8,
+                        level: Level::from_code(level).expect("level"),
+                        reason_tags: if level <= 2 { "501".into() } else { String::new() },
+                        comment: if level <= 2 { comments[k % comments.len()].into() } else { String::new() },
+                        anonymous: false,
+                        rater_hash: None,
+                        follow_up: (level <= 2).then(|| statuses[k % statuses.len()]),
+                        rectified_at: None,
+                        revisit: String::new(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Renders every report of the fixture with a fixed as-of.
+fn render_all() -> Vec<(String, Rendered)> {
+    let cfg = Config::load(&root().join("tests/fixtures/site/manyi.toml")).expect("fixture site loads");
+    let templates = Templates::load(&cfg.templates_dir).expect("templates");
+    let lf = manyi::store::ratings_frame(&fixture_ratings(), 1).expect("frame").lazy();
+    let period: Period = "2026-10".parse().expect("period");
+    let mut buckets = vec![(period, lf.clone()), (period.previous(), lf.clone())];
+    buckets.extend(period.trailing_months(12).into_iter().map(|m| (m, lf.clone())));
+    let refs = RefFrames::new(&cfg.orgs, &cfg.categories).expect("refs");
+    let grain = aggregate::grain(buckets, &refs).expect("grain");
+    let as_of_date = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).expect("date");
+    let bad = aggregate::bad_ratings(lf, period, &cfg.calendar, 15, as_of_date).expect("bad");
+    let as_of = chrono::DateTime::parse_from_rfc3339("2026-11-20T08:00:00+08:00").expect("as-of").to_utc();
+    let footer = Footer {
+        sources: vec![],
+        quarantined: 3,
+        as_of: "2026-11-20 08:00:00".into(),
+        report_id: render::report_id("monthly-report", "2026-10", as_of),
+        deadline_days: 15,
+    };
+    let rules = Rules { min_n: 5, prior_weight: 20.0 };
+    let mut out = Vec::new();
+    for office in &cfg.offices {
+        let (kind, scope, audience) = match office.role {
+            OfficeRole::Leadership => (ReportKind::Leadership, Scope::default(), "临江市".to_string()),
+            OfficeRole::Office => (ReportKind::Office, office.scope.clone(), office.name.clone()),
+        };
+        let tables = aggregate::rating_tables(&grain, &cfg.orgs, &cfg.categories, &scope, period, 12, rules);
+        let bad_in: Vec<&aggregate::BadRating> = bad.iter().filter(|b| aggregate::in_scope(&cfg.orgs, &scope, &b.org_code, &b.category)).collect();
+        let fu = aggregate::follow_up_summary(bad_in.iter().copied(), as_of_date);
+        let shown: Vec<&aggregate::BadRating> = if kind == ReportKind::Office { bad_in } else { Vec::new() };
+        let view = render::build_view(&cfg, kind, &audience, tables, &shown, fu, None, footer.clone(), period);
+        out.push((office.id.clone(), templates.render("haochaping", &view).expect("render")));
+    }
+    out
+}
+
+fn check_snapshot(name: &str, actual: &str) {
+    let path = root().join("tests/snapshots").join(name);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, actual).expect("write snapshot");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("no snapshot {}; run with UPDATE_SNAPSHOTS=1 and review it", path.display()));
+    if expected != actual {
+        let line = expected.lines().zip(actual.lines()).position(|(a, b)| a != b).map(|i| i + 1).unwrap_or(0);
+        panic!("{name} differs from its snapshot from line {line}; if the change is meant, rerun with UPDATE_SNAPSHOTS=1 and review the diff");
+    }
+}
+
+#[test]
+fn each_report_kind_matches_its_snapshot() {
+    let reports = render_all();
+    assert_eq!(reports.len(), 3);
+    for (id, r) in &reports {
+        check_snapshot(&format!("{id}.html"), &r.html);
+        check_snapshot(&format!("{id}.txt"), &r.text);
+    }
+    // Rendering twice gives the same bytes, charts and workbook included.
+    let again = render_all();
+    for ((_, a), (_, b)) in reports.iter().zip(&again) {
+        assert_eq!(a, b);
+    }
+}
+
+fn lower(html: &str) -> String {
+    html.to_lowercase()
+}
+
+#[test]
+fn reports_are_safe_for_mail_clients_and_keep_personal_data_out() {
+    for (id, r) in render_all() {
+        let h = lower(&r.html);
+        for banned in ["<script", "<svg", "data:", "<link", "@import", "javascript:", "<style"] {
+            assert!(!h.contains(banned), "{id}: HTML contains {banned}");
+        }
+        assert!(!h.contains("src=\"http") && !h.contains("href=\"http"), "{id}: no external resources");
+        // Every cid: referenced is attached, and every image attached is referenced.
+        let referenced: Vec<&str> = r.html.split("cid:").skip(1).filter_map(|s| s.split('"').next()).collect();
+        assert!(!referenced.is_empty(), "{id}: the charts are referenced");
+        for cid in &referenced {
+            assert!(r.images.iter().any(|i| i.cid == *cid), "{id}: cid:{cid} is not attached");
+        }
+        for i in &r.images {
+            assert!(referenced.contains(&i.cid.as_str()), "{id}: {} attached but not shown", i.cid);
+            assert!(i.png.starts_with(b"\x89PNG"), "{id}: {} is a PNG", i.cid);
+        }
+        assert!(r.html.len() < 100 * 1024, "{id}: HTML body is {} bytes", r.html.len());
+        // Resident text is escaped and masked in both parts.
+        for part in [&r.html, &r.text] {
+            assert!(!part.contains("<script>alert"), "{id}: a resident's <script> must not pass through");
+            assert!(!part.contains("13812345678") && !part.contains("110101199001011234") && !part.contains("张三丰"), "{id}: personal data must be masked");
+        }
+        let names: Vec<&str> = r.attachments.iter().map(|a| a.filename.as_str()).collect();
+        assert_eq!(names, ["满意度明细_2026-10.xlsx", "社区明细_2026-10.csv"], "{id}");
+        assert!(r.attachments[0].bytes.starts_with(b"PK"), "{id}: the XLSX is a ZIP");
+        assert!(r.attachments[1].bytes.starts_with("\u{feff}".as_bytes()), "{id}: the CSV has a BOM");
+    }
+}
+
+#[test]
+fn an_office_sees_its_差评_masked_and_escaped_overdue_first() {
+    let reports = render_all();
+    let (_, street) = reports.iter().find(|(id, _)| id == "street-369901001").expect("street report");
+    assert!(street.html.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;报修没人来") || street.html.contains("&lt;script&gt;alert(1)&lt;/script&gt;报修没人来"), "escaped, shown as text");
+    assert!(street.text.contains("138****5678"), "phone masked in the text part");
+    assert!(street.html.contains("110101********1234") || street.text.contains("110101********1234"));
+    assert_eq!(street.subject, "【满意度月报】2026年10月 · 滨江街道办事处");
+    // Overdue items come first in the list.
+    let list = street.text.split("二、差评清单").nth(1).expect("list").split("三、").next().expect("list end");
+    let flags: Vec<bool> = list.lines().filter(|l| l.starts_with("- ")).map(|l| l.contains("逾期")).collect();
+    assert!(flags.iter().any(|f| *f), "the fixture has overdue items");
+    assert!(flags.windows(2).all(|w| w[0] >= w[1]), "overdue first: {flags:?}");
+}
