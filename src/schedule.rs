@@ -72,7 +72,7 @@ pub enum JobKind {
 }
 
 /// Period expressions a job can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PeriodExpr {
     /// The day before the run's date.

@@ -5,6 +5,7 @@
 //! Expected figures are computed here, straight from the CSV files the demo
 //! wrote, with none of manyi's aggregation code.
 
+mod serve;
 mod support;
 
 use std::collections::BTreeMap;
@@ -125,7 +126,10 @@ fn demo_end_to_end_figures_match_the_generated_csv() {
     // One .eml per office: leadership + 16 streets + 4 sections.
     let emls = std::fs::read_dir(&outbox).expect("outbox").count();
     assert_eq!(emls, 21);
-    let browsable = demo_dir.join("data/reports/monthly-report/2026-10/leadership.html");
+    // One folder per report id under the period; the demo made one.
+    let mut ids =
+        std::fs::read_dir(demo_dir.join("data/reports/monthly-report/2026-10")).expect("reports").map(|e| e.expect("entry").path());
+    let browsable = ids.next().expect("a report folder").join("leadership.html");
     let copy = std::fs::read_to_string(browsable).expect("html copy");
     assert_eq!(copy.replace("\r\n", "\n").trim_end(), html.replace("\r\n", "\n").trim_end(), "the browsable copy is the mailed HTML");
 
