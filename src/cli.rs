@@ -177,7 +177,14 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 println!("{name}  “{}” {}  ({})", def.schedule, def.time_zone, flags.join(", "));
                 for t in sched.next_fires(name, now, 3) {
-                    println!("    {}", t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %a %Z"));
+                    let local = t.with_timezone(&tz);
+                    let year = chrono::Datelike::year(&local);
+                    let note = if def.first_working_day && !cfg.calendar.years().contains(&year) {
+                        format!("  (reference/calendar.csv has no {year}: only weekends are skipped)")
+                    } else {
+                        String::new()
+                    };
+                    println!("    {}{note}", local.format("%Y-%m-%d %H:%M:%S %a %Z"));
                 }
             }
             Ok(())

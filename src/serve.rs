@@ -116,14 +116,25 @@ async fn event_loop(cfg: &Arc<Config>, store: &Store, holder: &str, sched: &mut 
         }
         if !stopping {
             for fire in sched.due(Utc::now()) {
-                start(cfg, store, sched, &mut tasks, fire)?;
+                let job = fire.job.clone();
+                // Only recording a skipped slot can fail here; the service goes on.
+                if let Err(e) = start(cfg, store, sched, &mut tasks, fire) {
+                    tracing::error!(job, error = %format!("{e:#}"), "could not record the slot");
+                }
             }
         }
         if last_beat.elapsed() >= HEARTBEAT {
             last_beat = std::time::Instant::now();
-            if !store.heartbeat_service_lock(holder, Utc::now())? && !lost {
-                tracing::error!("the service lock was taken over; no new runs");
-                lost = true;
+            // A busy database delays a beat; it is retried, not fatal (30 s of
+            // silence are needed before anyone takes the lock over).
+            match store.heartbeat_service_lock(holder, Utc::now()) {
+                Ok(true) => {}
+                Ok(false) if !lost => {
+                    tracing::error!("the service lock was taken over; no new runs");
+                    lost = true;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
             }
         }
         let until_next = sched.next_wake().map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO)).unwrap_or(TICK);

@@ -226,10 +226,12 @@ impl Store {
 
     /// Closes the rows of runs a service left `running` when it died: they
     /// did not finish (a collect's uncommitted batch is ignored by readers).
+    /// Manual runs are left alone: one may be running beside the service.
     pub fn abandon_unfinished_runs(&self) -> Result<usize, StoreError> {
         Ok(self.conn.execute(
             "UPDATE runs SET outcome = 'abandoned', ended_at = ?1,
-               error = 'the process ended during the run; nothing it had not committed is visible' WHERE outcome = 'running'",
+               error = 'the process ended during the run; nothing it had not committed is visible'
+             WHERE outcome = 'running' AND trigger IN ('schedule', 'catch-up')",
             params![Utc::now().to_rfc3339()],
         )?)
     }

@@ -166,3 +166,34 @@ fn a_rerun_with_the_original_as_of_is_byte_identical_after_late_data() {
     assert!(old_text.contains("n=3"), "three ratings as of then:\n{old_text}");
     assert_eq!(hashes(&dir), original, "a later run leaves the reported files alone");
 }
+
+#[test]
+fn a_failed_scheduled_run_is_recorded_and_mailed_to_the_admins() {
+    let d = Deployment::small();
+    d.file(
+        "jobs/monthly-report.toml",
+        "schedule = \"*/2 * * * * *\"\nkind = \"report\"\nperiod = \"previous-month\"\ntemplate = \"haochaping\"\n",
+    );
+    // The leadership template is gone: every run of the report fails while rendering.
+    std::fs::remove_file(d.dir.join("survey-templates/haochaping/leadership.html.tera")).expect("remove template");
+    let log = d.dir.join("serve.log");
+    let mut serve = spawn_serve(&d, "serve.log");
+    let failed = "SELECT COUNT(*) FROM runs WHERE job = 'monthly-report' AND outcome = 'failed'";
+    let mails = || std::fs::read_dir(d.dir.join("data/outbox")).map(|e| e.count()).unwrap_or(0);
+    wait_for("a failed run and its admin mail", &mut serve, &log, || try_count(&d, failed) >= 1 && mails() >= 1);
+    assert_eq!(terminate(&mut serve, &log), 0, "a failed run does not stop the service");
+    let error: String =
+        d.db().query_row("SELECT error FROM runs WHERE outcome = 'failed' LIMIT 1", [], |r| r.get(0)).expect("error text");
+    assert!(error.contains("leadership.html.tera"), "{error}");
+    let eml = std::fs::read_dir(d.dir.join("data/outbox"))
+        .expect("outbox")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("failure_monthly-report_")))
+        .expect("a failure mail in the outbox");
+    let raw = std::fs::read(&eml).expect("eml");
+    let msg = mail_parser::MessageParser::default().parse(&raw).expect("parse eml");
+    let to: Vec<String> = msg.to().into_iter().flat_map(|a| a.iter()).filter_map(|a| a.address().map(String::from)).collect();
+    assert_eq!(to, vec!["xxzx@mzj.linjiang.gov.cn".to_string()], "sent to [mail] admins");
+    assert!(msg.subject().unwrap_or_default().contains("monthly-report"));
+    assert!(msg.body_text(0).expect("text").contains("leadership.html.tera"), "the mail says what failed");
+}
