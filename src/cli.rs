@@ -69,7 +69,11 @@ pub enum Command {
     /// Run the jobs on their schedules until SIGTERM or Ctrl-C.
     Serve,
     /// List the jobs with their next three fire times in local time.
-    Jobs,
+    Jobs {
+        /// Fire times after this instead of now (RFC 3339 or local `YYYY-MM-DD HH:MM:SS`), to plan around holidays.
+        #[arg(long)]
+        from: Option<String>,
+    },
     /// Past runs and deliveries.
     History {
         /// Only this job.
@@ -156,10 +160,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Serve => crate::serve::serve(load(&cli.config)?),
-        Command::Jobs => {
+        Command::Jobs { from } => {
             let cfg = load(&cli.config)?;
             let store = Store::open(&cfg.data_dir)?;
-            let now = Utc::now();
+            let now = from.map(|t| parse_as_of(&t, &cfg.tz)).transpose()?.unwrap_or_else(Utc::now);
             let clocks = cfg.jobs.values().map(JobClock::new).collect::<Result<Vec<_>, _>>()?;
             let sched = Scheduler::new(clocks, cfg.calendar.clone(), &store.last_slots()?, now);
             for (name, def) in &cfg.jobs {

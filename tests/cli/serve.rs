@@ -182,8 +182,7 @@ fn a_failed_scheduled_run_is_recorded_and_mailed_to_the_admins() {
     let mails = || std::fs::read_dir(d.dir.join("data/outbox")).map(|e| e.count()).unwrap_or(0);
     wait_for("a failed run and its admin mail", &mut serve, &log, || try_count(&d, failed) >= 1 && mails() >= 1);
     assert_eq!(terminate(&mut serve, &log), 0, "a failed run does not stop the service");
-    let error: String =
-        d.db().query_row("SELECT error FROM runs WHERE outcome = 'failed' LIMIT 1", [], |r| r.get(0)).expect("error text");
+    let error: String = d.db().query_row("SELECT error FROM runs WHERE outcome = 'failed' LIMIT 1", [], |r| r.get(0)).expect("error text");
     assert!(error.contains("leadership.html.tera"), "{error}");
     let eml = std::fs::read_dir(d.dir.join("data/outbox"))
         .expect("outbox")
@@ -196,4 +195,20 @@ fn a_failed_scheduled_run_is_recorded_and_mailed_to_the_admins() {
     assert_eq!(to, vec!["xxzx@mzj.linjiang.gov.cn".to_string()], "sent to [mail] admins");
     assert!(msg.subject().unwrap_or_default().contains("monthly-report"));
     assert!(msg.body_text(0).expect("text").contains("leadership.html.tera"), "the mail says what failed");
+}
+
+#[test]
+fn jobs_lists_fire_times_after_the_first_working_day_rule() {
+    let d = Deployment::small();
+    d.file(
+        "jobs/monthly-report.toml",
+        "schedule = \"0 0 8 1 * *\"\nkind = \"report\"\nperiod = \"previous-month\"\ntemplate = \"haochaping\"\nfirst_working_day = true\n",
+    );
+    let out = d.manyi(&["jobs", "--from", "2025-09-15 00:00:00"]).success().stdout();
+    // 10-01..10-08 are 国庆/中秋 on reference/calendar.csv; 2025-11-01 is a Saturday.
+    for fire in ["2025-10-09 08:00:00 Thu CST", "2025-11-03 08:00:00 Mon CST", "2025-12-01 08:00:00 Mon CST"] {
+        assert!(out.contains(fire), "{fire} missing:\n{out}");
+    }
+    assert!(!out.contains("2025-10-01"), "{out}");
+    assert!(out.contains("nightly-collect") && out.contains("2025-09-15 02:00:00 Mon CST"), "{out}");
 }
