@@ -382,8 +382,20 @@ pub(crate) fn load_jobs(
             let line = text.lines().position(|l| l.contains(needle)).map(|i| i + 1);
             problems.0.push(crate::config::Problem { file: path.clone(), line, message: msg });
         };
-        if let Err(e) = cron::Schedule::from_str(&job.schedule) {
-            complain("schedule", format!("schedule “{}” is not a cron expression with seconds (e.g. \"0 0 8 1 * *\"): {e}", job.schedule));
+        match cron::Schedule::from_str(&job.schedule) {
+            Err(e) => complain(
+                "schedule",
+                format!("schedule “{}” is not a cron expression with seconds (e.g. \"0 0 8 1 * *\"): {e}", job.schedule),
+            ),
+            // Moving fires to a working day only makes sense for daily or rarer
+            // jobs; an hourly one would pile every holiday hour onto one fire.
+            Ok(s) if job.first_working_day => {
+                let gaps: Vec<TimeDelta> = s.upcoming(Utc).take(3).collect::<Vec<_>>().windows(2).map(|w| w[1] - w[0]).collect();
+                if gaps.iter().any(|g| *g < TimeDelta::hours(20)) {
+                    complain("first_working_day", "first_working_day is for daily or rarer schedules; this one fires more often".into());
+                }
+            }
+            Ok(_) => {}
         }
         if job.time_zone.parse::<chrono_tz::Tz>().is_err() {
             complain("time_zone", format!("time_zone “{}” is not an IANA zone", job.time_zone));

@@ -212,3 +212,11 @@ fn jobs_lists_fire_times_after_the_first_working_day_rule() {
     assert!(!out.contains("2025-10-01"), "{out}");
     assert!(out.contains("nightly-collect") && out.contains("2025-09-15 02:00:00 Mon CST"), "{out}");
 }
+
+#[test]
+fn check_refuses_the_working_day_rule_on_a_frequent_schedule() {
+    let d = Deployment::small();
+    d.file("jobs/hourly.toml", "schedule = \"0 0 * * * *\"\nkind = \"collect\"\nfirst_working_day = true\n");
+    let err = d.manyi(&["check"]).code(2).stderr();
+    assert!(err.contains("hourly.toml:3: first_working_day is for daily or rarer schedules"), "{err}");
+}
