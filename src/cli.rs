@@ -2,12 +2,13 @@
 //! policy, all in one place.
 //!
 //! Exit codes: 0 success; 1 the run failed (I/O, data, delivery); 2 the
-//! configuration or the command line is wrong and nothing was done.
+//! configuration or the command line is wrong and nothing was done; 3
+//! `serve` refused to start because another service holds the data directory.
 
 use crate::aggregate::Dim;
 use crate::config::{Config, ConfigError};
 use crate::pipeline::{self, RunOptions, SourceSummary};
-use crate::schedule::Period;
+use crate::schedule::{JobClock, Period, Scheduler};
 use crate::store::Store;
 use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
@@ -80,6 +81,14 @@ pub enum Command {
         #[arg(long)]
         as_of: Option<String>,
     },
+    /// Run the jobs on their schedules until SIGTERM or Ctrl-C.
+    Serve,
+    /// List the jobs with their next three fire times in local time.
+    Jobs {
+        /// Fire times after this instead of now (RFC 3339 or local `YYYY-MM-DD HH:MM:SS`), to plan around holidays.
+        #[arg(long)]
+        from: Option<String>,
+    },
     /// Past runs and deliveries.
     History {
         /// Only this job.
@@ -90,8 +99,10 @@ pub enum Command {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The service's log is its record of what it did; one-shot commands print a summary instead.
+    let default_level = if matches!(cli.command, Command::Serve) { "info" } else { "warn" };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MANYI_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MANYI_LOG").unwrap_or_else(|_| default_level.into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -101,6 +112,10 @@ pub fn main() -> ExitCode {
             if let Some(ce) = e.downcast_ref::<ConfigError>() {
                 eprintln!("manyi: {ce}");
                 return ExitCode::from(2);
+            }
+            if let Some(se @ crate::serve::ServeError::Locked { .. }) = e.downcast_ref::<crate::serve::ServeError>() {
+                eprintln!("manyi: {se}");
+                return ExitCode::from(3);
             }
             eprintln!("manyi: error: {e:#}");
             ExitCode::from(1)
@@ -155,7 +170,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let as_of = as_of.map(|t| parse_as_of(&t, &cfg.tz)).transpose()?;
             let mut store = Store::open(&cfg.data_dir)?;
-            let out = pipeline::run_job(&cfg, &mut store, def, period, as_of, RunOptions { dry_run, resend }, "manual")?;
+            let out = pipeline::run_job(&cfg, &mut store, def, period, as_of, RunOptions { dry_run, resend, ..RunOptions::default() })?;
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
@@ -179,19 +194,68 @@ fn run(cli: Cli) -> Result<()> {
             let b = pipeline::figures(&cfg, &store, period, &dims, as_of)?;
             print_figures(&cfg, &b)
         }
+        Command::Serve => crate::serve::serve(load(&cli.config)?),
+        Command::Jobs { from } => {
+            let cfg = load(&cli.config)?;
+            let store = Store::open(&cfg.data_dir)?;
+            let now = from.map(|t| parse_as_of(&t, &cfg.tz)).transpose()?.unwrap_or_else(Utc::now);
+            let clocks = cfg.jobs.values().map(JobClock::new).collect::<Result<Vec<_>, _>>()?;
+            let sched = Scheduler::new(clocks, cfg.calendar.clone(), &store.last_slots()?, now);
+            for (name, def) in &cfg.jobs {
+                let tz = def.time_zone.parse::<chrono_tz::Tz>().unwrap_or(cfg.tz);
+                let mut flags = vec![format!("{:?}", def.kind).to_lowercase()];
+                if let Some(p) = def.period {
+                    flags.push(format!(
+                        "period {}",
+                        serde_json::to_value(p).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+                    ));
+                }
+                flags.push(if def.catchup { "catch-up on".into() } else { "catch-up off".into() });
+                if def.first_working_day {
+                    flags.push("first working day".into());
+                }
+                println!("{name}  “{}” {}  ({})", def.schedule, def.time_zone, flags.join(", "));
+                for t in sched.next_fires(name, now, 3) {
+                    let local = t.with_timezone(&tz);
+                    let year = chrono::Datelike::year(&local);
+                    let note = if def.first_working_day && !cfg.calendar.years().contains(&year) {
+                        format!("  (reference/calendar.csv has no {year}: only weekends are skipped)")
+                    } else {
+                        String::new()
+                    };
+                    println!("    {}{note}", local.format("%Y-%m-%d %H:%M:%S %a %Z"));
+                }
+            }
+            Ok(())
+        }
         Command::History { job } => {
             let cfg = load(&cli.config)?;
             let store = Store::open(&cfg.data_dir)?;
-            println!("{:<36} {:<16} {:<8} {:<8} {:<26} {:<26}", "run", "job", "period", "outcome", "started (UTC)", "as-of");
+            println!(
+                "{:<40} {:<16} {:<10} {:<9} {:<9} {:<20} {:<20} {:<24}",
+                "run", "job", "period", "trigger", "outcome", "started (local)", "ended (local)", "as-of (for --as-of)"
+            );
+            let local = |t: &str| {
+                DateTime::parse_from_rfc3339(t)
+                    .map(|t| t.with_timezone(&cfg.tz).format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default()
+            };
             for r in store.runs(job.as_deref(), 50)? {
+                let slots = match r.slots {
+                    Some(n) if n > 1 => format!("  ({n} missed slots, latest {})", r.fire_time.as_deref().map(local).unwrap_or_default()),
+                    _ => String::new(),
+                };
                 println!(
-                    "{:<36} {:<16} {:<8} {:<8} {:<26} {:<26}{}",
+                    "{:<40} {:<16} {:<10} {:<9} {:<9} {:<20} {:<20} {:<24}{}{}",
                     r.run_id,
                     r.job,
                     r.period,
+                    r.trigger,
                     r.outcome,
-                    &r.started_at[..r.started_at.len().min(26)],
-                    &r.as_of[..r.as_of.len().min(26)],
+                    local(&r.started_at),
+                    r.ended_at.as_deref().map(local).unwrap_or_else(|| "-".into()),
+                    r.as_of,
+                    slots,
                     r.error.map(|e| format!("  error: {e}")).unwrap_or_default()
                 );
             }
@@ -329,7 +393,7 @@ fn demo(dir: &Path, seed: u64, through: Option<&str>) -> Result<()> {
     let sums = pipeline::collect_all(&cfg, &mut store, None)?;
     print_collect(&sums);
     let job = cfg.jobs.get("monthly-report").ok_or_else(|| anyhow!("the demo's jobs/monthly-report.toml is missing"))?;
-    let out = pipeline::run_job(&cfg, &mut store, job, through, None, RunOptions::default(), "manual")?;
+    let out = pipeline::run_job(&cfg, &mut store, job, through, None, RunOptions::default())?;
     let pipeline::JobOutcome::Report(summary) = out else { return Err(anyhow!("monthly-report is not a report job")) };
     let c = &summary.city;
     println!();

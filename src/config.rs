@@ -200,6 +200,9 @@ pub struct MailConfig {
     /// SMTP server; absent means write `.eml` files to `data/outbox`.
     #[serde(default)]
     pub smtp: Option<SmtpConfig>,
+    /// Who is told by email when a scheduled run fails.
+    #[serde(default)]
+    pub admins: Vec<String>,
 }
 
 /// An SMTP server. The password comes only from the environment.

@@ -74,6 +74,8 @@ survey = "community"
 
 [mail]
 from = "临江市民政局满意度监测 <manyi@mzj.linjiang.gov.cn>"
+# Told by email when a scheduled run fails.
+admins = ["xxzx@mzj.linjiang.gov.cn"]
 # Without [mail.smtp] reports go to data/outbox/*.eml.
 # [mail.smtp]
 # host = "smtp.linjiang.gov.cn"

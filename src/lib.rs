@@ -17,4 +17,5 @@ pub mod period;
 pub mod pipeline;
 pub mod render;
 pub mod schedule;
+pub mod serve;
 pub mod store;

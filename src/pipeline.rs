@@ -9,8 +9,8 @@ use crate::config::{Config, OfficeRole, Scope, SourceConfig, SourceKind};
 use crate::deliver;
 use crate::model::OrgLevel;
 use crate::render::{self, Footer, ReportKind, Templates};
-use crate::schedule::{JobDef, JobKind, Period};
-use crate::store::{BatchMeta, DeliveryRecord, Store};
+use crate::schedule::{Fire, JobDef, JobKind, Period, Trigger};
+use crate::store::{BatchMeta, DeliveryRecord, NewRun, Store};
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use polars::prelude::*;
@@ -139,13 +139,19 @@ fn ingest_file(
     Ok(Some((parsed.rows_read, outcome, parsed.rejected.len(), quarantine)))
 }
 
-/// Options of a report run.
+/// Options of a run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
     /// Render and write to the outbox, record nothing as sent.
     pub dry_run: bool,
     /// Send even to recipients who already received this period's report.
     pub resend: bool,
+    /// Who started the run (manual unless `serve` did).
+    pub trigger: Trigger,
+    /// The scheduled slot a service run stands for.
+    pub fire_time: Option<DateTime<Utc>>,
+    /// Slots coalesced into this run (a catch-up after downtime stands for several).
+    pub slots: usize,
 }
 
 /// One report of a run.
@@ -192,6 +198,10 @@ pub enum JobOutcome {
 }
 
 /// Runs a job for a period, recording the run in the ledger.
+///
+/// `as_of` (default: now) is kept to the millisecond, the precision of the
+/// commit times it is compared with, so the value the ledger shows is exactly
+/// the one to pass to `--as-of` for an identical rerun.
 pub fn run_job(
     cfg: &Config,
     store: &mut Store,
@@ -199,11 +209,19 @@ pub fn run_job(
     period: Period,
     as_of: Option<DateTime<Utc>>,
     opts: RunOptions,
-    trigger: &str,
 ) -> Result<JobOutcome> {
     let as_of = as_of.unwrap_or_else(Utc::now);
-    let run_id = format!("{}-{}", job.name, Utc::now().format("%Y%m%dT%H%M%S%6fZ"));
-    store.run_started(&run_id, &job.name, &period.key(), as_of, trigger)?;
+    let as_of = DateTime::from_timestamp_millis(as_of.timestamp_millis()).unwrap_or(as_of);
+    let run_id = new_run_id(&job.name);
+    store.run_started(&NewRun {
+        run_id: &run_id,
+        job: &job.name,
+        period: &period.key(),
+        as_of,
+        trigger: opts.trigger.as_str(),
+        fire_time: opts.fire_time,
+        slots: opts.slots.max(1),
+    })?;
     let result = match job.kind {
         JobKind::Collect => collect_all(cfg, store, None).map(JobOutcome::Collect),
         JobKind::Report => run_report(cfg, store, job, period, as_of, opts, &run_id).map(JobOutcome::Report),
@@ -213,6 +231,69 @@ pub fn run_job(
         Err(e) => store.run_ended(&run_id, "failed", &serde_json::Value::Null, Some(&format!("{e:#}")))?,
     }
     result
+}
+
+fn new_run_id(job: &str) -> String {
+    format!("{job}-{}", Utc::now().format("%Y%m%dT%H%M%S%6fZ"))
+}
+
+/// Records a scheduled slot that was not run (the job has `catchup = false`
+/// and the service was down at its time), so that no slot passes unrecorded.
+pub fn record_skipped(store: &Store, job: &JobDef, period: Period, fire: &Fire) -> Result<()> {
+    let run_id = new_run_id(&job.name);
+    store.run_started(&NewRun {
+        run_id: &run_id,
+        job: &job.name,
+        period: &period.key(),
+        as_of: fire.slot,
+        trigger: fire.trigger.as_str(),
+        fire_time: Some(fire.slot),
+        slots: fire.slots,
+    })?;
+    let why = format!("missed while the service was down; catchup = false, so not run ({} slot(s))", fire.slots);
+    store.run_ended(&run_id, "skipped", &serde_json::Value::Null, Some(&why))?;
+    Ok(())
+}
+
+/// Emails the admin list (`[mail] admins` of manyi.toml) that a run failed.
+/// Returns the outbox file, or `None` when no admin is configured.
+pub fn notify_admins(cfg: &Config, store: &Store, job: &str, period: &str, error: &str) -> Result<Option<PathBuf>> {
+    let admins = &cfg.file.mail.admins;
+    if admins.is_empty() {
+        tracing::warn!(job, period, "a run failed and no `[mail] admins` are configured to be told");
+        return Ok(None);
+    }
+    let subject = format!("【manyi】任务失败 / job failed: {job} {period}");
+    let text = format!(
+        "任务 {job}（期间 {period}）运行失败。\nThe run of job {job} for {period} failed.\n\n{error}\n\n\
+         查看运行记录 / see the ledger: manyi history {job}\n重跑 / rerun: manyi run {job} --period {period}\n"
+    );
+    let html = format!("<pre>{}</pre>", text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"));
+    let message = render::Rendered { subject, html, text, images: Vec::new(), attachments: Vec::new() };
+    let msg = deliver::build_message(&cfg.file.mail.from, admins, &message)?;
+    let name = format!("failure_{job}_{period}_{}", Utc::now().format("%Y%m%dT%H%M%S%3fZ"));
+    Ok(Some(deliver::write_outbox(&store.root().join("outbox"), &name, &msg)?))
+}
+
+/// Writes a report file unless the same bytes are there. A different file
+/// already at the path (same report id, so same job, period and as-of, but
+/// other bytes: a template or code change) is kept, and the new one is
+/// written beside it under the run id, so nothing reported is overwritten.
+fn write_report_file(path: &std::path::Path, bytes: &[u8], run_id: &str) -> Result<PathBuf> {
+    match std::fs::read(path) {
+        Ok(existing) if existing == bytes => Ok(path.to_path_buf()),
+        Ok(_) => {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let beside = path.with_file_name(format!("{run_id}.{name}"));
+            tracing::warn!(original = %path.display(), new = %beside.display(), "a rerun with the same report id rendered different bytes; the original is kept");
+            crate::store::write_atomic(&beside, bytes)?;
+            Ok(beside)
+        }
+        Err(_) => {
+            crate::store::write_atomic(path, bytes)?;
+            Ok(path.to_path_buf())
+        }
+    }
 }
 
 fn run_report(
@@ -259,7 +340,9 @@ fn run_report(
     let city = cfg.orgs.at_level(OrgLevel::City).next().map(|u| u.name.clone()).unwrap_or_else(|| cfg.file.organisation.clone());
     let rules = aggregate::Rules { min_n: cfg.file.metrics.min_n as u64, prior_weight: cfg.file.metrics.prior_weight };
 
-    let reports_dir = store.root().join("reports").join(&job.name).join(period.key());
+    // One folder per report id (job, period, as-of): a rerun with another
+    // as-of never touches what an earlier run reported.
+    let reports_dir = store.root().join("reports").join(&job.name).join(period.key()).join(&report_id);
     let outbox = store.root().join("outbox");
     let mut summary = RunSummary {
         run_id: run_id.into(),
@@ -298,9 +381,16 @@ fn run_report(
                 r
             }
         };
-        let html_path = reports_dir.join(format!("{}.html", office.id));
-        crate::store::write_atomic(&html_path, rendered.html.as_bytes())?;
-        crate::store::write_atomic(&reports_dir.join(format!("{}.txt", office.id)), rendered.text.as_bytes())?;
+        // The browsable copy shows the charts from files beside it instead of cid: parts.
+        let prefix = format!("{}_", office.id);
+        let html_path = write_report_file(&reports_dir.join(format!("{}.html", office.id)), rendered.browsable_html(&prefix).as_bytes(), run_id)?;
+        for i in &rendered.images {
+            write_report_file(&reports_dir.join(format!("{prefix}{}", i.filename)), &i.png, run_id)?;
+        }
+        write_report_file(&reports_dir.join(format!("{}.txt", office.id)), rendered.text.as_bytes(), run_id)?;
+        for a in &rendered.attachments {
+            write_report_file(&reports_dir.join(format!("{}_{}", office.id, a.filename)), &a.bytes, run_id)?;
+        }
         let outcome = deliver_office(cfg, store, job, period, office, &rendered, &outbox, opts, run_id)?;
         summary.reports.push(ReportOutcome { office: office.id.clone(), name: office.name.clone(), html_path, ..outcome });
     }

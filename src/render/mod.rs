@@ -146,11 +146,12 @@ impl InlineImage {
 
 impl Rendered {
     /// The HTML for a browser rather than a mail client: `cid:` references
-    /// point at the images' file names, written beside the HTML.
-    pub fn browsable_html(&self) -> String {
+    /// point at the images' files, written beside the HTML as
+    /// `<prefix><filename>`.
+    pub fn browsable_html(&self, prefix: &str) -> String {
         let mut html = self.html.clone();
         for i in &self.images {
-            html = html.replace(&format!("cid:{}", i.cid), &i.filename);
+            html = html.replace(&format!("cid:{}", i.cid), &format!("{prefix}{}", i.filename));
         }
         html
     }

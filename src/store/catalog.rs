@@ -2,8 +2,9 @@
 //! the delivery records.
 
 use super::{Store, StoreError};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -64,6 +65,14 @@ CREATE TABLE IF NOT EXISTS runs (
     error      TEXT,
     operator   TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS service_lock (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    holder       TEXT NOT NULL,
+    pid          INTEGER NOT NULL,
+    host         TEXT NOT NULL,
+    started_at   TEXT NOT NULL,
+    heartbeat_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS deliveries (
     job          TEXT NOT NULL,
     period       TEXT NOT NULL,
@@ -90,9 +99,54 @@ CREATE TABLE IF NOT EXISTS delivery_history (
 );
 ";
 
+/// Columns added to `runs` after the first release, for state.db files made by it.
+const RUNS_ADDED: [(&str, &str); 2] = [("fire_time", "TEXT"), ("slots", "INTEGER")];
+
 pub(super) fn init(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
-    conn.execute_batch(SCHEMA)
+    conn.execute_batch(SCHEMA)?;
+    let existing: Vec<String> =
+        conn.prepare("SELECT name FROM pragma_table_info('runs')")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    for (col, ty) in RUNS_ADDED {
+        if !existing.iter().any(|c| c == col) {
+            conn.execute_batch(&format!("ALTER TABLE runs ADD COLUMN {col} {ty}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// A run about to start, as the ledger opens it.
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    /// Unique id of the run.
+    pub run_id: &'a str,
+    /// Job name.
+    pub job: &'a str,
+    /// Period key.
+    pub period: &'a str,
+    /// Data cut-off.
+    pub as_of: DateTime<Utc>,
+    /// schedule, catch-up or manual.
+    pub trigger: &'a str,
+    /// The scheduled slot a service run stands for (none for manual runs).
+    pub fire_time: Option<DateTime<Utc>>,
+    /// Slots the run stands for: more than 1 when missed slots were coalesced.
+    pub slots: usize,
+}
+
+/// The live holder of the service lock.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LockHolder {
+    /// Holder id (host, pid, start).
+    pub holder: String,
+    /// Process id.
+    pub pid: i64,
+    /// Host name.
+    pub host: String,
+    /// When it started (UTC).
+    pub started_at: String,
+    /// Last heartbeat (UTC).
+    pub heartbeat_at: String,
 }
 
 /// One row of the run ledger.
@@ -119,6 +173,10 @@ pub struct RunRecord {
     pub counts: Option<String>,
     /// Error text of a failed run.
     pub error: Option<String>,
+    /// The scheduled slot of a service run.
+    pub fire_time: Option<String>,
+    /// Slots coalesced into this run.
+    pub slots: Option<i64>,
 }
 
 /// The state of one delivery.
@@ -146,12 +204,108 @@ pub struct DeliveryRecord {
 
 impl Store {
     /// Opens a ledger row for a run that is starting.
-    pub fn run_started(&self, run_id: &str, job: &str, period: &str, as_of: DateTime<Utc>, trigger: &str) -> Result<(), StoreError> {
+    pub fn run_started(&self, run: &NewRun) -> Result<(), StoreError> {
         let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
         self.conn.execute(
-            "INSERT INTO runs (run_id, job, period, as_of, trigger, started_at, outcome, operator) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7)",
-            params![run_id, job, period, as_of.to_rfc3339(), trigger, Utc::now().to_rfc3339(), operator],
+            "INSERT INTO runs (run_id, job, period, as_of, trigger, started_at, outcome, operator, fire_time, slots)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8, ?9)",
+            params![
+                run.run_id,
+                run.job,
+                run.period,
+                run.as_of.to_rfc3339_opts(SecondsFormat::Millis, true),
+                run.trigger,
+                Utc::now().to_rfc3339(),
+                operator,
+                run.fire_time.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+                run.slots as i64
+            ],
         )?;
+        Ok(())
+    }
+
+    /// Closes the rows of runs a service left `running` when it died: they
+    /// did not finish (a collect's uncommitted batch is ignored by readers).
+    /// Manual runs are left alone: one may be running beside the service.
+    pub fn abandon_unfinished_runs(&self) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE runs SET outcome = 'abandoned', ended_at = ?1,
+               error = 'the process ended during the run; nothing it had not committed is visible'
+             WHERE outcome = 'running' AND trigger IN ('schedule', 'catch-up')",
+            params![Utc::now().to_rfc3339()],
+        )?)
+    }
+
+    /// The last slot of each job that a service fired (run, caught up or skipped).
+    pub fn last_slots(&self) -> Result<BTreeMap<String, DateTime<Utc>>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT job, MAX(fire_time) FROM runs WHERE fire_time IS NOT NULL GROUP BY job")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (job, t) = row?;
+            if let Ok(t) = DateTime::parse_from_rfc3339(&t) {
+                out.insert(job, t.with_timezone(&Utc));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes the service lock of this data directory unless a live holder
+    /// has it: `Ok(None)` when taken, `Ok(Some(holder))` when refused. A
+    /// holder whose heartbeat is older than `stale_after` is dead and is taken over.
+    pub fn acquire_service_lock(
+        &self,
+        holder: &str,
+        host: &str,
+        now: DateTime<Utc>,
+        stale_after: TimeDelta,
+    ) -> Result<Option<LockHolder>, StoreError> {
+        // One statement, so two services starting at once cannot both win.
+        let taken = self.conn.execute(
+            "INSERT INTO service_lock (id, holder, pid, host, started_at, heartbeat_ms) VALUES (1, ?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, pid = excluded.pid, host = excluded.host,
+               started_at = excluded.started_at, heartbeat_ms = excluded.heartbeat_ms
+             WHERE service_lock.heartbeat_ms < ?6 OR service_lock.holder = excluded.holder",
+            params![
+                holder,
+                std::process::id() as i64,
+                host,
+                now.to_rfc3339(),
+                now.timestamp_millis(),
+                (now - stale_after).timestamp_millis()
+            ],
+        )?;
+        if taken == 1 {
+            return Ok(None);
+        }
+        let live = self
+            .conn
+            .query_row("SELECT holder, pid, host, started_at, heartbeat_ms FROM service_lock WHERE id = 1", [], |r| {
+                let ms: i64 = r.get(4)?;
+                Ok(LockHolder {
+                    holder: r.get(0)?,
+                    pid: r.get(1)?,
+                    host: r.get(2)?,
+                    started_at: r.get(3)?,
+                    heartbeat_at: DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339()).unwrap_or_default(),
+                })
+            })
+            .optional()?;
+        Ok(live)
+    }
+
+    /// Renews the lock; false when another service has taken it over (this
+    /// one was presumed dead and must stop).
+    pub fn heartbeat_service_lock(&self, holder: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute("UPDATE service_lock SET heartbeat_ms = ?2 WHERE id = 1 AND holder = ?1", params![holder, now.timestamp_millis()])?;
+        Ok(n == 1)
+    }
+
+    /// Gives the lock up (only if this holder has it).
+    pub fn release_service_lock(&self, holder: &str) -> Result<(), StoreError> {
+        self.conn.execute("DELETE FROM service_lock WHERE id = 1 AND holder = ?1", params![holder])?;
         Ok(())
     }
 
@@ -167,7 +321,7 @@ impl Store {
     /// The ledger, newest first, optionally for one job.
     pub fn runs(&self, job: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT run_id, job, period, as_of, trigger, started_at, ended_at, outcome, counts, error FROM runs
+            "SELECT run_id, job, period, as_of, trigger, started_at, ended_at, outcome, counts, error, fire_time, slots FROM runs
              WHERE ?1 IS NULL OR job = ?1 ORDER BY started_at DESC LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![job, limit as i64], |r| {
@@ -182,6 +336,8 @@ impl Store {
                 outcome: r.get(7)?,
                 counts: r.get(8)?,
                 error: r.get(9)?,
+                fire_time: r.get(10)?,
+                slots: r.get(11)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -266,4 +422,34 @@ fn row_to_delivery(r: &rusqlite::Row) -> rusqlite::Result<DeliveryRecord> {
         detail: r.get(7)?,
         updated_at: r.get(8)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).expect("rfc3339").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_service_lock_refuses_a_live_holder_and_takes_over_a_dead_one() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let a = Store::open(tmp.path()).expect("store a");
+        let b = Store::open(tmp.path()).expect("store b");
+        let stale = TimeDelta::seconds(30);
+        assert!(a.acquire_service_lock("a", "host", at("2026-11-26T00:00:00Z"), stale).expect("lock").is_none());
+        assert!(a.heartbeat_service_lock("a", at("2026-11-26T00:00:20Z")).expect("beat"));
+        // 25 s after a's last heartbeat it is alive: b is refused and told who holds it.
+        let held = b.acquire_service_lock("b", "host", at("2026-11-26T00:00:45Z"), stale).expect("lock");
+        assert_eq!(held.map(|h| h.holder), Some("a".to_string()));
+        // 31 s after it, a is presumed dead: b takes over, and a learns it on its next beat.
+        assert!(b.acquire_service_lock("b", "host", at("2026-11-26T00:00:51Z"), stale).expect("lock").is_none());
+        assert!(!a.heartbeat_service_lock("a", at("2026-11-26T00:00:52Z")).expect("beat"));
+        // a's release does not free b's lock; b's does.
+        a.release_service_lock("a").expect("release");
+        assert!(a.acquire_service_lock("a", "host", at("2026-11-26T00:00:53Z"), stale).expect("lock").is_some());
+        b.release_service_lock("b").expect("release");
+        assert!(a.acquire_service_lock("a", "host", at("2026-11-26T00:00:54Z"), stale).expect("lock").is_none());
+    }
 }

@@ -7,6 +7,7 @@
 
 mod metrics;
 mod reports;
+mod serve;
 mod support;
 
 use std::collections::BTreeMap;
@@ -127,9 +128,17 @@ fn demo_end_to_end_figures_match_the_generated_csv() {
     // One .eml per office: leadership + 16 streets + 4 sections.
     let emls = std::fs::read_dir(&outbox).expect("outbox").count();
     assert_eq!(emls, 21);
-    let browsable = demo_dir.join("data/reports/monthly-report/2026-10/leadership.html");
-    let copy = std::fs::read_to_string(browsable).expect("html copy");
-    assert_eq!(copy.replace("\r\n", "\n").trim_end(), html.replace("\r\n", "\n").trim_end(), "the browsable copy is the mailed HTML");
+    // One folder per report id under the period; the demo made one.
+    let mut ids =
+        std::fs::read_dir(demo_dir.join("data/reports/monthly-report/2026-10")).expect("reports").map(|e| e.expect("entry").path());
+    let folder = ids.next().expect("a report folder");
+    let copy = std::fs::read_to_string(folder.join("leadership.html")).expect("html copy");
+    // The browsable copy is the mailed HTML with the charts as files beside it.
+    let mailed = html.replace("\r\n", "\n").replace("cid:", "leadership_").replace("@manyi.local", ".png");
+    assert_eq!(copy.replace("\r\n", "\n").trim_end(), mailed.trim_end(), "the browsable copy is the mailed HTML");
+    for chart in ["trend", "districts", "categories"] {
+        assert!(folder.join(format!("leadership_{chart}.png")).exists(), "{chart} chart beside the HTML");
+    }
 
     // The three bad rows of the demo went to quarantine with their reasons.
     let q = std::fs::read_dir(demo_dir.join("data/quarantine/office-drop"))
