@@ -170,7 +170,7 @@ fn main() -> anyhow::Result<()> {
             let t_rollup = t1.elapsed();
             let t2 = Instant::now();
             let cal = WorkCalendar::default();
-            let bad = aggregate::bad_ratings(store.ratings(&through.month_keys(), as_of)?, through, &cal, 15, through.end_date())?;
+            let bad = aggregate::bad_ratings(store.ratings(&through.month_keys(), as_of)?, Some(through), &cal, 15, through.end_date())?;
             let t_bad = t2.elapsed();
             println!("ratings in the trend window: {}", lead.trend.iter().map(|(_, s)| s.n).sum::<u64>());
             println!(

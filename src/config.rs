@@ -380,6 +380,12 @@ pub struct SurveyDef {
     /// Keyword lists that sort free text into the 需求清单.
     #[serde(rename = "need", default)]
     pub needs: Vec<NeedDef>,
+    /// Names of the platform's 差评 reason codes (`evalDetail`), e.g. "501" = "服务态度差".
+    #[serde(default)]
+    pub reasons: BTreeMap<String, String>,
+    /// Names of the channel codes (GB/T 39046 numbering unless the locality differs).
+    #[serde(default)]
+    pub channels: BTreeMap<String, String>,
 }
 
 /// One category of the 需求清单 and the words that put a text in it.

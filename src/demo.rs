@@ -16,11 +16,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Files that ship inside the binary so that `demo` works from any folder.
-pub const EMBEDDED: [(&str, &str); 16] = [
+pub const EMBEDDED: [(&str, &str); 19] = [
     ("reference/calendar.csv", include_str!("../reference/calendar.csv")),
     ("reference/categories.csv", include_str!("../reference/categories.csv")),
     ("jobs/monthly-report.toml", include_str!("../jobs/monthly-report.toml")),
     ("jobs/nightly-collect.toml", include_str!("../jobs/nightly-collect.toml")),
+    ("jobs/nightly-alert.toml", include_str!("../jobs/nightly-alert.toml")),
     ("survey-templates/_layout/base.html.tera", include_str!("../survey-templates/_layout/base.html.tera")),
     ("survey-templates/_layout/macros.html.tera", include_str!("../survey-templates/_layout/macros.html.tera")),
     ("survey-templates/_layout/footer.txt.tera", include_str!("../survey-templates/_layout/footer.txt.tera")),
@@ -30,6 +31,8 @@ pub const EMBEDDED: [(&str, &str); 16] = [
     ("survey-templates/haochaping/leadership.txt.tera", include_str!("../survey-templates/haochaping/leadership.txt.tera")),
     ("survey-templates/haochaping/office.html.tera", include_str!("../survey-templates/haochaping/office.html.tera")),
     ("survey-templates/haochaping/office.txt.tera", include_str!("../survey-templates/haochaping/office.txt.tera")),
+    ("survey-templates/haochaping/alert.html.tera", include_str!("../survey-templates/haochaping/alert.html.tera")),
+    ("survey-templates/haochaping/alert.txt.tera", include_str!("../survey-templates/haochaping/alert.txt.tera")),
     ("survey-templates/community/survey.toml", include_str!("../survey-templates/community/survey.toml")),
     ("manyi.toml", MANYI_TOML),
     ("README.txt", DEMO_README),

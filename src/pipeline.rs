@@ -195,6 +195,8 @@ pub enum JobOutcome {
     Collect(Vec<SourceSummary>),
     /// A report job.
     Report(RunSummary),
+    /// A 差评 alert job.
+    Alert(AlertSummary),
 }
 
 /// Runs a job for a period, recording the run in the ledger.
@@ -225,6 +227,7 @@ pub fn run_job(
     let result = match job.kind {
         JobKind::Collect => collect_all(cfg, store, None).map(JobOutcome::Collect),
         JobKind::Report => run_report(cfg, store, job, period, as_of, opts, &run_id).map(JobOutcome::Report),
+        JobKind::Alert => run_alert(cfg, store, job, as_of, opts, &run_id).map(JobOutcome::Alert),
     };
     match &result {
         Ok(v) => store.run_ended(&run_id, "ok", &serde_json::to_value(v).unwrap_or_default(), None)?,
@@ -372,8 +375,25 @@ fn run_report(
                 if kind == ReportKind::Leadership {
                     summary.city = tables.total;
                 }
+                let concentration = aggregate::concentration(bad_in.iter().copied());
+                let overdue_by_office = if kind == ReportKind::Leadership { overdue_by_office(cfg, &bad, as_of_date) } else { Vec::new() };
                 let shown_bad: Vec<&BadRating> = if kind == ReportKind::Office { bad_in } else { Vec::new() };
-                let view = render::build_view(cfg, kind, &audience, tables, &shown_bad, fu, survey, footer.clone(), period);
+                let view = render::build_view(
+                    cfg,
+                    render::ViewInput {
+                        kind,
+                        audience: &audience,
+                        tables,
+                        bad: &shown_bad,
+                        follow_up: fu,
+                        concentration,
+                        overdue_by_office,
+                        survey,
+                        footer: footer.clone(),
+                        period,
+                        scheme: cfg.surveys.get(template),
+                    },
+                );
                 let r = templates.render(template, &view)?;
                 if kind == ReportKind::Leadership {
                     leadership_cache = Some(r.clone());
@@ -391,7 +411,7 @@ fn run_report(
         for a in &rendered.attachments {
             write_report_file(&reports_dir.join(format!("{}_{}", office.id, a.filename)), &a.bytes, run_id)?;
         }
-        let outcome = deliver_office(cfg, store, job, period, office, &rendered, &outbox, opts, run_id)?;
+        let outcome = deliver_office(cfg, store, job, &period.key(), office, &rendered, &outbox, opts, run_id)?;
         summary.reports.push(ReportOutcome { office: office.id.clone(), name: office.name.clone(), html_path, ..outcome });
     }
     Ok(summary)
@@ -402,7 +422,7 @@ fn deliver_office(
     cfg: &Config,
     store: &Store,
     job: &JobDef,
-    period: Period,
+    key: &str,
     office: &crate::config::Office,
     rendered: &render::Rendered,
     outbox: &std::path::Path,
@@ -413,7 +433,7 @@ fn deliver_office(
     let mut to = Vec::new();
     let mut already = 0;
     for r in &office.recipients {
-        match store.delivery(&job.name, &period.key(), &office.id, r)? {
+        match store.delivery(&job.name, key, &office.id, r)? {
             Some(d) if !opts.resend && matches!(d.state.as_str(), "sent" | "outbox") => {
                 already += 1;
                 if d.content_hash != hash && !opts.dry_run {
@@ -447,9 +467,9 @@ fn deliver_office(
     }
     let msg = deliver::build_message(&cfg.file.mail.from, &to, rendered)?;
     let name = if opts.dry_run {
-        format!("dry-run_{}_{}_{}", job.name, period.key(), office.id)
+        format!("dry-run_{}_{}_{}", job.name, key, office.id)
     } else {
-        format!("{}_{}_{}", job.name, period.key(), office.id)
+        format!("{}_{}_{}", job.name, key, office.id)
     };
     let path = deliver::write_outbox(outbox, &name, &msg)?;
     if !opts.dry_run {
@@ -457,7 +477,7 @@ fn deliver_office(
             store.record_delivery(
                 &DeliveryRecord {
                     job: job.name.clone(),
-                    period: period.key(),
+                    period: key.to_string(),
                     office: office.id.clone(),
                     recipient: r.clone(),
                     state: "outbox".into(),
@@ -473,6 +493,69 @@ fn deliver_office(
     outcome.sent = to.len();
     outcome.eml_path = Some(path);
     Ok(outcome)
+}
+
+/// What an alert run did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AlertSummary {
+    /// Window start: the previous successful alert's as-of (or a day before this one).
+    pub since: DateTime<Utc>,
+    /// Window end: this run's as-of.
+    pub until: DateTime<Utc>,
+    /// New 差评 in the window, all offices.
+    pub new_bad: usize,
+    /// Offices alerted, with the number of items each.
+    pub offices: Vec<(String, usize)>,
+    /// Offices left without mail because nothing new was in their scope.
+    pub quiet: usize,
+}
+
+/// The nightly 差评 alert: every office hears of the 差评 in its scope that
+/// were first committed since the last successful alert run, with their
+/// deadlines. The window is by commit time, not by rating date, so a late
+/// file is still announced, and a follow-up change is not announced again.
+fn run_alert(cfg: &Config, store: &mut Store, job: &JobDef, as_of: DateTime<Utc>, opts: RunOptions, run_id: &str) -> Result<AlertSummary> {
+    let template = job.template.as_deref().context("an alert job needs a template")?;
+    let templates = Templates::load(&cfg.templates_dir)?;
+    let since = store.last_ok_as_of(&job.name)?.filter(|t| *t < as_of).unwrap_or(as_of - chrono::Duration::days(1));
+    let as_of_local = as_of.with_timezone(&cfg.tz);
+    let lf = store.ratings_new_between(since, as_of)?;
+    let bad = aggregate::bad_ratings(lf, None, &cfg.calendar, cfg.file.follow_up.deadline_working_days, as_of_local.date_naive())?;
+    let key = format!("{}", as_of_local.format("%Y-%m-%dT%H%M%S"));
+    let dir = store.root().join("reports").join(&job.name).join(&key);
+    let outbox = store.root().join("outbox");
+    let mut summary = AlertSummary { since, until: as_of, new_bad: bad.len(), offices: Vec::new(), quiet: 0 };
+    for office in cfg.offices.iter().filter(|o| o.role == OfficeRole::Office && (job.offices.is_empty() || job.offices.contains(&o.id))) {
+        let items: Vec<&BadRating> = bad.iter().filter(|b| aggregate::in_scope(&cfg.orgs, &office.scope, &b.org_code, &b.category)).collect();
+        if items.is_empty() && !job.send_empty {
+            summary.quiet += 1;
+            continue;
+        }
+        let id = render::report_id(&job.name, &format!("{key}/{}", office.id), as_of);
+        let view = render::build_alert(cfg, &office.name, &items, since.with_timezone(&cfg.tz).naive_local(), as_of_local.naive_local(), id);
+        let rendered = templates.render_alert(template, &view)?;
+        write_report_file(&dir.join(format!("{}.html", office.id)), rendered.html.as_bytes(), run_id)?;
+        write_report_file(&dir.join(format!("{}.txt", office.id)), rendered.text.as_bytes(), run_id)?;
+        deliver_office(cfg, store, job, &key, office, &rendered, &outbox, opts, run_id)?;
+        summary.offices.push((office.id.clone(), items.len()));
+    }
+    tracing::info!(job = %job.name, new_bad = summary.new_bad, offices = summary.offices.len(), quiet = summary.quiet, "alert");
+    Ok(summary)
+}
+
+/// Overdue 差评 per office, worst first, for the leadership report.
+fn overdue_by_office(cfg: &Config, bad: &[BadRating], as_of: chrono::NaiveDate) -> Vec<render::OfficeOverdue> {
+    let mut v: Vec<render::OfficeOverdue> = cfg
+        .offices
+        .iter()
+        .filter(|o| o.role == OfficeRole::Office)
+        .map(|o| {
+            let s = aggregate::follow_up_summary(bad.iter().filter(|b| aggregate::in_scope(&cfg.orgs, &o.scope, &b.org_code, &b.category)), as_of);
+            render::OfficeOverdue { name: o.name.clone(), due: s.due, overdue: s.overdue, rectified_rate: s.rectified_rate }
+        })
+        .collect();
+    v.sort_by(|a, b| b.overdue.cmp(&a.overdue).then_with(|| a.name.cmp(&b.name)));
+    v
 }
 
 /// Counts and figures of `period` broken down by `dims` (none: the total),

@@ -51,6 +51,9 @@ pub struct JobDef {
     /// calendar) to the first working day after it, at the same local time.
     #[serde(default)]
     pub first_working_day: bool,
+    /// Alert jobs: also mail an office when nothing new arrived (default: no email).
+    #[serde(default)]
+    pub send_empty: bool,
 }
 
 fn yes() -> bool {
@@ -69,6 +72,9 @@ pub enum JobKind {
     Collect,
     /// Render and deliver the leadership report and one report per office.
     Report,
+    /// Tell each responsible office of the 差评 that arrived since the last
+    /// alert run, with their deadlines.
+    Alert,
 }
 
 /// Period expressions a job can name.
@@ -400,6 +406,13 @@ pub(crate) fn load_jobs(
         if job.time_zone.parse::<chrono_tz::Tz>().is_err() {
             complain("time_zone", format!("time_zone “{}” is not an IANA zone", job.time_zone));
         }
+        if job.kind == JobKind::Alert {
+            match &job.template {
+                Some(t) if surveys.contains_key(t) => {}
+                Some(t) => complain(t, format!("template “{t}” has no folder in survey-templates/")),
+                None => complain("kind", "an alert job needs `template = \"…\"` (a survey-templates folder with alert.html.tera)".into()),
+            }
+        }
         if job.kind == JobKind::Report {
             if job.period.is_none() {
                 complain("kind", "a report job needs `period = \"previous-month\"`".into());
@@ -444,6 +457,7 @@ mod tests {
             offices: Vec::new(),
             catchup: true,
             first_working_day: false,
+            send_empty: false,
         }
     }
 

@@ -29,6 +29,8 @@ pub struct BadRating {
     pub category: String,
     /// Level 1 or 2.
     pub level: u8,
+    /// 评价渠道 code.
+    pub channel: u8,
     /// Follow-up state.
     pub status: String,
     /// Rectification deadline.
@@ -72,15 +74,20 @@ pub struct FollowUpSummary {
     pub mean_days_to_rectify: Option<f64>,
 }
 
-/// Extracts the period's 差评 rows (levels 1–2) with deadlines on `calendar`.
+/// Extracts the 差评 rows (levels 1–2) rated within `period` (all of them
+/// with `None`) with deadlines on `calendar`.
 pub fn bad_ratings(
     ratings: LazyFrame,
-    period: Period,
+    period: Option<Period>,
     calendar: &WorkCalendar,
     deadline_days: u32,
     as_of: NaiveDate,
 ) -> Result<Vec<BadRating>, AggregateError> {
-    let df = super::ratings::within_by(ratings, "rated_at", period)
+    let ratings = match period {
+        Some(p) => super::ratings::within_by(ratings, "rated_at", p),
+        None => ratings,
+    };
+    let df = ratings
         .filter(col("level").lt_eq(lit(2)))
         .select([
             col("rating_id"),
@@ -88,6 +95,7 @@ pub fn bad_ratings(
             col("org_code"),
             col("category"),
             col("level"),
+            col("channel"),
             col("follow_up"),
             col("comment"),
             col("reason_tags"),
@@ -100,6 +108,7 @@ pub fn bad_ratings(
     let org = df.column("org_code")?.str()?;
     let cat = df.column("category")?.str()?;
     let level = df.column("level")?.i32()?;
+    let channel = df.column("channel")?.i32()?;
     let status = df.column("follow_up")?.str()?;
     let comment = df.column("comment")?.str()?;
     let tags = df.column("reason_tags")?.str()?;
@@ -118,6 +127,7 @@ pub fn bad_ratings(
             org_code: org.get(i).unwrap_or_default().into(),
             category: cat.get(i).unwrap_or_default().into(),
             level: level.get(i).unwrap_or(0) as u8,
+            channel: channel.get(i).unwrap_or(0) as u8,
             overdue: !closed && deadline < as_of,
             status: st,
             deadline,
@@ -172,6 +182,36 @@ pub fn follow_up_summary<'a>(bad: impl Iterator<Item = &'a BadRating>, as_of: Na
     s
 }
 
+/// Where valid 差评 concentrate: counts by category, reason tag and channel,
+/// most first (invalid ones after 申诉 are left out).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Concentration {
+    /// (category code, count).
+    pub by_category: Vec<(String, u64)>,
+    /// (reason code, count); a 差评 with several tags counts for each.
+    pub by_reason: Vec<(String, u64)>,
+    /// (channel code, count).
+    pub by_channel: Vec<(String, u64)>,
+}
+
+/// Counts valid 差评 by category, reason tag and channel.
+pub fn concentration<'a>(bad: impl Iterator<Item = &'a BadRating>) -> Concentration {
+    let (mut cat, mut reason, mut channel): (BTreeMap<String, u64>, BTreeMap<String, u64>, BTreeMap<String, u64>) = Default::default();
+    for b in bad.filter(|b| FollowUp::parse(&b.status) != Some(FollowUp::Invalid)) {
+        *cat.entry(b.category.clone()).or_default() += 1;
+        *channel.entry(b.channel.to_string()).or_default() += 1;
+        for tag in b.reason_tags.split([',', '，']).map(str::trim).filter(|t| !t.is_empty()) {
+            *reason.entry(tag.to_string()).or_default() += 1;
+        }
+    }
+    let sorted = |m: BTreeMap<String, u64>| {
+        let mut v: Vec<(String, u64)> = m.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    };
+    Concentration { by_category: sorted(cat), by_reason: sorted(reason), by_channel: sorted(channel) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +227,7 @@ mod tests {
             org_code: String::new(),
             category: String::new(),
             level: 1,
+            channel: 2,
             status: status.into(),
             deadline,
             rectified_at: None,

@@ -19,7 +19,7 @@ pub mod follow_up;
 pub mod ratings;
 pub mod survey;
 
-pub use follow_up::{BadRating, FollowUpSummary, bad_ratings, follow_up_summary};
+pub use follow_up::{BadRating, Concentration, FollowUpSummary, bad_ratings, concentration, follow_up_summary};
 pub use ratings::{Breakdown, Cross, Dim, Grain, RatingTables, RefFrames, Row, Rules, breakdown, grain, in_scope, rating_tables};
 pub use survey::{NeedItem, QuestionStats, SurveyTables, survey_tables};
 

@@ -250,6 +250,8 @@ mod tests {
                 NeedDef { category: "convenience".into(), keywords: vec!["停车".into(), "充电桩".into()] },
                 NeedDef { category: "elderly_care".into(), keywords: vec!["养老".into(), "老人".into()] },
             ],
+            reasons: Default::default(),
+            channels: Default::default(),
         }
     }
 

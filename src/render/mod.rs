@@ -9,8 +9,8 @@
 mod charts;
 mod workbook;
 
-use crate::aggregate::{BadRating, FollowUpSummary, RatingTables, Row, Stats, SurveyTables};
-use crate::config::Config;
+use crate::aggregate::{BadRating, Concentration, FollowUpSummary, RatingTables, Row, Stats, SurveyTables};
+use crate::config::{Config, SurveyDef};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -74,7 +74,7 @@ impl Templates {
     }
 
     /// Renders one report: `<survey>/<kind>.html.tera` and `.txt.tera`.
-    pub fn render(&self, survey: &str, view: &ReportView) -> Result<Rendered, RenderError> {
+    fn pair(&self, survey: &str, stem: &str, view: &impl Serialize) -> Result<(String, String), RenderError> {
         let ctx =
             tera::Context::from_serialize(view).map_err(|e| RenderError::Render { template: survey.into(), detail: e.to_string() })?;
         let render = |name: String| {
@@ -89,6 +89,18 @@ impl Templates {
                 RenderError::Render { template: name.clone(), detail }
             })
         };
+        Ok((render(format!("{survey}/{stem}.html.tera"))?, render(format!("{survey}/{stem}.txt.tera"))?))
+    }
+
+    /// Renders a nightly 差评 alert: `<survey>/alert.html.tera` and `.txt.tera`.
+    pub fn render_alert(&self, survey: &str, view: &AlertView) -> Result<Rendered, RenderError> {
+        let (html, text) = self.pair(survey, "alert", view)?;
+        Ok(Rendered { subject: view.subject.clone(), html, text, images: Vec::new(), attachments: Vec::new() })
+    }
+
+    /// Renders one report: `<survey>/<kind>.html.tera` and `.txt.tera`, its
+    /// charts and its attachments.
+    pub fn render(&self, survey: &str, view: &ReportView) -> Result<Rendered, RenderError> {
         let kind = view.kind.template_stem();
         // The templates reference these by cid: a report kind always has the same charts.
         let mut images = vec![InlineImage::new("trend", charts::trend_png(&view.ratings.trend)?)];
@@ -102,10 +114,11 @@ impl Templates {
             content_type: "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet".into(),
             bytes: workbook::workbook(view, created)?,
         };
+        let (html, text) = self.pair(survey, kind, view)?;
         Ok(Rendered {
             subject: view.subject.clone(),
-            html: render(format!("{survey}/{kind}.html.tera"))?,
-            text: render(format!("{survey}/{kind}.txt.tera"))?,
+            html,
+            text,
             images,
             attachments: vec![xlsx, communities_csv(view)],
         })
@@ -253,10 +266,25 @@ pub struct ReportView {
     pub follow_up: FollowUpSummary,
     /// 差评 list (office report): overdue first, then by deadline.
     pub bad_list: Vec<BadView>,
+    /// Where valid 差评 concentrate.
+    pub concentration: ConcentrationView,
+    /// Overdue 差评 per office (leadership report).
+    pub overdue_by_office: Vec<OfficeOverdue>,
     /// Questionnaire findings, if the job names a questionnaire.
     pub survey: Option<SurveyTables>,
     /// Footer: sources, counts, as-of, report id.
     pub footer: Footer,
+}
+
+/// Where 差评 concentrate, with names.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConcentrationView {
+    /// By category.
+    pub by_category: Vec<Named>,
+    /// By reason tag.
+    pub by_reason: Vec<Named>,
+    /// By channel.
+    pub by_channel: Vec<Named>,
 }
 
 /// A 差评 as printed.
@@ -286,6 +314,56 @@ pub struct Footer {
     pub deadline_days: u32,
 }
 
+/// A nightly 差评 alert for one office.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertView {
+    /// Email subject.
+    pub subject: String,
+    /// Publishing body.
+    pub organisation: String,
+    /// The office.
+    pub audience: String,
+    /// Window start (local), the previous alert run's as-of.
+    pub since: String,
+    /// Window end (local), this run's as-of.
+    pub until: String,
+    /// The new 差评, earliest deadline first.
+    pub items: Vec<BadView>,
+    /// Deadline rule.
+    pub deadline_days: u32,
+    /// Id derived from job, office window and as-of.
+    pub report_id: String,
+}
+
+/// Builds the alert of one office. Pure: the window is an argument.
+pub fn build_alert(cfg: &Config, audience: &str, items: &[&BadRating], since: NaiveDateTime, until: NaiveDateTime, report_id: String) -> AlertView {
+    let mut items: Vec<BadView> = items.iter().map(|b| bad_view(cfg, b)).collect();
+    items.sort_by(|a, b| a.rating.deadline.cmp(&b.rating.deadline).then(a.rating.rating_id.cmp(&b.rating.rating_id)));
+    let subject = if items.is_empty() {
+        format!("【差评提醒】{} · {audience} · 无新增差评", date_label(until.date()))
+    } else {
+        format!("【差评提醒】{} · {audience} · 新增差评{}条", date_label(until.date()), items.len())
+    };
+    AlertView {
+        subject,
+        organisation: cfg.file.organisation.clone(),
+        audience: audience.into(),
+        since: since.format("%Y-%m-%d %H:%M").to_string(),
+        until: until.format("%Y-%m-%d %H:%M").to_string(),
+        items,
+        deadline_days: cfg.file.follow_up.deadline_working_days,
+        report_id,
+    }
+}
+
+fn bad_view(cfg: &Config, b: &BadRating) -> BadView {
+    BadView {
+        rating: b.clone(),
+        community: cfg.orgs.get(&b.org_code).map(|u| u.name.clone()).unwrap_or_else(|| b.org_code.clone()),
+        category_name: cfg.category(&b.category).map(|c| c.name.clone()).unwrap_or_else(|| b.category.clone()),
+    }
+}
+
 /// Report id from job, period and as-of: the same inputs always give the same id.
 pub fn report_id(job: &str, period: &str, as_of: DateTime<Utc>) -> String {
     use sha2::{Digest, Sha256};
@@ -304,19 +382,74 @@ pub fn significant_change(a: &Stats, b: &Stats) -> bool {
     se > 0.0 && ((a.satisfied_rate - b.satisfied_rate) / se).abs() > 1.959_963_984_540_054
 }
 
+/// What a report is built from: the figures of one scope.
+pub struct ViewInput<'a> {
+    /// Which report.
+    pub kind: ReportKind,
+    /// Who it is for (the city's name, or the office's).
+    pub audience: &'a str,
+    /// The rating tables of the scope.
+    pub tables: RatingTables,
+    /// The scope's 差评 to list (office reports; empty for leadership).
+    pub bad: &'a [&'a BadRating],
+    /// Follow-up figures of the scope.
+    pub follow_up: FollowUpSummary,
+    /// Where the scope's valid 差评 concentrate.
+    pub concentration: Concentration,
+    /// Overdue 差评 per office (leadership report).
+    pub overdue_by_office: Vec<OfficeOverdue>,
+    /// Questionnaire findings.
+    pub survey: Option<SurveyTables>,
+    /// Footer.
+    pub footer: Footer,
+    /// The period.
+    pub period: crate::period::Period,
+    /// The rating scheme (reason and channel names).
+    pub scheme: Option<&'a SurveyDef>,
+}
+
+/// Overdue 差评 of one office, for leadership.
+#[derive(Debug, Clone, Serialize)]
+pub struct OfficeOverdue {
+    /// Office name.
+    pub name: String,
+    /// Valid 差评 due by the as-of date.
+    pub due: u64,
+    /// Of which overdue.
+    pub overdue: u64,
+    /// 差评整改率 of the office.
+    pub rectified_rate: f64,
+}
+
+/// A count with its name and share, for the 差评 concentration tables.
+#[derive(Debug, Clone, Serialize)]
+pub struct Named {
+    /// Code.
+    pub code: String,
+    /// Name (the code when unknown).
+    pub name: String,
+    /// Count.
+    pub count: u64,
+    /// Share of the valid 差评 (of tags, for reasons).
+    pub share: f64,
+}
+
+fn named(items: &[(String, u64)], name: impl Fn(&str) -> Option<String>) -> Vec<Named> {
+    let total: u64 = items.iter().map(|(_, c)| c).sum();
+    items
+        .iter()
+        .map(|(code, count)| Named {
+            code: code.clone(),
+            name: name(code).unwrap_or_else(|| code.clone()),
+            count: *count,
+            share: if total == 0 { 0.0 } else { *count as f64 / total as f64 },
+        })
+        .collect()
+}
+
 /// Builds the view of one report. Pure: the as-of date is an argument.
-#[allow(clippy::too_many_arguments)]
-pub fn build_view(
-    cfg: &Config,
-    kind: ReportKind,
-    audience: &str,
-    tables: RatingTables,
-    bad: &[&BadRating],
-    follow_up: FollowUpSummary,
-    survey: Option<SurveyTables>,
-    footer: Footer,
-    period: crate::period::Period,
-) -> ReportView {
+pub fn build_view(cfg: &Config, input: ViewInput<'_>) -> ReportView {
+    let ViewInput { kind, audience, tables, bad, follow_up, concentration, overdue_by_office, survey, footer, period, scheme } = input;
     let (period_label, previous_label) = (period.label(), period.previous().label());
     let min_n = cfg.file.metrics.min_n as u64;
     // The weakest are the last in the ranking by the shrunk rate, so a
@@ -327,14 +460,7 @@ pub fn build_view(
     let low_n_count = tables.communities.iter().filter(|r| r.low_n).count();
     let change_pp = (tables.total.satisfied_rate - tables.previous.satisfied_rate) * 100.0;
     let change_significant = significant_change(&tables.total, &tables.previous);
-    let mut bad_list: Vec<BadView> = bad
-        .iter()
-        .map(|b| BadView {
-            rating: (*b).clone(),
-            community: cfg.orgs.get(&b.org_code).map(|u| u.name.clone()).unwrap_or_else(|| b.org_code.clone()),
-            category_name: cfg.category(&b.category).map(|c| c.name.clone()).unwrap_or_else(|| b.category.clone()),
-        })
-        .collect();
+    let mut bad_list: Vec<BadView> = bad.iter().map(|b| bad_view(cfg, b)).collect();
     bad_list.sort_by(|a, b| {
         b.rating
             .overdue
@@ -342,8 +468,17 @@ pub fn build_view(
             .then(a.rating.deadline.cmp(&b.rating.deadline))
             .then(a.rating.rating_id.cmp(&b.rating.rating_id))
     });
+    let reasons = scheme.map(|s| s.reasons.clone()).unwrap_or_default();
+    let channels = scheme.map(|s| s.channels.clone()).unwrap_or_default();
+    let concentration = ConcentrationView {
+        by_category: named(&concentration.by_category, |c| cfg.category(c).map(|c| c.name.clone())),
+        by_reason: named(&concentration.by_reason, |c| reasons.get(c).cloned()),
+        by_channel: named(&concentration.by_channel, |c| channels.get(c).cloned()),
+    };
     ReportView {
         kind,
+        concentration,
+        overdue_by_office,
         subject: format!("【满意度{}】{period_label} · {audience}", period.kind_label()),
         period_key: period.key(),
         organisation: cfg.file.organisation.clone(),

@@ -318,6 +318,16 @@ impl Store {
         Ok(())
     }
 
+    /// The as-of time of a job's last successful run: where a nightly 差评
+    /// alert takes up, so that nothing arriving between two runs is missed.
+    pub fn last_ok_as_of(&self, job: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .query_row("SELECT as_of FROM runs WHERE job = ?1 AND outcome = 'ok' ORDER BY started_at DESC LIMIT 1", params![job], |r| r.get(0))
+            .optional()?;
+        Ok(text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc)))
+    }
+
     /// The ledger, newest first, optionally for one job.
     pub fn runs(&self, job: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         let mut stmt = self.conn.prepare(

@@ -94,6 +94,13 @@ pub enum RecordKind {
 }
 
 impl RecordKind {
+    fn id_column(self) -> &'static str {
+        match self {
+            RecordKind::Ratings => "rating_id",
+            RecordKind::Responses => "response_id",
+        }
+    }
+
     fn dir(self) -> &'static str {
         match self {
             RecordKind::Ratings => "ratings",
@@ -368,42 +375,88 @@ impl Store {
         if paths.is_empty() {
             return Ok(empty()?.lazy());
         }
+        self.latest_versions(kind, self.scan(&paths)?, as_of_ms)
+    }
+
+    fn scan(&self, paths: &[PathBuf]) -> Result<LazyFrame, StoreError> {
         let sources: Vec<PlRefPath> = paths.iter().map(|p| PlRefPath::try_from_path(p)).collect::<PolarsResult<_>>()?;
         let args = ScanArgsParquet { hive_options: HiveOptions::new_disabled(), ..Default::default() };
-        let lf = LazyFrame::scan_parquet_files(sources.into_iter().collect(), args)?;
+        Ok(LazyFrame::scan_parquet_files(sources.into_iter().collect(), args)?)
+    }
 
-        let (mut src, mut ids, mut keep) = (Vec::new(), Vec::new(), Vec::new());
-        {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT v.source, v.record_id, MAX(v.batch_seq) FROM record_versions v JOIN batches b USING (batch_seq)
-                 WHERE v.kind = ?1 AND b.committed_at_ms <= ?2 GROUP BY v.source, v.record_id",
-            )?;
-            let rows = stmt
-                .query_map(params![kind.dir(), as_of_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
-            for row in rows {
-                let (s, i, k) = row?;
-                src.push(s);
-                ids.push(i);
-                keep.push(k);
-            }
-        }
+    /// Keeps, of each id seen more than once, the latest version committed
+    /// by `as_of_ms`; ids seen once pass untouched.
+    fn latest_versions(&self, kind: RecordKind, lf: LazyFrame, as_of_ms: i64) -> Result<LazyFrame, StoreError> {
+        let (src, ids, keep) = self.version_ids(
+            kind,
+            "SELECT v.source, v.record_id, MAX(v.batch_seq) FROM record_versions v JOIN batches b USING (batch_seq)
+             WHERE v.kind = ?1 AND b.committed_at_ms <= ?2 GROUP BY v.source, v.record_id",
+            as_of_ms,
+        )?;
         if ids.is_empty() {
             return Ok(lf);
         }
-        let id_col = match kind {
-            RecordKind::Ratings => "rating_id",
-            RecordKind::Responses => "response_id",
-        };
-        let n = ids.len();
+        let id_col = kind.id_column();
         let multi = DataFrame::new(
-            n,
+            ids.len(),
             vec![Column::new("source".into(), src), Column::new(id_col.into(), ids), Column::new("__keep".into(), keep)],
         )?;
-        let lf = lf
+        Ok(lf
             .join(multi.lazy(), [col("source"), col(id_col)], [col("source"), col(id_col)], JoinArgs::new(JoinType::Left))
             .filter(col("__keep").is_null().or(col("batch_seq").eq(col("__keep"))))
-            .drop(cols(["__keep"]));
-        Ok(lf)
+            .drop(cols(["__keep"])))
+    }
+
+    fn version_ids(&self, kind: RecordKind, sql: &str, ms: i64) -> Result<(Vec<String>, Vec<String>, Vec<i64>), StoreError> {
+        let (mut src, mut ids, mut seq) = (Vec::new(), Vec::new(), Vec::new());
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(params![kind.dir(), ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+        for row in rows {
+            let (s, i, k) = row?;
+            src.push(s);
+            ids.push(i);
+            seq.push(k);
+        }
+        Ok((src, ids, seq))
+    }
+
+    /// Ratings first committed after `after` and by `until` (latest version
+    /// of each): what is new since a previous run, whatever month it is
+    /// dated in. A rating whose follow-up changed is not new again.
+    pub fn ratings_new_between(&self, after: DateTime<Utc>, until: DateTime<Utc>) -> Result<LazyFrame, StoreError> {
+        let (after_ms, until_ms) = (after.timestamp_millis(), until.timestamp_millis());
+        let mut paths = Vec::new();
+        {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT f.path FROM batch_files f JOIN batches b USING (batch_seq)
+                 WHERE b.kind = 'ratings' AND b.committed_at_ms > ?1 AND b.committed_at_ms <= ?2 ORDER BY f.batch_seq",
+            )?;
+            for p in stmt.query_map(params![after_ms, until_ms], |r| r.get::<_, String>(0))? {
+                paths.push(self.root.join(p?));
+            }
+        }
+        if paths.is_empty() {
+            return Ok(ratings_frame::<Rating>(&[], 0)?.lazy());
+        }
+        let lf = self.latest_versions(RecordKind::Ratings, self.scan(&paths)?, until_ms)?;
+        let (src, ids, _) = self.version_ids(
+            RecordKind::Ratings,
+            "SELECT v.source, v.record_id, MIN(v.batch_seq) FROM record_versions v JOIN batches b USING (batch_seq)
+             WHERE v.kind = ?1 AND b.committed_at_ms <= ?2 GROUP BY v.source, v.record_id",
+            after_ms,
+        )?;
+        if ids.is_empty() {
+            return Ok(lf);
+        }
+        let n = ids.len();
+        let seen = DataFrame::new(
+            n,
+            vec![Column::new("source".into(), src), Column::new("rating_id".into(), ids), Column::new("__seen".into(), vec![true; n])],
+        )?;
+        Ok(lf
+            .join(seen.lazy(), [col("source"), col("rating_id")], [col("source"), col("rating_id")], JoinArgs::new(JoinType::Left))
+            .filter(col("__seen").is_null())
+            .drop(cols(["__seen"])))
     }
 
     /// Counts for a report footer: committed batches and quarantined rows up to `as_of`.

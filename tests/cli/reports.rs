@@ -77,7 +77,7 @@ fn render_all() -> Vec<(String, Rendered)> {
     let refs = RefFrames::new(&cfg.orgs, &cfg.categories).expect("refs");
     let grain = aggregate::grain(buckets, &refs).expect("grain");
     let as_of_date = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).expect("date");
-    let bad = aggregate::bad_ratings(lf, period, &cfg.calendar, 15, as_of_date).expect("bad");
+    let bad = aggregate::bad_ratings(lf, Some(period), &cfg.calendar, 15, as_of_date).expect("bad");
     let as_of = chrono::DateTime::parse_from_rfc3339("2026-11-20T08:00:00+08:00").expect("as-of").to_utc();
     let footer = Footer {
         sources: vec![],
@@ -96,8 +96,29 @@ fn render_all() -> Vec<(String, Rendered)> {
         let tables = aggregate::rating_tables(&grain, &cfg.orgs, &cfg.categories, &scope, period, 12, rules);
         let bad_in: Vec<&aggregate::BadRating> = bad.iter().filter(|b| aggregate::in_scope(&cfg.orgs, &scope, &b.org_code, &b.category)).collect();
         let fu = aggregate::follow_up_summary(bad_in.iter().copied(), as_of_date);
+        let concentration = aggregate::concentration(bad_in.iter().copied());
         let shown: Vec<&aggregate::BadRating> = if kind == ReportKind::Office { bad_in } else { Vec::new() };
-        let view = render::build_view(&cfg, kind, &audience, tables, &shown, fu, None, footer.clone(), period);
+        let overdue_by_office = if kind == ReportKind::Leadership {
+            vec![render::OfficeOverdue { name: "滨江街道办事处".into(), due: 9, overdue: 3, rectified_rate: 0.5 }]
+        } else {
+            Vec::new()
+        };
+        let view = render::build_view(
+            &cfg,
+            render::ViewInput {
+                kind,
+                audience: &audience,
+                tables,
+                bad: &shown,
+                follow_up: fu,
+                concentration,
+                overdue_by_office,
+                survey: None,
+                footer: footer.clone(),
+                period,
+                scheme: cfg.surveys.get("haochaping"),
+            },
+        );
         out.push((office.id.clone(), templates.render("haochaping", &view).expect("render")));
     }
     out
