@@ -202,3 +202,52 @@ fn an_office_sees_its_差评_masked_and_escaped_overdue_first() {
     assert!(flags.iter().any(|f| *f), "the fixture has overdue items");
     assert!(flags.windows(2).all(|w| w[0] >= w[1]), "overdue first: {flags:?}");
 }
+
+const RATINGS_HEAD: &str = "办件编号,评价次数,评价时间,区划代码,服务类别,评价渠道,满意度,文字评价,整改状态\n";
+
+fn alert_mails(d: &crate::support::Deployment) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(d.dir.join("data/outbox"))
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("nightly-alert_"))).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn mail_text(p: &std::path::Path) -> (String, String) {
+    let raw = std::fs::read(p).expect("eml");
+    let msg = mail_parser::MessageParser::default().parse(&raw).expect("parse");
+    (msg.subject().unwrap_or_default().to_string(), msg.body_text(0).expect("text").into_owned())
+}
+
+#[test]
+fn the_nightly_alert_tells_each_office_only_what_is_new() {
+    let d = crate::support::Deployment::small();
+    d.file(
+        "inbox/ratings/a.csv",
+        &format!("{RATINGS_HEAD}A1,1,2026-10-30 09:00:00,369901001001,物业管理,1,1,电梯坏了一周没人修,待核实\nA2,1,2026-10-30 10:00:00,369901001002,物业管理,1,5,,\n"),
+    );
+    d.manyi(&["collect"]).success();
+    d.manyi(&["run", "nightly-alert"]).success();
+    let first = alert_mails(&d);
+    assert_eq!(first.len(), 1, "one office has news: {first:?}");
+    let (subject, text) = mail_text(&first[0]);
+    assert!(subject.contains("滨江街道办事处") && subject.contains("新增差评1条"), "{subject}");
+    assert!(text.contains("电梯坏了一周没人修") && text.contains("期限 2026-11-20"), "{text}");
+
+    // Next night: A1's follow-up changed (not new again) and one new 差评 arrived.
+    d.file(
+        "inbox/ratings/b.csv",
+        &format!("{RATINGS_HEAD}A1,1,2026-10-30 09:00:00,369901001001,物业管理,1,1,电梯坏了一周没人修,整改中\nA3,1,2026-10-31 11:00:00,369901001002,环境卫生,2,2,垃圾三天没清运,\n"),
+    );
+    d.manyi(&["collect"]).success();
+    d.manyi(&["run", "nightly-alert"]).success();
+    let second: Vec<PathBuf> = alert_mails(&d).into_iter().filter(|p| !first.contains(p)).collect();
+    assert_eq!(second.len(), 1);
+    let (subject, text) = mail_text(&second[0]);
+    assert!(subject.contains("新增差评1条"), "{subject}");
+    assert!(text.contains("垃圾三天没清运") && !text.contains("电梯坏了一周没人修"), "only what is new:\n{text}");
+
+    // A night with nothing new sends nothing.
+    d.manyi(&["run", "nightly-alert"]).success();
+    assert_eq!(alert_mails(&d).len(), 2);
+}
