@@ -114,7 +114,7 @@ pub fn content_hash(r: &Rendered) -> String {
 }
 
 /// A Message-ID derived from what identifies the message (job, period,
-/// office, recipients, content hash...), so that a copy sent again after a
+/// office, recipients...), so that a copy sent again after a
 /// crash carries the same id and mail systems that deduplicate by Message-ID
 /// show it once.
 pub fn message_id(from: &str, key: &[&str]) -> String {

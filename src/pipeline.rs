@@ -401,7 +401,9 @@ fn deliver_office(ctx: &mut DeliveryCtx<'_>, office: &crate::config::Office, ren
     let from = &ctx.cfg.file.mail.from;
     let resend_mark = if opts.resend { Utc::now().to_rfc3339() } else { String::new() };
     let id_for = |batch: &[String]| {
-        let mut key = vec![job.name.as_str(), office.id.as_str(), hash.as_str(), resend_mark.as_str()];
+        // Not the content hash: a report rendered again after a crash differs
+        // in its as-of time, yet is the same message to its reader.
+        let mut key = vec![job.name.as_str(), office.id.as_str(), resend_mark.as_str()];
         let p = period.key();
         let mut owned = vec![p];
         owned.extend(batch.iter().cloned());
