@@ -10,9 +10,9 @@ use crate::render::{Attachment as ReportAttachment, Rendered};
 use base64::Engine as _;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::transport::smtp::PoolConfig;
 use lettre::{Address, Message, SmtpTransport, Transport};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -123,16 +123,12 @@ pub fn message_id(from: &str, key: &[&str]) -> String {
         h.update((k.len() as u64).to_le_bytes());
         h.update(k.as_bytes());
     }
-    let domain = from
-        .parse::<Mailbox>()
-        .map(|m| m.email.domain().to_string())
-        .unwrap_or_else(|_| "manyi.invalid".into());
+    let domain = from.parse::<Mailbox>().map(|m| m.email.domain().to_string()).unwrap_or_else(|_| "manyi.invalid".into());
     format!("<{}.manyi@{domain}>", hex::encode(&h.finalize()[..16]))
 }
 
 fn parse_address(addr: &str) -> Result<Address, DeliverError> {
-    addr.parse()
-        .map_err(|e: lettre::address::AddressError| DeliverError::Address { address: addr.into(), reason: e.to_string() })
+    addr.parse().map_err(|e: lettre::address::AddressError| DeliverError::Address { address: addr.into(), reason: e.to_string() })
 }
 
 /// Builds the MIME message: multipart/mixed ⊃ (multipart/related ⊃
@@ -195,8 +191,9 @@ impl Mailer {
     /// Sets up the transport from the configuration; reads the password
     /// from its environment variable. Connects only when sending.
     pub fn new(cfg: &SmtpConfig, from: &str, base_dir: &Path) -> Result<Mailer, DeliverError> {
-        let from_box: Mailbox =
-            from.parse().map_err(|e: lettre::address::AddressError| DeliverError::Address { address: from.into(), reason: e.to_string() })?;
+        let from_box: Mailbox = from
+            .parse()
+            .map_err(|e: lettre::address::AddressError| DeliverError::Address { address: from.into(), reason: e.to_string() })?;
         let tls_err = |source| DeliverError::Tls { host: cfg.host.clone(), source };
         let mut tls = TlsParameters::builder(cfg.host.clone());
         if let Some(ca) = &cfg.ca_file {
@@ -222,7 +219,8 @@ impl Mailer {
                 Some(var) => std::env::var(var).map_err(|_| DeliverError::Password { var: var.clone() })?,
                 None => String::new(),
             };
-            builder = builder.credentials(Credentials::new(user.clone(), password)).authentication(vec![Mechanism::Plain, Mechanism::Login]);
+            builder =
+                builder.credentials(Credentials::new(user.clone(), password)).authentication(vec![Mechanism::Plain, Mechanism::Login]);
         }
         Ok(Mailer {
             transport: builder.build(),

@@ -247,7 +247,8 @@ fn implicit_tls_batches_and_dry_run() {
 #[test]
 fn plain_smtp_is_refused_for_a_remote_host_and_works_on_loopback() {
     let d = deployment(25, "plain", "");
-    let text = std::fs::read_to_string(d.dir.join("manyi.toml")).expect("toml").replace("host = \"127.0.0.1\"", "host = \"smtp.linjiang.gov.cn\"");
+    let text =
+        std::fs::read_to_string(d.dir.join("manyi.toml")).expect("toml").replace("host = \"127.0.0.1\"", "host = \"smtp.linjiang.gov.cn\"");
     std::fs::write(d.dir.join("manyi.toml"), text).expect("write");
     let err = d.manyi(&["check"]).code(2).stderr();
     assert!(err.contains("security = \"plain\"") && err.contains("smtp.linjiang.gov.cn") && err.contains("starttls"), "{err}");
@@ -384,9 +385,9 @@ fn a_crash_between_sending_and_sent_means_one_more_copy_with_the_same_message_id
 
 /// A synthetic 2×1 PNG (valid signature, IHDR, IDAT, IEND).
 const PNG: &[u8] = &[
-    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, b'I', b'H', b'D', b'R', 0, 0, 0, 2, 0, 0, 0, 1, 8, 0, 0, 0, 0, 0x8a,
-    0x5e, 0x6b, 0x4e, 0, 0, 0, 11, b'I', b'D', b'A', b'T', 0x78, 0x9c, 0x63, 0x60, 0x60, 0, 0, 0, 3, 0, 1, 0x2e, 0x1a, 0x0e, 0x33, 0,
-    0, 0, 0, b'I', b'E', b'N', b'D', 0xae, 0x42, 0x60, 0x82,
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, b'I', b'H', b'D', b'R', 0, 0, 0, 2, 0, 0, 0, 1, 8, 0, 0, 0, 0, 0x8a, 0x5e,
+    0x6b, 0x4e, 0, 0, 0, 11, b'I', b'D', b'A', b'T', 0x78, 0x9c, 0x63, 0x60, 0x60, 0, 0, 0, 3, 0, 1, 0x2e, 0x1a, 0x0e, 0x33, 0, 0, 0, 0,
+    b'I', b'E', b'N', b'D', 0xae, 0x42, 0x60, 0x82,
 ];
 
 #[test]
