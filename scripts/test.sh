@@ -4,6 +4,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The SMTP tests run a real server on loopback (tests/smtp_server.py):
+# aiosmtpd from PyPI, and the openssl CLI for its self-signed certificate.
+if ! command -v openssl >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+    else
+        echo "scripts/test.sh: the SMTP tests need the openssl command; install it" >&2
+        exit 1
+    fi
+fi
+if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+    python3 -m pip install -q --disable-pip-version-check aiosmtpd \
+        || python3 -m pip install -q --disable-pip-version-check --break-system-packages aiosmtpd
+fi
+
 # Python packages the tests use as independent references: DuckDB computes
 # the main table straight from the Parquet files.
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore duckdb

@@ -263,8 +263,14 @@ fn run(cli: Cli) -> Result<()> {
             println!("{:<16} {:<8} {:<28} {:<36} {:<8} {:<32}", "job", "period", "office", "recipient", "state", "content hash");
             for (d, run) in store.delivery_history(job.as_deref())? {
                 println!(
-                    "{:<16} {:<8} {:<28} {:<36} {:<8} {:<32} run {run}",
-                    d.job, d.period, d.office, d.recipient, d.state, d.content_hash
+                    "{:<16} {:<8} {:<28} {:<36} {:<8} {:<32} run {run}{}",
+                    d.job,
+                    d.period,
+                    d.office,
+                    d.recipient,
+                    d.state,
+                    d.content_hash,
+                    d.detail.map(|x| format!("  {x}")).unwrap_or_default()
                 );
             }
             Ok(())

@@ -211,14 +211,82 @@ pub struct MailConfig {
 pub struct SmtpConfig {
     /// Host name.
     pub host: String,
-    /// Port (25, 465, 587).
-    pub port: u16,
+    /// Port (25, 465, 587); default from `security`: 587, 465, 25.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// How the connection is protected.
+    #[serde(default)]
+    pub security: SmtpSecurity,
     /// Account name, if the server wants AUTH.
     #[serde(default)]
     pub username: Option<String>,
     /// Name of the environment variable that holds the password.
     #[serde(default)]
     pub password_env: Option<String>,
+    /// Extra root certificate (PEM) to trust besides the system's, for a
+    /// server with an internal CA; relative to the configuration file.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Timeout of connecting and of each SMTP command, in seconds.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Recipients per message: 1 (the default) sends one message per
+    /// recipient; up to 50 share a message.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Attempts of a message on temporary failures (4xx, connection lost),
+    /// the first included.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// Wait before the second attempt, in milliseconds; doubled each time.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+}
+
+/// Connection security of an SMTP server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (required, port 587).
+    #[default]
+    Starttls,
+    /// Implicit TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only to a server on this machine (127.0.0.1, ::1, localhost).
+    Plain,
+}
+
+impl SmtpConfig {
+    /// The port, configured or the usual one for the security mode.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.security {
+            SmtpSecurity::Starttls => 587,
+            SmtpSecurity::Tls => 465,
+            SmtpSecurity::Plain => 25,
+        })
+    }
+}
+
+/// The most recipients one message may carry.
+pub const MAX_BATCH: usize = 50;
+
+fn default_timeout_secs() -> u64 {
+    30
+}
+fn default_batch_size() -> usize {
+    1
+}
+fn default_attempts() -> u32 {
+    4
+}
+fn default_backoff_ms() -> u64 {
+    2000
+}
+
+/// Whether a host name is this machine, where plain SMTP is acceptable.
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A unit of the org hierarchy.
@@ -569,6 +637,43 @@ impl Config {
         if let Some(smtp) = &file.mail.smtp {
             if smtp.host.is_empty() {
                 problems.push_near(path, &text, "host", "mail.smtp.host is empty");
+            }
+            if smtp.security == SmtpSecurity::Plain && !is_loopback_host(&smtp.host) {
+                problems.push_near(
+                    path,
+                    &text,
+                    "plain",
+                    format!(
+                        "mail.smtp.security = \"plain\" sends passwords and reports unencrypted; it is allowed only to a server on this machine \
+                         (127.0.0.1, ::1, localhost), not to “{}”: use \"starttls\" (port 587) or \"tls\" (port 465)",
+                        smtp.host
+                    ),
+                );
+            }
+            if smtp.batch_size == 0 || smtp.batch_size > MAX_BATCH {
+                problems.push_near(
+                    path,
+                    &text,
+                    "batch_size",
+                    format!("mail.smtp.batch_size = {} must be between 1 (one message per recipient) and {MAX_BATCH}", smtp.batch_size),
+                );
+            }
+            if smtp.attempts == 0 {
+                problems.push_near(path, &text, "attempts", "mail.smtp.attempts must be at least 1");
+            }
+            if smtp.timeout_secs == 0 {
+                problems.push_near(path, &text, "timeout_secs", "mail.smtp.timeout_secs must be at least 1");
+            }
+            if let Some(var) = &smtp.password_env {
+                if smtp.username.is_none() {
+                    problems.push_near(path, &text, var, "mail.smtp.password_env is set but mail.smtp.username is not");
+                }
+            }
+            if let Some(ca) = &smtp.ca_file {
+                let p = base_dir.join(ca);
+                if !p.is_file() {
+                    problems.push_near(path, &text, "ca_file", format!("mail.smtp.ca_file “{}” does not exist", p.display()));
+                }
             }
         }
         if file.mail.from.parse::<lettre::message::Mailbox>().is_err() {

@@ -82,6 +82,7 @@ admins = ["xxzx@mzj.linjiang.gov.cn"]
 # Without [mail.smtp] reports go to data/outbox/*.eml.
 # [mail.smtp]
 # host = "smtp.linjiang.gov.cn"
+# security = "tls"        # or "starttls" (587); "plain" only to a server on this machine
 # port = 465
 # username = "manyi@mzj.linjiang.gov.cn"
 # password_env = "MANYI_SMTP_PASSWORD"

@@ -169,6 +169,8 @@ pub struct ReportOutcome {
     pub sent: usize,
     /// Recipients skipped because they already have this period's report.
     pub already_delivered: usize,
+    /// Recipients who did not get it, with the reason.
+    pub failed: Vec<Undelivered>,
 }
 
 /// What a report run did.
@@ -229,6 +231,13 @@ pub fn run_job(
         JobKind::Report => run_report(cfg, store, job, period, as_of, opts, &run_id).map(JobOutcome::Report),
         JobKind::Alert => run_alert(cfg, store, job, as_of, opts, &run_id).map(JobOutcome::Alert),
     };
+    if let Ok(JobOutcome::Report(summary)) = &result {
+        if summary.reports.iter().any(|r| !r.failed.is_empty()) {
+            let incomplete = DeliveryIncomplete { summary: summary.clone() };
+            store.run_ended(&run_id, "failed", &serde_json::to_value(summary).unwrap_or_default(), Some(&incomplete.to_string()))?;
+            return Err(incomplete.into());
+        }
+    }
     match &result {
         Ok(v) => store.run_ended(&run_id, "ok", &serde_json::to_value(v).unwrap_or_default(), None)?,
         Err(e) => store.run_ended(&run_id, "failed", &serde_json::Value::Null, Some(&format!("{e:#}")))?,
@@ -354,6 +363,12 @@ fn run_report(
         city: aggregate::Counts::default().stats(),
         reports: Vec::new(),
     };
+    // One mailer for the whole run, so the connection is reused across offices.
+    let mut mailer = match (&cfg.file.mail.smtp, opts.dry_run) {
+        (Some(smtp), false) => Some(deliver::Mailer::new(smtp, &cfg.file.mail.from, &cfg.base_dir)?),
+        _ => None,
+    };
+    let mut ctx = DeliveryCtx { cfg, store: &*store, job, key: period.key(), outbox: &outbox, opts, run_id, mailer: mailer.as_mut() };
     let everything = Scope::default();
     let mut leadership_cache = None;
     for office in cfg.offices.iter().filter(|o| job.offices.is_empty() || job.offices.contains(&o.id)) {
@@ -411,24 +426,28 @@ fn run_report(
         for a in &rendered.attachments {
             write_report_file(&reports_dir.join(format!("{}_{}", office.id, a.filename)), &a.bytes, run_id)?;
         }
-        let outcome = deliver_office(cfg, store, job, &period.key(), office, &rendered, &outbox, opts, run_id)?;
+        let outcome = deliver_office(&mut ctx, office, &rendered)?;
         summary.reports.push(ReportOutcome { office: office.id.clone(), name: office.name.clone(), html_path, ..outcome });
     }
     Ok(summary)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn deliver_office(
-    cfg: &Config,
-    store: &Store,
-    job: &JobDef,
-    key: &str,
-    office: &crate::config::Office,
-    rendered: &render::Rendered,
-    outbox: &std::path::Path,
+/// What one delivery needs besides the report: where, and how.
+struct DeliveryCtx<'a> {
+    cfg: &'a Config,
+    store: &'a Store,
+    job: &'a JobDef,
+    key: String,
+    outbox: &'a std::path::Path,
     opts: RunOptions,
-    run_id: &str,
-) -> Result<ReportOutcome> {
+    run_id: &'a str,
+    mailer: Option<&'a mut deliver::Mailer>,
+}
+
+fn deliver_office(ctx: &mut DeliveryCtx<'_>, office: &crate::config::Office, rendered: &render::Rendered) -> Result<ReportOutcome> {
+    let (job, opts, run_id, store) = (ctx.job, ctx.opts, ctx.run_id, ctx.store);
+    let key = ctx.key.clone();
+    let key = key.as_str();
     let hash = deliver::content_hash(rendered);
     let mut to = Vec::new();
     let mut already = 0;
@@ -448,6 +467,13 @@ fn deliver_office(
                     store.record_delivery_history(&held, run_id)?;
                 }
             }
+            Some(d) if d.state == "sending" => {
+                // The run that recorded "sending" died before the server's
+                // reply was recorded: send again (at-least-once), with the same
+                // Message-ID so that a copy the server did accept shows once.
+                tracing::warn!(recipient = %r, office = %office.id, "an earlier run was interrupted while sending to this recipient; sending again");
+                to.push(r.clone());
+            }
             _ => to.push(r.clone()),
         }
     }
@@ -458,40 +484,89 @@ fn deliver_office(
         eml_path: None,
         sent: 0,
         already_delivered: already,
+        failed: Vec::new(),
     };
     if to.is_empty() {
         return Ok(outcome);
     }
-    if cfg.file.mail.smtp.is_some() {
-        tracing::warn!("SMTP delivery is not built yet in this version; writing to the outbox instead");
-    }
-    let msg = deliver::build_message(&cfg.file.mail.from, &to, rendered)?;
-    let name = if opts.dry_run {
-        format!("dry-run_{}_{}_{}", job.name, key, office.id)
-    } else {
-        format!("{}_{}_{}", job.name, key, office.id)
+    let record = |recipient: &str, state: &str, channel: &str, detail: Option<String>| {
+        store.record_delivery(
+            &DeliveryRecord {
+                job: job.name.clone(),
+                period: key.to_string(),
+                office: office.id.clone(),
+                recipient: recipient.into(),
+                state: state.into(),
+                content_hash: hash.clone(),
+                channel: channel.into(),
+                detail,
+                updated_at: String::new(),
+            },
+            run_id,
+        )
     };
-    let path = deliver::write_outbox(outbox, &name, &msg)?;
-    if !opts.dry_run {
-        for r in &to {
-            store.record_delivery(
-                &DeliveryRecord {
-                    job: job.name.clone(),
-                    period: key.to_string(),
-                    office: office.id.clone(),
-                    recipient: r.clone(),
-                    state: "outbox".into(),
-                    content_hash: hash.clone(),
-                    channel: "outbox".into(),
-                    detail: Some(path.display().to_string()),
-                    updated_at: String::new(),
-                },
-                run_id,
-            )?;
+    let from = &ctx.cfg.file.mail.from;
+    let resend_mark = if opts.resend { Utc::now().to_rfc3339() } else { String::new() };
+    let id_for = |batch: &[String]| {
+        // Not the content hash: a report rendered again after a crash differs
+        // in its as-of time, yet is the same message to its reader.
+        let mut key = vec![job.name.as_str(), office.id.as_str(), resend_mark.as_str()];
+        let p = key.to_string();
+        let mut owned = vec![p];
+        owned.extend(batch.iter().cloned());
+        key.extend(owned.iter().map(String::as_str));
+        deliver::message_id(from, &key)
+    };
+    let Some(mailer) = ctx.mailer.as_deref_mut().filter(|_| !opts.dry_run) else {
+        let msg = deliver::build_message(from, &to, rendered, &id_for(&to))?;
+        let name = if opts.dry_run {
+            format!("dry-run_{}_{}_{}", job.name, key, office.id)
+        } else {
+            format!("{}_{}_{}", job.name, key, office.id)
+        };
+        let path = deliver::write_outbox(ctx.outbox, &name, &msg)?;
+        if !opts.dry_run {
+            for r in &to {
+                record(r, "outbox", "outbox", Some(path.display().to_string()))?;
+            }
+        }
+        outcome.sent = to.len();
+        outcome.eml_path = Some(path);
+        return Ok(outcome);
+    };
+    let batch_size = ctx.cfg.file.mail.smtp.as_ref().map_or(1, |s| s.batch_size.clamp(1, crate::config::MAX_BATCH));
+    for batch in to.chunks(batch_size) {
+        let msg = deliver::build_message(from, batch, rendered, &id_for(batch))?;
+        // "sending" is on disk before the transaction starts, "sent" after
+        // the server's reply: a crash in between is visible on the next run.
+        for r in batch {
+            record(r, "sending", "smtp", None)?;
+        }
+        let results: Vec<(String, std::result::Result<String, deliver::SendFailure>)> = match mailer.send(&msg, batch) {
+            Ok(reply) => batch.iter().map(|r| (r.clone(), Ok(reply.clone()))).collect(),
+            Err(deliver::SendFailure::Permanent { reply }) if batch.len() > 1 => {
+                // lettre fails the whole envelope when one RCPT TO is refused,
+                // before DATA, so nobody got it: each recipient alone.
+                tracing::warn!(office = %office.id, %reply, "a batch was refused; sending to each recipient alone");
+                batch.iter().map(|r| (r.clone(), mailer.send(&msg, std::slice::from_ref(r)))).collect()
+            }
+            Err(f) => batch.iter().map(|r| (r.clone(), Err(f.clone()))).collect(),
+        };
+        for (r, res) in results {
+            match res {
+                Ok(reply) => {
+                    record(&r, "sent", "smtp", Some(reply))?;
+                    outcome.sent += 1;
+                }
+                Err(f) => {
+                    let why = f.to_string();
+                    tracing::error!(office = %office.id, recipient = %r, reason = %why, "not delivered");
+                    record(&r, "failed", "smtp", Some(why.clone()))?;
+                    outcome.failed.push(Undelivered { recipient: r, reason: why });
+                }
+            }
         }
     }
-    outcome.sent = to.len();
-    outcome.eml_path = Some(path);
     Ok(outcome)
 }
 
@@ -508,6 +583,8 @@ pub struct AlertSummary {
     pub offices: Vec<(String, usize)>,
     /// Offices left without mail because nothing new was in their scope.
     pub quiet: usize,
+    /// Recipients the alert could not reach (office id, who and why).
+    pub failed: Vec<(String, Undelivered)>,
 }
 
 /// The nightly 差评 alert: every office hears of the 差评 in its scope that
@@ -524,7 +601,13 @@ fn run_alert(cfg: &Config, store: &mut Store, job: &JobDef, as_of: DateTime<Utc>
     let key = format!("{}", as_of_local.format("%Y-%m-%dT%H%M%S"));
     let dir = store.root().join("reports").join(&job.name).join(&key);
     let outbox = store.root().join("outbox");
-    let mut summary = AlertSummary { since, until: as_of, new_bad: bad.len(), offices: Vec::new(), quiet: 0 };
+    let mut summary = AlertSummary { since, until: as_of, new_bad: bad.len(), offices: Vec::new(), quiet: 0, failed: Vec::new() };
+    let mut mailer = match (&cfg.file.mail.smtp, opts.dry_run) {
+        (Some(smtp), false) => Some(deliver::Mailer::new(smtp, &cfg.file.mail.from, &cfg.base_dir)?),
+        _ => None,
+    };
+    // The delivery key is the window's end to the second: each night's alert is its own message.
+    let mut ctx = DeliveryCtx { cfg, store: &*store, job, key: key.clone(), outbox: &outbox, opts, run_id, mailer: mailer.as_mut() };
     for office in cfg.offices.iter().filter(|o| o.role == OfficeRole::Office && (job.offices.is_empty() || job.offices.contains(&o.id))) {
         let items: Vec<&BadRating> = bad.iter().filter(|b| aggregate::in_scope(&cfg.orgs, &office.scope, &b.org_code, &b.category)).collect();
         if items.is_empty() && !job.send_empty {
@@ -536,10 +619,15 @@ fn run_alert(cfg: &Config, store: &mut Store, job: &JobDef, as_of: DateTime<Utc>
         let rendered = templates.render_alert(template, &view)?;
         write_report_file(&dir.join(format!("{}.html", office.id)), rendered.html.as_bytes(), run_id)?;
         write_report_file(&dir.join(format!("{}.txt", office.id)), rendered.text.as_bytes(), run_id)?;
-        deliver_office(cfg, store, job, &key, office, &rendered, &outbox, opts, run_id)?;
+        let outcome = deliver_office(&mut ctx, office, &rendered)?;
+        summary.failed.extend(outcome.failed.into_iter().map(|u| (office.id.clone(), u)));
         summary.offices.push((office.id.clone(), items.len()));
     }
     tracing::info!(job = %job.name, new_bad = summary.new_bad, offices = summary.offices.len(), quiet = summary.quiet, "alert");
+    if !summary.failed.is_empty() {
+        let list: Vec<String> = summary.failed.iter().map(|(o, u)| format!("  {o} → {}: {}", u.recipient, u.reason)).collect();
+        bail!("差评 alert not delivered to {} recipient(s); run the job again to retry them:\n{}", summary.failed.len(), list.join("\n"));
+    }
     Ok(summary)
 }
 
@@ -571,3 +659,42 @@ pub fn figures(
     let refs = aggregate::RefFrames::new(&cfg.orgs, &cfg.categories)?;
     Ok(aggregate::breakdown(store.ratings(&period.month_keys(), as_of)?, &refs, period, dims)?)
 }
+
+/// A recipient who did not get the report in this run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Undelivered {
+    /// Address.
+    pub recipient: String,
+    /// The failure, with the server's reply.
+    pub reason: String,
+}
+
+/// A report run that rendered everything but could not deliver to every
+/// recipient; the delivered ones are on record and will not be sent again.
+#[derive(Debug)]
+pub struct DeliveryIncomplete {
+    /// What the run did.
+    pub summary: RunSummary,
+}
+
+impl std::fmt::Display for DeliveryIncomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let failed: usize = self.summary.reports.iter().map(|r| r.failed.len()).sum();
+        let sent: usize = self.summary.reports.iter().map(|r| r.sent).sum();
+        let already: usize = self.summary.reports.iter().map(|r| r.already_delivered).sum();
+        writeln!(
+            f,
+            "delivery incomplete for {}: {failed} recipient(s) did not get their report ({sent} served now, {already} already had it). \
+             Run the job again to retry them; recipients already served are not sent again.",
+            self.summary.period
+        )?;
+        for r in &self.summary.reports {
+            for u in &r.failed {
+                writeln!(f, "  {} {} → {}: {}", r.office, r.name, u.recipient, u.reason)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DeliveryIncomplete {}

@@ -8,6 +8,7 @@
 mod metrics;
 mod reports;
 mod serve;
+mod smtp;
 mod support;
 
 use std::collections::BTreeMap;

@@ -92,11 +92,17 @@ impl Deployment {
     }
 
     pub fn manyi(&self, args: &[&str]) -> Ran {
+        self.manyi_env(args, &[])
+    }
+
+    /// Runs manyi with extra environment variables (e.g. the SMTP password).
+    pub fn manyi_env(&self, args: &[&str], env: &[(&str, &str)]) -> Ran {
         let out = Command::new(BIN)
             .args(args)
             .current_dir(&self.dir)
             .env("MANYI_CONFIG", self.dir.join("manyi.toml"))
             .env_remove("MANYI_LOG")
+            .envs(env.iter().copied())
             .output()
             .expect("run manyi");
         Ran { out, what: format!("manyi {}", args.join(" ")) }
