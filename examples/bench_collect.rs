@@ -22,7 +22,8 @@ use std::time::Instant;
 
 const ORGS: &str = "code,name,parent,level\n369900,临江市,,city\n369901,江滨区,369900,district\n369901001,滨江街道,369901,street\n\
 369901001001,春晖社区,369901001,community\n369901001002,阳光社区,369901001,community\n369901001003,幸福社区,369901001,community\n";
-const OFFICES: &str = "[[office]]\nid = \"leadership\"\nname = \"临江市领导\"\nrole = \"leadership\"\nrecipients = [\"boss@linjiang.gov.cn\"]\n";
+const OFFICES: &str =
+    "[[office]]\nid = \"leadership\"\nname = \"临江市领导\"\nrole = \"leadership\"\nrecipients = [\"boss@linjiang.gov.cn\"]\n";
 
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -73,7 +74,8 @@ fn main() -> anyhow::Result<()> {
         writeln!(f, "办件编号,评价次数,评价时间,区划代码,服务类别,评价渠道,满意度,文字评价,整改状态")?;
         let comms = ["369901001001", "369901001002", "369901001003"];
         let cats = ["养老服务", "托育服务", "医疗卫生", "就业服务"];
-        let start = chrono::NaiveDate::from_ymd_opt(2026, 10, 1).and_then(|d| d.and_hms_opt(0, 0, 0)).ok_or_else(|| anyhow::anyhow!("date"))?;
+        let start =
+            chrono::NaiveDate::from_ymd_opt(2026, 10, 1).and_then(|d| d.and_hms_opt(0, 0, 0)).ok_or_else(|| anyhow::anyhow!("date"))?;
         for i in 0..n {
             let t = start + chrono::Duration::seconds(2 * i as i64);
             let level = 5 - (i * 7 % 11) % 5;

@@ -141,7 +141,11 @@ fn run(cli: Cli) -> Result<()> {
             print_collect(&sums);
             let failed: Vec<String> = sums.iter().filter_map(|s| s.error.as_ref().map(|e| format!("source “{}”: {e}", s.source))).collect();
             if !failed.is_empty() {
-                return Err(anyhow!("{} source(s) failed (what they committed before the failure stays):\n  {}", failed.len(), failed.join("\n  ")));
+                return Err(anyhow!(
+                    "{} source(s) failed (what they committed before the failure stays):\n  {}",
+                    failed.len(),
+                    failed.join("\n  ")
+                ));
             }
             Ok(())
         }

@@ -689,9 +689,12 @@ impl Config {
                         id,
                         format!("source “{}”: survey “{id}” has no folder in {}", s.name, templates_dir.display()),
                     ),
-                    None => {
-                        problems.push_near(path, &text, &s.name, format!("source “{}”: a {:?} source needs `survey = \"…\"`", s.name, s.kind))
-                    }
+                    None => problems.push_near(
+                        path,
+                        &text,
+                        &s.name,
+                        format!("source “{}”: a {:?} source needs `survey = \"…\"`", s.name, s.kind),
+                    ),
                 },
                 SourceKind::RatingFile | SourceKind::HaochapingApi => {
                     for key in s.columns.keys() {
@@ -747,11 +750,21 @@ fn check_source_transport(path: &Path, text: &str, s: &SourceConfig, categories:
         return;
     }
     let Some(api) = &s.api else {
-        problems.push_near(path, text, name, format!("source “{name}”: an API source needs a `[source.api]` table with base_url, app_key, secret_env"));
+        problems.push_near(
+            path,
+            text,
+            name,
+            format!("source “{name}”: an API source needs a `[source.api]` table with base_url, app_key, secret_env"),
+        );
         return;
     };
     if !(api.base_url.starts_with("http://") || api.base_url.starts_with("https://")) {
-        problems.push_near(path, text, &api.base_url, format!("source “{name}”: api.base_url “{}” must start with http:// or https://", api.base_url));
+        problems.push_near(
+            path,
+            text,
+            &api.base_url,
+            format!("source “{name}”: api.base_url “{}” must start with http:// or https://", api.base_url),
+        );
     }
     if api.app_key.is_empty() {
         problems.push_near(path, text, "app_key", format!("source “{name}”: api.app_key is empty"));
@@ -761,7 +774,10 @@ fn check_source_transport(path: &Path, text: &str, s: &SourceConfig, categories:
             path,
             text,
             "secret_env",
-            format!("source “{name}”: api.secret_env “{}” must be the NAME of an environment variable (A-Z, 0-9, _), not the secret", api.secret_env),
+            format!(
+                "source “{name}”: api.secret_env “{}” must be the NAME of an environment variable (A-Z, 0-9, _), not the secret",
+                api.secret_env
+            ),
         );
     }
     let max_page = if s.kind == SourceKind::WjxApi { 50 } else { 10_000 };
@@ -773,13 +789,23 @@ fn check_source_transport(path: &Path, text: &str, s: &SourceConfig, categories:
     }
     if let Some(start) = &api.start {
         if crate::collect::parse_timestamp(start).is_none() {
-            problems.push_near(path, text, start, format!("source “{name}”: api.start “{start}” is not a time such as 2026-10-01 00:00:00"));
+            problems.push_near(
+                path,
+                text,
+                start,
+                format!("source “{name}”: api.start “{start}” is not a time such as 2026-10-01 00:00:00"),
+            );
         }
     }
     let known = |c: &str| categories.iter().any(|k| k.code == c);
     for (value, code) in &api.category_map {
         if !known(code) {
-            problems.push_near(path, text, code, format!("source “{name}”: api.category_map “{value}” → “{code}”: not a code of categories.csv"));
+            problems.push_near(
+                path,
+                text,
+                code,
+                format!("source “{name}”: api.category_map “{value}” → “{code}”: not a code of categories.csv"),
+            );
         }
     }
     if let Some(code) = &api.default_category {
@@ -788,7 +814,12 @@ fn check_source_transport(path: &Path, text: &str, s: &SourceConfig, categories:
         }
     }
     if s.kind == SourceKind::WjxApi && api.vid.as_deref().unwrap_or("").is_empty() {
-        problems.push_near(path, text, name, format!("source “{name}”: a wjx_api source needs `vid` (the survey id on 问卷星) in [source.api]"));
+        problems.push_near(
+            path,
+            text,
+            name,
+            format!("source “{name}”: a wjx_api source needs `vid` (the survey id on 问卷星) in [source.api]"),
+        );
     }
 }
 

@@ -38,7 +38,9 @@ pub enum ApiError {
         reason: String,
     },
     /// The platform refused the credentials or the signature.
-    #[error("source “{name}”, page {page}: the platform refused the request (HTTP {status}): {body}; check api.app_key and the secret in ${var}")]
+    #[error(
+        "source “{name}”, page {page}: the platform refused the request (HTTP {status}): {body}; check api.app_key and the secret in ${var}"
+    )]
     Unauthorized {
         /// Source name.
         name: String,
@@ -121,6 +123,9 @@ pub fn sign_haochaping(secret: &[u8], timestamp: &str, body: &[u8], encoding: Si
     }
 }
 
+/// Computes the extra headers (app key, timestamp, signature) of a request body.
+pub type SignHeaders<'a> = dyn Fn(&[u8]) -> Vec<(String, String)> + 'a;
+
 /// What one attempt at a page came to.
 enum Attempt {
     Done(Vec<u8>),
@@ -166,7 +171,7 @@ impl HttpSource {
         page: u32,
         url: &str,
         make_body: &dyn Fn() -> Vec<u8>,
-        headers: &dyn Fn(&[u8]) -> Vec<(String, String)>,
+        headers: &SignHeaders<'_>,
     ) -> Result<(Vec<u8>, Value, u32), ApiError> {
         let mut attempt = 0;
         loop {
@@ -190,7 +195,7 @@ impl HttpSource {
         }
     }
 
-    fn attempt(&self, page: u32, url: &str, body: &[u8], headers: &dyn Fn(&[u8]) -> Vec<(String, String)>) -> Attempt {
+    fn attempt(&self, page: u32, url: &str, body: &[u8], headers: &SignHeaders<'_>) -> Attempt {
         let mut req = self.http.post(url).header("Content-Type", "application/json; charset=utf-8").body(body.to_vec());
         for (k, v) in headers(body) {
             req = req.header(k, v);
@@ -275,7 +280,11 @@ impl HttpSource {
             Some(Value::Array(a)) => a.clone(),
             Some(Value::Null) | None if lookup(&json, &self.api.total_path).is_some() => Vec::new(),
             _ => {
-                let msg = ["msg", "message", "errmsg"].iter().find_map(|k| json.get(k)).map(|m| format!(" (platform says: {m})")).unwrap_or_default();
+                let msg = ["msg", "message", "errmsg"]
+                    .iter()
+                    .find_map(|k| json.get(k))
+                    .map(|m| format!(" (platform says: {m})"))
+                    .unwrap_or_default();
                 return Err(ApiError::Page {
                     name: self.name.clone(),
                     page,

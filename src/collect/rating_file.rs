@@ -168,9 +168,10 @@ pub(crate) fn normalise_rating<'a>(
         if follow_text.is_empty() {
             Some(FollowUp::Pending)
         } else {
-            Some(FollowUp::parse(follow_text).ok_or_else(|| {
-                reject("follow_up", format!("整改状态“{follow_text}”不是待核实/有效/无效/整改中/已整改/无法整改"))
-            })?)
+            Some(
+                FollowUp::parse(follow_text)
+                    .ok_or_else(|| reject("follow_up", format!("整改状态“{follow_text}”不是待核实/有效/无效/整改中/已整改/无法整改")))?,
+            )
         }
     } else {
         None

@@ -48,7 +48,13 @@ pub fn sign_wjx(params: &Map<String, Value>, appkey: &str) -> String {
 }
 
 /// Fetches page `page` of the answers submitted in `window`.
-pub fn fetch_wjx_page(client: &HttpSource, cfg: &Config, source: &SourceConfig, window: &Window, page: u32) -> Result<WjxPage, super::ApiError> {
+pub fn fetch_wjx_page(
+    client: &HttpSource,
+    cfg: &Config,
+    source: &SourceConfig,
+    window: &Window,
+    page: u32,
+) -> Result<WjxPage, super::ApiError> {
     let Some(api) = source.api.as_ref() else {
         return Err(super::ApiError::Client { name: source.name.clone(), reason: "no [source.api] table".into() });
     };
@@ -75,12 +81,22 @@ pub fn fetch_wjx_page(client: &HttpSource, cfg: &Config, source: &SourceConfig, 
     let (bytes, json, attempts) = client.post_page(page, &url, &make_body, &|_| Vec::new())?;
     if json.get("result").and_then(Value::as_bool) == Some(false) {
         let msg = json.get("errormsg").map(Value::to_string).unwrap_or_default();
-        return Err(super::ApiError::Page { name: source.name.clone(), page, attempts, reason: format!("问卷星 refused the request: {msg}") });
+        return Err(super::ApiError::Page {
+            name: source.name.clone(),
+            page,
+            attempts,
+            reason: format!("问卷星 refused the request: {msg}"),
+        });
     }
     let rows = match lookup(&json, "data.rows") {
         Some(Value::Array(a)) => a.clone(),
         _ => {
-            return Err(super::ApiError::Page { name: source.name.clone(), page, attempts, reason: "the page has no answer array at “data.rows”".into() });
+            return Err(super::ApiError::Page {
+                name: source.name.clone(),
+                page,
+                attempts,
+                reason: "the page has no answer array at “data.rows”".into(),
+            });
         }
     };
     let total = lookup(&json, "data.total_count").and_then(Value::as_u64);

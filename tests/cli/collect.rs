@@ -103,8 +103,16 @@ fn record(no: usize, time: &str, level: u8, reform: u8) -> Value {
 
 /// 25 good records over three pages of ten, and one malformed (satisfaction 9).
 fn records() -> Vec<Value> {
-    let mut v: Vec<Value> =
-        (0..25).map(|i| record(i, &format!("2026-10-{:02} {:02}:15:00", 1 + i / 5, 8 + i % 5), if i % 6 == 0 { 2 } else { 4 }, if i % 6 == 0 { 1 } else { 0 })).collect();
+    let mut v: Vec<Value> = (0..25)
+        .map(|i| {
+            record(
+                i,
+                &format!("2026-10-{:02} {:02}:15:00", 1 + i / 5, 8 + i % 5),
+                if i % 6 == 0 { 2 } else { 4 },
+                if i % 6 == 0 { 1 } else { 0 },
+            )
+        })
+        .collect();
     let mut bad = record(99, "2026-10-02 12:30:00", 4, 0);
     bad["satisfaction"] = json!(9);
     v.push(bad);
@@ -138,9 +146,8 @@ fn figures_n(d: &Deployment, period: &str) -> i64 {
 
 /// Record versions stored in committed Parquet files, and distinct ids.
 fn stored(d: &Deployment, kind: &str) -> (i64, i64) {
-    let rows = d.count(&format!(
-        "SELECT COALESCE(SUM(f.rows), 0) FROM batch_files f JOIN batches b USING (batch_seq) WHERE b.kind = '{kind}'"
-    ));
+    let rows =
+        d.count(&format!("SELECT COALESCE(SUM(f.rows), 0) FROM batch_files f JOIN batches b USING (batch_seq) WHERE b.kind = '{kind}'"));
     let ids = d.count(&format!("SELECT COUNT(*) FROM record_keys WHERE kind = '{kind}'"));
     (rows, ids)
 }
@@ -421,9 +428,7 @@ fn wjx_exports_in_xlsx_utf8_and_gbk_land_in_the_right_questions_with_skips_kept(
 fn wjx_openapi_pages_of_answers_map_to_the_same_questions() {
     let d = Deployment::small();
     d.file("survey-templates/needs/survey.toml", &std::fs::read_to_string(fixture("survey.toml")).expect("survey.toml"));
-    let row = |id: &str, t: &str, a: [&str; 7]| {
-        json!({"joinid": id, "submittime": t, "answer": {"q1": a[0], "q2": a[1], "q3": a[2], "q4_工作态度": a[3], "q4_办事效率": a[4], "q5": a[5], "q6": a[6]}})
-    };
+    let row = |id: &str, t: &str, a: [&str; 7]| json!({"joinid": id, "submittime": t, "answer": {"q1": a[0], "q2": a[1], "q3": a[2], "q4_工作态度": a[3], "q4_办事效率": a[4], "q5": a[5], "q6": a[6]}});
     let rows = json!([
         row("1", "2026-10-03 09:12:05", ["春晖社区", "满意", "助餐┋其他〖加装电梯〗", "满意", "基本满意", "(跳过)", "希望多办文体活动"]),
         row("2", "2026-10-03 10:01:44", ["阳光社区", "不满意", "停车", "不满意", "-2", "-3", "(空)"]),
