@@ -192,7 +192,7 @@ fn collect_api(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut So
         if last || limit || pending.pages.len() >= api.commit_every as usize {
             let batch = std::mem::take(&mut pending);
             chunk += 1;
-            mark = commit_api_batch(store, src, &format!("{run_id}-c{chunk:03}"), batch, mark, sum)?;
+            mark = commit_api_batch(store, src, &format!("{run_id}-c{chunk:03}"), batch, mark, limit && !last, sum)?;
             crate::store::crash_point("after-commit");
         }
         if last {
@@ -216,16 +216,18 @@ fn commit_api_batch(
     batch_id: &str,
     batch: PendingBatch,
     mark: Option<String>,
+    catch_up: bool,
     sum: &mut SourceSummary,
 ) -> Result<Option<String>> {
     let parsed = batch.parsed;
     let latest = parsed.ratings.iter().map(|r| r.rated_at).chain(parsed.responses.iter().map(|r| r.submitted_at)).max();
-    let fmt = |t: chrono::NaiveDateTime| t.format("%Y-%m-%d %H:%M:%S").to_string();
-    let new_mark = match (latest, mark.as_deref().and_then(collect::parse_timestamp)) {
-        (Some(l), Some(m)) if l <= m => mark.clone(),
-        (Some(l), _) => Some(fmt(l)),
-        (None, _) => mark.clone(),
+    let old = mark.as_deref().map(|m| m.trim_end_matches(collect::CATCH_UP)).and_then(collect::parse_timestamp);
+    let time = match (latest, old) {
+        (Some(l), Some(m)) => Some(l.max(m)),
+        (l, m) => l.or(m),
     };
+    let suffix = if catch_up { collect::CATCH_UP } else { "" };
+    let new_mark = time.map(|t| format!("{}{suffix}", t.format("%Y-%m-%d %H:%M:%S")));
     if parsed.ratings.is_empty() && parsed.responses.is_empty() && parsed.rejected.is_empty() {
         return Ok(mark);
     }

@@ -82,6 +82,9 @@ pub struct Page {
     pub attempts: u32,
 }
 
+/// Suffix of a watermark left by a run that stopped at `page_limit`.
+pub const CATCH_UP: &str = " catch-up";
+
 /// The time window a run asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
@@ -97,7 +100,16 @@ impl Window {
     /// back on a first run.
     pub fn for_run(watermark: Option<&str>, api: &ApiConfig, now: NaiveDateTime) -> Window {
         let overlap = Duration::hours(i64::from(api.overlap_hours));
-        let begin = match watermark.and_then(parse_timestamp) {
+        // A run cut short by the page limit leaves a catch-up mark: the next
+        // run resumes right there, or a backlog larger than the overlap could
+        // never be worked off.
+        let (mark, catching_up) = match watermark.map(|w| w.strip_suffix(CATCH_UP)) {
+            Some(Some(w)) => (Some(w), true),
+            Some(None) => (watermark, false),
+            None => (None, false),
+        };
+        let begin = match mark.and_then(parse_timestamp) {
+            Some(w) if catching_up => w,
             Some(w) => w - overlap,
             None => api.start.as_deref().and_then(parse_timestamp).unwrap_or(now - Duration::days(30)),
         };

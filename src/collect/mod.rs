@@ -13,7 +13,9 @@ mod table;
 mod wjx_api;
 mod wjx_export;
 
-pub use http_api::{ApiError, HAOCHAPING_FIELDS, HttpSource, Page, Window, api_quarantine_headers, parse_haochaping_page, sign_haochaping};
+pub use http_api::{
+    ApiError, CATCH_UP, HAOCHAPING_FIELDS, HttpSource, Page, Window, api_quarantine_headers, parse_haochaping_page, sign_haochaping,
+};
 pub use rating_file::{RATING_FIELDS, parse_ratings};
 pub use table::{Table, decode_text, read_table};
 pub use wjx_api::{WjxPage, fetch_wjx_page, parse_wjx_page, sign_wjx};

@@ -477,3 +477,21 @@ fn check_lists_every_problem_of_api_sources() {
         assert!(err.contains(want), "missing “{want}” in:\n{err}");
     }
 }
+
+#[test]
+fn a_run_stopped_by_the_page_limit_is_resumed_where_it_stopped() {
+    let d = Deployment::small();
+    let p = Platform::start(&d.dir.join("platform.json"), &json!({"app_key": "linjiang-app", "secret": SECRET, "records": records()}));
+    with_sources(&d, &api_source(p.port, "page_limit = 2"));
+    let out = manyi_env(&d, &["collect"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Two pages of ten (in assessTime order): 19 good records and the malformed one.
+    assert_eq!(stored(&d, "ratings"), (19, 19));
+    assert_eq!(watermark(&d, "hcp").as_deref(), Some("2026-10-04 11:15:00 catch-up"));
+    // The overlap (240 h) is wider than the backlog: without the catch-up
+    // mark the next run would fetch the same two pages again.
+    let out = manyi_env(&d, &["collect"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stored(&d, "ratings"), (25, 25));
+    assert_eq!(watermark(&d, "hcp").as_deref(), Some("2026-10-05 12:15:00"));
+}
