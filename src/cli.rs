@@ -150,8 +150,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Collect { source } => {
             let cfg = load(&cli.config)?;
             let mut store = Store::open(&cfg.data_dir)?;
-            let sums = pipeline::collect_all(&cfg, &mut store, source.as_deref())?;
+            let bar = CollectBar::new();
+            let sums = pipeline::collect_all_with(&cfg, &mut store, source.as_deref(), &|p| bar.update(p))?;
+            bar.finish();
             print_collect(&sums);
+            let failed: Vec<String> = sums.iter().filter_map(|s| s.error.as_ref().map(|e| format!("source “{}”: {e}", s.source))).collect();
+            if !failed.is_empty() {
+                return Err(anyhow!(
+                    "{} source(s) failed (what they committed before the failure stays):\n  {}",
+                    failed.len(),
+                    failed.join("\n  ")
+                ));
+            }
             Ok(())
         }
         Command::Run { job, period, as_of, dry_run, resend } => {
@@ -357,17 +367,55 @@ fn print_figures(cfg: &Config, b: &crate::aggregate::Breakdown) -> Result<()> {
     Ok(())
 }
 
+/// A progress bar on stderr for long collect work, shown only when stderr is
+/// a terminal (never in journald or in a test's captured output).
+struct CollectBar {
+    bar: Option<indicatif::ProgressBar>,
+    source: std::cell::RefCell<String>,
+}
+
+impl CollectBar {
+    fn new() -> CollectBar {
+        let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {prefix:<16} {pos:>9}/{len:9} records  {per_sec}  {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            b
+        });
+        CollectBar { bar, source: std::cell::RefCell::new(String::new()) }
+    }
+
+    fn update(&self, p: pipeline::Progress) {
+        let Some(b) = &self.bar else { return };
+        if *self.source.borrow() != p.source {
+            self.source.replace(p.source.to_string());
+            b.reset();
+            b.set_prefix(p.source.to_string());
+        }
+        b.set_length(p.total.unwrap_or(p.done));
+        b.set_position(p.done);
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
 fn print_collect(sums: &[SourceSummary]) {
     println!(
-        "{:<16} {:>6} {:>9} {:>9} {:>8} {:>10} {:>12}  quarantine",
-        "source", "files", "fetched", "new", "updated", "unchanged", "quarantined"
+        "{:<16} {:>9} {:>9} {:>9} {:>8} {:>10} {:>12}  quarantine",
+        "source", "files/pp", "fetched", "new", "updated", "unchanged", "quarantined"
     );
     for s in sums {
         let q = s.quarantine_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
         println!(
-            "{:<16} {:>6} {:>9} {:>9} {:>8} {:>10} {:>12}  {}",
+            "{:<16} {:>9} {:>9} {:>9} {:>8} {:>10} {:>12}  {}",
             s.source,
-            s.files,
+            if s.pages > 0 { format!("{}p", s.pages) } else { s.files.to_string() },
             s.fetched,
             s.new,
             s.updated,
@@ -380,6 +428,12 @@ fn print_collect(sums: &[SourceSummary]) {
                 "{:<16} {} file(s) rejected whole: see the inbox's rejected/ folder and the .reason.txt beside each",
                 "", s.rejected_files
             );
+        }
+        if let Some(w) = &s.watermark {
+            println!("{:<16} watermark {w}", "");
+        }
+        if let Some(e) = &s.error {
+            println!("{:<16} FAILED: {e}", "");
         }
     }
 }

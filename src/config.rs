@@ -172,13 +172,26 @@ pub struct SourceConfig {
     /// How the source is read.
     pub kind: SourceKind,
     /// Inbox directory of a file-drop source (relative to `manyi.toml`).
+    #[serde(default)]
     pub inbox: PathBuf,
-    /// For `wjx_export`: the survey (a folder of `survey-templates/`).
+    /// For `wjx_export` and `wjx_api`: the survey (a folder of `survey-templates/`).
     #[serde(default)]
     pub survey: Option<String>,
-    /// For `rating_file`: canonical field → column header in the office's export.
+    /// For `rating_file`: canonical field → column header in the office's
+    /// export. For `haochaping_api`: canonical field → the platform's JSON
+    /// field name (defaults: `projectNo`, `assessNumber`, `areaCode`, …).
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
+    /// For the API kinds: where and how to fetch (`[source.api]`).
+    #[serde(default)]
+    pub api: Option<ApiConfig>,
+}
+
+impl SourceKind {
+    /// Whether the source is fetched over HTTP rather than read from an inbox.
+    pub fn is_api(self) -> bool {
+        matches!(self, SourceKind::HaochapingApi | SourceKind::WjxApi)
+    }
 }
 
 /// The kinds of source this version reads.
@@ -189,6 +202,146 @@ pub enum SourceKind {
     RatingFile,
     /// 问卷星 export (xlsx or CSV) of a questionnaire.
     WjxExport,
+    /// The provincial 好差评 platform's HTTP API (paged JSON, HMAC-signed).
+    HaochapingApi,
+    /// 问卷星 OpenAPI, action 1001002 (answers of one survey).
+    WjxApi,
+}
+
+/// How the signature bytes are written into the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureEncoding {
+    /// Lower-case hex (the default).
+    #[default]
+    Hex,
+    /// Standard base64 with padding.
+    Base64,
+}
+
+/// Settings of an HTTP source (`[source.api]`).
+///
+/// 好差评 signature scheme: the request carries `header_app_key: app_key`,
+/// `header_timestamp: <Unix milliseconds>` and `header_signature:
+/// HMAC-SHA256(secret, timestamp + body)` in `signature` encoding, where
+/// `body` is the exact JSON bytes sent and the secret is read from the
+/// environment variable named by `secret_env` (never from a file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Base URL, e.g. `https://hcp.example.gov.cn`.
+    pub base_url: String,
+    /// Path of the list interface, appended to `base_url`.
+    #[serde(default)]
+    pub path: String,
+    /// The app key (好差评) or appid (问卷星) the platform issued.
+    pub app_key: String,
+    /// NAME of the environment variable holding the secret / appkey.
+    pub secret_env: String,
+    /// Records per page (问卷星 allows at most 50).
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// Pages fetched per run at most; the rest waits for the next run.
+    #[serde(default = "default_page_limit")]
+    pub page_limit: u32,
+    /// Pages per committed batch (each batch moves the watermark).
+    #[serde(default = "default_commit_every")]
+    pub commit_every: u32,
+    /// Hours before the watermark that every run fetches again, so that late
+    /// or updated records are seen (the record keys make repeats free).
+    #[serde(default = "default_overlap_hours")]
+    pub overlap_hours: u32,
+    /// First run only: fetch from this time (`YYYY-MM-DD HH:MM:SS`, local);
+    /// default 30 days back.
+    #[serde(default)]
+    pub start: Option<String>,
+    /// Seconds to wait for a connection.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Seconds a whole request (with its body) may take.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Retries of one page on 429, 5xx, broken connections and cut bodies.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// First backoff in milliseconds; doubled per retry, with jitter.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+    /// Longest single wait in milliseconds (also caps Retry-After).
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// Encoding of the signature header.
+    #[serde(default)]
+    pub signature: SignatureEncoding,
+    /// Header carrying the app key.
+    #[serde(default = "default_header_app_key")]
+    pub header_app_key: String,
+    /// Header carrying the timestamp.
+    #[serde(default = "default_header_timestamp")]
+    pub header_timestamp: String,
+    /// Header carrying the signature.
+    #[serde(default = "default_header_signature")]
+    pub header_signature: String,
+    /// Dotted path of the record array in a page (好差评).
+    #[serde(default = "default_records_path")]
+    pub records_path: String,
+    /// Dotted path of the total count in a page (好差评).
+    #[serde(default = "default_total_path")]
+    pub total_path: String,
+    /// Platform value of the category field (default field `taskCode`) →
+    /// category code of categories.csv. A value that is already a category
+    /// code or name needs no entry.
+    #[serde(default)]
+    pub category_map: BTreeMap<String, String>,
+    /// Category of a record whose category value is not mapped.
+    #[serde(default)]
+    pub default_category: Option<String>,
+    /// 问卷星: the survey id (`vid`).
+    #[serde(default)]
+    pub vid: Option<String>,
+}
+
+fn default_page_size() -> u32 {
+    100
+}
+fn default_page_limit() -> u32 {
+    1000
+}
+fn default_commit_every() -> u32 {
+    50
+}
+fn default_overlap_hours() -> u32 {
+    48
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_timeout() -> u64 {
+    60
+}
+fn default_max_retries() -> u32 {
+    5
+}
+fn default_backoff_ms() -> u64 {
+    500
+}
+fn default_max_backoff_ms() -> u64 {
+    30_000
+}
+fn default_header_app_key() -> String {
+    "X-App-Key".into()
+}
+fn default_header_timestamp() -> String {
+    "X-Timestamp".into()
+}
+fn default_header_signature() -> String {
+    "X-Signature".into()
+}
+fn default_records_path() -> String {
+    "data.records".into()
+}
+fn default_total_path() -> String {
+    "data.total".into()
 }
 
 /// Mail settings.
@@ -603,8 +756,9 @@ impl Config {
                     format!("source name “{}” must be ASCII letters, digits, - or _ (it names folders)", s.name),
                 );
             }
+            check_source_transport(path, &text, s, &categories, &mut problems);
             match s.kind {
-                SourceKind::WjxExport => match &s.survey {
+                SourceKind::WjxExport | SourceKind::WjxApi => match &s.survey {
                     Some(id) if surveys.contains_key(id) => {}
                     Some(id) => problems.push_near(
                         path,
@@ -612,11 +766,14 @@ impl Config {
                         id,
                         format!("source “{}”: survey “{id}” has no folder in {}", s.name, templates_dir.display()),
                     ),
-                    None => {
-                        problems.push_near(path, &text, &s.name, format!("source “{}”: a wjx_export source needs `survey = \"…\"`", s.name))
-                    }
+                    None => problems.push_near(
+                        path,
+                        &text,
+                        &s.name,
+                        format!("source “{}”: a {:?} source needs `survey = \"…\"`", s.name, s.kind),
+                    ),
                 },
-                SourceKind::RatingFile => {
+                SourceKind::RatingFile | SourceKind::HaochapingApi => {
                     for key in s.columns.keys() {
                         if !crate::collect::RATING_FIELDS.contains(&key.as_str()) {
                             problems.push_near(
@@ -694,6 +851,92 @@ impl Config {
 }
 
 /// Parses TOML, turning a syntax or shape error into a located problem.
+/// Checks the inbox of a file source or the `[source.api]` table of an API source.
+fn check_source_transport(path: &Path, text: &str, s: &SourceConfig, categories: &[Category], problems: &mut Problems) {
+    let name = &s.name;
+    if !s.kind.is_api() {
+        if s.inbox.as_os_str().is_empty() {
+            problems.push_near(path, text, name, format!("source “{name}”: a file source needs `inbox = \"…\"`"));
+        }
+        if s.api.is_some() {
+            problems.push_near(path, text, name, format!("source “{name}”: `[source.api]` is only for haochaping_api and wjx_api sources"));
+        }
+        return;
+    }
+    let Some(api) = &s.api else {
+        problems.push_near(
+            path,
+            text,
+            name,
+            format!("source “{name}”: an API source needs a `[source.api]` table with base_url, app_key, secret_env"),
+        );
+        return;
+    };
+    if !(api.base_url.starts_with("http://") || api.base_url.starts_with("https://")) {
+        problems.push_near(
+            path,
+            text,
+            &api.base_url,
+            format!("source “{name}”: api.base_url “{}” must start with http:// or https://", api.base_url),
+        );
+    }
+    if api.app_key.is_empty() {
+        problems.push_near(path, text, "app_key", format!("source “{name}”: api.app_key is empty"));
+    }
+    if api.secret_env.is_empty() || !api.secret_env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        problems.push_near(
+            path,
+            text,
+            "secret_env",
+            format!(
+                "source “{name}”: api.secret_env “{}” must be the NAME of an environment variable (A-Z, 0-9, _), not the secret",
+                api.secret_env
+            ),
+        );
+    }
+    let max_page = if s.kind == SourceKind::WjxApi { 50 } else { 10_000 };
+    if api.page_size == 0 || api.page_size > max_page {
+        problems.push_near(path, text, "page_size", format!("source “{name}”: api.page_size {} must be 1–{max_page}", api.page_size));
+    }
+    if api.page_limit == 0 || api.commit_every == 0 {
+        problems.push_near(path, text, "page_limit", format!("source “{name}”: api.page_limit and api.commit_every must be at least 1"));
+    }
+    if let Some(start) = &api.start {
+        if crate::collect::parse_timestamp(start).is_none() {
+            problems.push_near(
+                path,
+                text,
+                start,
+                format!("source “{name}”: api.start “{start}” is not a time such as 2026-10-01 00:00:00"),
+            );
+        }
+    }
+    let known = |c: &str| categories.iter().any(|k| k.code == c);
+    for (value, code) in &api.category_map {
+        if !known(code) {
+            problems.push_near(
+                path,
+                text,
+                code,
+                format!("source “{name}”: api.category_map “{value}” → “{code}”: not a code of categories.csv"),
+            );
+        }
+    }
+    if let Some(code) = &api.default_category {
+        if !known(code) {
+            problems.push_near(path, text, code, format!("source “{name}”: api.default_category “{code}” is not a code of categories.csv"));
+        }
+    }
+    if s.kind == SourceKind::WjxApi && api.vid.as_deref().unwrap_or("").is_empty() {
+        problems.push_near(
+            path,
+            text,
+            name,
+            format!("source “{name}”: a wjx_api source needs `vid` (the survey id on 问卷星) in [source.api]"),
+        );
+    }
+}
+
 pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str, problems: &mut Problems) -> Option<T> {
     match toml::from_str::<T>(text) {
         Ok(v) => Some(v),

@@ -21,8 +21,10 @@ use std::path::PathBuf;
 pub struct SourceSummary {
     /// Source name.
     pub source: String,
-    /// Files read from the inbox.
+    /// Files read from the inbox (file sources).
     pub files: usize,
+    /// Pages fetched (API sources).
+    pub pages: usize,
     /// Files rejected whole (moved to `rejected/` with a reason).
     pub rejected_files: usize,
     /// Rows read.
@@ -37,10 +39,37 @@ pub struct SourceSummary {
     pub quarantined: usize,
     /// Quarantine files written.
     pub quarantine_files: Vec<PathBuf>,
+    /// The source's watermark after the run (API sources).
+    pub watermark: Option<String>,
+    /// Why the source failed, if it did; what was committed before stays.
+    pub error: Option<String>,
 }
 
-/// Collects every configured source (or only `only`).
+/// Progress of long collect work, for a progress bar.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    /// The source at work.
+    pub source: &'a str,
+    /// Records read so far in this run.
+    pub done: u64,
+    /// Records expected, when the source says.
+    pub total: Option<u64>,
+}
+
+/// Collects every configured source (or only `only`); fails if any source failed.
 pub fn collect_all(cfg: &Config, store: &mut Store, only: Option<&str>) -> Result<Vec<SourceSummary>> {
+    let sums = collect_all_with(cfg, store, only, &|_| {})?;
+    let failed: Vec<String> = sums.iter().filter_map(|s| s.error.as_ref().map(|e| format!("source “{}”: {e}", s.source))).collect();
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(sums)
+}
+
+/// Collects every configured source (or only `only`), reporting progress. A
+/// source that fails is recorded in its summary (`error`) and the others
+/// still run; each source's committed batches stay committed.
+pub fn collect_all_with(cfg: &Config, store: &mut Store, only: Option<&str>, progress: &dyn Fn(Progress)) -> Result<Vec<SourceSummary>> {
     if let Some(name) = only {
         if !cfg.file.sources.iter().any(|s| s.name == name) {
             bail!(
@@ -51,14 +80,25 @@ pub fn collect_all(cfg: &Config, store: &mut Store, only: Option<&str>) -> Resul
     }
     let mut out = Vec::new();
     for src in cfg.file.sources.iter().filter(|s| only.is_none_or(|n| n == s.name)) {
-        out.push(collect_source(cfg, store, src).with_context(|| format!("collecting source “{}”", src.name))?);
+        let mut sum = SourceSummary { source: src.name.clone(), ..Default::default() };
+        let res = match src.kind {
+            SourceKind::RatingFile | SourceKind::WjxExport => collect_source(cfg, store, src, &mut sum, progress),
+            SourceKind::HaochapingApi | SourceKind::WjxApi => collect_api(cfg, store, src, &mut sum, progress),
+        };
+        if let Err(e) = res {
+            tracing::error!(source = %src.name, error = %format!("{e:#}"), "collect failed");
+            sum.error = Some(format!("{e:#}"));
+        }
+        if src.kind.is_api() {
+            sum.watermark = store.watermark(&src.name)?;
+        }
+        out.push(sum);
     }
     Ok(out)
 }
 
-fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig) -> Result<SourceSummary> {
+fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut SourceSummary, progress: &dyn Fn(Progress)) -> Result<()> {
     let inbox = cfg.resolve(&src.inbox);
-    let mut sum = SourceSummary { source: src.name.clone(), ..Default::default() };
     let files = collect::list_inbox(&inbox)?;
     for (k, fetched) in files.iter().enumerate() {
         sum.files += 1;
@@ -66,6 +106,7 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig) -> Result
         let now_local = now_utc.with_timezone(&cfg.tz).naive_local();
         let batch_id = format!("{}-{}-{k:03}", src.name, now_utc.format("%Y%m%dT%H%M%S%3fZ"));
         let landing = store.land(&src.name, now_local.date(), &batch_id, &fetched.ext, &fetched.bytes)?;
+        crate::store::crash_point("after-land");
         match ingest_file(cfg, store, src, fetched, &batch_id, landing, now_local) {
             Ok(Some(outcome)) => {
                 sum.fetched += outcome.0;
@@ -74,6 +115,7 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig) -> Result
                 sum.unchanged += outcome.1.unchanged;
                 sum.quarantined += outcome.2;
                 sum.quarantine_files.extend(outcome.3);
+                crate::store::crash_point("after-commit");
                 collect::finish_file(&inbox, fetched, None)?;
             }
             Ok(None) => {}
@@ -84,9 +126,133 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig) -> Result
             }
             Err(FileFailure::Other(e)) => return Err(e.context(format!("file {}", fetched.path.display()))),
         }
+        progress(Progress { source: &src.name, done: sum.fetched as u64, total: None });
     }
     tracing::info!(source = %src.name, files = sum.files, new = sum.new, updated = sum.updated, unchanged = sum.unchanged, quarantined = sum.quarantined, "collected");
-    Ok(sum)
+    Ok(())
+}
+
+/// Records of an API source fetched since the last commit.
+#[derive(Default)]
+struct PendingBatch {
+    parsed: collect::Parsed,
+    first_landing: Option<PathBuf>,
+    pages: Vec<u32>,
+}
+
+/// Fetches an API source page by page from its watermark (minus the overlap):
+/// every page is landed as received, and every `commit_every` pages (and at
+/// the end) the records are committed with the watermark in one transaction.
+/// A page that cannot be fetched intact fails the pending batch: nothing of
+/// it is committed and the watermark stays where the last commit put it.
+fn collect_api(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut SourceSummary, progress: &dyn Fn(Progress)) -> Result<()> {
+    let api = src.api.as_ref().context("an API source needs a [source.api] table")?;
+    let client = collect::HttpSource::new(&src.name, api)?;
+    let now_utc = Utc::now();
+    let now_local = now_utc.with_timezone(&cfg.tz).naive_local();
+    let old_mark = store.watermark(&src.name)?;
+    let window = collect::Window::for_run(old_mark.as_deref(), api, now_local);
+    let run_id = format!("{}-{}", src.name, now_utc.format("%Y%m%dT%H%M%S%3fZ"));
+    let mut mark = old_mark.clone();
+    let mut pending = PendingBatch::default();
+    let mut chunk = 0u32;
+    let mut page = 1u32;
+    let mut total = None;
+    loop {
+        let (number, bytes, parsed, count, page_total) = match src.kind {
+            SourceKind::WjxApi => {
+                let p = collect::fetch_wjx_page(&client, cfg, src, &window, page)?;
+                let parsed = collect::parse_wjx_page(cfg, src, &p).map_err(|e| anyhow::anyhow!("page {page}: {e}"))?;
+                (p.number, p.bytes, parsed, p.rows.len(), p.total)
+            }
+            _ => {
+                let p = client.fetch_haochaping(&window, page)?;
+                let parsed = collect::parse_haochaping_page(cfg, src, &p, now_local);
+                (p.number, p.bytes, parsed, p.records.len(), p.total)
+            }
+        };
+        total = total.or(page_total);
+        sum.pages += 1;
+        let landing = store.land(&src.name, now_local.date(), &format!("{run_id}-p{number:04}"), "json", &bytes)?;
+        crate::store::crash_point("after-land");
+        pending.first_landing.get_or_insert(landing);
+        pending.pages.push(number);
+        pending.parsed.rows_read += parsed.rows_read;
+        pending.parsed.ratings.extend(parsed.ratings);
+        pending.parsed.responses.extend(parsed.responses);
+        pending.parsed.rejected.extend(parsed.rejected);
+        if pending.parsed.headers.is_empty() {
+            pending.parsed.headers = parsed.headers;
+        }
+        sum.fetched += count;
+        progress(Progress { source: &src.name, done: sum.fetched as u64, total });
+        let size = if src.kind == SourceKind::WjxApi { api.page_size.min(50) } else { api.page_size } as usize;
+        let last = count == 0 || count < size || total.is_some_and(|t| u64::from(page) * size as u64 >= t);
+        let limit = page >= api.page_limit;
+        if last || limit || pending.pages.len() >= api.commit_every as usize {
+            let batch = std::mem::take(&mut pending);
+            chunk += 1;
+            mark = commit_api_batch(store, src, &format!("{run_id}-c{chunk:03}"), batch, mark, limit && !last, sum)?;
+            crate::store::crash_point("after-commit");
+        }
+        if last {
+            break;
+        }
+        if limit {
+            tracing::warn!(source = %src.name, pages = page, "page limit reached; the rest comes in the next run");
+            break;
+        }
+        page += 1;
+    }
+    tracing::info!(source = %src.name, pages = sum.pages, new = sum.new, updated = sum.updated, unchanged = sum.unchanged, quarantined = sum.quarantined, "collected");
+    Ok(())
+}
+
+/// Commits what an API source fetched since the last commit; returns the new
+/// watermark (the latest record time committed, never moved backwards).
+fn commit_api_batch(
+    store: &mut Store,
+    src: &SourceConfig,
+    batch_id: &str,
+    batch: PendingBatch,
+    mark: Option<String>,
+    catch_up: bool,
+    sum: &mut SourceSummary,
+) -> Result<Option<String>> {
+    let parsed = batch.parsed;
+    let latest = parsed.ratings.iter().map(|r| r.rated_at).chain(parsed.responses.iter().map(|r| r.submitted_at)).max();
+    let old = mark.as_deref().map(|m| m.trim_end_matches(collect::CATCH_UP)).and_then(collect::parse_timestamp);
+    let time = match (latest, old) {
+        (Some(l), Some(m)) => Some(l.max(m)),
+        (l, m) => l.or(m),
+    };
+    let suffix = if catch_up { collect::CATCH_UP } else { "" };
+    let new_mark = time.map(|t| format!("{}{suffix}", t.format("%Y-%m-%d %H:%M:%S")));
+    if parsed.ratings.is_empty() && parsed.responses.is_empty() && parsed.rejected.is_empty() {
+        return Ok(mark);
+    }
+    let quarantine = store.quarantine(&src.name, batch_id, &parsed.headers, &parsed.rejected)?;
+    if let Some(q) = &quarantine {
+        tracing::warn!(source = %src.name, pages = ?batch.pages, rows = parsed.rejected.len(), quarantine = %q.display(), "records quarantined");
+        sum.quarantine_files.push(q.clone());
+    }
+    let meta = BatchMeta {
+        batch_id: batch_id.into(),
+        source: src.name.clone(),
+        landing: batch.first_landing,
+        quarantine,
+        quarantined: parsed.rejected.len(),
+        watermark: new_mark.clone(),
+    };
+    let outcome = match src.kind {
+        SourceKind::WjxApi | SourceKind::WjxExport => store.commit_responses(&meta, &parsed.responses)?,
+        _ => store.commit_ratings(&meta, &parsed.ratings)?,
+    };
+    sum.new += outcome.new;
+    sum.updated += outcome.updated;
+    sum.unchanged += outcome.unchanged;
+    sum.quarantined += parsed.rejected.len();
+    Ok(new_mark)
 }
 
 enum FileFailure {
@@ -112,8 +278,8 @@ fn ingest_file(
     now_local: chrono::NaiveDateTime,
 ) -> std::result::Result<Option<FileOutcome>, FileFailure> {
     let parsed = collect::read_table(&fetched.name, &fetched.bytes).and_then(|table| match src.kind {
-        SourceKind::RatingFile => collect::parse_ratings(cfg, src, &fetched.name, &table, now_local),
-        SourceKind::WjxExport => collect::parse_wjx_export(cfg, src, &fetched.name, &table),
+        SourceKind::WjxExport | SourceKind::WjxApi => collect::parse_wjx_export(cfg, src, &fetched.name, &table),
+        SourceKind::RatingFile | SourceKind::HaochapingApi => collect::parse_ratings(cfg, src, &fetched.name, &table, now_local),
     });
     let parsed = match parsed {
         Ok(p) => p,
@@ -133,8 +299,8 @@ fn ingest_file(
         watermark: None,
     };
     let outcome = match src.kind {
-        SourceKind::RatingFile => store.commit_ratings(&meta, &parsed.ratings)?,
-        SourceKind::WjxExport => store.commit_responses(&meta, &parsed.responses)?,
+        SourceKind::RatingFile | SourceKind::HaochapingApi => store.commit_ratings(&meta, &parsed.ratings)?,
+        SourceKind::WjxExport | SourceKind::WjxApi => store.commit_responses(&meta, &parsed.responses)?,
     };
     Ok(Some((parsed.rows_read, outcome, parsed.rejected.len(), quarantine)))
 }

@@ -7,12 +7,18 @@
 //! then tells the source the payload is done ([`finish_file`]), so a crash in
 //! between means the payload is read again, never lost.
 
+mod http_api;
 mod rating_file;
 mod table;
+mod wjx_api;
 mod wjx_export;
 
+pub use http_api::{
+    ApiError, CATCH_UP, HAOCHAPING_FIELDS, HttpSource, Page, Window, api_quarantine_headers, parse_haochaping_page, sign_haochaping,
+};
 pub use rating_file::{RATING_FIELDS, parse_ratings};
 pub use table::{Table, decode_text, read_table};
+pub use wjx_api::{WjxPage, fetch_wjx_page, parse_wjx_page, sign_wjx};
 pub use wjx_export::parse_wjx_export;
 
 use crate::model::{Rating, SurveyResponse};

@@ -108,85 +108,99 @@ pub fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: &Ta
     }
     let salt = std::env::var("MANYI_HASH_SALT").unwrap_or_else(|_| "manyi".into());
     let mut parsed = Parsed { headers: table.headers.clone(), encoding: table.encoding, ..Default::default() };
-    let latest_ok = now + chrono::Duration::days(1);
     for (line, cells) in &table.rows {
         parsed.rows_read += 1;
         let get = |field: &str| idx.get(field).and_then(|&i| cells.get(i)).map(String::as_str).unwrap_or("");
-        let reject = |field: &str, reason: String| QuarantineRow { line: *line, field: field.into(), reason, values: cells.clone() };
-        let row = (|| {
-            let project = get("project_no");
-            if project.is_empty() {
-                return Err(reject("project_no", "办件编号为空".into()));
-            }
-            let times = get("assess_number");
-            let times: u32 = if times.is_empty() {
-                1
-            } else {
-                times.parse().map_err(|_| reject("assess_number", format!("评价次数“{times}”不是正整数")))?
-            };
-            let rated_at_text = get("rated_at");
-            let rated_at = parse_timestamp(rated_at_text)
-                .ok_or_else(|| reject("rated_at", format!("评价时间“{rated_at_text}”无法识别，应为 2026-10-03 14:22:05 这样的格式")))?;
-            if rated_at > latest_ok {
-                return Err(reject("rated_at", format!("评价时间“{rated_at_text}”晚于采集时间，疑为时钟错误")));
-            }
-            let org = cfg.orgs.resolve_rated_unit(get("org")).map_err(|e| reject("org", e))?;
-            let cat_text = get("category");
-            let category = cfg
-                .categories
-                .iter()
-                .find(|c| c.code == cat_text || c.name == cat_text)
-                .ok_or_else(|| reject("category", format!("服务类别“{cat_text}”不在 categories.csv 中")))?;
-            let level_text = get("level");
-            let level = Level::parse(level_text)
-                .ok_or_else(|| reject("level", format!("满意度“{level_text}”应为1–5或非常满意/满意/基本满意/不满意/非常不满意")))?;
-            let channel_text = get("channel");
-            let channel =
-                channel_code(channel_text).ok_or_else(|| reject("channel", format!("评价渠道“{channel_text}”不是1–7或已知的渠道名称")))?;
-            let follow_text = get("follow_up");
-            let follow_up = if level.code() <= 2 {
-                if follow_text.is_empty() {
-                    Some(FollowUp::Pending)
-                } else {
-                    Some(FollowUp::parse(follow_text).ok_or_else(|| {
-                        reject("follow_up", format!("整改状态“{follow_text}”不是待核实/有效/无效/整改中/已整改/无法整改"))
-                    })?)
-                }
-            } else {
-                None
-            };
-            let rect_text = get("rectified_at");
-            let rectified_at = if rect_text.is_empty() {
-                None
-            } else {
-                Some(parse_timestamp(rect_text).ok_or_else(|| reject("rectified_at", format!("整改完成时间“{rect_text}”无法识别")))?)
-            };
-            let phone = get("rater_phone");
-            let rater_hash = (!phone.is_empty()).then(|| hex::encode(&Sha256::digest(format!("{salt}:{phone}").as_bytes())[..12]));
-            let anonymous = matches!(get("anonymous"), "是" | "1" | "true" | "Y");
-            Ok(Rating {
-                rating_id: format!("{project}-{times}"),
-                source: source.name.clone(),
-                rated_at,
-                org_code: org.code.clone(),
-                category: category.code.clone(),
-                service_item: get("service_item").into(),
-                department: get("department").into(),
-                channel,
-                level,
-                reason_tags: get("reason_tags").into(),
-                comment: get("comment").into(),
-                anonymous,
-                rater_hash,
-                follow_up,
-                rectified_at,
-                revisit: get("revisit").into(),
-            })
-        })();
-        match row {
+        match normalise_rating(cfg, &source.name, &get, now, &salt) {
             Ok(r) => parsed.ratings.push(r),
-            Err(q) => parsed.rejected.push(q),
+            Err((field, reason)) => parsed.rejected.push(QuarantineRow { line: *line, field, reason, values: cells.clone() }),
         }
     }
     Ok(parsed)
+}
+
+/// Why a record was rejected: the canonical field at fault and the reason.
+pub(crate) type Rejection = (String, String);
+
+/// Turns one record, read field by field through `get` (canonical field name
+/// → raw text, empty when absent), into a canonical rating. Shared by office
+/// files and the platform API so that both normalise identically.
+pub(crate) fn normalise_rating<'a>(
+    cfg: &Config,
+    source: &str,
+    get: &dyn Fn(&str) -> &'a str,
+    now: NaiveDateTime,
+    salt: &str,
+) -> Result<Rating, Rejection> {
+    let latest_ok = now + chrono::Duration::days(1);
+    let reject = |field: &str, reason: String| (field.to_string(), reason);
+    let project = get("project_no");
+    if project.is_empty() {
+        return Err(reject("project_no", "办件编号为空".into()));
+    }
+    let times = get("assess_number");
+    let times: u32 = if times.is_empty() {
+        1
+    } else {
+        times.parse().map_err(|_| reject("assess_number", format!("评价次数“{times}”不是正整数")))?
+    };
+    let rated_at_text = get("rated_at");
+    let rated_at = parse_timestamp(rated_at_text)
+        .ok_or_else(|| reject("rated_at", format!("评价时间“{rated_at_text}”无法识别，应为 2026-10-03 14:22:05 这样的格式")))?;
+    if rated_at > latest_ok {
+        return Err(reject("rated_at", format!("评价时间“{rated_at_text}”晚于采集时间，疑为时钟错误")));
+    }
+    let org = cfg.orgs.resolve_rated_unit(get("org")).map_err(|e| reject("org", e))?;
+    let cat_text = get("category");
+    let category = cfg
+        .categories
+        .iter()
+        .find(|c| c.code == cat_text || c.name == cat_text)
+        .ok_or_else(|| reject("category", format!("服务类别“{cat_text}”不在 categories.csv 中")))?;
+    let level_text = get("level");
+    let level = Level::parse(level_text)
+        .ok_or_else(|| reject("level", format!("满意度“{level_text}”应为1–5或非常满意/满意/基本满意/不满意/非常不满意")))?;
+    let channel_text = get("channel");
+    let channel =
+        channel_code(channel_text).ok_or_else(|| reject("channel", format!("评价渠道“{channel_text}”不是1–7或已知的渠道名称")))?;
+    let follow_text = get("follow_up");
+    let follow_up = if level.code() <= 2 {
+        if follow_text.is_empty() {
+            Some(FollowUp::Pending)
+        } else {
+            Some(
+                FollowUp::parse(follow_text)
+                    .ok_or_else(|| reject("follow_up", format!("整改状态“{follow_text}”不是待核实/有效/无效/整改中/已整改/无法整改")))?,
+            )
+        }
+    } else {
+        None
+    };
+    let rect_text = get("rectified_at");
+    let rectified_at = if rect_text.is_empty() {
+        None
+    } else {
+        Some(parse_timestamp(rect_text).ok_or_else(|| reject("rectified_at", format!("整改完成时间“{rect_text}”无法识别")))?)
+    };
+    let phone = get("rater_phone");
+    let rater_hash = (!phone.is_empty()).then(|| hex::encode(&Sha256::digest(format!("{salt}:{phone}").as_bytes())[..12]));
+    let anonymous = matches!(get("anonymous"), "是" | "1" | "true" | "Y");
+    Ok(Rating {
+        rating_id: format!("{project}-{times}"),
+        source: source.to_string(),
+        rated_at,
+        org_code: org.code.clone(),
+        category: category.code.clone(),
+        service_item: get("service_item").into(),
+        department: get("department").into(),
+        channel,
+        level,
+        reason_tags: get("reason_tags").into(),
+        comment: get("comment").into(),
+        anonymous,
+        rater_hash,
+        follow_up,
+        rectified_at,
+        revisit: get("revisit").into(),
+    })
 }

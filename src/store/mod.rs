@@ -286,6 +286,7 @@ impl Store {
             files.push((month.clone(), rel, rows.len()));
         }
 
+        crash_point("after-parquet");
         let now = Utc::now();
         tx.execute(
             "INSERT INTO batches (batch_seq, batch_id, source, kind, committed_at_ms, committed_at, landing, quarantine, rows_new, rows_updated, rows_unchanged, rows_quarantined)
@@ -528,4 +529,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Test hook for the crash tests: when the environment variable
+/// `MANYI_CRASH_AT` names `point` (`after-land`, `after-parquet`,
+/// `after-commit`), the process aborts there, as a power cut or a SIGKILL
+/// would stop it. Not meant for production use; unset, it does nothing.
+pub fn crash_point(point: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if AT.get_or_init(|| std::env::var("MANYI_CRASH_AT").ok()).as_deref() == Some(point) {
+        eprintln!("manyi: MANYI_CRASH_AT={point}: aborting as the crash test asked");
+        std::process::abort();
+    }
 }

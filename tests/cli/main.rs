@@ -5,6 +5,7 @@
 //! Expected figures are computed here, straight from the CSV files the demo
 //! wrote, with none of manyi's aggregation code.
 
+mod collect;
 mod metrics;
 mod reports;
 mod serve;

@@ -1,0 +1,475 @@
+//! HTTP sources: the transport shared by the 好差评 platform and the 问卷星
+//! OpenAPI (timeouts, retries with exponential backoff and jitter, Retry-After),
+//! the 好差评 request signature, and the mapping of 好差评 JSON records to
+//! canonical ratings through the source's field table.
+//!
+//! This module fetches and parses; it never writes the store. The pipeline
+//! lands every page as received and commits the parsed records.
+
+use super::rating_file::normalise_rating;
+use super::{Parsed, parse_timestamp};
+use crate::config::{ApiConfig, Config, SignatureEncoding, SourceConfig};
+use crate::store::QuarantineRow;
+use chrono::{Duration, NaiveDateTime, TimeZone};
+use hmac::{Hmac, KeyInit, Mac};
+use rand::Rng;
+use serde_json::Value;
+use sha2::Sha256;
+use std::collections::HashMap;
+
+/// Errors of an HTTP source. Each names the source and, where there is one,
+/// the page, so that a clerk can tell the platform's operators what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The secret's environment variable is not set.
+    #[error("source “{name}”: environment variable {var} (api.secret_env) is not set; export the platform secret there before collecting")]
+    MissingSecret {
+        /// Source name.
+        name: String,
+        /// The variable's name.
+        var: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("source “{name}”: cannot set up the HTTP client: {reason}")]
+    Client {
+        /// Source name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The platform refused the credentials or the signature.
+    #[error(
+        "source “{name}”, page {page}: the platform refused the request (HTTP {status}): {body}; check api.app_key and the secret in ${var}"
+    )]
+    Unauthorized {
+        /// Source name.
+        name: String,
+        /// Page number (1-based).
+        page: u32,
+        /// HTTP status.
+        status: u16,
+        /// Start of the response body.
+        body: String,
+        /// The secret's variable.
+        var: String,
+    },
+    /// A page could not be fetched intact, after every retry.
+    #[error("source “{name}”, page {page}: {reason} (gave up after {attempts} attempt(s)); nothing of this batch was committed")]
+    Page {
+        /// Source name.
+        name: String,
+        /// Page number (1-based).
+        page: u32,
+        /// Attempts made.
+        attempts: u32,
+        /// What was wrong with the last attempt.
+        reason: String,
+    },
+}
+
+/// One page as received, with its records picked out.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// Page number (1-based).
+    pub number: u32,
+    /// The body exactly as received (landed as is).
+    pub bytes: Vec<u8>,
+    /// The records of the page, each as the platform sent it.
+    pub records: Vec<Value>,
+    /// Total records in the window, when the platform says.
+    pub total: Option<u64>,
+    /// Requests it took (1 + retries).
+    pub attempts: u32,
+}
+
+/// Suffix of a watermark left by a run that stopped at `page_limit`.
+pub const CATCH_UP: &str = " catch-up";
+
+/// The time window a run asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// From (inclusive), local wall time.
+    pub begin: NaiveDateTime,
+    /// To (inclusive), local wall time.
+    pub end: NaiveDateTime,
+}
+
+impl Window {
+    /// The window of a run at `now`: from the watermark minus the overlap (so
+    /// late and updated records come again), or from `api.start`, or 30 days
+    /// back on a first run.
+    pub fn for_run(watermark: Option<&str>, api: &ApiConfig, now: NaiveDateTime) -> Window {
+        let overlap = Duration::hours(i64::from(api.overlap_hours));
+        // A run cut short by the page limit leaves a catch-up mark: the next
+        // run resumes right there, or a backlog larger than the overlap could
+        // never be worked off.
+        let (mark, catching_up) = match watermark.map(|w| w.strip_suffix(CATCH_UP)) {
+            Some(Some(w)) => (Some(w), true),
+            Some(None) => (watermark, false),
+            None => (None, false),
+        };
+        let begin = match mark.and_then(parse_timestamp) {
+            Some(w) if catching_up => w,
+            Some(w) => w - overlap,
+            None => api.start.as_deref().and_then(parse_timestamp).unwrap_or(now - Duration::days(30)),
+        };
+        Window { begin, end: now }
+    }
+}
+
+/// HMAC-SHA256 over `timestamp` followed by `body`, keyed with `secret`,
+/// encoded as the source says. This is the whole 好差评 signature rule; a
+/// province that signs differently changes this one function.
+pub fn sign_haochaping(secret: &[u8], timestamp: &str, body: &[u8], encoding: SignatureEncoding) -> String {
+    // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else { return String::new() };
+    mac.update(timestamp.as_bytes());
+    mac.update(body);
+    let tag = mac.finalize().into_bytes();
+    match encoding {
+        SignatureEncoding::Hex => hex::encode(tag),
+        SignatureEncoding::Base64 => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(tag)
+        }
+    }
+}
+
+/// Computes the extra headers (app key, timestamp, signature) of a request body.
+pub type SignHeaders<'a> = dyn Fn(&[u8]) -> Vec<(String, String)> + 'a;
+
+/// What one attempt at a page came to.
+enum Attempt {
+    Done(Vec<u8>),
+    /// Worth another try; with the platform's Retry-After, if it gave one.
+    Retry(String, Option<std::time::Duration>),
+    Fatal(ApiError),
+}
+
+/// A blocking HTTP client for one source, with its retry policy.
+pub struct HttpSource {
+    name: String,
+    api: ApiConfig,
+    secret: Vec<u8>,
+    http: reqwest::blocking::Client,
+}
+
+impl HttpSource {
+    /// Builds the client; reads the secret from the environment.
+    pub fn new(name: &str, api: &ApiConfig) -> Result<HttpSource, ApiError> {
+        let secret = std::env::var(&api.secret_env)
+            .map_err(|_| ApiError::MissingSecret { name: name.into(), var: api.secret_env.clone() })?
+            .into_bytes();
+        let http = reqwest::blocking::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(api.connect_timeout_secs))
+            .timeout(std::time::Duration::from_secs(api.timeout_secs))
+            .user_agent(concat!("manyi/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Client { name: name.into(), reason: e.to_string() })?;
+        Ok(HttpSource { name: name.into(), api: api.clone(), secret, http })
+    }
+
+    /// The secret, for signatures computed by the caller (问卷星).
+    pub fn secret(&self) -> &[u8] {
+        &self.secret
+    }
+
+    /// POSTs `make_body()` for `page`, retrying on 429, 5xx, broken
+    /// connections, cut-off bodies and bodies that are not JSON; each attempt
+    /// is built afresh so that timestamps and signatures are current.
+    /// `headers` adds signature headers for a body.
+    pub fn post_page(
+        &self,
+        page: u32,
+        url: &str,
+        make_body: &dyn Fn() -> Vec<u8>,
+        headers: &SignHeaders<'_>,
+    ) -> Result<(Vec<u8>, Value, u32), ApiError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let body = make_body();
+            let outcome = self.attempt(page, url, &body, headers);
+            let (reason, retry_after) = match outcome {
+                Attempt::Done(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                    Ok(v) => return Ok((bytes, v, attempt)),
+                    Err(e) => (format!("the page is not valid JSON ({e}); it may have been cut off"), None),
+                },
+                Attempt::Retry(reason, after) => (reason, after),
+                Attempt::Fatal(e) => return Err(e),
+            };
+            if attempt > self.api.max_retries {
+                return Err(ApiError::Page { name: self.name.clone(), page, attempts: attempt, reason });
+            }
+            let wait = self.backoff(attempt, retry_after);
+            tracing::warn!(source = %self.name, page, attempt, %reason, wait_ms = wait.as_millis() as u64, "retrying page");
+            std::thread::sleep(wait);
+        }
+    }
+
+    fn attempt(&self, page: u32, url: &str, body: &[u8], headers: &SignHeaders<'_>) -> Attempt {
+        let mut req = self.http.post(url).header("Content-Type", "application/json; charset=utf-8").body(body.to_vec());
+        for (k, v) in headers(body) {
+            req = req.header(k, v);
+        }
+        let resp = match req.send() {
+            Ok(r) => r,
+            Err(e) => return Attempt::Retry(format!("request failed: {}", error_chain(&e)), None),
+        };
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
+        let bytes = match resp.bytes() {
+            Ok(b) => b.to_vec(),
+            Err(e) => return Attempt::Retry(format!("HTTP {status}: the body was cut off: {}", error_chain(&e)), retry_after),
+        };
+        let head = || String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+        if status.is_success() {
+            Attempt::Done(bytes)
+        } else if status.as_u16() == 401 || status.as_u16() == 403 {
+            Attempt::Fatal(ApiError::Unauthorized {
+                name: self.name.clone(),
+                page,
+                status: status.as_u16(),
+                body: head(),
+                var: self.api.secret_env.clone(),
+            })
+        } else if status.as_u16() == 429 || status.is_server_error() {
+            Attempt::Retry(format!("HTTP {status}: {}", head()), retry_after)
+        } else {
+            Attempt::Fatal(ApiError::Page { name: self.name.clone(), page, attempts: 1, reason: format!("HTTP {status}: {}", head()) })
+        }
+    }
+
+    /// Exponential backoff with up to 25 % jitter, so that many clients
+    /// retrying together do not hit the platform in step; a Retry-After is
+    /// honoured as the least wait. Both are capped by `max_backoff_ms`.
+    fn backoff(&self, attempt: u32, retry_after: Option<std::time::Duration>) -> std::time::Duration {
+        let cap = self.api.max_backoff_ms;
+        let base = self.api.backoff_ms.saturating_mul(1u64 << (attempt - 1).min(20)).min(cap);
+        let jitter = if base > 0 { rand::thread_rng().gen_range(0..=base / 4) } else { 0 };
+        let mut ms = (base + jitter).min(cap);
+        if let Some(after) = retry_after {
+            ms = ms.max((after.as_millis() as u64).min(cap));
+        }
+        std::time::Duration::from_millis(ms)
+    }
+
+    /// Fetches page `page` (1-based) of the 好差评 window.
+    ///
+    /// Request: POST `base_url + path` with the JSON body
+    /// `{"page": N, "size": S, "startTime": "YYYY-MM-DD HH:MM:SS", "endTime": …}`
+    /// and the app key, timestamp and signature headers. Response: JSON with
+    /// the record array at `records_path` and the total at `total_path`.
+    pub fn fetch_haochaping(&self, window: &Window, page: u32) -> Result<Page, ApiError> {
+        let url = format!("{}{}", self.api.base_url.trim_end_matches('/'), self.api.path);
+        let fmt = "%Y-%m-%d %H:%M:%S";
+        let make_body = || {
+            serde_json::json!({
+                "page": page,
+                "size": self.api.page_size,
+                "startTime": window.begin.format(fmt).to_string(),
+                "endTime": window.end.format(fmt).to_string(),
+            })
+            .to_string()
+            .into_bytes()
+        };
+        let headers = |body: &[u8]| {
+            let ts = chrono::Utc::now().timestamp_millis().to_string();
+            let sig = sign_haochaping(&self.secret, &ts, body, self.api.signature);
+            vec![
+                (self.api.header_app_key.clone(), self.api.app_key.clone()),
+                (self.api.header_timestamp.clone(), ts),
+                (self.api.header_signature.clone(), sig),
+            ]
+        };
+        let (bytes, json, attempts) = self.post_page(page, &url, &make_body, &headers)?;
+        let records = match lookup(&json, &self.api.records_path) {
+            Some(Value::Array(a)) => a.clone(),
+            Some(Value::Null) | None if lookup(&json, &self.api.total_path).is_some() => Vec::new(),
+            _ => {
+                let msg = ["msg", "message", "errmsg"]
+                    .iter()
+                    .find_map(|k| json.get(k))
+                    .map(|m| format!(" (platform says: {m})"))
+                    .unwrap_or_default();
+                return Err(ApiError::Page {
+                    name: self.name.clone(),
+                    page,
+                    attempts,
+                    reason: format!("the page has no record array at “{}”{msg}", self.api.records_path),
+                });
+            }
+        };
+        let total = lookup(&json, &self.api.total_path).and_then(|t| t.as_u64().or_else(|| t.as_str().and_then(|s| s.parse().ok())));
+        Ok(Page { number: page, bytes, records, total, attempts })
+    }
+}
+
+/// The error and its causes on one line (reqwest hides the useful part, such
+/// as "connection closed before message completed", in the source chain).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Follows a dotted path such as `data.records`.
+pub(crate) fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').filter(|p| !p.is_empty()).try_fold(v, |cur, key| cur.get(key))
+}
+
+/// The platform's field for each canonical field, by default as the
+/// provincial interfaces copied from the national one. `reformContent` (the
+/// rectification note) goes to `revisit`, the follow-up text of the record.
+pub const HAOCHAPING_FIELDS: [(&str, &str); 15] = [
+    ("project_no", "projectNo"),
+    ("assess_number", "assessNumber"),
+    ("rated_at", "assessTime"),
+    ("org", "areaCode"),
+    ("category", "taskCode"),
+    ("service_item", "taskHandleItem"),
+    ("department", "deptCode"),
+    ("channel", "pf"),
+    ("level", "satisfaction"),
+    ("reason_tags", "evalDetail"),
+    ("comment", "writingEvaluation"),
+    ("anonymous", "anonymityFlag"),
+    ("follow_up", "reformStatus"),
+    ("rectified_at", "reformDate"),
+    ("revisit", "reformContent"),
+];
+
+/// Headers of the quarantine file of an API source.
+pub fn api_quarantine_headers() -> Vec<String> {
+    vec!["页码".into(), "页内序号".into(), "原始记录(JSON)".into()]
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.trim().to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Parses the records of a 好差评 page into ratings; a record that fails any
+/// check goes to quarantine with its page, position, field and reason, and
+/// the rest of the page is kept.
+pub fn parse_haochaping_page(cfg: &Config, source: &SourceConfig, page: &Page, now: NaiveDateTime) -> Parsed {
+    let fields: Vec<(&str, &str)> = HAOCHAPING_FIELDS
+        .iter()
+        .map(|(canon, default)| (*canon, source.columns.get(*canon).map(String::as_str).unwrap_or(default)))
+        .collect();
+    let extra_fields: Vec<(&str, &str)> = source
+        .columns
+        .iter()
+        .filter(|(k, _)| !HAOCHAPING_FIELDS.iter().any(|(c, _)| c == k))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let api = source.api.as_ref();
+    let salt = std::env::var("MANYI_HASH_SALT").unwrap_or_else(|_| "manyi".into());
+    let mut parsed = Parsed { headers: api_quarantine_headers(), encoding: "JSON", ..Default::default() };
+    for (i, rec) in page.records.iter().enumerate() {
+        parsed.rows_read += 1;
+        let quarantine = |field: &str, reason: String| QuarantineRow {
+            line: i + 1,
+            field: field.into(),
+            reason: format!("第{}页第{}条: {reason}", page.number, i + 1),
+            values: vec![page.number.to_string(), (i + 1).to_string(), rec.to_string()],
+        };
+        let Some(obj) = rec.as_object() else {
+            parsed.rejected.push(quarantine("", "记录不是JSON对象".into()));
+            continue;
+        };
+        let mut vals: HashMap<&str, String> = HashMap::new();
+        for (canon, field) in fields.iter().chain(extra_fields.iter()) {
+            vals.insert(*canon, obj.get(*field).map(text_of).unwrap_or_default());
+        }
+        // Platform codes → the words the shared normaliser reads.
+        if let Some(t) = vals.get_mut("rated_at") {
+            if let Some(local) = epoch_ms_to_local(t, cfg) {
+                *t = local;
+            }
+        }
+        if let Some(t) = vals.get_mut("rectified_at") {
+            if let Some(local) = epoch_ms_to_local(t, cfg) {
+                *t = local;
+            }
+        }
+        if let Some(f) = vals.get_mut("follow_up") {
+            // Rectification status of the open-source module: 0 —, 1 整改中, 2 整改完成, 3 无法整改.
+            let word = match f.as_str() {
+                "0" => "",
+                "1" => "整改中",
+                "2" => "已整改",
+                "3" => "无法整改",
+                other => other,
+            };
+            *f = word.to_string();
+        }
+        if let Some(api) = api {
+            if let Some(c) = vals.get_mut("category") {
+                if let Some(code) = api.category_map.get(c.as_str()) {
+                    *c = code.clone();
+                } else if !cfg.categories.iter().any(|k| k.code == *c || k.name == *c) {
+                    if let Some(d) = &api.default_category {
+                        *c = d.clone();
+                    }
+                }
+            }
+        }
+        let get = |f: &str| vals.get(f).map(String::as_str).unwrap_or("");
+        match normalise_rating(cfg, &source.name, &get, now, &salt) {
+            Ok(r) => parsed.ratings.push(r),
+            Err((field, reason)) => {
+                let platform_field = fields.iter().find(|(c, _)| *c == field).map(|(_, p)| *p).unwrap_or(field.as_str());
+                parsed.rejected.push(quarantine(platform_field, reason))
+            }
+        }
+    }
+    parsed
+}
+
+/// `1759473725000` (Unix milliseconds, as some platforms send times) → local wall time text.
+fn epoch_ms_to_local(text: &str, cfg: &Config) -> Option<String> {
+    if text.len() != 13 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ms: i64 = text.parse().ok()?;
+    let t = cfg.tz.timestamp_millis_opt(ms).single()?;
+    Some(t.naive_local().format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_hmac_sha256_of_timestamp_and_body() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?",
+        // split here into timestamp and body to show they are concatenated.
+        let sig = sign_haochaping(b"Jefe", "what do ya want ", b"for nothing?", SignatureEncoding::Hex);
+        assert_eq!(sig, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        let b64 = sign_haochaping(b"Jefe", "what do ya want ", b"for nothing?", SignatureEncoding::Base64);
+        assert_eq!(b64, "W9zBRr9gdU5qBCQmCJV1x1oAPwidJzmDnexYuWTsOEM=");
+    }
+
+    #[test]
+    fn dotted_paths_find_nested_values() {
+        let v = serde_json::json!({"data": {"records": [1, 2], "total": 2}});
+        assert_eq!(lookup(&v, "data.total"), Some(&serde_json::json!(2)));
+        assert_eq!(lookup(&v, "data.missing"), None);
+    }
+}
