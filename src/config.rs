@@ -265,7 +265,7 @@ pub struct ApiConfig {
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
     /// First backoff in milliseconds; doubled per retry, with jitter.
-    #[serde(default = "default_backoff_ms")]
+    #[serde(default = "default_api_backoff_ms")]
     pub backoff_ms: u64,
     /// Longest single wait in milliseconds (also caps Retry-After).
     #[serde(default = "default_max_backoff_ms")]
@@ -322,7 +322,7 @@ fn default_timeout() -> u64 {
 fn default_max_retries() -> u32 {
     5
 }
-fn default_backoff_ms() -> u64 {
+fn default_api_backoff_ms() -> u64 {
     500
 }
 fn default_max_backoff_ms() -> u64 {

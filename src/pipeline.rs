@@ -448,8 +448,14 @@ pub fn notify_admins(cfg: &Config, store: &Store, job: &str, period: &str, error
     );
     let html = format!("<pre>{}</pre>", text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"));
     let message = render::Rendered { subject, html, text, images: Vec::new(), attachments: Vec::new() };
-    let msg = deliver::build_message(&cfg.file.mail.from, admins, &message)?;
-    let name = format!("failure_{job}_{period}_{}", Utc::now().format("%Y%m%dT%H%M%S%3fZ"));
+    let stamp = Utc::now().format("%Y%m%dT%H%M%S%3fZ").to_string();
+    let msg = deliver::build_message(
+        &cfg.file.mail.from,
+        admins,
+        &message,
+        &deliver::message_id(&cfg.file.mail.from, &["failure", job, period, &stamp]),
+    )?;
+    let name = format!("failure_{job}_{period}_{stamp}");
     Ok(Some(deliver::write_outbox(&store.root().join("outbox"), &name, &msg)?))
 }
 
@@ -496,7 +502,7 @@ fn run_report(
     let grain = aggregate::grain(bucket_frames, &refs)?;
     let bad = aggregate::bad_ratings(
         store.ratings(&period.month_keys(), as_of)?,
-        period,
+        Some(period),
         &cfg.calendar,
         cfg.file.follow_up.deadline_working_days,
         as_of_date,
@@ -584,7 +590,8 @@ fn run_report(
         };
         // The browsable copy shows the charts from files beside it instead of cid: parts.
         let prefix = format!("{}_", office.id);
-        let html_path = write_report_file(&reports_dir.join(format!("{}.html", office.id)), rendered.browsable_html(&prefix).as_bytes(), run_id)?;
+        let html_path =
+            write_report_file(&reports_dir.join(format!("{}.html", office.id)), rendered.browsable_html(&prefix).as_bytes(), run_id)?;
         for i in &rendered.images {
             write_report_file(&reports_dir.join(format!("{prefix}{}", i.filename)), &i.png, run_id)?;
         }
@@ -676,12 +683,9 @@ fn deliver_office(ctx: &mut DeliveryCtx<'_>, office: &crate::config::Office, ren
     let id_for = |batch: &[String]| {
         // Not the content hash: a report rendered again after a crash differs
         // in its as-of time, yet is the same message to its reader.
-        let mut key = vec![job.name.as_str(), office.id.as_str(), resend_mark.as_str()];
-        let p = key.to_string();
-        let mut owned = vec![p];
-        owned.extend(batch.iter().cloned());
-        key.extend(owned.iter().map(String::as_str));
-        deliver::message_id(from, &key)
+        let mut parts = vec![job.name.as_str(), office.id.as_str(), resend_mark.as_str(), key];
+        parts.extend(batch.iter().map(String::as_str));
+        deliver::message_id(from, &parts)
     };
     let Some(mailer) = ctx.mailer.as_deref_mut().filter(|_| !opts.dry_run) else {
         let msg = deliver::build_message(from, &to, rendered, &id_for(&to))?;
@@ -764,7 +768,8 @@ fn run_alert(cfg: &Config, store: &mut Store, job: &JobDef, as_of: DateTime<Utc>
     let as_of_local = as_of.with_timezone(&cfg.tz);
     let lf = store.ratings_new_between(since, as_of)?;
     let bad = aggregate::bad_ratings(lf, None, &cfg.calendar, cfg.file.follow_up.deadline_working_days, as_of_local.date_naive())?;
-    let key = format!("{}", as_of_local.format("%Y-%m-%dT%H%M%S"));
+    // To the millisecond, like as-of: two alert runs never share a delivery key.
+    let key = as_of_local.format("%Y-%m-%dT%H%M%S%3f").to_string();
     let dir = store.root().join("reports").join(&job.name).join(&key);
     let outbox = store.root().join("outbox");
     let mut summary = AlertSummary { since, until: as_of, new_bad: bad.len(), offices: Vec::new(), quiet: 0, failed: Vec::new() };
@@ -775,13 +780,15 @@ fn run_alert(cfg: &Config, store: &mut Store, job: &JobDef, as_of: DateTime<Utc>
     // The delivery key is the window's end to the second: each night's alert is its own message.
     let mut ctx = DeliveryCtx { cfg, store: &*store, job, key: key.clone(), outbox: &outbox, opts, run_id, mailer: mailer.as_mut() };
     for office in cfg.offices.iter().filter(|o| o.role == OfficeRole::Office && (job.offices.is_empty() || job.offices.contains(&o.id))) {
-        let items: Vec<&BadRating> = bad.iter().filter(|b| aggregate::in_scope(&cfg.orgs, &office.scope, &b.org_code, &b.category)).collect();
+        let items: Vec<&BadRating> =
+            bad.iter().filter(|b| aggregate::in_scope(&cfg.orgs, &office.scope, &b.org_code, &b.category)).collect();
         if items.is_empty() && !job.send_empty {
             summary.quiet += 1;
             continue;
         }
         let id = render::report_id(&job.name, &format!("{key}/{}", office.id), as_of);
-        let view = render::build_alert(cfg, &office.name, &items, since.with_timezone(&cfg.tz).naive_local(), as_of_local.naive_local(), id);
+        let view =
+            render::build_alert(cfg, &office.name, &items, since.with_timezone(&cfg.tz).naive_local(), as_of_local.naive_local(), id);
         let rendered = templates.render_alert(template, &view)?;
         write_report_file(&dir.join(format!("{}.html", office.id)), rendered.html.as_bytes(), run_id)?;
         write_report_file(&dir.join(format!("{}.txt", office.id)), rendered.text.as_bytes(), run_id)?;
@@ -804,7 +811,10 @@ fn overdue_by_office(cfg: &Config, bad: &[BadRating], as_of: chrono::NaiveDate) 
         .iter()
         .filter(|o| o.role == OfficeRole::Office)
         .map(|o| {
-            let s = aggregate::follow_up_summary(bad.iter().filter(|b| aggregate::in_scope(&cfg.orgs, &o.scope, &b.org_code, &b.category)), as_of);
+            let s = aggregate::follow_up_summary(
+                bad.iter().filter(|b| aggregate::in_scope(&cfg.orgs, &o.scope, &b.org_code, &b.category)),
+                as_of,
+            );
             render::OfficeOverdue { name: o.name.clone(), due: s.due, overdue: s.overdue, rectified_rate: s.rectified_rate }
         })
         .collect();

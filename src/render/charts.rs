@@ -52,7 +52,8 @@ pub fn trend_png(trend: &[(String, Stats)]) -> Result<Vec<u8>, RenderError> {
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(chart_err)?;
-        let points: Vec<(usize, f64)> = trend.iter().enumerate().filter(|(_, (_, s))| s.n > 0).map(|(i, (_, s))| (i, s.satisfied_rate * 100.0)).collect();
+        let points: Vec<(usize, f64)> =
+            trend.iter().enumerate().filter(|(_, (_, s))| s.n > 0).map(|(i, (_, s))| (i, s.satisfied_rate * 100.0)).collect();
         let (lo, hi) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), (_, y)| (a.min(*y), b.max(*y)));
         let (lo, hi) = if points.is_empty() { (0.0, 100.0) } else { ((lo - 1.0).floor().max(0.0), (hi + 1.0).ceil().min(100.0)) };
         let labels: Vec<String> = trend.iter().map(|(k, _)| month_label(k)).collect();
@@ -79,7 +80,9 @@ pub fn trend_png(trend: &[(String, Stats)]) -> Result<Vec<u8>, RenderError> {
         chart.draw_series(LineSeries::new(points.iter().map(|(i, y)| (*i as f64, *y)), INK.stroke_width(2))).map_err(chart_err)?;
         chart.draw_series(points.iter().map(|(i, y)| Circle::new((*i as f64, *y), 4, INK.filled()))).map_err(chart_err)?;
         chart
-            .draw_series(points.iter().map(|(i, y)| Text::new(format!("{y:.1}"), (*i as f64 - 0.3, *y + (hi - lo) * 0.04), (FAMILY, 12).into_font().color(&BLACK))))
+            .draw_series(points.iter().map(|(i, y)| {
+                Text::new(format!("{y:.1}"), (*i as f64 - 0.3, *y + (hi - lo) * 0.04), (FAMILY, 12).into_font().color(&BLACK))
+            }))
             .map_err(chart_err)?;
         root.present().map_err(chart_err)?;
     }

@@ -115,13 +115,7 @@ impl Templates {
             bytes: workbook::workbook(view, created)?,
         };
         let (html, text) = self.pair(survey, kind, view)?;
-        Ok(Rendered {
-            subject: view.subject.clone(),
-            html,
-            text,
-            images,
-            attachments: vec![xlsx, communities_csv(view)],
-        })
+        Ok(Rendered { subject: view.subject.clone(), html, text, images, attachments: vec![xlsx, communities_csv(view)] })
     }
 }
 
@@ -336,7 +330,14 @@ pub struct AlertView {
 }
 
 /// Builds the alert of one office. Pure: the window is an argument.
-pub fn build_alert(cfg: &Config, audience: &str, items: &[&BadRating], since: NaiveDateTime, until: NaiveDateTime, report_id: String) -> AlertView {
+pub fn build_alert(
+    cfg: &Config,
+    audience: &str,
+    items: &[&BadRating],
+    since: NaiveDateTime,
+    until: NaiveDateTime,
+    report_id: String,
+) -> AlertView {
     let mut items: Vec<BadView> = items.iter().map(|b| bad_view(cfg, b)).collect();
     items.sort_by(|a, b| a.rating.deadline.cmp(&b.rating.deadline).then(a.rating.rating_id.cmp(&b.rating.rating_id)));
     let subject = if items.is_empty() {

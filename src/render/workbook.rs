@@ -23,7 +23,27 @@ fn header(ws: &mut Worksheet, cols: &[&str], bold: &Format) -> Result<(), XlsxEr
 
 fn rows_sheet(wb: &mut Workbook, name: &str, first: &str, rows: &[Row], bold: &Format, pct: &Format) -> Result<(), XlsxError> {
     let ws = wb.add_worksheet().set_name(name)?;
-    header(ws, &[first, "代码", "上级", "评价数n", "满意率", "95%下限", "95%上限", "好评率", "差评率", "满意度得分", "上期满意率", "变化(百分点)", "变化显著", "排名", "样本不足"], bold)?;
+    header(
+        ws,
+        &[
+            first,
+            "代码",
+            "上级",
+            "评价数n",
+            "满意率",
+            "95%下限",
+            "95%上限",
+            "好评率",
+            "差评率",
+            "满意度得分",
+            "上期满意率",
+            "变化(百分点)",
+            "变化显著",
+            "排名",
+            "样本不足",
+        ],
+        bold,
+    )?;
     for (i, r) in rows.iter().enumerate() {
         let row = (i + 1) as u32;
         let s = &r.stats;
@@ -31,7 +51,14 @@ fn rows_sheet(wb: &mut Workbook, name: &str, first: &str, rows: &[Row], bold: &F
         ws.write_string(row, 1, &r.code)?;
         ws.write_string(row, 2, &r.parent)?;
         ws.write_number(row, 3, s.n as f64)?;
-        for (c, v) in [(4u16, s.satisfied_rate), (5, s.satisfied_lo), (6, s.satisfied_hi), (7, s.good_rate), (8, s.bad_rate), (10, r.previous.satisfied_rate)] {
+        for (c, v) in [
+            (4u16, s.satisfied_rate),
+            (5, s.satisfied_lo),
+            (6, s.satisfied_hi),
+            (7, s.good_rate),
+            (8, s.bad_rate),
+            (10, r.previous.satisfied_rate),
+        ] {
             ws.write_number_with_format(row, c, v, pct)?;
         }
         ws.write_number(row, 9, (s.score * 10.0).round() / 10.0)?;
@@ -52,7 +79,11 @@ pub fn workbook(view: &ReportView, created: NaiveDateTime) -> Result<Vec<u8>, Re
 
 fn build(view: &ReportView, created: NaiveDateTime) -> Result<Vec<u8>, XlsxError> {
     let mut wb = Workbook::new();
-    let when = ExcelDateTime::from_ymd(created.year() as u16, created.month() as u8, created.day() as u8)?.and_hms(created.hour() as u16, created.minute() as u8, created.second() as f64)?;
+    let when = ExcelDateTime::from_ymd(created.year() as u16, created.month() as u8, created.day() as u8)?.and_hms(
+        created.hour() as u16,
+        created.minute() as u8,
+        created.second() as f64,
+    )?;
     wb.set_properties(&DocProperties::new().set_title(&view.subject).set_author(&view.organisation).set_creation_datetime(&when));
     let bold = Format::new().set_bold();
     let pct = Format::new().set_num_format("0.0%");

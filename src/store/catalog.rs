@@ -323,7 +323,9 @@ impl Store {
     pub fn last_ok_as_of(&self, job: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         let text: Option<String> = self
             .conn
-            .query_row("SELECT as_of FROM runs WHERE job = ?1 AND outcome = 'ok' ORDER BY started_at DESC LIMIT 1", params![job], |r| r.get(0))
+            .query_row("SELECT as_of FROM runs WHERE job = ?1 AND outcome = 'ok' ORDER BY started_at DESC LIMIT 1", params![job], |r| {
+                r.get(0)
+            })
             .optional()?;
         Ok(text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc)))
     }

@@ -411,7 +411,8 @@ impl Store {
     fn version_ids(&self, kind: RecordKind, sql: &str, ms: i64) -> Result<(Vec<String>, Vec<String>, Vec<i64>), StoreError> {
         let (mut src, mut ids, mut seq) = (Vec::new(), Vec::new(), Vec::new());
         let mut stmt = self.conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(params![kind.dir(), ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+        let rows =
+            stmt.query_map(params![kind.dir(), ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
         for row in rows {
             let (s, i, k) = row?;
             src.push(s);

@@ -146,7 +146,13 @@ fn a_published_questionnaire_figure_is_reproduced_from_a_gbk_export() {
     d.manyi(&["collect", "wjx-community"]).success();
     assert_eq!(d.count("SELECT COUNT(*) FROM record_keys WHERE kind = 'responses'"), 230);
     d.manyi(&["run", "monthly-report", "--period", "2026-10"]).success();
-    let text = std::fs::read_to_string(d.dir.join("data/reports/monthly-report/2026-10/leadership.txt")).expect("report text");
+    let folder = std::fs::read_dir(d.dir.join("data/reports/monthly-report/2026-10"))
+        .expect("reports")
+        .next()
+        .expect("a report id")
+        .expect("entry")
+        .path();
+    let text = std::fs::read_to_string(folder.join("leadership.txt")).expect("report text");
     assert!(
         text.contains("2. 您对社区工作的总体评价（作答 230）：满意 70.0%；基本满意 26.1%；不满意 3.9%；满意率 96.1%"),
         "published figure missing:\n{text}"

@@ -21,7 +21,12 @@ fn root() -> PathBuf {
 fn fixture_ratings() -> Vec<Rating> {
     let communities = ["369901001001", "369901001002", "369901002001", "369901002002", "369902001001", "369902001002"];
     let categories = ["government_affairs", "property", "elderly_care"];
-    let comments = ["<script>alert(1)</script>报修没人来", "请回电13812345678，身份证110101199001011234", "我叫张三丰，排队两小时", "“物业”不作为 & 乱收费"];
+    let comments = [
+        "<script>alert(1)</script>报修没人来",
+        "请回电13812345678，身份证110101199001011234",
+        "我叫张三丰，排队两小时",
+        "“物业”不作为 & 乱收费",
+    ];
     let statuses = [FollowUp::Rectified, FollowUp::InProgress, FollowUp::Pending, FollowUp::Invalid];
     let mut out = Vec::new();
     let mut k = 0usize;
@@ -44,7 +49,9 @@ fn fixture_ratings() -> Vec<Rating> {
                     out.push(Rating {
                         rating_id: format!("FX{k:05}-1"),
                         source: "office-drop".into(),
-                        rated_at: chrono::NaiveDate::from_ymd_opt(year, m, day).and_then(|d| d.and_hms_opt(9 + (i % 8) as u32, 15, 0)).expect("time"),
+                        rated_at: chrono::NaiveDate::from_ymd_opt(year, m, day)
+                            .and_then(|d| d.and_hms_opt(9 + (i % 8) as u32, 15, 0))
+                            .expect("time"),
                         org_code: (*c).into(),
                         category: (*cat).into(),
                         service_item: "物业报修".into(),
@@ -94,7 +101,8 @@ fn render_all() -> Vec<(String, Rendered)> {
             OfficeRole::Office => (ReportKind::Office, office.scope.clone(), office.name.clone()),
         };
         let tables = aggregate::rating_tables(&grain, &cfg.orgs, &cfg.categories, &scope, period, 12, rules);
-        let bad_in: Vec<&aggregate::BadRating> = bad.iter().filter(|b| aggregate::in_scope(&cfg.orgs, &scope, &b.org_code, &b.category)).collect();
+        let bad_in: Vec<&aggregate::BadRating> =
+            bad.iter().filter(|b| aggregate::in_scope(&cfg.orgs, &scope, &b.org_code, &b.category)).collect();
         let fu = aggregate::follow_up_summary(bad_in.iter().copied(), as_of_date);
         let concentration = aggregate::concentration(bad_in.iter().copied());
         let shown: Vec<&aggregate::BadRating> = if kind == ReportKind::Office { bad_in } else { Vec::new() };
@@ -131,10 +139,13 @@ fn check_snapshot(name: &str, actual: &str) {
         std::fs::write(&path, actual).expect("write snapshot");
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("no snapshot {}; run with UPDATE_SNAPSHOTS=1 and review it", path.display()));
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("no snapshot {}; run with UPDATE_SNAPSHOTS=1 and review it", path.display()));
     if expected != actual {
         let line = expected.lines().zip(actual.lines()).position(|(a, b)| a != b).map(|i| i + 1).unwrap_or(0);
-        panic!("{name} differs from its snapshot from line {line}; if the change is meant, rerun with UPDATE_SNAPSHOTS=1 and review the diff");
+        panic!(
+            "{name} differs from its snapshot from line {line}; if the change is meant, rerun with UPDATE_SNAPSHOTS=1 and review the diff"
+        );
     }
 }
 
@@ -177,9 +188,13 @@ fn reports_are_safe_for_mail_clients_and_keep_personal_data_out() {
         }
         assert!(r.html.len() < 100 * 1024, "{id}: HTML body is {} bytes", r.html.len());
         // Resident text is escaped and masked in both parts.
+        // In the HTML a resident's markup is text; the plain-text part shows it as typed.
+        assert!(!r.html.contains("<script>alert"), "{id}: a resident's <script> must not pass through");
         for part in [&r.html, &r.text] {
-            assert!(!part.contains("<script>alert"), "{id}: a resident's <script> must not pass through");
-            assert!(!part.contains("13812345678") && !part.contains("110101199001011234") && !part.contains("张三丰"), "{id}: personal data must be masked");
+            assert!(
+                !part.contains("13812345678") && !part.contains("110101199001011234") && !part.contains("张三丰"),
+                "{id}: personal data must be masked"
+            );
         }
         let names: Vec<&str> = r.attachments.iter().map(|a| a.filename.as_str()).collect();
         assert_eq!(names, ["满意度明细_2026-10.xlsx", "社区明细_2026-10.csv"], "{id}");
@@ -192,7 +207,11 @@ fn reports_are_safe_for_mail_clients_and_keep_personal_data_out() {
 fn an_office_sees_its_差评_masked_and_escaped_overdue_first() {
     let reports = render_all();
     let (_, street) = reports.iter().find(|(id, _)| id == "street-369901001").expect("street report");
-    assert!(street.html.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;报修没人来") || street.html.contains("&lt;script&gt;alert(1)&lt;/script&gt;报修没人来"), "escaped, shown as text");
+    assert!(
+        street.html.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;报修没人来")
+            || street.html.contains("&lt;script&gt;alert(1)&lt;/script&gt;报修没人来"),
+        "escaped, shown as text"
+    );
     assert!(street.text.contains("138****5678"), "phone masked in the text part");
     assert!(street.html.contains("110101********1234") || street.text.contains("110101********1234"));
     assert_eq!(street.subject, "【满意度月报】2026年10月 · 滨江街道办事处");
@@ -207,7 +226,12 @@ const RATINGS_HEAD: &str = "办件编号,评价次数,评价时间,区划代码,
 
 fn alert_mails(d: &crate::support::Deployment) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(d.dir.join("data/outbox"))
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("nightly-alert_"))).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("nightly-alert_")))
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v

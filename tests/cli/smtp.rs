@@ -175,10 +175,25 @@ fn reports_arrive_over_starttls_with_auth_in_the_right_mime_structure() {
         let msg = MessageParser::default().parse(&raw).expect("parse");
         let t = tree(&msg);
         let types: Vec<&str> = t.iter().map(|(c, _)| c.as_str()).collect();
-        assert_eq!(types, ["multipart/mixed", "multipart/related", "multipart/alternative", "text/plain", "text/html", "text/csv"]);
-        assert_eq!(t[0].1, [1, 5], "mixed holds the related part, then the attachment");
-        assert_eq!(t[1].1, [2], "related holds the alternative (no images in this report)");
+        // Leadership has three charts (trend, districts, categories), an office two.
+        let charts = if LEADERS.contains(&rcpt[0].as_str()) { 3 } else { 2 };
+        let mut want = vec!["multipart/mixed", "multipart/related", "multipart/alternative", "text/plain", "text/html"];
+        want.extend(std::iter::repeat_n("image/png", charts));
+        want.extend(["application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "text/csv"]);
+        assert_eq!(types, want);
+        let xlsx_part = 5 + charts;
+        assert_eq!(t[0].1, [1, xlsx_part, xlsx_part + 1], "mixed holds the related part, then the attachments");
+        assert_eq!(t[1].1, std::iter::once(2).chain(5..5 + charts).collect::<Vec<_>>(), "related holds the alternative and the charts");
         assert_eq!(t[2].1, [3, 4], "alternative holds text then HTML");
+        // Every cid: of the HTML is a part of the related container, and every chart is shown.
+        let html = msg.body_html(0).expect("html");
+        let cids: Vec<String> = html.split("cid:").skip(1).filter_map(|s| s.split('"').next()).map(String::from).collect();
+        assert_eq!(cids.len(), charts);
+        for cid in &cids {
+            let found =
+                msg.parts.iter().any(|p| p.content_id() == Some(cid.as_str()) && p.content_type().is_some_and(|c| c.ctype() == "image"));
+            assert!(found, "cid:{cid} is attached as an image part");
+        }
 
         let from = msg.from().and_then(|a| a.first()).expect("From");
         assert_eq!(from.name(), Some("临江市民政局满意度监测"));
@@ -199,12 +214,14 @@ fn reports_arrive_over_starttls_with_auth_in_the_right_mime_structure() {
         assert!(msg.date().is_some(), "Date");
 
         let att: Vec<_> = msg.attachments().filter(|p| p.content_disposition().is_some_and(|c| c.ctype() == "attachment")).collect();
-        assert_eq!(att.len(), 1);
-        assert_eq!(att[0].attachment_name(), Some("社区明细_2026-10.csv"));
+        assert_eq!(att.len(), 2);
+        assert_eq!(att[0].attachment_name(), Some("满意度明细_2026-10.xlsx"));
+        assert!(att[0].contents().starts_with(b"PK"), "the XLSX arrives whole");
+        assert_eq!(att[1].attachment_name(), Some("社区明细_2026-10.csv"));
         // Both spellings of the name: RFC 2231 in Content-Disposition, RFC 2047 in Content-Type.
-        let ct_name = att[0].content_type().and_then(|c| c.attribute("name")).expect("Content-Type name");
+        let ct_name = att[1].content_type().and_then(|c| c.attribute("name")).expect("Content-Type name");
         assert_eq!(ct_name, "社区明细_2026-10.csv");
-        let csv = att[0].contents();
+        let csv = att[1].contents();
         assert!(csv.starts_with("\u{feff}".as_bytes()), "the CSV keeps its BOM");
         let csv = String::from_utf8_lossy(csv);
         assert!(csv.contains("春晖社区") || csv.contains("阳光社区"), "{csv}");
@@ -399,8 +416,8 @@ fn inline_images_travel_as_cid_parts_of_the_related_part() {
         html: "<p>趋势</p><img src=\"cid:trend@manyi\"><img src=\"cid:bars@manyi\">".into(),
         text: "趋势".into(),
         images: vec![
-            manyi::render::InlineImage { cid: "trend@manyi".into(), png: PNG.to_vec() },
-            manyi::render::InlineImage { cid: "bars@manyi".into(), png: PNG.to_vec() },
+            manyi::render::InlineImage { cid: "trend@manyi".into(), filename: "trend.png".into(), png: PNG.to_vec() },
+            manyi::render::InlineImage { cid: "bars@manyi".into(), filename: "bars.png".into(), png: PNG.to_vec() },
         ],
         attachments: vec![manyi::render::Attachment {
             filename: "社区明细_2026-10.csv".into(),
