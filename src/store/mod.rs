@@ -58,6 +58,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_path_buf(), source }
 }
 
+/// (source, record id, batch_seq) columns of a version query.
+type VersionIds = (Vec<String>, Vec<String>, Vec<i64>);
+
 /// What committing a batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchOutcome {
@@ -408,7 +411,7 @@ impl Store {
             .drop(cols(["__keep"])))
     }
 
-    fn version_ids(&self, kind: RecordKind, sql: &str, ms: i64) -> Result<(Vec<String>, Vec<String>, Vec<i64>), StoreError> {
+    fn version_ids(&self, kind: RecordKind, sql: &str, ms: i64) -> Result<VersionIds, StoreError> {
         let (mut src, mut ids, mut seq) = (Vec::new(), Vec::new(), Vec::new());
         let mut stmt = self.conn.prepare_cached(sql)?;
         let rows =
