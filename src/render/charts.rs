@@ -73,7 +73,8 @@ pub fn trend_png(trend: &[(String, Stats)]) -> Result<Vec<u8>, RenderError> {
                 let i = x.round();
                 if (x - i).abs() < 1e-6 && i >= 0.0 { labels.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
             })
-            .y_label_formatter(&|y| format!("{y:.0}"))
+            .y_labels(6)
+            .y_label_formatter(&|y| format!("{y:.1}"))
             .label_style((FAMILY, 13))
             .draw()
             .map_err(chart_err)?;

@@ -291,6 +291,10 @@ pub struct BadView {
     pub community: String,
     /// Category name.
     pub category_name: String,
+    /// Rating day as printed: 10月7日 (the year is the report's).
+    pub rated_label: String,
+    /// Deadline as printed: 11月2日.
+    pub deadline_label: String,
 }
 
 /// The provenance printed at the bottom of every report.
@@ -362,6 +366,8 @@ fn bad_view(cfg: &Config, b: &BadRating) -> BadView {
         rating: b.clone(),
         community: cfg.orgs.get(&b.org_code).map(|u| u.name.clone()).unwrap_or_else(|| b.org_code.clone()),
         category_name: cfg.category(&b.category).map(|c| c.name.clone()).unwrap_or_else(|| b.category.clone()),
+        rated_label: b.rated_at.format("%-m月%-d日").to_string(),
+        deadline_label: b.deadline.format("%-m月%-d日").to_string(),
     }
 }
 
