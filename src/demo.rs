@@ -16,12 +16,13 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Files that ship inside the binary so that `demo` works from any folder.
-pub const EMBEDDED: [(&str, &str); 19] = [
+pub const EMBEDDED: [(&str, &str); 20] = [
     ("reference/calendar.csv", include_str!("../reference/calendar.csv")),
     ("reference/categories.csv", include_str!("../reference/categories.csv")),
     ("jobs/monthly-report.toml", include_str!("../jobs/monthly-report.toml")),
     ("jobs/nightly-collect.toml", include_str!("../jobs/nightly-collect.toml")),
     ("jobs/nightly-alert.toml", include_str!("../jobs/nightly-alert.toml")),
+    ("jobs/quarterly-report.toml", include_str!("../jobs/quarterly-report.toml")),
     ("survey-templates/_layout/base.html.tera", include_str!("../survey-templates/_layout/base.html.tera")),
     ("survey-templates/_layout/macros.html.tera", include_str!("../survey-templates/_layout/macros.html.tera")),
     ("survey-templates/_layout/footer.txt.tera", include_str!("../survey-templates/_layout/footer.txt.tera")),

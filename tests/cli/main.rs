@@ -127,9 +127,13 @@ fn demo_end_to_end_figures_match_the_generated_csv() {
     assert!(html.contains(&thousands(e.n)) && html.contains(&format!("{:.1}%", e.satisfied * 100.0)));
     assert!(!html.to_lowercase().contains("<script"), "no script in a report");
 
-    // One .eml per office: leadership + 16 streets + 4 sections.
-    let emls = std::fs::read_dir(&outbox).expect("outbox").count();
-    assert_eq!(emls, 21);
+    // One .eml per office: leadership + 16 streets + 4 sections, each HTML body under 100 KB.
+    let emls: Vec<PathBuf> = std::fs::read_dir(&outbox).expect("outbox").map(|e| e.expect("entry").path()).collect();
+    assert_eq!(emls.len(), 21);
+    for eml in &emls {
+        let (_, _, body) = text_part(eml);
+        assert!(body.len() < 100 * 1024, "{}: HTML body of {} bytes", eml.display(), body.len());
+    }
     // One folder per report id under the period; the demo made one.
     let mut ids =
         std::fs::read_dir(demo_dir.join("data/reports/monthly-report/2026-10")).expect("reports").map(|e| e.expect("entry").path());

@@ -164,6 +164,32 @@ fn each_report_kind_matches_its_snapshot() {
     }
 }
 
+#[test]
+fn the_alert_kind_matches_its_snapshot() {
+    let cfg = Config::load(&root().join("tests/fixtures/site/manyi.toml")).expect("fixture site loads");
+    let templates = Templates::load(&cfg.templates_dir).expect("templates");
+    let lf = manyi::store::ratings_frame(&fixture_ratings(), 1).expect("frame").lazy();
+    let as_of_date = chrono::NaiveDate::from_ymd_opt(2026, 11, 2).expect("date");
+    let bad = aggregate::bad_ratings(lf, Some("2026-10".parse().expect("period")), &cfg.calendar, 15, as_of_date).expect("bad");
+    let office = cfg.offices.iter().find(|o| o.id == "street-369901001").expect("office");
+    let items: Vec<&aggregate::BadRating> = bad
+        .iter()
+        .filter(|b| {
+            aggregate::in_scope(&cfg.orgs, &office.scope, &b.org_code, &b.category)
+                && b.rated_at.date() >= chrono::NaiveDate::from_ymd_opt(2026, 10, 20).expect("date")
+        })
+        .collect();
+    assert!(!items.is_empty());
+    let since = chrono::NaiveDate::from_ymd_opt(2026, 11, 1).and_then(|d| d.and_hms_opt(7, 30, 0)).expect("since");
+    let until = chrono::NaiveDate::from_ymd_opt(2026, 11, 2).and_then(|d| d.and_hms_opt(7, 30, 0)).expect("until");
+    let view = render::build_alert(&cfg, &office.name, &items, since, until, "MY-ALERT-fixture".into());
+    let r = templates.render_alert("haochaping", &view).expect("alert");
+    assert_eq!(r.subject, format!("【差评提醒】2026年11月2日 · 滨江街道办事处 · 新增差评{}条", items.len()));
+    assert!(!r.html.contains("<script>alert") && !r.html.to_lowercase().contains("<script"));
+    check_snapshot("alert-street-369901001.html", &r.html);
+    check_snapshot("alert-street-369901001.txt", &r.text);
+}
+
 fn lower(html: &str) -> String {
     html.to_lowercase()
 }

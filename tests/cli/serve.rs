@@ -133,7 +133,15 @@ fn a_rerun_with_the_original_as_of_is_byte_identical_after_late_data() {
     let first = d.manyi(&["run", "monthly-report", "--period", "2026-10", "--as-of", &as_of]).success().stdout();
     let dir = report_dir(&d, &first);
     let original = hashes(&dir);
-    for f in ["leadership.html", "leadership.txt", "leadership_社区明细_2026-10.csv", "street-369901001.html", "street-369901001.txt"] {
+    for f in [
+        "leadership.html",
+        "leadership.txt",
+        "leadership_社区明细_2026-10.csv",
+        "leadership_满意度明细_2026-10.xlsx",
+        "leadership_trend.png",
+        "street-369901001.html",
+        "street-369901001.txt",
+    ] {
         assert!(original.contains_key(f), "{f} missing from {}: {original:?}", dir.display());
     }
 
