@@ -237,6 +237,8 @@ pub struct ReportView {
     pub audience: String,
     /// `2026-10`.
     pub period_key: String,
+    /// 月报, 季报, 年报 …
+    pub period_kind: String,
     /// `2026年10月`.
     pub period_label: String,
     /// Previous period label.
@@ -488,6 +490,7 @@ pub fn build_view(cfg: &Config, input: ViewInput<'_>) -> ReportView {
         overdue_by_office,
         subject: format!("【满意度{}】{period_label} · {audience}", period.kind_label()),
         period_key: period.key(),
+        period_kind: period.kind_label().to_string(),
         organisation: cfg.file.organisation.clone(),
         audience: audience.into(),
         period_label,

@@ -301,3 +301,24 @@ fn the_nightly_alert_tells_each_office_only_what_is_new() {
     d.manyi(&["run", "nightly-alert"]).success();
     assert_eq!(alert_mails(&d).len(), 2);
 }
+
+#[test]
+fn a_quarterly_report_says_so_and_compares_with_the_previous_quarter() {
+    let d = crate::support::Deployment::small();
+    d.file(
+        "inbox/ratings/q.csv",
+        &format!(
+            "{RATINGS_HEAD}Q1,1,2026-07-03 09:00:00,369901001001,政务办事,1,5,,\nQ2,1,2026-08-04 09:00:00,369901001002,政务办事,1,4,,\n\
+             Q3,1,2026-09-30 17:00:00,369901001003,养老服务,2,2,等太久,有效\nQ4,1,2026-05-06 10:00:00,369901001001,政务办事,1,3,,\n"
+        ),
+    );
+    d.manyi(&["collect"]).success();
+    d.manyi(&["run", "quarterly-report", "--period", "2026-Q3", "--dry-run"]).success();
+    let (subject, text) = mail_text(&d.dir.join("data/outbox/dry-run_quarterly-report_2026-Q3_leadership.eml"));
+    assert_eq!(subject, "【满意度季报】2026年第三季度 · 临江市");
+    assert!(text.contains("临江市群众满意度季报 · 2026年第三季度"), "{text}");
+    // Q3 holds three ratings (one 差评); Q2 one.
+    assert!(text.contains("评价数 n=3；满意率 66.7%"), "{text}");
+    assert!(text.contains("与2026年第二季度相比") && text.contains("上期 100.0%，n=1"), "{text}");
+    assert_eq!(d.count("SELECT COUNT(*) FROM deliveries"), 0, "a dry run records nothing as sent");
+}
