@@ -536,10 +536,7 @@ fn run_report(
         reports: Vec::new(),
     };
     // One mailer for the whole run, so the connection is reused across offices.
-    let mut mailer = match (&cfg.file.mail.smtp, opts.dry_run) {
-        (Some(smtp), false) => Some(deliver::Mailer::new(smtp, &cfg.file.mail.from, &cfg.base_dir)?),
-        _ => None,
-    };
+    let mut mailer = mailer_for(cfg, opts)?;
     let mut ctx = DeliveryCtx { cfg, store: &*store, job, key: period.key(), outbox: &outbox, opts, run_id, mailer: mailer.as_mut() };
     let everything = Scope::default();
     let mut leadership_cache = None;
@@ -603,6 +600,15 @@ fn run_report(
         summary.reports.push(ReportOutcome { office: office.id.clone(), name: office.name.clone(), html_path, ..outcome });
     }
     Ok(summary)
+}
+
+/// The SMTP mailer of a run, or none (outbox, or a dry run). One per run,
+/// so the connection is reused across offices.
+fn mailer_for(cfg: &Config, opts: RunOptions) -> Result<Option<deliver::Mailer>> {
+    Ok(match (&cfg.file.mail.smtp, opts.dry_run) {
+        (Some(smtp), false) => Some(deliver::Mailer::new(smtp, &cfg.file.mail.from, &cfg.base_dir)?),
+        _ => None,
+    })
 }
 
 /// What one delivery needs besides the report: where, and how.
@@ -773,11 +779,8 @@ fn run_alert(cfg: &Config, store: &mut Store, job: &JobDef, as_of: DateTime<Utc>
     let dir = store.root().join("reports").join(&job.name).join(&key);
     let outbox = store.root().join("outbox");
     let mut summary = AlertSummary { since, until: as_of, new_bad: bad.len(), offices: Vec::new(), quiet: 0, failed: Vec::new() };
-    let mut mailer = match (&cfg.file.mail.smtp, opts.dry_run) {
-        (Some(smtp), false) => Some(deliver::Mailer::new(smtp, &cfg.file.mail.from, &cfg.base_dir)?),
-        _ => None,
-    };
-    // The delivery key is the window's end to the second: each night's alert is its own message.
+    let mut mailer = mailer_for(cfg, opts)?;
+    // The delivery key is the window's end to the millisecond: each night's alert is its own message.
     let mut ctx = DeliveryCtx { cfg, store: &*store, job, key: key.clone(), outbox: &outbox, opts, run_id, mailer: mailer.as_mut() };
     for office in cfg.offices.iter().filter(|o| o.role == OfficeRole::Office && (job.offices.is_empty() || job.offices.contains(&o.id))) {
         let items: Vec<&BadRating> =

@@ -380,17 +380,6 @@ pub fn report_id(job: &str, period: &str, as_of: DateTime<Utc>) -> String {
     format!("MY-{}-{}", period.replace('-', ""), &hex::encode(h)[..8])
 }
 
-/// Whether two proportions differ at 95% (pooled two-proportion z-test).
-pub fn significant_change(a: &Stats, b: &Stats) -> bool {
-    if a.n == 0 || b.n == 0 {
-        return false;
-    }
-    let (n1, n2) = (a.n as f64, b.n as f64);
-    let p = (a.satisfied_rate * n1 + b.satisfied_rate * n2) / (n1 + n2);
-    let se = (p * (1.0 - p) * (1.0 / n1 + 1.0 / n2)).sqrt();
-    se > 0.0 && ((a.satisfied_rate - b.satisfied_rate) / se).abs() > 1.959_963_984_540_054
-}
-
 /// What a report is built from: the figures of one scope.
 pub struct ViewInput<'a> {
     /// Which report.
@@ -468,7 +457,9 @@ pub fn build_view(cfg: &Config, input: ViewInput<'_>) -> ReportView {
     weakest.truncate(10);
     let low_n_count = tables.communities.iter().filter(|r| r.low_n).count();
     let change_pp = (tables.total.satisfied_rate - tables.previous.satisfied_rate) * 100.0;
-    let change_significant = significant_change(&tables.total, &tables.previous);
+    let satisfied = |s: &Stats| s.levels[2..].iter().sum::<u64>();
+    let change_significant =
+        crate::aggregate::significant_difference(satisfied(&tables.total), tables.total.n, satisfied(&tables.previous), tables.previous.n);
     let mut bad_list: Vec<BadView> = bad.iter().map(|b| bad_view(cfg, b)).collect();
     bad_list.sort_by(|a, b| {
         b.rating

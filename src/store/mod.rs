@@ -400,15 +400,9 @@ impl Store {
         if ids.is_empty() {
             return Ok(lf);
         }
-        let id_col = kind.id_column();
-        let multi = DataFrame::new(
-            ids.len(),
-            vec![Column::new("source".into(), src), Column::new(id_col.into(), ids), Column::new("__keep".into(), keep)],
-        )?;
-        Ok(lf
-            .join(multi.lazy(), [col("source"), col(id_col)], [col("source"), col(id_col)], JoinArgs::new(JoinType::Left))
-            .filter(col("__keep").is_null().or(col("batch_seq").eq(col("__keep"))))
-            .drop(cols(["__keep"])))
+        Ok(with_version_mark(kind, lf, (src, ids, keep))?
+            .filter(col("__seq").is_null().or(col("batch_seq").eq(col("__seq"))))
+            .drop(cols(["__seq"])))
     }
 
     fn version_ids(&self, kind: RecordKind, sql: &str, ms: i64) -> Result<VersionIds, StoreError> {
@@ -444,24 +438,17 @@ impl Store {
             return Ok(ratings_frame::<Rating>(&[], 0)?.lazy());
         }
         let lf = self.latest_versions(RecordKind::Ratings, self.scan(&paths)?, until_ms)?;
-        let (src, ids, _) = self.version_ids(
+        let seen = self.version_ids(
             RecordKind::Ratings,
             "SELECT v.source, v.record_id, MIN(v.batch_seq) FROM record_versions v JOIN batches b USING (batch_seq)
              WHERE v.kind = ?1 AND b.committed_at_ms <= ?2 GROUP BY v.source, v.record_id",
             after_ms,
         )?;
-        if ids.is_empty() {
+        if seen.1.is_empty() {
             return Ok(lf);
         }
-        let n = ids.len();
-        let seen = DataFrame::new(
-            n,
-            vec![Column::new("source".into(), src), Column::new("rating_id".into(), ids), Column::new("__seen".into(), vec![true; n])],
-        )?;
-        Ok(lf
-            .join(seen.lazy(), [col("source"), col("rating_id")], [col("source"), col("rating_id")], JoinArgs::new(JoinType::Left))
-            .filter(col("__seen").is_null())
-            .drop(cols(["__seen"])))
+        // Ids with a version committed by `after` were announced before.
+        Ok(with_version_mark(RecordKind::Ratings, lf, seen)?.filter(col("__seq").is_null()).drop(cols(["__seq"])))
     }
 
     /// Counts for a report footer: committed batches and quarantined rows up to `as_of`.
@@ -481,6 +468,16 @@ impl Store {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// Joins `__seq` (the batch of each listed id, null for ids not listed) onto a frame of records.
+fn with_version_mark(kind: RecordKind, lf: LazyFrame, (src, ids, seq): VersionIds) -> PolarsResult<LazyFrame> {
+    let id_col = kind.id_column();
+    let marks = DataFrame::new(
+        ids.len(),
+        vec![Column::new("source".into(), src), Column::new(id_col.into(), ids), Column::new("__seq".into(), seq)],
+    )?;
+    Ok(lf.join(marks.lazy(), [col("source"), col(id_col)], [col("source"), col(id_col)], JoinArgs::new(JoinType::Left)))
 }
 
 /// What a report footer says about one source.

@@ -5,7 +5,6 @@
 
 use crate::support::{BIN, Deployment};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -22,17 +21,11 @@ pub struct Platform {
 impl Platform {
     pub fn start(control: &Path, ctl: &Value) -> Platform {
         write_control(control, ctl);
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/platform_server.py");
-        let mut child = Command::new("python3")
-            .arg(&script)
-            .arg(control)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start python3 tests/platform_server.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read port");
-        let port = line.trim().strip_prefix("PORT ").and_then(|p| p.parse().ok()).expect("PORT line");
+        let (child, port) = crate::support::start_python_server(
+            "platform_server.py",
+            &[control.to_str().expect("utf-8 path")],
+            "python3 with its standard library",
+        );
         Platform { child, port, control: control.to_path_buf() }
     }
 

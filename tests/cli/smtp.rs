@@ -7,9 +7,8 @@ use super::HEAD;
 use crate::support::Deployment;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 const PASSWORD: &str = "s3cret-测试";
 const LEADERS: [&str; 2] = ["boss1@linjiang.gov.cn", "boss2@linjiang.gov.cn"];
@@ -29,22 +28,21 @@ impl Server {
     }
 
     fn start_on(spool: &Path, security: &str, port: u16, args: &[&str]) -> Server {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_server.py");
-        let mut child = Command::new("python3")
-            .arg(&script)
-            .args(["--spool", spool.to_str().expect("utf-8"), "--security", security, "--port", &port.to_string()])
-            .args(["--user", "manyi", "--password", PASSWORD])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 (run scripts/test.sh, which installs aiosmtpd)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read port");
-        let port = line.trim().strip_prefix("PORT ").and_then(|p| p.parse().ok()).unwrap_or_else(|| {
-            let _ = child.kill();
-            panic!("the SMTP test server did not start (is aiosmtpd installed? scripts/test.sh installs it): {line:?}")
-        });
+        let port = port.to_string();
+        let mut all = vec![
+            "--spool",
+            spool.to_str().expect("utf-8"),
+            "--security",
+            security,
+            "--port",
+            &port,
+            "--user",
+            "manyi",
+            "--password",
+            PASSWORD,
+        ];
+        all.extend_from_slice(args);
+        let (child, port) = crate::support::start_python_server("smtp_server.py", &all, "aiosmtpd: scripts/test.sh installs it");
         Server { child, port, spool: spool.to_path_buf() }
     }
 

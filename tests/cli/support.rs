@@ -116,3 +116,27 @@ impl Deployment {
         self.db().query_row(sql, [], |r| r.get(0)).expect(sql)
     }
 }
+
+/// Starts a loopback test server from `tests/<script>` and reads the
+/// "PORT n" line it prints once it listens. `hint` says what to install if
+/// it does not start.
+pub fn start_python_server(script: &str, args: &[&str], hint: &str) -> (std::process::Child, u16) {
+    use std::io::{BufRead, BufReader};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(script);
+    let mut child = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start python3 {}: {e} ({hint})", path.display()));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read port");
+    match line.trim().strip_prefix("PORT ").and_then(|p| p.parse().ok()) {
+        Some(port) => (child, port),
+        None => {
+            let _ = child.kill();
+            panic!("tests/{script} did not start ({hint}): {line:?}")
+        }
+    }
+}
