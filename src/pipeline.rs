@@ -100,8 +100,9 @@ pub fn collect_all_with(cfg: &Config, store: &mut Store, only: Option<&str>, pro
 fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut SourceSummary, progress: &dyn Fn(Progress)) -> Result<()> {
     let inbox = cfg.resolve(&src.inbox);
     let files = collect::list_inbox(&inbox)?;
-    for (k, fetched) in files.iter().enumerate() {
+    for (k, file) in files.iter().enumerate() {
         sum.files += 1;
+        let fetched = &file.read()?;
         let now_utc = Utc::now();
         let now_local = now_utc.with_timezone(&cfg.tz).naive_local();
         let batch_id = format!("{}-{}-{k:03}", src.name, now_utc.format("%Y%m%dT%H%M%S%3fZ"));
@@ -352,6 +353,28 @@ pub struct RunSummary {
     pub city: aggregate::Stats,
     /// Each report.
     pub reports: Vec<ReportOutcome>,
+    /// Where the run's time went, for the log and the benchmark.
+    pub timings: ReportTimings,
+}
+
+/// Wall time of each phase of a report run, in seconds. The pipeline reads
+/// the clock around the stages (they never do), so a slow run can be told
+/// apart from a slow SMTP server in the ledger.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ReportTimings {
+    /// Reading the store and grouping down to the grain, with the 差评 list.
+    pub scan: f64,
+    /// Roll-ups of every office's tables and building the views.
+    pub aggregate: f64,
+    /// Templates, charts and attachments.
+    pub render: f64,
+    /// Writing the browsable copies under data/reports.
+    pub write: f64,
+    /// Outbox or SMTP, with the delivery records.
+    pub deliver: f64,
+    /// Reports rendered (the leadership report is rendered once however
+    /// many leadership offices there are).
+    pub rendered: usize,
 }
 
 /// What a job run did.
@@ -491,6 +514,8 @@ fn run_report(
 ) -> Result<RunSummary> {
     let template = job.template.as_deref().context("a report job needs a template")?;
     let templates = Templates::load(&cfg.templates_dir)?;
+    let mut timings = ReportTimings::default();
+    let clock = std::time::Instant::now();
     let as_of_local = as_of.with_timezone(&cfg.tz);
     let as_of_date = as_of_local.date_naive();
 
@@ -507,6 +532,7 @@ fn run_report(
         cfg.file.follow_up.deadline_working_days,
         as_of_date,
     )?;
+    timings.scan = clock.elapsed().as_secs_f64();
     let survey_def = job.questionnaire.as_ref().and_then(|q| cfg.surveys.get(q));
     let responses = match survey_def {
         Some(def) => Some(store.responses(&period.month_keys(), as_of)?.filter(col("survey").eq(lit(def.id.clone())))),
@@ -534,6 +560,7 @@ fn run_report(
         period: period.key(),
         city: aggregate::Counts::default().stats(),
         reports: Vec::new(),
+        timings,
     };
     // One mailer for the whole run, so the connection is reused across offices.
     let mut mailer = mailer_for(cfg, opts)?;
@@ -548,6 +575,7 @@ fn run_report(
         let rendered = match (&leadership_cache, kind) {
             (Some(r), ReportKind::Leadership) => Clone::clone(r),
             _ => {
+                let clock = std::time::Instant::now();
                 let tables = aggregate::rating_tables(&grain, &cfg.orgs, &cfg.categories, scope, period, 12, rules);
                 let bad_in: Vec<&BadRating> =
                     bad.iter().filter(|b| aggregate::in_scope(&cfg.orgs, scope, &b.org_code, &b.category)).collect();
@@ -578,7 +606,11 @@ fn run_report(
                         scheme: cfg.surveys.get(template),
                     },
                 );
+                summary.timings.aggregate += clock.elapsed().as_secs_f64();
+                let clock = std::time::Instant::now();
                 let r = templates.render(template, &view)?;
+                summary.timings.render += clock.elapsed().as_secs_f64();
+                summary.timings.rendered += 1;
                 if kind == ReportKind::Leadership {
                     leadership_cache = Some(r.clone());
                 }
@@ -586,6 +618,7 @@ fn run_report(
             }
         };
         // The browsable copy shows the charts from files beside it instead of cid: parts.
+        let clock = std::time::Instant::now();
         let prefix = format!("{}_", office.id);
         let html_path =
             write_report_file(&reports_dir.join(format!("{}.html", office.id)), rendered.browsable_html(&prefix).as_bytes(), run_id)?;
@@ -596,7 +629,10 @@ fn run_report(
         for a in &rendered.attachments {
             write_report_file(&reports_dir.join(format!("{}_{}", office.id, a.filename)), &a.bytes, run_id)?;
         }
+        summary.timings.write += clock.elapsed().as_secs_f64();
+        let clock = std::time::Instant::now();
         let outcome = deliver_office(&mut ctx, office, &rendered)?;
+        summary.timings.deliver += clock.elapsed().as_secs_f64();
         summary.reports.push(ReportOutcome { office: office.id.clone(), name: office.name.clone(), html_path, ..outcome });
     }
     Ok(summary)

@@ -3,15 +3,25 @@ table of one month computed by DuckDB straight from manyi's curated Parquet
 files, with none of manyi's code.
 
 usage: python3 duckdb_crosscheck.py DATA_DIR YYYY-MM  > table.csv
+       python3 duckdb_crosscheck.py DATA_DIR YYYY-MM --out table.csv --time
+
+With --time (the benchmark) the query's own wall time, from connect to the
+last row fetched, is printed as a JSON line on stdout: the Python start and
+the import of duckdb are left out, as manyi's figure leaves out its start.
 
 Version resolution is done here the plain way (the latest batch of each
 rating id wins), which is what manyi's catalog-driven read must agree with.
 """
+import json
 import sys
+import time
 
-import duckdb
+t_import = time.perf_counter()
+import duckdb  # noqa: E402
 
 data_dir, month = sys.argv[1], sys.argv[2]
+out_path = sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else None
+timed = "--time" in sys.argv
 year, mon = map(int, month.split("-"))
 start = f"{year:04d}-{mon:02d}-01"
 end = f"{year + (mon == 12):04d}-{mon % 12 + 1:02d}-01"
@@ -36,7 +46,18 @@ WHERE v = 1 AND rated_at >= TIMESTAMP '{start}' AND rated_at < TIMESTAMP '{end}'
 GROUP BY ALL
 ORDER BY community, category
 """
-out = duckdb.sql(sql)
-print(",".join(out.columns))
-for row in out.fetchall():
-    print(",".join(str(x) for x in row))
+t0 = time.perf_counter()
+con = duckdb.connect()
+out = con.sql(sql)
+columns, rows = out.columns, out.fetchall()
+secs = time.perf_counter() - t0
+text = ",".join(columns) + "\n" + "".join(",".join(str(x) for x in row) + "\n" for row in rows)
+if out_path:
+    with open(out_path, "w", encoding="utf-8") as f:
+        f.write(text)
+else:
+    sys.stdout.write(text)
+if timed:
+    print(json.dumps({"secs": secs, "cells": len(rows), "items": sum(r[2] for r in rows),
+                      "threads": con.sql("SELECT current_setting('threads')").fetchall()[0][0],
+                      "duckdb": duckdb.__version__}))

@@ -78,9 +78,29 @@ pub struct Parsed {
     pub encoding: &'static str,
 }
 
+/// A file waiting in an inbox, not read yet: a month of a province's ratings
+/// is hundreds of megabytes, so files are read one at a time.
+#[derive(Debug, Clone)]
+pub struct InboxFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// File name, for messages.
+    pub name: String,
+    /// Extension (lower case) to land it under.
+    pub ext: String,
+}
+
+impl InboxFile {
+    /// Reads the file's bytes exactly as they are.
+    pub fn read(&self) -> Result<Fetched, CollectError> {
+        let bytes = fs::read(&self.path).map_err(|source| CollectError::Io { path: self.path.clone(), source })?;
+        Ok(Fetched { path: self.path.clone(), name: self.name.clone(), ext: self.ext.clone(), bytes })
+    }
+}
+
 /// The files waiting in an inbox, oldest name first. Hidden files and files
 /// still being copied in (`.tmp`, `.part`) are left alone.
-pub fn list_inbox(inbox: &Path) -> Result<Vec<Fetched>, CollectError> {
+pub fn list_inbox(inbox: &Path) -> Result<Vec<InboxFile>, CollectError> {
     let io = |source| CollectError::Io { path: inbox.to_path_buf(), source };
     fs::create_dir_all(inbox).map_err(io)?;
     let mut out = Vec::new();
@@ -93,8 +113,7 @@ pub fn list_inbox(inbox: &Path) -> Result<Vec<Fetched>, CollectError> {
         if name.starts_with('.') || !matches!(ext.as_str(), "csv" | "xlsx" | "txt") {
             continue;
         }
-        let bytes = fs::read(&path).map_err(|source| CollectError::Io { path: path.clone(), source })?;
-        out.push(Fetched { path, name, ext, bytes });
+        out.push(InboxFile { path, name, ext });
     }
     Ok(out)
 }
