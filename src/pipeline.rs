@@ -14,6 +14,7 @@ use crate::store::{BatchMeta, DeliveryRecord, NewRun, Store};
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use polars::prelude::*;
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// What one source's collect did.
@@ -372,6 +373,10 @@ pub struct ReportTimings {
     pub write: f64,
     /// Outbox or SMTP, with the delivery records.
     pub deliver: f64,
+    /// Wall time of building all reports (roll-ups, views, rendering),
+    /// spread over the cores; `aggregate` and `render` add up each report's
+    /// own time, so they exceed this when several cores worked.
+    pub build: f64,
     /// Reports rendered (the leadership report is rendered once however
     /// many leadership offices there are).
     pub rendered: usize,
@@ -566,76 +571,133 @@ fn run_report(
     let mut mailer = mailer_for(cfg, opts)?;
     let mut ctx = DeliveryCtx { cfg, store: &*store, job, key: period.key(), outbox: &outbox, opts, run_id, mailer: mailer.as_mut() };
     let everything = Scope::default();
-    let mut leadership_cache = None;
-    for office in cfg.offices.iter().filter(|o| job.offices.is_empty() || job.offices.contains(&o.id)) {
+    // Building a report (its roll-ups, view, charts, workbook) touches only
+    // the grain and the config, so the offices are built on every core, a
+    // chunk at a time so that memory stays bounded by the chunk, not the
+    // number of offices; writing and delivering stay in office order.
+    let build = |office: &crate::config::Office| -> Result<(render::Rendered, aggregate::Stats, f64, f64)> {
         let (kind, scope, audience) = match office.role {
             OfficeRole::Leadership => (ReportKind::Leadership, &everything, city.clone()),
             OfficeRole::Office => (ReportKind::Office, &office.scope, office.name.clone()),
         };
-        let rendered = match (&leadership_cache, kind) {
-            (Some(r), ReportKind::Leadership) => Clone::clone(r),
-            _ => {
-                let clock = std::time::Instant::now();
-                let tables = aggregate::rating_tables(&grain, &cfg.orgs, &cfg.categories, scope, period, 12, rules);
-                let bad_in: Vec<&BadRating> =
-                    bad.iter().filter(|b| aggregate::in_scope(&cfg.orgs, scope, &b.org_code, &b.category)).collect();
-                let fu = aggregate::follow_up_summary(bad_in.iter().copied(), as_of_date);
-                let survey = match (survey_def, &responses) {
-                    (Some(def), Some(lf)) => Some(aggregate::survey_tables(lf.clone(), period, def, &cfg.orgs, &cfg.categories, scope)?),
-                    _ => None,
-                };
-                if kind == ReportKind::Leadership {
-                    summary.city = tables.total;
-                }
-                let concentration = aggregate::concentration(bad_in.iter().copied());
-                let overdue_by_office = if kind == ReportKind::Leadership { overdue_by_office(cfg, &bad, as_of_date) } else { Vec::new() };
-                let shown_bad: Vec<&BadRating> = if kind == ReportKind::Office { bad_in } else { Vec::new() };
-                let view = render::build_view(
-                    cfg,
-                    render::ViewInput {
-                        kind,
-                        audience: &audience,
-                        tables,
-                        bad: &shown_bad,
-                        follow_up: fu,
-                        concentration,
-                        overdue_by_office,
-                        survey,
-                        footer: footer.clone(),
-                        period,
-                        scheme: cfg.surveys.get(template),
-                    },
-                );
-                summary.timings.aggregate += clock.elapsed().as_secs_f64();
-                let clock = std::time::Instant::now();
-                let r = templates.render(template, &view)?;
-                summary.timings.render += clock.elapsed().as_secs_f64();
-                summary.timings.rendered += 1;
-                if kind == ReportKind::Leadership {
-                    leadership_cache = Some(r.clone());
-                }
-                r
-            }
+        let clock = std::time::Instant::now();
+        let tables = aggregate::rating_tables(&grain, &cfg.orgs, &cfg.categories, scope, period, 12, rules);
+        let total = tables.total;
+        let bad_in: Vec<&BadRating> = bad.iter().filter(|b| aggregate::in_scope(&cfg.orgs, scope, &b.org_code, &b.category)).collect();
+        let fu = aggregate::follow_up_summary(bad_in.iter().copied(), as_of_date);
+        let survey = match (survey_def, &responses) {
+            (Some(def), Some(lf)) => Some(aggregate::survey_tables(lf.clone(), period, def, &cfg.orgs, &cfg.categories, scope)?),
+            _ => None,
         };
-        // The browsable copy shows the charts from files beside it instead of cid: parts.
+        let concentration = aggregate::concentration(bad_in.iter().copied());
+        let overdue_by_office = if kind == ReportKind::Leadership { overdue_by_office(cfg, &bad, as_of_date) } else { Vec::new() };
+        let shown_bad: Vec<&BadRating> = if kind == ReportKind::Office { bad_in } else { Vec::new() };
+        let view = render::build_view(
+            cfg,
+            render::ViewInput {
+                kind,
+                audience: &audience,
+                tables,
+                bad: &shown_bad,
+                follow_up: fu,
+                concentration,
+                overdue_by_office,
+                survey,
+                footer: footer.clone(),
+                period,
+                scheme: cfg.surveys.get(template),
+            },
+        );
+        let t_aggregate = clock.elapsed().as_secs_f64();
         let clock = std::time::Instant::now();
-        let prefix = format!("{}_", office.id);
-        let html_path =
-            write_report_file(&reports_dir.join(format!("{}.html", office.id)), rendered.browsable_html(&prefix).as_bytes(), run_id)?;
-        for i in &rendered.images {
-            write_report_file(&reports_dir.join(format!("{prefix}{}", i.filename)), &i.png, run_id)?;
-        }
-        write_report_file(&reports_dir.join(format!("{}.txt", office.id)), rendered.text.as_bytes(), run_id)?;
-        for a in &rendered.attachments {
-            write_report_file(&reports_dir.join(format!("{}_{}", office.id, a.filename)), &a.bytes, run_id)?;
-        }
-        summary.timings.write += clock.elapsed().as_secs_f64();
+        let rendered = templates.render(template, &view)?;
+        Ok((rendered, total, t_aggregate, clock.elapsed().as_secs_f64()))
+    };
+    let offices: Vec<&crate::config::Office> =
+        cfg.offices.iter().filter(|o| job.offices.is_empty() || job.offices.contains(&o.id)).collect();
+    // Every leadership office gets the same report: built once.
+    let mut leadership = None;
+    for chunk in offices.chunks(BUILD_CHUNK) {
         let clock = std::time::Instant::now();
-        let outcome = deliver_office(&mut ctx, office, &rendered)?;
-        summary.timings.deliver += clock.elapsed().as_secs_f64();
-        summary.reports.push(ReportOutcome { office: office.id.clone(), name: office.name.clone(), html_path, ..outcome });
+        let todo: Vec<&crate::config::Office> =
+            chunk.iter().copied().filter(|o| o.role == OfficeRole::Office || leadership.is_none()).collect();
+        let todo: Vec<&crate::config::Office> = {
+            // At most one leadership office per chunk is built.
+            let mut seen = false;
+            todo.into_iter().filter(|o| o.role == OfficeRole::Office || !std::mem::replace(&mut seen, true)).collect()
+        };
+        let mut built: HashMap<&str, render::Rendered> = HashMap::new();
+        for (office, result) in todo.iter().zip(parallel_map(&todo, |o| build(o))) {
+            let (rendered, total, t_aggregate, t_render) = result?;
+            summary.timings.aggregate += t_aggregate;
+            summary.timings.render += t_render;
+            summary.timings.rendered += 1;
+            if office.role == OfficeRole::Leadership {
+                summary.city = total;
+                leadership = Some(rendered);
+            } else {
+                built.insert(office.id.as_str(), rendered);
+            }
+        }
+        summary.timings.build += clock.elapsed().as_secs_f64();
+        for office in chunk {
+            let rendered = match office.role {
+                OfficeRole::Leadership => leadership.clone().context("the leadership report was not built")?,
+                OfficeRole::Office => built.remove(office.id.as_str()).context("an office report was not built")?,
+            };
+            // The browsable copy shows the charts from files beside it instead of cid: parts.
+            let clock = std::time::Instant::now();
+            let prefix = format!("{}_", office.id);
+            let html_path =
+                write_report_file(&reports_dir.join(format!("{}.html", office.id)), rendered.browsable_html(&prefix).as_bytes(), run_id)?;
+            for i in &rendered.images {
+                write_report_file(&reports_dir.join(format!("{prefix}{}", i.filename)), &i.png, run_id)?;
+            }
+            write_report_file(&reports_dir.join(format!("{}.txt", office.id)), rendered.text.as_bytes(), run_id)?;
+            for a in &rendered.attachments {
+                write_report_file(&reports_dir.join(format!("{}_{}", office.id, a.filename)), &a.bytes, run_id)?;
+            }
+            summary.timings.write += clock.elapsed().as_secs_f64();
+            let clock = std::time::Instant::now();
+            let outcome = deliver_office(&mut ctx, office, &rendered)?;
+            summary.timings.deliver += clock.elapsed().as_secs_f64();
+            summary.reports.push(ReportOutcome { office: office.id.clone(), name: office.name.clone(), html_path, ..outcome });
+        }
     }
     Ok(summary)
+}
+
+/// Offices built together before their reports are written and delivered.
+const BUILD_CHUNK: usize = 32;
+
+/// `f` over `items` on every available core, results in the order of
+/// `items`. Scoped threads pulling the next index: reports differ in size
+/// (the leadership report is several times an office's), so a static split
+/// would leave a core idle.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        done.push((i, f(item)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    });
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
 }
 
 /// The SMTP mailer of a run, or none (outbox, or a dry run). One per run,

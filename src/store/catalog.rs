@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
+-- A province's record_keys run to hundreds of megabytes; the default 2 MB
+-- page cache made every key look-up of a large batch a read from the OS.
+PRAGMA cache_size = -65536;
 CREATE TABLE IF NOT EXISTS batches (
     batch_seq        INTEGER PRIMARY KEY,
     batch_id         TEXT NOT NULL UNIQUE,

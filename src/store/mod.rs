@@ -133,7 +133,32 @@ impl Curated for Rating {
         self.rated_at.format("%Y-%m").to_string()
     }
     fn hash(&self) -> String {
-        content_hash(self)
+        // Field by field, each with its length, straight into SHA-256: the
+        // same digest power as hashing a serialisation, without building one
+        // (escaping the Chinese text through serde_json was a tenth of the
+        // ingest time). Changing this order changes every stored hash, so a
+        // re-sent record would count once as a new version: keep it.
+        let mut h = Sha256::new();
+        let mut text = |s: &str| {
+            h.update((s.len() as u32).to_le_bytes());
+            h.update(s.as_bytes());
+        };
+        text(&self.rating_id);
+        text(&self.source);
+        text(&self.org_code);
+        text(&self.category);
+        text(&self.service_item);
+        text(&self.department);
+        text(&self.reason_tags);
+        text(&self.comment);
+        text(self.rater_hash.as_deref().unwrap_or("-"));
+        text(self.follow_up.map(|f| f.name()).unwrap_or("-"));
+        text(&self.revisit);
+        let rectified = self.rectified_at.map(|t| t.and_utc().timestamp()).unwrap_or(i64::MIN);
+        h.update(self.rated_at.and_utc().timestamp().to_le_bytes());
+        h.update(rectified.to_le_bytes());
+        h.update([self.channel, self.level.code(), u8::from(self.anonymous)]);
+        hex::encode(&h.finalize()[..16])
     }
 }
 
@@ -246,29 +271,40 @@ impl Store {
         for (i, r) in records.iter().enumerate() {
             latest.insert(r.key(), i);
         }
-        let mut to_write: Vec<(&T, String, Option<i64>)> = Vec::new();
+        // Look the keys up in key order: consecutive look-ups then walk the
+        // same B-tree pages, which on a store of ten million keys is several
+        // times faster than the order of the file.
+        let mut order: Vec<usize> = (0..records.len()).filter(|&i| latest.get(&records[i].key()) == Some(&i)).collect();
+        out.unchanged += records.len() - order.len();
+        order.sort_unstable_by(|&a, &b| records[a].key().cmp(&records[b].key()));
+        let mut found: Vec<Option<(String, i64, i64)>> = vec![None; records.len()];
         {
             let mut get =
                 tx.prepare_cached("SELECT hash, last_batch, versions FROM record_keys WHERE kind = ?1 AND source = ?2 AND record_id = ?3")?;
-            for (i, r) in records.iter().enumerate() {
-                let (source, id) = r.key();
-                if latest.get(&(source, id)) != Some(&i) {
-                    out.unchanged += 1;
-                    continue;
+            for &i in &order {
+                let (source, id) = records[i].key();
+                found[i] = get.query_row(params![kind.dir(), source, id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).optional()?;
+            }
+        }
+        let mut to_write: Vec<(&T, String, Option<i64>)> = Vec::new();
+        let mut is_latest = vec![false; records.len()];
+        for &i in &order {
+            is_latest[i] = true;
+        }
+        for (i, r) in records.iter().enumerate() {
+            if !is_latest[i] {
+                continue;
+            }
+            let hash = r.hash();
+            match found[i].take() {
+                None => {
+                    out.new += 1;
+                    to_write.push((r, hash, None));
                 }
-                let hash = r.hash();
-                let prev: Option<(String, i64, i64)> =
-                    get.query_row(params![kind.dir(), source, id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).optional()?;
-                match prev {
-                    None => {
-                        out.new += 1;
-                        to_write.push((r, hash, None));
-                    }
-                    Some((h, _, _)) if h == hash => out.unchanged += 1,
-                    Some((_, last, versions)) => {
-                        out.updated += 1;
-                        to_write.push((r, hash, if versions == 1 { Some(last) } else { Some(-1) }));
-                    }
+                Some((h, _, _)) if h == hash => out.unchanged += 1,
+                Some((_, last, versions)) => {
+                    out.updated += 1;
+                    to_write.push((r, hash, if versions == 1 { Some(last) } else { Some(-1) }));
                 }
             }
         }
@@ -320,7 +356,10 @@ impl Store {
             )?;
             let mut ins_ver =
                 tx.prepare_cached("INSERT OR IGNORE INTO record_versions (kind, source, record_id, batch_seq) VALUES (?1, ?2, ?3, ?4)")?;
-            for (r, hash, prev) in &to_write {
+            // In key order, for the same reason as the look-ups.
+            let mut sorted: Vec<&(&T, String, Option<i64>)> = to_write.iter().collect();
+            sorted.sort_unstable_by(|a, b| a.0.key().cmp(&b.0.key()));
+            for (r, hash, prev) in sorted {
                 let (source, id) = r.key();
                 upsert.execute(params![kind.dir(), source, id, hash, seq])?;
                 if let Some(prev) = prev {
