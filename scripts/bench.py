@@ -157,6 +157,10 @@ def scale(args, rows):
     return r
 
 
+def info_cores():
+    return os.cpu_count()
+
+
 def table_md(rows, r):
     g, ic, ij, t, d, a, rep, sm = (r[k] for k in ("gen", "ingest-csv", "ingest-json", "table", "duckdb", "aggregate",
                                                    "report", "report:smtp"))
@@ -178,10 +182,11 @@ def table_md(rows, r):
         f"| monthly aggregation | 14 buckets ({a['items']:,} ratings in the 12-month trend), leadership + {a['offices'] - 1} "
         f"offices' tables, {a['bad']:,} 差评 | {a['secs']:.2f} s (grain {a['grain_secs']:.2f}, roll-ups {a['rollup_secs']:.2f}, "
         f"差评 {a['bad_secs']:.2f}) | {fmt_rate(a['per_sec'])} rows/s | {a['maxrss_mib']:.0f} MiB |",
-        f"| render | {rep['rendered']} reports (HTML, text, 3 PNG charts, XLSX, CSV) | {rep['render_secs']:.2f} s | "
-        f"{fmt_rate(rep['render_per_sec'])} reports/s | — |",
-        f"| report job to outbox | scan {rep['scan_secs']:.2f} s, roll-ups {rep['aggregate_secs']:.2f} s, render "
-        f"{rep['render_secs']:.2f} s, files {rep['write_secs']:.2f} s, outbox {rep['deliver_secs']:.2f} s; "
+        f"| build all office reports | {rep['rendered']} reports (roll-ups, HTML, text, PNG charts, XLSX, CSV) on "
+        f"{info_cores()} cores; work summed over reports: roll-ups {rep['aggregate_secs']:.2f} s, rendering {rep['render_secs']:.2f} s | "
+        f"{rep['build_secs']:.2f} s | {fmt_rate(rep['render_per_sec'])} reports/s | — |",
+        f"| report job to outbox | scan {rep['scan_secs']:.2f} s, build {rep['build_secs']:.2f} s, "
+        f"files {rep['write_secs']:.2f} s, outbox {rep['deliver_secs']:.2f} s; "
         f"{rep['outbox_mib']:.1f} MiB of .eml | {rep['secs']:.1f} s | {fmt_rate(rep['items'] / rep['secs'])} reports/s | "
         f"{rep['maxrss_mib']:.0f} MiB |",
         f"| deliver by SMTP | {sm['sent']} messages (STARTTLS, AUTH, one connection) to aiosmtpd, {sm['spooled']} stored | "
@@ -208,7 +213,7 @@ def targets_md(results):
                    f"{'met' if max(t['maxrss_mib'], a['maxrss_mib']) < 2048 else 'MISSED'}")
         out.append(f"- Ingest from CSV: {ic['per_sec']:,.0f} rows/s (target ≥ 1,000,000) → "
                    f"{'met' if ic['per_sec'] >= 1e6 else 'MISSED'}")
-        out.append(f"- Rendering: {rep['render_per_sec']:,.0f} office reports/s (target ≥ 200) → "
+        out.append(f"- Rendering: {rep['render_per_sec']:,.0f} office reports/s built, roll-ups included (target ≥ 200) → "
                    f"{'met' if rep['render_per_sec'] >= 200 else 'MISSED'}")
     return "\n".join(out)
 

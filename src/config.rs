@@ -460,6 +460,10 @@ pub struct OrgUnit {
 pub struct OrgTree {
     units: BTreeMap<String, OrgUnit>,
     by_name: HashMap<String, Vec<String>>,
+    /// Each unit's code and level, then its parent's, up to the root. Scope
+    /// checks run once per 差评 per office (millions in a province's monthly
+    /// run), so the walk up the tree is done once here.
+    lineage: HashMap<String, Vec<(String, OrgLevel)>>,
 }
 
 impl OrgTree {
@@ -469,7 +473,25 @@ impl OrgTree {
         for u in &units {
             by_name.entry(u.name.clone()).or_default().push(u.code.clone());
         }
-        OrgTree { units: units.into_iter().map(|u| (u.code.clone(), u)).collect(), by_name }
+        let units: BTreeMap<String, OrgUnit> = units.into_iter().map(|u| (u.code.clone(), u)).collect();
+        let lineage = units
+            .keys()
+            .map(|code| {
+                let mut chain = Vec::new();
+                let mut cur = units.get(code);
+                // Bounded by the number of units, so a cycle the loader
+                // reports cannot hang the build of the tree.
+                while let Some(u) = cur {
+                    if chain.len() > units.len() {
+                        break;
+                    }
+                    chain.push((u.code.clone(), u.level));
+                    cur = units.get(&u.parent);
+                }
+                (code.clone(), chain)
+            })
+            .collect();
+        OrgTree { units, by_name, lineage }
     }
 
     /// The unit with this code.
@@ -506,25 +528,13 @@ impl OrgTree {
 
     /// The ancestor of `code` at `level` (itself if it is at that level).
     pub fn ancestor(&self, code: &str, level: OrgLevel) -> Option<&OrgUnit> {
-        let mut cur = self.units.get(code)?;
-        loop {
-            if cur.level == level {
-                return Some(cur);
-            }
-            cur = self.units.get(&cur.parent)?;
-        }
+        let (found, _) = self.lineage.get(code)?.iter().find(|(_, l)| *l == level)?;
+        self.units.get(found)
     }
 
     /// Whether `code` is `scope` or lies below it.
     pub fn is_within(&self, code: &str, scope: &str) -> bool {
-        let mut cur = self.units.get(code);
-        while let Some(u) = cur {
-            if u.code == scope {
-                return true;
-            }
-            cur = self.units.get(&u.parent);
-        }
-        false
+        self.lineage.get(code).is_some_and(|chain| chain.iter().any(|(c, _)| c == scope))
     }
 }
 

@@ -295,13 +295,18 @@ pub struct RatingTables {
     pub previous: Stats,
     /// By district.
     pub districts: Vec<Row>,
-    /// By street.
+    /// By street. Not in a template's context (a province has hundreds):
+    /// templates list the view's `street_table`.
+    #[serde(skip)]
     pub streets: Vec<Row>,
-    /// By community.
+    /// By community. Not in a template's context: see `community_table`.
+    #[serde(skip)]
     pub communities: Vec<Row>,
     /// By service category (parents included, after their children).
     pub categories: Vec<Row>,
-    /// Community × category.
+    /// Community × category. Not in a template's context (24,000 cells in
+    /// a province): the workbook carries it whole, the view the weakest.
+    #[serde(skip)]
     pub cross: Vec<Cross>,
     /// Monthly totals, oldest first: (month key, figures).
     pub trend: Vec<(String, Stats)>,

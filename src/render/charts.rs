@@ -32,14 +32,30 @@ fn chart_err(e: impl std::fmt::Display) -> RenderError {
 }
 
 /// Encodes an RGB buffer as PNG.
+///
+/// The image data is compressed here rather than by the png crate, whose
+/// choices for these mostly-white charts are a fast mode that leaves them at
+/// 150 KB or zlib's level 6 behind the Sub filter, which took a fifth of a
+/// report's rendering time. Unfiltered rows at zlib level 3 come out smaller
+/// than either (about 30 KB for a 720×372 chart) in half the time of level 6.
 fn png(buf: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>, RenderError> {
+    use std::io::Write as _;
+    let stride = w as usize * 3;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::with_capacity(buf.len() / 8), flate2::Compression::new(3));
+    for row in buf.chunks(stride) {
+        // Filter type 0 (none) before each row.
+        z.write_all(&[0]).map_err(chart_err)?;
+        z.write_all(row).map_err(chart_err)?;
+    }
+    let idat = z.finish().map_err(chart_err)?;
     let mut out = Vec::new();
     {
         let mut enc = ::png::Encoder::new(&mut out, w, h);
         enc.set_color(::png::ColorType::Rgb);
         enc.set_depth(::png::BitDepth::Eight);
         let mut writer = enc.write_header().map_err(chart_err)?;
-        writer.write_image_data(buf).map_err(chart_err)?;
+        writer.write_chunk(::png::chunk::IDAT, &idat).map_err(chart_err)?;
+        writer.finish().map_err(chart_err)?;
     }
     Ok(out)
 }

@@ -254,6 +254,12 @@ pub struct ReportView {
     pub weakest: Vec<Row>,
     /// Communities under the minimum n, not ranked.
     pub low_n_count: usize,
+    /// The community × category cells with the lowest ranking score (n ≥ min), with names.
+    pub weak_cells: Vec<WeakCell>,
+    /// The communities as the mail body lists them.
+    pub community_table: BodyTable,
+    /// The streets as the mail body lists them.
+    pub street_table: BodyTable,
     /// The minimum n.
     pub min_n: u64,
     /// Prior weight of the shrunk ranking score.
@@ -270,6 +276,44 @@ pub struct ReportView {
     pub survey: Option<SurveyTables>,
     /// Footer: sources, counts, as-of, report id.
     pub footer: Footer,
+}
+
+/// A community × category cell of the weakest list.
+#[derive(Debug, Clone, Serialize)]
+pub struct WeakCell {
+    /// Community name.
+    pub community: String,
+    /// Category name.
+    pub category: String,
+    /// The figures.
+    pub stats: Stats,
+}
+
+/// A table as a mail body lists it: whole up to [`BODY_ROWS`] rows; past
+/// that, its weakest ranked rows, weakest first, and the attachment has all.
+#[derive(Debug, Clone, Serialize)]
+pub struct BodyTable {
+    /// The rows listed.
+    pub rows: Vec<Row>,
+    /// Rows in the whole table.
+    pub total: usize,
+    /// Whether rows were left out of the body.
+    pub capped: bool,
+}
+
+/// Rows a table may have in a mail body. A province's leadership report
+/// would otherwise list 2,000 communities and weigh 650 KB of HTML; the
+/// weakest hundred is what a reader acts on, and the XLSX has every row.
+pub const BODY_ROWS: usize = 100;
+
+fn body_table(rows: &[Row]) -> BodyTable {
+    if rows.len() <= BODY_ROWS {
+        return BodyTable { rows: rows.to_vec(), total: rows.len(), capped: false };
+    }
+    let mut ranked: Vec<Row> = rows.iter().filter(|r| r.rank.is_some()).cloned().collect();
+    ranked.sort_by_key(|r| std::cmp::Reverse(r.rank));
+    ranked.truncate(BODY_ROWS);
+    BodyTable { rows: ranked, total: rows.len(), capped: true }
 }
 
 /// Where 差评 concentrate, with names.
@@ -456,6 +500,21 @@ pub fn build_view(cfg: &Config, input: ViewInput<'_>) -> ReportView {
     weakest.sort_by_key(|r| std::cmp::Reverse(r.rank));
     weakest.truncate(10);
     let low_n_count = tables.communities.iter().filter(|r| r.low_n).count();
+    let mut ranked_cells: Vec<&crate::aggregate::Cross> = tables.cross.iter().filter(|c| !c.low_n).collect();
+    // Stable, so equal scores keep the table's (community, category) order.
+    ranked_cells.sort_by(|a, b| a.shrunk.total_cmp(&b.shrunk));
+    let community_name = |code: &str| cfg.orgs.get(code).map(|u| u.name.clone()).unwrap_or_else(|| code.to_string());
+    let weak_cells = ranked_cells
+        .iter()
+        .take(10)
+        .map(|c| WeakCell {
+            community: community_name(&c.community),
+            category: cfg.category(&c.category).map(|k| k.name.clone()).unwrap_or_else(|| c.category.clone()),
+            stats: c.stats,
+        })
+        .collect();
+    let community_table = body_table(&tables.communities);
+    let street_table = body_table(&tables.streets);
     let change_pp = (tables.total.satisfied_rate - tables.previous.satisfied_rate) * 100.0;
     let satisfied = |s: &Stats| s.levels[2..].iter().sum::<u64>();
     let change_significant =
@@ -490,6 +549,9 @@ pub fn build_view(cfg: &Config, input: ViewInput<'_>) -> ReportView {
         change_significant,
         weakest,
         low_n_count,
+        weak_cells,
+        community_table,
+        street_table,
         min_n,
         prior_weight: cfg.file.metrics.prior_weight,
         follow_up,
@@ -573,5 +635,50 @@ mod tests {
         let t = DateTime::from_timestamp(1_790_000_000, 0).expect("time");
         assert_eq!(report_id("monthly", "2026-10", t), report_id("monthly", "2026-10", t));
         assert_ne!(report_id("monthly", "2026-10", t), report_id("monthly", "2026-09", t));
+    }
+
+    fn row(i: usize, rank: Option<usize>) -> Row {
+        let stats = crate::aggregate::Counts::default().stats();
+        Row {
+            code: format!("c{i:04}"),
+            name: format!("社区{i}"),
+            parent: String::new(),
+            stats,
+            low_n: rank.is_none(),
+            previous: stats,
+            change_pp: 0.0,
+            significant: false,
+            shrunk: 0.0,
+            rank,
+        }
+    }
+
+    #[test]
+    fn long_tables_list_their_weakest_hundred_in_the_body() {
+        // 100 rows: listed whole, in table order.
+        let short: Vec<Row> = (0..100).map(|i| row(i, Some(i + 1))).collect();
+        let t = body_table(&short);
+        assert!(!t.capped);
+        assert_eq!((t.rows.len(), t.total), (100, 100));
+        assert_eq!(t.rows[0].code, "c0000");
+        // 2,000 rows, every tenth too small to rank: the 100 worst-ranked,
+        // weakest (rank 1,800) first; unranked rows are not listed.
+        let mut rank = 0;
+        let long: Vec<Row> = (0..2000)
+            .map(|i| {
+                if i % 10 == 9 {
+                    row(i, None)
+                } else {
+                    rank += 1;
+                    row(i, Some(rank))
+                }
+            })
+            .collect();
+        let t = body_table(&long);
+        assert!(t.capped);
+        assert_eq!((t.rows.len(), t.total), (100, 2000));
+        assert_eq!(t.rows[0].rank, Some(1800));
+        assert_eq!(t.rows[99].rank, Some(1701));
+        assert!(t.rows.iter().all(|r| !r.low_n));
     }
 }
