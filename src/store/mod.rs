@@ -58,6 +58,11 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_path_buf(), source }
 }
 
+/// Below this many records of one source a batch looks its keys up one by
+/// one; from it on, it merges them with one ordered scan of the stored keys
+/// (see `commit`).
+const MERGE_LOOKUP_MIN: usize = 2_000;
+
 /// (source, record id, batch_seq) columns of a version query.
 type VersionIds = (Vec<String>, Vec<String>, Vec<i64>);
 
@@ -281,9 +286,39 @@ impl Store {
         {
             let mut get =
                 tx.prepare_cached("SELECT hash, last_batch, versions FROM record_keys WHERE kind = ?1 AND source = ?2 AND record_id = ?3")?;
-            for &i in &order {
-                let (source, id) = records[i].key();
-                found[i] = get.query_row(params![kind.dir(), source, id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).optional()?;
+            let mut range = tx.prepare_cached(
+                "SELECT record_id, hash, last_batch, versions FROM record_keys
+                 WHERE kind = ?1 AND source = ?2 AND record_id BETWEEN ?3 AND ?4 ORDER BY record_id",
+            )?;
+            for group in order.chunk_by(|&a, &b| records[a].key().0 == records[b].key().0) {
+                let source = records[group[0]].key().0;
+                if group.len() < MERGE_LOOKUP_MIN {
+                    for &i in group {
+                        let id = records[i].key().1;
+                        found[i] =
+                            get.query_row(params![kind.dir(), source, id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).optional()?;
+                    }
+                    continue;
+                }
+                // A large batch: one ordered scan of the stored keys between
+                // its first and last id, merged with its own sorted ids. New
+                // ratings mostly carry ids above every stored one, so the scan
+                // reads next to nothing; a re-sent file reads its own keys in
+                // order instead of seeking each. SQLite's BINARY collation and
+                // Rust's `str` order are both byte order, so the merge holds.
+                let (lo, hi) = (records[group[0]].key().1, records[group[group.len() - 1]].key().1);
+                let mut rows = range.query(params![kind.dir(), source, lo, hi])?;
+                let mut next = 0;
+                while let Some(row) = rows.next()? {
+                    let id: String = row.get(0)?;
+                    while next < group.len() && records[group[next]].key().1 < id.as_str() {
+                        next += 1;
+                    }
+                    if next < group.len() && records[group[next]].key().1 == id.as_str() {
+                        found[group[next]] = Some((row.get(1)?, row.get(2)?, row.get(3)?));
+                        next += 1;
+                    }
+                }
             }
         }
         let mut to_write: Vec<(&T, String, Option<i64>)> = Vec::new();
@@ -580,5 +615,63 @@ pub fn crash_point(point: &str) {
     if AT.get_or_init(|| std::env::var("MANYI_CRASH_AT").ok()).as_deref() == Some(point) {
         eprintln!("manyi: MANYI_CRASH_AT={point}: aborting as the crash test asked");
         std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Level;
+
+    fn rating(id: usize, level: u8) -> Rating {
+        Rating {
+            rating_id: format!("R{id:06}"),
+            source: "drop".into(),
+            rated_at: NaiveDate::from_ymd_opt(2026, 10, 1 + (id % 28) as u32).and_then(|d| d.and_hms_opt(9, 0, 0)).unwrap_or_default(),
+            org_code: "369901001001".into(),
+            category: "health".into(),
+            service_item: String::new(),
+            department: String::new(),
+            channel: 1,
+            level: Level::from_code(level).unwrap_or(Level::ALL_DESC[0]),
+            reason_tags: String::new(),
+            comment: String::new(),
+            anonymous: false,
+            rater_hash: None,
+            follow_up: None,
+            rectified_at: None,
+            revisit: String::new(),
+        }
+    }
+
+    fn meta(id: &str) -> BatchMeta {
+        BatchMeta { batch_id: id.into(), source: "drop".into(), landing: None, quarantine: None, quarantined: 0, watermark: None }
+    }
+
+    /// Both ways of classifying a batch (one look-up per key under
+    /// `MERGE_LOOKUP_MIN`, the ordered merge from it on) must agree.
+    #[test]
+    fn large_and_small_batches_classify_keys_alike() {
+        for (size, label) in [(MERGE_LOOKUP_MIN / 4, "look-ups"), (MERGE_LOOKUP_MIN * 2, "merge")] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut store = Store::open(dir.path()).expect("store");
+            // Stored: the even ids up to 2 × size.
+            let first: Vec<Rating> = (0..size).map(|i| rating(2 * i, 5)).collect();
+            let out = store.commit_ratings(&meta("b1"), &first).expect("commit");
+            assert_eq!((out.new, out.updated, out.unchanged), (size, 0, 0), "{label}");
+            // The batch: every id up to 2 × size, interleaving new odd ids
+            // with stored even ones; every fourth stored one changed.
+            let second: Vec<Rating> = (0..2 * size).map(|i| rating(i, if i % 8 == 0 { 1 } else { 5 })).collect();
+            let out = store.commit_ratings(&meta("b2"), &second).expect("commit");
+            assert_eq!((out.new, out.updated, out.unchanged), (size, size / 4, size - size / 4), "{label}");
+            // Again: nothing new, nothing changed.
+            let out = store.commit_ratings(&meta("b3"), &second).expect("commit");
+            assert_eq!((out.new, out.updated, out.unchanged), (0, 0, 2 * size), "{label}");
+            // The read sees each id once, the changed ones at level 1.
+            let df = store.ratings(&["2026-10".into()], Utc::now()).expect("read").collect().expect("collect");
+            assert_eq!(df.height(), 2 * size, "{label}");
+            let ones = df.column("level").expect("level").as_materialized_series().equal(1).expect("eq").sum().unwrap_or(0);
+            assert_eq!(ones as usize, size / 4, "{label}");
+        }
     }
 }
