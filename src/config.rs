@@ -532,6 +532,12 @@ impl OrgTree {
         self.units.get(found)
     }
 
+    /// The unit's code and level, then its parent's, up to the root (empty
+    /// for an unknown code).
+    pub fn lineage(&self, code: &str) -> &[(String, OrgLevel)] {
+        self.lineage.get(code).map(Vec::as_slice).unwrap_or(&[])
+    }
+
     /// Whether `code` is `scope` or lies below it.
     pub fn is_within(&self, code: &str, scope: &str) -> bool {
         self.lineage.get(code).is_some_and(|chain| chain.iter().any(|(c, _)| c == scope))

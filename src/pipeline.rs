@@ -105,9 +105,10 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
     // file is read and parsed on another core while this one is landed and
     // committed: a province's monthly drop is a dozen files of close to a
     // million rows, and the two halves take about as long as each other.
-    // The channel holds one parsed file, so at most three are in memory.
+    // The channel holds nothing (a rendezvous), so at most two files are in
+    // memory: the one being committed and the next, parsed.
     std::thread::scope(|scope| -> Result<()> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel(0);
         let files = &files;
         scope.spawn(move || {
             for file in files {
@@ -603,6 +604,7 @@ fn run_report(
     let mut mailer = mailer_for(cfg, opts)?;
     let mut ctx = DeliveryCtx { cfg, store: &*store, job, key: period.key(), outbox: &outbox, opts, run_id, mailer: mailer.as_mut() };
     let everything = Scope::default();
+    let bad_lineage: Vec<&[(String, OrgLevel)]> = bad.iter().map(|b| cfg.orgs.lineage(&b.org_code)).collect();
     // Building a report (its roll-ups, view, charts, workbook) touches only
     // the grain and the config, so the offices are built on every core, a
     // chunk at a time so that memory stays bounded by the chunk, not the
@@ -615,14 +617,20 @@ fn run_report(
         let clock = std::time::Instant::now();
         let tables = aggregate::rating_tables(&grain, &cfg.orgs, &cfg.categories, scope, period, 12, rules);
         let total = tables.total;
-        let bad_in: Vec<&BadRating> = bad.iter().filter(|b| aggregate::in_scope(&cfg.orgs, scope, &b.org_code, &b.category)).collect();
+        let bad_in: Vec<&BadRating> = bad
+            .iter()
+            .zip(&bad_lineage)
+            .filter(|(b, lineage)| aggregate::lineage_in_scope(scope, lineage, &b.category))
+            .map(|(b, _)| b)
+            .collect();
         let fu = aggregate::follow_up_summary(bad_in.iter().copied(), as_of_date);
         let survey = match (survey_def, &responses) {
             (Some(def), Some(lf)) => Some(aggregate::survey_tables(lf.clone(), period, def, &cfg.orgs, &cfg.categories, scope)?),
             _ => None,
         };
         let concentration = aggregate::concentration(bad_in.iter().copied());
-        let overdue_by_office = if kind == ReportKind::Leadership { overdue_by_office(cfg, &bad, as_of_date) } else { Vec::new() };
+        let overdue_by_office =
+            if kind == ReportKind::Leadership { overdue_by_office(cfg, &bad, &bad_lineage, as_of_date) } else { Vec::new() };
         let shown_bad: Vec<&BadRating> = if kind == ReportKind::Office { bad_in } else { Vec::new() };
         let view = render::build_view(
             cfg,
@@ -938,14 +946,20 @@ fn run_alert(cfg: &Config, store: &mut Store, job: &JobDef, as_of: DateTime<Utc>
 }
 
 /// Overdue 差评 per office, worst first, for the leadership report.
-fn overdue_by_office(cfg: &Config, bad: &[BadRating], as_of: chrono::NaiveDate) -> Vec<render::OfficeOverdue> {
+/// `lineage[i]` is the org lineage of `bad[i]`, looked up once by the caller.
+fn overdue_by_office(
+    cfg: &Config,
+    bad: &[BadRating],
+    lineage: &[&[(String, OrgLevel)]],
+    as_of: chrono::NaiveDate,
+) -> Vec<render::OfficeOverdue> {
     let mut v: Vec<render::OfficeOverdue> = cfg
         .offices
         .iter()
         .filter(|o| o.role == OfficeRole::Office)
         .map(|o| {
             let s = aggregate::follow_up_summary(
-                bad.iter().filter(|b| aggregate::in_scope(&cfg.orgs, &o.scope, &b.org_code, &b.category)),
+                bad.iter().zip(lineage).filter(|(b, l)| aggregate::lineage_in_scope(&o.scope, l, &b.category)).map(|(b, _)| b),
                 as_of,
             );
             render::OfficeOverdue { name: o.name.clone(), due: s.due, overdue: s.overdue, rectified_rate: s.rectified_rate }

@@ -20,7 +20,9 @@ pub mod ratings;
 pub mod survey;
 
 pub use follow_up::{BadRating, Concentration, FollowUpSummary, bad_ratings, concentration, follow_up_summary};
-pub use ratings::{Breakdown, Cross, Dim, Grain, RatingTables, RefFrames, Row, Rules, breakdown, grain, in_scope, rating_tables};
+pub use ratings::{
+    Breakdown, Cross, Dim, Grain, RatingTables, RefFrames, Row, Rules, breakdown, grain, in_scope, lineage_in_scope, rating_tables,
+};
 pub use survey::{NeedItem, QuestionStats, SurveyTables, survey_tables};
 
 use polars::prelude::PolarsError;

@@ -231,7 +231,13 @@ pub fn grain(buckets: Vec<(Period, LazyFrame)>, refs: &RefFrames) -> Result<Grai
 
 /// Whether a community and category lie in an office's scope.
 pub fn in_scope(orgs: &OrgTree, scope: &Scope, community: &str, category: &str) -> bool {
-    (scope.orgs.is_empty() || scope.orgs.iter().any(|s| orgs.is_within(community, s)))
+    lineage_in_scope(scope, orgs.lineage(community), category)
+}
+
+/// [`in_scope`] for a unit whose lineage ([`OrgTree::lineage`]) the caller
+/// looked up once: a monthly run checks every 差评 against every office.
+pub fn lineage_in_scope(scope: &Scope, lineage: &[(String, OrgLevel)], category: &str) -> bool {
+    (scope.orgs.is_empty() || scope.orgs.iter().any(|s| lineage.iter().any(|(c, _)| c == s)))
         && (scope.categories.is_empty() || scope.categories.iter().any(|c| c == category))
 }
 
