@@ -144,7 +144,7 @@ pub fn parse_wjx_page(cfg: &Config, source: &SourceConfig, page: &WjxPage) -> Re
         };
         let mut cells = vec![text(row.get("joinid")), text(row.get("submittime"))];
         cells.extend(keys.iter().map(|k| text(ans.get(k))));
-        rows.push((i + 1, cells));
+        rows.push((i + 1, csv::StringRecord::from(cells)));
     }
     let table = Table { headers, rows, encoding: "JSON" };
     let mut parsed = parse_wjx_export(cfg, source, &format!("page {}", page.number), &table)?;

@@ -66,8 +66,9 @@ pub fn parse_wjx_export(cfg: &Config, source: &SourceConfig, file: &str, table: 
     let mut parsed = Parsed { headers: table.headers.clone(), encoding: table.encoding, ..Default::default() };
     for (line, cells) in &table.rows {
         parsed.rows_read += 1;
-        let cell = |i: usize| cells.get(i).map(String::as_str).unwrap_or("");
-        let reject = |field: &str, reason: String| QuarantineRow { line: *line, field: field.into(), reason, values: cells.clone() };
+        let cell = |i: usize| super::table::cell(cells, i);
+        let reject =
+            |field: &str, reason: String| QuarantineRow { line: *line, field: field.into(), reason, values: super::table::cells(cells) };
         let row = (|| {
             let id = cell(id_col);
             if id.is_empty() {
