@@ -270,8 +270,11 @@ pub struct ReportView {
     pub bad_list: Vec<BadView>,
     /// Where valid 差评 concentrate.
     pub concentration: ConcentrationView,
-    /// Overdue 差评 per office (leadership report).
+    /// Overdue 差评 per office with any due (leadership report), most
+    /// overdue first, at most [`OVERDUE_ROWS`].
     pub overdue_by_office: Vec<OfficeOverdue>,
+    /// Offices with 差评 due, listed or not.
+    pub overdue_offices: usize,
     /// Questionnaire findings, if the job names a questionnaire.
     pub survey: Option<SurveyTables>,
     /// Footer: sources, counts, as-of, report id.
@@ -283,6 +286,8 @@ pub struct ReportView {
 pub struct WeakCell {
     /// Community name.
     pub community: String,
+    /// Its street's name: community names repeat across a province.
+    pub street: String,
     /// Category name.
     pub category: String,
     /// The figures.
@@ -305,6 +310,10 @@ pub struct BodyTable {
 /// would otherwise list 2,000 communities and weigh 650 KB of HTML; the
 /// weakest hundred is what a reader acts on, and the XLSX has every row.
 pub const BODY_ROWS: usize = 100;
+
+/// Offices the leadership report's overdue table lists: a province has
+/// over 200, and the ones that matter are the most overdue.
+pub const OVERDUE_ROWS: usize = 30;
 
 fn body_table(rows: &[Row]) -> BodyTable {
     if rows.len() <= BODY_ROWS {
@@ -509,10 +518,14 @@ pub fn build_view(cfg: &Config, input: ViewInput<'_>) -> ReportView {
         .take(10)
         .map(|c| WeakCell {
             community: community_name(&c.community),
+            street: cfg.orgs.ancestor(&c.community, crate::model::OrgLevel::Street).map(|u| u.name.clone()).unwrap_or_default(),
             category: cfg.category(&c.category).map(|k| k.name.clone()).unwrap_or_else(|| c.category.clone()),
             stats: c.stats,
         })
         .collect();
+    let mut overdue_by_office: Vec<OfficeOverdue> = overdue_by_office.into_iter().filter(|o| o.due > 0).collect();
+    let overdue_offices = overdue_by_office.len();
+    overdue_by_office.truncate(OVERDUE_ROWS);
     let community_table = body_table(&tables.communities);
     let street_table = body_table(&tables.streets);
     let change_pp = (tables.total.satisfied_rate - tables.previous.satisfied_rate) * 100.0;
@@ -538,6 +551,7 @@ pub fn build_view(cfg: &Config, input: ViewInput<'_>) -> ReportView {
         kind,
         concentration,
         overdue_by_office,
+        overdue_offices,
         subject: format!("【满意度{}】{period_label} · {audience}", period.kind_label()),
         period_key: period.key(),
         period_kind: period.kind_label().to_string(),
