@@ -54,8 +54,7 @@ for _ in range(repeat):
     out = con.sql(sql)
     columns, rows = out.columns, out.fetchall()
     times.append(time.perf_counter() - t0)
-times.sort()
-secs = times[len(times) // 2]
+secs = sorted(times)[len(times) // 2]
 text = ",".join(columns) + "\n" + "".join(",".join(str(x) for x in row) + "\n" for row in rows)
 if out_path:
     with open(out_path, "w", encoding="utf-8") as f:

@@ -85,7 +85,7 @@ fn main() -> Result<()> {
         "ingest-csv" => ingest(&site.join("manyi.toml"), "office-drop")?,
         "ingest-json" => ingest_json(&work, rows, seed, month)?,
         "table" => {
-            let repeat = arg("--repeat").unwrap_or_else(|| "5".into()).parse().context("--repeat")?;
+            let repeat = arg("--repeat").unwrap_or_else(|| "11".into()).parse().context("--repeat")?;
             table(&site, month, &PathBuf::from(arg("--out").context("--out FILE")?), repeat)?
         }
         "aggregate" => aggregate_month(&site, month)?,
@@ -241,7 +241,8 @@ fn ingest_json(work: &Path, rows: u64, seed: u64, through: Period) -> Result<ser
 
 /// The community × category table of one month, as DuckDB computes it
 /// beside: the catalog's files for the month, the latest version of each
-/// rating, counts per level. `secs` is the median of `repeat` runs.
+/// rating, counts per level. `secs` is the median of `repeat` runs; `runs`
+/// lists them in order (the first reads the files cold).
 fn table(site: &Path, month: Period, out: &Path, repeat: usize) -> Result<serde_json::Value> {
     let cfg = Config::load(&site.join("manyi.toml")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let store = Store::open(&cfg.data_dir)?;
@@ -255,8 +256,9 @@ fn table(site: &Path, month: Period, out: &Path, repeat: usize) -> Result<serde_
         times.push(t.elapsed().as_secs_f64());
     }
     let b = b.context("no run")?;
-    times.sort_by(f64::total_cmp);
-    let secs = times[times.len() / 2];
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let secs = sorted[sorted.len() / 2];
     let mut s = String::from("community,category,n,c1,c2,c3,c4,c5,satisfied_rate,score\n");
     let mut n = 0;
     for (key, c) in &b.cells {
