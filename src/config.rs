@@ -1099,6 +1099,15 @@ fn load_offices(path: &Path, orgs: &OrgTree, cats: &[Category], problems: &mut P
     file.offices
 }
 
+/// Reads a 节假日/调休 calendar file on its own, with the checks of
+/// [`Config::load`]: for a tool that needs the working days before a whole
+/// configuration exists (the benchmark generates its org tree with them).
+pub fn read_calendar(path: &Path) -> Result<WorkCalendar, ConfigError> {
+    let mut problems = Problems::default();
+    let calendar = load_calendar(path, &mut problems);
+    if problems.0.is_empty() { Ok(calendar) } else { Err(ConfigError(problems.0)) }
+}
+
 fn load_calendar(path: &Path, problems: &mut Problems) -> WorkCalendar {
     let (mut holidays, mut workdays) = (Vec::new(), Vec::new());
     let Some(mut rdr) = read_csv(path, problems) else { return WorkCalendar::default() };

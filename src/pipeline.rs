@@ -659,13 +659,10 @@ fn run_report(
     let mut leadership = None;
     for chunk in offices.chunks(BUILD_CHUNK) {
         let clock = std::time::Instant::now();
+        // The first leadership office not yet built is built; the others reuse it.
+        let mut leadership_wanted = leadership.is_none();
         let todo: Vec<&crate::config::Office> =
-            chunk.iter().copied().filter(|o| o.role == OfficeRole::Office || leadership.is_none()).collect();
-        let todo: Vec<&crate::config::Office> = {
-            // At most one leadership office per chunk is built.
-            let mut seen = false;
-            todo.into_iter().filter(|o| o.role == OfficeRole::Office || !std::mem::replace(&mut seen, true)).collect()
-        };
+            chunk.iter().copied().filter(|o| o.role == OfficeRole::Office || std::mem::take(&mut leadership_wanted)).collect();
         let mut built: HashMap<&str, render::Rendered> = HashMap::new();
         for (office, result) in todo.iter().zip(parallel_map(&todo, |o| build(o))) {
             let (rendered, total, t_aggregate, t_render) = result?;

@@ -114,17 +114,9 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// The 节假日/调休 calendar shipped in `reference/calendar.csv`.
-fn shipped_calendar() -> WorkCalendar {
-    let text = include_str!("../../reference/calendar.csv");
-    let (mut holidays, mut workdays) = (Vec::new(), Vec::new());
-    for line in text.lines().skip(1) {
-        let mut f = line.split(',');
-        if let (Some(Ok(d)), Some(kind)) = (f.next().map(|d| d.parse::<chrono::NaiveDate>()), f.next()) {
-            if kind == "holiday" { holidays.push(d) } else { workdays.push(d) }
-        }
-    }
-    WorkCalendar::new(holidays, workdays)
+/// The 节假日/调休 calendar the site ships, read as the config reads it.
+fn site_calendar(site: &Path) -> Result<WorkCalendar> {
+    Ok(manyi::config::read_calendar(&site.join("reference/calendar.csv"))?)
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
@@ -145,7 +137,7 @@ fn generate(site: &Path, rows: u64, seed: u64, through: Period) -> Result<serde_
         }
     }
     write(&site.join("manyi.toml"), &format!("{SITE_TOML}{MAIL_TOML}"))?;
-    let calendar = shipped_calendar();
+    let calendar = site_calendar(site)?;
     let province = Province::new(seed, rows, through, &calendar);
     write(&site.join("reference/orgs.csv"), &province.orgs_csv())?;
     write(&site.join("reference/offices.toml"), &province.offices_toml())?;
@@ -220,7 +212,7 @@ fn ingest(config: &Path, source: &str) -> Result<serde_json::Value> {
 /// them into a store of their own (a second site sharing the reference data).
 fn ingest_json(work: &Path, rows: u64, seed: u64, through: Period) -> Result<serde_json::Value> {
     let site = work.join("site");
-    let calendar = shipped_calendar();
+    let calendar = site_calendar(&site)?;
     let province = Arc::new(Province::new(seed, rows, through, &calendar));
     let port = platform::start(Arc::clone(&province))?;
     let json_site = work.join("json-site");

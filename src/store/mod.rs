@@ -279,7 +279,8 @@ impl Store {
         // Look the keys up in key order: consecutive look-ups then walk the
         // same B-tree pages, which on a store of ten million keys is several
         // times faster than the order of the file.
-        let mut order: Vec<usize> = (0..records.len()).filter(|&i| latest.get(&records[i].key()) == Some(&i)).collect();
+        let is_latest: Vec<bool> = records.iter().enumerate().map(|(i, r)| latest.get(&r.key()) == Some(&i)).collect();
+        let mut order: Vec<usize> = (0..records.len()).filter(|&i| is_latest[i]).collect();
         out.unchanged += records.len() - order.len();
         order.sort_unstable_by(|&a, &b| records[a].key().cmp(&records[b].key()));
         let mut found: Vec<Option<(String, i64, i64)>> = vec![None; records.len()];
@@ -322,10 +323,6 @@ impl Store {
             }
         }
         let mut to_write: Vec<(&T, String, Option<i64>)> = Vec::new();
-        let mut is_latest = vec![false; records.len()];
-        for &i in &order {
-            is_latest[i] = true;
-        }
         for (i, r) in records.iter().enumerate() {
             if !is_latest[i] {
                 continue;
