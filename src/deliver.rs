@@ -171,10 +171,29 @@ fn attachment_part(a: &ReportAttachment) -> Result<SinglePart, lettre::error::Er
 }
 
 /// Writes a message to the outbox as `<name>.eml`; returns the path.
+///
+/// A delivered `.eml` is never overwritten: the same bytes again are left as
+/// they are, different bytes under the same name go to `<name>.2.eml`,
+/// `<name>.3.eml` … (an outbox file may already have been handed on, and an
+/// inspection asks what was sent).
 pub fn write_outbox(outbox: &Path, name: &str, message: &Message) -> Result<PathBuf, DeliverError> {
+    let bytes = message.formatted();
+    for n in 1u32..=999 {
+        let path = if n == 1 { outbox.join(format!("{name}.eml")) } else { outbox.join(format!("{name}.{n}.eml")) };
+        match std::fs::read(&path) {
+            Ok(existing) if existing == bytes => return Ok(path),
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "an outbox file of this name holds another message; not overwritten");
+                continue;
+            }
+            Err(_) => {
+                crate::store::write_atomic(&path, &bytes)?;
+                return Ok(path);
+            }
+        }
+    }
     let path = outbox.join(format!("{name}.eml"));
-    crate::store::write_atomic(&path, &message.formatted())?;
-    Ok(path)
+    Err(crate::store::StoreError::Io { path, source: std::io::Error::other("999 different messages under one outbox name; clear the outbox") }.into())
 }
 
 /// A connection to the SMTP server, reused from message to message, with

@@ -60,6 +60,10 @@ class Handler:
         if st.fail_451_left > 0:
             st.fail_451_left -= 1
             return "451 4.3.0 Temporary local problem, try again later"
+        if a.delay_ms:
+            # A slow server keeps a run busy long enough for a second one to
+            # start beside it (the concurrent-run tests).
+            await asyncio.sleep(a.delay_ms / 1000)
         st.stored += 1
         name = f"{time.time_ns()}-{st.stored:06d}.eml"
         with open(os.path.join(a.spool, name), "wb") as f:
@@ -117,6 +121,7 @@ async def main():
     p.add_argument("--reject", action="append", default=[])
     p.add_argument("--drop-after", type=int)
     p.add_argument("--drop-count", type=int, default=1)
+    p.add_argument("--delay-ms", type=int, default=0)
     a = p.parse_args()
     os.makedirs(a.spool, exist_ok=True)
     state = State(a)

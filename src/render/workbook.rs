@@ -8,6 +8,34 @@ use crate::aggregate::Row;
 use chrono::{Datelike, NaiveDateTime, Timelike};
 use rust_xlsxwriter::{DocProperties, ExcelDateTime, Format, Workbook, Worksheet, XlsxError};
 
+/// Excel's limit on a cell's text, in UTF-16 code units (what rust_xlsxwriter
+/// checks). A longer resident comment made the whole workbook fail, and with it
+/// every office's report of the run.
+const CELL_MAX_UTF16: usize = 32_767;
+
+/// The marker that ends a cell cut to Excel's limit, so a reader knows the
+/// text goes on (the full text stays in the store and the landing copy).
+const CUT_MARKER: &str = "…（超出Excel单元格长度，已截断）";
+
+/// `text` as Excel can hold it: whole if it fits, otherwise cut on a
+/// character boundary with [`CUT_MARKER`] appended, the result within the limit.
+pub(crate) fn cell_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.encode_utf16().count() <= CELL_MAX_UTF16 {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let budget = CELL_MAX_UTF16 - CUT_MARKER.encode_utf16().count();
+    let mut used = 0;
+    let mut end = 0;
+    for (i, c) in text.char_indices() {
+        if used + c.len_utf16() > budget {
+            break;
+        }
+        used += c.len_utf16();
+        end = i + c.len_utf8();
+    }
+    std::borrow::Cow::Owned(format!("{}{CUT_MARKER}", &text[..end]))
+}
+
 fn xerr(e: XlsxError) -> RenderError {
     RenderError::Workbook(e.to_string())
 }
@@ -47,9 +75,9 @@ fn rows_sheet(wb: &mut Workbook, name: &str, first: &str, rows: &[Row], bold: &F
     for (i, r) in rows.iter().enumerate() {
         let row = (i + 1) as u32;
         let s = &r.stats;
-        ws.write_string(row, 0, &r.name)?;
-        ws.write_string(row, 1, &r.code)?;
-        ws.write_string(row, 2, &r.parent)?;
+        ws.write_string(row, 0, cell_text(&r.name))?;
+        ws.write_string(row, 1, cell_text(&r.code))?;
+        ws.write_string(row, 2, cell_text(&r.parent))?;
         ws.write_number(row, 3, s.n as f64)?;
         for (c, v) in [
             (4u16, s.satisfied_rate),
@@ -129,8 +157,8 @@ fn build(view: &ReportView, created: NaiveDateTime) -> Result<Vec<u8>, XlsxError
         header(ws, &["社区代码", "服务类别", "评价数n", "满意率", "95%下限", "95%上限", "差评率", "满意度得分", "样本不足"], &bold)?;
         for (i, c) in r.cross.iter().enumerate() {
             let row = (i + 1) as u32;
-            ws.write_string(row, 0, &c.community)?;
-            ws.write_string(row, 1, &c.category)?;
+            ws.write_string(row, 0, cell_text(&c.community))?;
+            ws.write_string(row, 1, cell_text(&c.category))?;
             ws.write_number(row, 2, c.stats.n as f64)?;
             for (col, v) in [(3u16, c.stats.satisfied_rate), (4, c.stats.satisfied_lo), (5, c.stats.satisfied_hi), (6, c.stats.bad_rate)] {
                 ws.write_number_with_format(row, col, v, &pct)?;
@@ -157,16 +185,39 @@ fn build(view: &ReportView, created: NaiveDateTime) -> Result<Vec<u8>, XlsxError
         header(ws, &["评价编号", "评价时间", "社区", "服务类别", "等级", "评价内容", "整改期限", "状态", "逾期"], &bold)?;
         for (i, b) in view.bad_list.iter().enumerate() {
             let row = (i + 1) as u32;
-            ws.write_string(row, 0, &b.rating.rating_id)?;
+            ws.write_string(row, 0, cell_text(&b.rating.rating_id))?;
             ws.write_string(row, 1, b.rating.rated_at.format("%Y-%m-%d %H:%M").to_string())?;
-            ws.write_string(row, 2, &b.community)?;
-            ws.write_string(row, 3, &b.category_name)?;
+            ws.write_string(row, 2, cell_text(&b.community))?;
+            ws.write_string(row, 3, cell_text(&b.category_name))?;
             ws.write_string(row, 4, if b.rating.level == 1 { "非常不满意" } else { "不满意" })?;
-            ws.write_string(row, 5, mask_personal(&b.rating.comment))?;
+            ws.write_string(row, 5, cell_text(&mask_personal(&b.rating.comment)))?;
             ws.write_string(row, 6, b.rating.deadline.format("%Y-%m-%d").to_string())?;
-            ws.write_string(row, 7, &b.rating.status)?;
+            ws.write_string(row, 7, cell_text(&b.rating.status))?;
             ws.write_string(row, 8, if b.rating.overdue { "逾期" } else { "" })?;
         }
     }
     wb.save_to_buffer()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cell_longer_than_excel_allows_is_cut_with_a_marker() {
+        let short = "服务很好";
+        assert_eq!(cell_text(short), short);
+        // 40,000 CJK characters (one UTF-16 unit each) and an emoji (two units)
+        // straddling the cut: the result must fit and end with the marker.
+        let long = format!("{}😀{}", "差".repeat(32_740), "评".repeat(8_000));
+        let cut = cell_text(&long);
+        assert!(cut.encode_utf16().count() <= CELL_MAX_UTF16, "{}", cut.encode_utf16().count());
+        assert!(cut.ends_with(CUT_MARKER));
+        assert!(cut.starts_with(&"差".repeat(32_740)));
+        // rust_xlsxwriter accepts it.
+        let mut wb = Workbook::new();
+        let ws = wb.add_worksheet();
+        assert!(ws.write_string(0, 0, cut.as_ref()).is_ok());
+        assert!(ws.write_string(1, 0, long.as_str()).is_err(), "the uncut text must be what Excel refuses");
+    }
 }

@@ -18,9 +18,11 @@
 
 mod catalog;
 mod frames;
+mod run_lock;
 
 pub use catalog::{DeliveryRecord, LockHolder, NewRun, RunRecord};
 pub use frames::{RATING_COLUMNS, ratings_frame, responses_frame};
+pub use run_lock::{RunLockGuard, RunLockHolder};
 
 use crate::model::{Rating, SurveyResponse};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -52,6 +54,16 @@ pub enum StoreError {
     /// Another process holds the lock.
     #[error("{0}")]
     Busy(String),
+    /// The catalog and the files of the data directory disagree: a report
+    /// from them would be wrong without a word (n = 0 from a lost state.db,
+    /// another month's rows in a replaced file), so nothing is reported.
+    #[error("the data directory is damaged, nothing was reported: {problem}. {remedy}")]
+    Inconsistent {
+        /// What does not match.
+        problem: String,
+        /// What the operator should restore.
+        remedy: String,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -199,6 +211,7 @@ impl Store {
         let db = root.join("state.db");
         let conn = Connection::open(&db)?;
         catalog::init(&conn)?;
+        run_lock::init(&conn)?;
         Ok(Store { root: root.to_path_buf(), conn })
     }
 
@@ -411,6 +424,7 @@ impl Store {
                 params![batch.source, w, now.to_rfc3339()],
             )?;
         }
+        pause_point("before-commit");
         tx.commit()?;
         Ok(out)
     }
@@ -434,19 +448,22 @@ impl Store {
         empty: impl Fn() -> PolarsResult<DataFrame>,
     ) -> Result<LazyFrame, StoreError> {
         let as_of_ms = as_of.timestamp_millis();
-        let mut paths = Vec::new();
+        self.settle_writers()?;
+        self.check_catalog_not_lost()?;
+        let mut listed = Vec::new();
         {
             let mut stmt = self.conn.prepare_cached(
-                "SELECT f.path FROM batch_files f JOIN batches b USING (batch_seq)
+                "SELECT f.path, f.rows FROM batch_files f JOIN batches b USING (batch_seq)
                  WHERE b.kind = ?1 AND f.month = ?2 AND b.committed_at_ms <= ?3 ORDER BY f.batch_seq",
             )?;
             for m in months {
-                let rows = stmt.query_map(params![kind.dir(), m, as_of_ms], |r| r.get::<_, String>(0))?;
-                for p in rows {
-                    paths.push(self.root.join(p?));
+                let rows = stmt.query_map(params![kind.dir(), m, as_of_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                for row in rows {
+                    listed.push(row?);
                 }
             }
         }
+        let paths = self.check_listed_files(&listed)?;
         if paths.is_empty() {
             return Ok(empty()?.lazy());
         }
@@ -495,16 +512,19 @@ impl Store {
     /// dated in. A rating whose follow-up changed is not new again.
     pub fn ratings_new_between(&self, after: DateTime<Utc>, until: DateTime<Utc>) -> Result<LazyFrame, StoreError> {
         let (after_ms, until_ms) = (after.timestamp_millis(), until.timestamp_millis());
-        let mut paths = Vec::new();
+        self.settle_writers()?;
+        self.check_catalog_not_lost()?;
+        let mut listed = Vec::new();
         {
             let mut stmt = self.conn.prepare_cached(
-                "SELECT f.path FROM batch_files f JOIN batches b USING (batch_seq)
+                "SELECT f.path, f.rows FROM batch_files f JOIN batches b USING (batch_seq)
                  WHERE b.kind = 'ratings' AND b.committed_at_ms > ?1 AND b.committed_at_ms <= ?2 ORDER BY f.batch_seq",
             )?;
-            for p in stmt.query_map(params![after_ms, until_ms], |r| r.get::<_, String>(0))? {
-                paths.push(self.root.join(p?));
+            for row in stmt.query_map(params![after_ms, until_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+                listed.push(row?);
             }
         }
+        let paths = self.check_listed_files(&listed)?;
         if paths.is_empty() {
             return Ok(ratings_frame::<Rating>(&[], 0)?.lazy());
         }
@@ -520,6 +540,74 @@ impl Store {
         }
         // Ids with a version committed by `after` were announced before.
         Ok(with_version_mark(RecordKind::Ratings, lf, seen)?.filter(col("__seq").is_null()).drop(cols(["__seq"])))
+    }
+
+    /// Waits until no other process is committing a batch.
+    ///
+    /// Why: a writer stamps its batch's commit time inside its IMMEDIATE
+    /// transaction, a moment before the commit lands. A reader whose as-of
+    /// falls in that moment would miss the batch now and see it on every
+    /// rerun with the same as-of. Taking (and at once releasing) the write
+    /// lock before reading closes the gap: a writer that stamped before the
+    /// reader's as-of has then committed, and one that had not yet begun
+    /// stamps a later time. (Wall clocks are assumed not to step backwards.)
+    fn settle_writers(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
+        Ok(())
+    }
+
+    /// Refuses a catalog that has lost its batches while curated files exist:
+    /// a missing, emptied or replaced state.db would otherwise report n = 0.
+    fn check_catalog_not_lost(&self) -> Result<(), StoreError> {
+        let batches: i64 = self.conn.query_row("SELECT COUNT(*) FROM batches", [], |r| r.get(0))?;
+        if batches > 0 {
+            return Ok(());
+        }
+        let curated = self.root.join("curated");
+        let mut files = 0usize;
+        for kind in [RecordKind::Ratings, RecordKind::Responses] {
+            let Ok(months) = fs::read_dir(curated.join(kind.dir())) else { continue };
+            for month in months.flatten() {
+                let Ok(entries) = fs::read_dir(month.path()) else { continue };
+                files += entries.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "parquet")).count();
+            }
+        }
+        if files == 0 {
+            return Ok(());
+        }
+        Err(StoreError::Inconsistent {
+            problem: format!(
+                "{} lists no batch, but {} holds {files} Parquet file(s): state.db is missing, empty or not this directory's",
+                self.root.join("state.db").display(),
+                curated.display()
+            ),
+            remedy: "Restore data/state.db from its backup (stop `manyi serve` first); do not collect into this directory until then".into(),
+        })
+    }
+
+    /// Checks each file the catalog lists for a read: it exists and holds
+    /// the rows the catalog recorded (the Parquet footer, not the data, is
+    /// read). Returns the absolute paths.
+    fn check_listed_files(&self, listed: &[(String, i64)]) -> Result<Vec<PathBuf>, StoreError> {
+        let mut paths = Vec::with_capacity(listed.len());
+        for (rel, rows) in listed {
+            let path = self.root.join(rel);
+            let remedy = || format!("Restore {} from a backup of the data directory", path.display());
+            let file = fs::File::open(&path)
+                .map_err(|e| StoreError::Inconsistent { problem: format!("{}: {e} (state.db lists it)", path.display()), remedy: remedy() })?;
+            let found = ParquetReader::new(file).num_rows().map_err(|e| StoreError::Inconsistent {
+                problem: format!("{}: not a readable Parquet file: {e}", path.display()),
+                remedy: remedy(),
+            })?;
+            if found as i64 != *rows {
+                return Err(StoreError::Inconsistent {
+                    problem: format!("{} holds {found} rows, state.db recorded {rows} when it was committed (the file was replaced)", path.display()),
+                    remedy: remedy(),
+                });
+            }
+            paths.push(path);
+        }
+        Ok(paths)
     }
 
     /// Counts for a report footer: committed batches and quarantined rows up to `as_of`.
@@ -612,6 +700,23 @@ pub fn crash_point(point: &str) {
     if AT.get_or_init(|| std::env::var("MANYI_CRASH_AT").ok()).as_deref() == Some(point) {
         eprintln!("manyi: MANYI_CRASH_AT={point}: aborting as the crash test asked");
         std::process::abort();
+    }
+}
+
+/// Test hook for the as-of tests: `MANYI_PAUSE_AT=before-commit:MS` makes a
+/// commit wait MS milliseconds after stamping its time and before committing,
+/// to put a reader's as-of inside that moment. Unset, it does nothing.
+pub fn pause_point(point: &str) {
+    static AT: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| {
+        let v = std::env::var("MANYI_PAUSE_AT").ok()?;
+        let (p, ms) = v.split_once(':')?;
+        Some((p.to_string(), ms.parse().ok()?))
+    });
+    if let Some((p, ms)) = at
+        && p == point
+    {
+        std::thread::sleep(std::time::Duration::from_millis(*ms));
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod collect;
 mod metrics;
+mod promises;
 mod reports;
 mod serve;
 mod smtp;

@@ -492,3 +492,95 @@ fn bench_deliver_1000_reports() {
         1000.0 / secs
     );
 }
+
+/// Runs `manyi run <args>` in the background with the SMTP password set.
+fn spawn_run(d: &Deployment, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(crate::support::BIN)
+        .arg("run")
+        .args(args)
+        .current_dir(&d.dir)
+        .env("MANYI_CONFIG", d.dir.join("manyi.toml"))
+        .env("MANYI_TEST_SMTP_PASSWORD", PASSWORD)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn manyi run")
+}
+
+#[test]
+fn two_runs_of_one_job_and_period_at_once_send_each_recipient_one_copy() {
+    let d = deployment(1, "starttls", "");
+    // 400 ms per message: a run takes about 2 s, so the two overlap.
+    let server = Server::start(&spool(&d), "starttls", &["--delay-ms", "400"]);
+    set_smtp(&d, server.port, "starttls", "");
+    let a = spawn_run(&d, &["monthly-report", "--period", "2026-10"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let b = spawn_run(&d, &["monthly-report", "--period", "2026-10"]);
+    for child in [a, b] {
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        assert!(!err.contains("interrupted"), "no live run may be called interrupted: {err}");
+    }
+    assert_eq!(copies(&spool(&d)), everyone_once(), "counted at the server");
+    assert_eq!(d.count("SELECT COUNT(*) FROM delivery_history WHERE state = 'sent'"), 5);
+}
+
+#[test]
+fn serve_firing_a_job_while_a_manual_run_of_it_goes_on_sends_each_recipient_one_copy() {
+    let d = deployment(1, "starttls", "");
+    let server = Server::start(&spool(&d), "starttls", &["--delay-ms", "300"]);
+    set_smtp(&d, server.port, "starttls", "");
+    d.file(
+        "jobs/fast-report.toml",
+        "# every 2 seconds, for the test\nschedule = \"*/2 * * * * *\"\nkind = \"report\"\nperiod = \"previous-month\"\ntemplate = \"haochaping\"\n",
+    );
+    let log = std::fs::File::create(d.dir.join("serve.log")).expect("log");
+    let mut serve = std::process::Command::new(crate::support::BIN)
+        .arg("serve")
+        .current_dir(&d.dir)
+        .env("MANYI_CONFIG", d.dir.join("manyi.toml"))
+        .env("MANYI_TEST_SMTP_PASSWORD", PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("serve");
+    // The manual run of the same job and (default) period, started while the
+    // service fires it.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let manual = spawn_run(&d, &["fast-report"]).wait_with_output().expect("manual run");
+    assert!(manual.status.success(), "{}", String::from_utf8_lossy(&manual.stderr));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while d.count("SELECT COUNT(*) FROM runs WHERE job = 'fast-report' AND outcome = 'ok'") < 3 {
+        assert!(std::time::Instant::now() < deadline, "{}", std::fs::read_to_string(d.dir.join("serve.log")).unwrap_or_default());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = std::process::Command::new("kill").args(["-TERM", &serve.id().to_string()]).status();
+    let _ = serve.wait();
+    let log = std::fs::read_to_string(d.dir.join("serve.log")).unwrap_or_default();
+    assert!(!log.contains("interrupted"), "{log}");
+    assert_eq!(copies(&spool(&d)), everyone_once(), "counted at the server:\n{log}");
+}
+
+#[test]
+fn a_retried_alert_resumes_its_window_and_serves_only_whom_it_missed() {
+    let d = deployment(1, "starttls", "");
+    let server = Server::start(&spool(&d), "starttls", &["--reject", "jd2@linjiang.gov.cn"]);
+    set_smtp(&d, server.port, "starttls", "");
+    let alert = |d: &Deployment| d.manyi_env(&["run", "nightly-alert"], &[("MANYI_TEST_SMTP_PASSWORD", PASSWORD)]);
+    let err = alert(&d).code(1).stderr();
+    assert!(err.contains("jd2@linjiang.gov.cn"), "{err}");
+    let first: BTreeMap<String, usize> = STREET.iter().filter(|r| **r != "jd2@linjiang.gov.cn").map(|r| (r.to_string(), 1)).collect();
+    assert_eq!(copies(&spool(&d)), first);
+
+    // The server accepts jd2 now; "run the job again" serves only jd2.
+    drop(server);
+    let server = Server::start(&spool(&d), "starttls", &[]);
+    set_smtp(&d, server.port, "starttls", "");
+    let out = alert(&d).success();
+    let want: BTreeMap<String, usize> = STREET.iter().map(|r| (r.to_string(), 1)).collect();
+    assert_eq!(copies(&spool(&d)), want, "counted at the server; {}", out.stderr());
+    // And the next alert run starts after the resumed window: nothing new.
+    alert(&d).success();
+    assert_eq!(copies(&spool(&d)), want);
+}

@@ -1,0 +1,181 @@
+//! One live run per (job, period): a lock row in state.db with a heartbeat.
+//!
+//! Why: delivery is check-then-send — a run reads who already has the
+//! period's report, then sends to the others. Two runs of one job and period
+//! at once (an operator's `manyi run` while `serve` fires the job, or two
+//! terminals) both read "not yet delivered" and both send, so recipients got
+//! two copies. The lock makes the second run wait until the first is done; it
+//! then finds everyone served and sends nothing. A holder whose heartbeat is
+//! older than [`STALE_AFTER`], or whose process is gone from this host, is
+//! dead: its lock is taken over, and only then may the new run say that an
+//! earlier run was interrupted.
+
+use super::{Store, StoreError};
+use chrono::Utc;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// A heartbeat older than this marks the holder dead.
+pub const STALE_AFTER: Duration = Duration::from_secs(30);
+/// How often a holder renews its heartbeat.
+const BEAT_EVERY: Duration = Duration::from_secs(5);
+/// How often a waiting run looks at the lock again.
+const POLL_EVERY: Duration = Duration::from_millis(250);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS run_locks (
+    job          TEXT NOT NULL,
+    period       TEXT NOT NULL,
+    run_id       TEXT NOT NULL,
+    pid          INTEGER NOT NULL,
+    host         TEXT NOT NULL,
+    started_at   TEXT NOT NULL,
+    heartbeat_ms INTEGER NOT NULL,
+    PRIMARY KEY (job, period)
+);
+";
+
+pub(super) fn init(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)
+}
+
+/// Who holds a run lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunLockHolder {
+    /// The holding run.
+    pub run_id: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Its host name.
+    pub host: String,
+    /// When it took the lock (RFC 3339).
+    pub started_at: String,
+    /// Its last heartbeat, Unix ms.
+    pub heartbeat_ms: i64,
+}
+
+impl RunLockHolder {
+    /// Whether the holder is certainly dead: no heartbeat for [`STALE_AFTER`],
+    /// or its process is gone from this very host.
+    fn is_dead(&self, now_ms: i64, this_host: &str) -> bool {
+        let stale = now_ms - self.heartbeat_ms > STALE_AFTER.as_millis() as i64;
+        let gone = self.host == this_host && Path::new("/proc").is_dir() && !Path::new("/proc").join(self.pid.to_string()).exists();
+        stale || gone
+    }
+}
+
+/// A held run lock; the heartbeat runs on its own thread and connection until
+/// the guard is dropped, which releases the lock.
+pub struct RunLockGuard {
+    db: std::path::PathBuf,
+    job: String,
+    period: String,
+    run_id: String,
+    stop: Arc<AtomicBool>,
+    beat: Option<std::thread::JoinHandle<()>>,
+    /// The dead run whose lock was taken over, if any: only then were
+    /// deliveries left "sending" by a run that is really gone.
+    pub took_over: Option<RunLockHolder>,
+}
+
+impl Drop for RunLockGuard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.beat.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+        if let Ok(conn) = Connection::open(&self.db) {
+            let _ = conn.busy_timeout(Duration::from_secs(30));
+            let _ = conn.execute(
+                "DELETE FROM run_locks WHERE job = ?1 AND period = ?2 AND run_id = ?3",
+                params![self.job, self.period, self.run_id],
+            );
+        }
+    }
+}
+
+fn this_host() -> String {
+    hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+impl Store {
+    /// Takes the lock of (`job`, `period`) for `run_id`, waiting while a live
+    /// run holds it (`waiting` is called once, with the holder, when a wait
+    /// begins). A dead holder's lock is taken over.
+    pub fn lock_run(&self, job: &str, period: &str, run_id: &str, waiting: &dyn Fn(&RunLockHolder)) -> Result<RunLockGuard, StoreError> {
+        let host = this_host();
+        let mut told = false;
+        loop {
+            match self.try_lock_run(job, period, run_id, &host)? {
+                Ok(took_over) => return Ok(self.start_heartbeat(job, period, run_id, took_over)),
+                Err(holder) => {
+                    if !told {
+                        waiting(&holder);
+                        told = true;
+                    }
+                    std::thread::sleep(POLL_EVERY);
+                }
+            }
+        }
+    }
+
+    /// One attempt: `Ok(Ok(took_over))` when the lock is ours now,
+    /// `Ok(Err(holder))` when a live run holds it.
+    fn try_lock_run(
+        &self,
+        job: &str,
+        period: &str,
+        run_id: &str,
+        host: &str,
+    ) -> Result<Result<Option<RunLockHolder>, RunLockHolder>, StoreError> {
+        // IMMEDIATE: the read and the claim below are one step; two runs
+        // cannot both see the lock free.
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)?;
+        let now = Utc::now();
+        let holder = tx
+            .query_row(
+                "SELECT run_id, pid, host, started_at, heartbeat_ms FROM run_locks WHERE job = ?1 AND period = ?2",
+                params![job, period],
+                |r| Ok(RunLockHolder { run_id: r.get(0)?, pid: r.get(1)?, host: r.get(2)?, started_at: r.get(3)?, heartbeat_ms: r.get(4)? }),
+            )
+            .optional()?;
+        let took_over = match holder {
+            Some(h) if !h.is_dead(now.timestamp_millis(), host) => return Ok(Err(h)),
+            other => other,
+        };
+        tx.execute(
+            "INSERT INTO run_locks (job, period, run_id, pid, host, started_at, heartbeat_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (job, period) DO UPDATE SET run_id = excluded.run_id, pid = excluded.pid, host = excluded.host,
+                 started_at = excluded.started_at, heartbeat_ms = excluded.heartbeat_ms",
+            params![job, period, run_id, std::process::id(), host, now.to_rfc3339(), now.timestamp_millis()],
+        )?;
+        tx.commit()?;
+        Ok(Ok(took_over))
+    }
+
+    fn start_heartbeat(&self, job: &str, period: &str, run_id: &str, took_over: Option<RunLockHolder>) -> RunLockGuard {
+        let db = self.root.join("state.db");
+        let stop = Arc::new(AtomicBool::new(false));
+        let (db2, stop2) = (db.clone(), stop.clone());
+        let (j, p, r) = (job.to_string(), period.to_string(), run_id.to_string());
+        let beat = std::thread::Builder::new()
+            .name("run-lock-heartbeat".into())
+            .spawn(move || {
+                let Ok(conn) = Connection::open(&db2) else { return };
+                let _ = conn.busy_timeout(Duration::from_secs(10));
+                while !stop2.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(BEAT_EVERY);
+                    let _ = conn.execute(
+                        "UPDATE run_locks SET heartbeat_ms = ?4 WHERE job = ?1 AND period = ?2 AND run_id = ?3",
+                        params![j, p, r, Utc::now().timestamp_millis()],
+                    );
+                }
+            })
+            .ok();
+        RunLockGuard { db, job: job.into(), period: period.into(), run_id: run_id.into(), stop, beat, took_over }
+    }
+}
