@@ -16,6 +16,50 @@ pub struct WorkCalendar {
     years: BTreeSet<i32>,
 }
 
+/// A row of a calendar file that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CalendarRowError {
+    /// 1-based line in the file, when the CSV reader knows it.
+    pub line: Option<usize>,
+    /// What is wrong with the row.
+    pub message: String,
+}
+
+// The one reader of `calendar.csv` (config, the demo and the tests all use
+// it), so a file the check accepts is the file every run computes with.
+impl WorkCalendar {
+    /// Reads `date,kind,name` rows (a header line first; kind is `holiday`
+    /// or `workday`). Bad rows are skipped and returned with their line, so a
+    /// caller can list every one of them at once.
+    pub fn from_csv(bytes: &[u8]) -> (WorkCalendar, Vec<CalendarRowError>) {
+        let (mut holidays, mut workdays, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
+        for rec in rdr.records() {
+            let rec = match rec {
+                Ok(r) => r,
+                Err(e) => {
+                    let line = e.position().map(|p| p.line() as usize);
+                    errors.push(CalendarRowError { line, message: format!("unreadable row: {e}") });
+                    continue;
+                }
+            };
+            let line = rec.position().map(|p| p.line() as usize);
+            let Ok(date) = NaiveDate::parse_from_str(rec.get(0).unwrap_or("").trim(), "%Y-%m-%d") else {
+                errors.push(CalendarRowError { line, message: format!("date “{}” is not YYYY-MM-DD", rec.get(0).unwrap_or("")) });
+                continue;
+            };
+            match rec.get(1).map(str::trim) {
+                Some("holiday") => holidays.push(date),
+                Some("workday") => workdays.push(date),
+                other => errors
+                    .push(CalendarRowError { line, message: format!("kind “{}” must be holiday or workday", other.unwrap_or("")) }),
+            }
+        }
+        (WorkCalendar::new(holidays, workdays), errors)
+    }
+}
+
 impl WorkCalendar {
     /// Builds a calendar from explicit holiday and make-up workday lists.
     pub fn new(holidays: impl IntoIterator<Item = NaiveDate>, workdays: impl IntoIterator<Item = NaiveDate>) -> Self {
@@ -97,13 +141,8 @@ mod tests {
 
     #[test]
     fn the_shipped_calendar_file_gives_the_same_national_day_deadline() {
-        let (mut hol, mut work) = (Vec::new(), Vec::new());
-        for line in include_str!("../reference/calendar.csv").lines().skip(1) {
-            let f: Vec<&str> = line.split(',').collect();
-            let day = NaiveDate::parse_from_str(f[0], "%Y-%m-%d").expect("date in calendar.csv");
-            if f[1] == "holiday" { hol.push(day) } else { work.push(day) }
-        }
-        let cal = WorkCalendar::new(hol, work);
+        let (cal, errors) = WorkCalendar::from_csv(include_bytes!("../reference/calendar.csv"));
+        assert_eq!(errors, []);
         assert_eq!(cal.years().iter().copied().collect::<Vec<_>>(), [2024, 2025, 2026]);
         // A 差评 of Fri 2025-09-26 with 15 working days: 09-28 (调休 Sunday),
         // 09-29, 09-30, [10-01..10-08 off], 10-09, 10-10, 10-11 (调休 Saturday),
@@ -112,6 +151,17 @@ mod tests {
         // 春节 2026: 02-15..02-23 off, Saturday 02-28 worked.
         assert!(!cal.is_working_day(d(2026, 2, 16)));
         assert!(cal.is_working_day(d(2026, 2, 28)));
+    }
+
+    #[test]
+    fn bad_rows_are_listed_with_their_line_and_the_rest_is_kept() {
+        let text = "date,kind,name\n2025-10-01,holiday,国庆节\n2025-13-01,holiday,x\n2025-09-28,rest,x\n2025-10-11,workday,调休\n";
+        let (cal, errors) = WorkCalendar::from_csv(text.as_bytes());
+        let lines: Vec<Option<usize>> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [Some(3), Some(4)]);
+        assert!(errors[1].message.contains("kind “rest”"), "{errors:?}");
+        assert!(!cal.is_working_day(d(2025, 10, 1)));
+        assert!(cal.is_working_day(d(2025, 10, 11)));
     }
 
     #[test]

@@ -124,7 +124,8 @@ pub fn main() -> ExitCode {
 }
 
 fn load(path: &Path) -> Result<Config> {
-    Ok(Config::load(path)?)
+    // The schedule checks look at fires after now; the clock is read here, at the edge.
+    Ok(Config::load_at(path, Utc::now())?)
 }
 
 fn run(cli: Cli) -> Result<()> {

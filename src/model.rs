@@ -209,9 +209,56 @@ impl OrgLevel {
     }
 }
 
+/// The canonical rating fields a source's `columns` table may map to a file's
+/// header or a platform's JSON field (the names collect's readers use).
+pub const RATING_FIELDS: [&str; 16] = [
+    "project_no",
+    "assess_number",
+    "rated_at",
+    "org",
+    "category",
+    "service_item",
+    "department",
+    "channel",
+    "level",
+    "reason_tags",
+    "comment",
+    "anonymous",
+    "rater_phone",
+    "follow_up",
+    "rectified_at",
+    "revisit",
+];
+
+/// Parses the timestamp formats offices and platforms use: ISO with a space
+/// or `T`, slashes as 问卷星 writes them, and GB/T 39046's `YYYYMMDDThhmmss`.
+pub fn parse_timestamp(text: &str) -> Option<NaiveDateTime> {
+    const FORMATS: [&str; 7] = [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y/%m/%d %H:%M:%S",
+        "%Y/%m/%d %H:%M",
+        "%Y%m%dT%H%M%S",
+        "%Y%m%d%H%M%S",
+    ];
+    let t = text.trim();
+    FORMATS.iter().find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_in_office_and_platform_formats() {
+        let want = NaiveDateTime::parse_from_str("2026-10-03 14:22:05", "%Y-%m-%d %H:%M:%S").ok();
+        assert_eq!(parse_timestamp("2026-10-03 14:22:05"), want);
+        assert_eq!(parse_timestamp("2026/10/3 14:22:05"), want);
+        assert_eq!(parse_timestamp("20261003T142205"), want);
+        assert_eq!(parse_timestamp("2026-13-03 14:22:05"), None);
+        assert_eq!(parse_timestamp("昨天"), None);
+    }
 
     #[test]
     fn levels_parse_from_names_and_digits() {

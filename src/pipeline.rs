@@ -5,11 +5,11 @@
 
 use crate::aggregate::{self, BadRating};
 use crate::collect::{self, Fetched};
-use crate::config::{Config, OfficeRole, Scope, SourceConfig, SourceKind};
+use crate::config::{Config, JobDef, JobKind, OfficeRole, Scope, SourceConfig, SourceKind};
 use crate::deliver;
 use crate::model::OrgLevel;
 use crate::render::{self, Footer, ReportKind, Templates};
-use crate::schedule::{Fire, JobDef, JobKind, Period, Trigger};
+use crate::schedule::{Fire, Period, Trigger};
 use crate::store::{BatchMeta, DeliveryRecord, NewRun, Store};
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};

@@ -1,107 +1,18 @@
-//! Jobs (`jobs/*.toml`) and the periods they report on.
+//! When jobs fire: each job's [`JobClock`] (cron in its zone, the
+//! first-working-day rule) and the [`Scheduler`] that hands out fires.
 //!
-//! A job says what to do and when; a [`Period`] is the logical slice of time a
-//! run reports on. Periods are plain values derived from a date given as an
-//! argument, never from the clock, so that a rerun of "2026-10" means the same
-//! thing whenever it happens.
+//! The jobs themselves (`jobs/*.toml`) are read and checked by
+//! `config::jobs`. Nothing here reads the clock: every "now" is an argument,
+//! so a slot, and the [`Period`] resolved from it, means the same thing
+//! whenever it is computed.
 
 use crate::calendar::WorkCalendar;
-use crate::config::{Office, Problems, SurveyDef};
+use crate::config::JobDef;
 pub use crate::period::Period;
-use chrono::{DateTime, NaiveDate, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
-use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::str::FromStr;
-
-/// A job definition.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobDef {
-    /// Unique name; defaults to the file stem.
-    #[serde(default)]
-    pub name: String,
-    /// Cron expression with seconds (`sec min hour day month weekday`).
-    pub schedule: String,
-    /// IANA time zone the schedule is read in.
-    #[serde(default = "default_tz")]
-    pub time_zone: String,
-    /// What the job does.
-    pub kind: JobKind,
-    /// Which period a scheduled run reports on.
-    #[serde(default)]
-    pub period: Option<PeriodExpr>,
-    /// The rating scheme whose templates render the report (a survey folder).
-    #[serde(default)]
-    pub template: Option<String>,
-    /// Questionnaire whose findings the report includes.
-    #[serde(default)]
-    pub questionnaire: Option<String>,
-    /// Office ids that receive it; empty means every office.
-    #[serde(default)]
-    pub offices: Vec<String>,
-    /// Whether `serve` runs a slot missed while it was down (or while the
-    /// previous run overran) once, as a catch-up. On by default for every
-    /// kind: a report must never be silently skipped, and one late collect
-    /// only picks up files that are waiting anyway.
-    #[serde(default = "yes")]
-    pub catchup: bool,
-    /// Move a fire that falls on a rest day (weekend or 节假日 on the holiday
-    /// calendar) to the first working day after it, at the same local time.
-    #[serde(default)]
-    pub first_working_day: bool,
-    /// Alert jobs: also mail an office when nothing new arrived (default: no email).
-    #[serde(default)]
-    pub send_empty: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn default_tz() -> String {
-    "Asia/Shanghai".into()
-}
-
-/// What a job does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    /// Fetch new data from every source.
-    Collect,
-    /// Render and deliver the leadership report and one report per office.
-    Report,
-    /// Tell each responsible office of the 差评 that arrived since the last
-    /// alert run, with their deadlines.
-    Alert,
-}
-
-/// Period expressions a job can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PeriodExpr {
-    /// The day before the run's date.
-    PreviousDay,
-    /// The calendar month before the run's date.
-    PreviousMonth,
-    /// The calendar quarter before the run's date.
-    PreviousQuarter,
-    /// The month of the run's date, so far (the as-of time caps it).
-    MonthToDate,
-}
-
-impl PeriodExpr {
-    /// The period this expression means on `today` (local date).
-    pub fn resolve(self, today: NaiveDate) -> Period {
-        match self {
-            PeriodExpr::PreviousDay => Period::Day(today).previous(),
-            PeriodExpr::PreviousMonth => Period::month_of(today).previous(),
-            PeriodExpr::PreviousQuarter => Period::quarter_of(today).previous(),
-            PeriodExpr::MonthToDate => Period::month_of(today),
-        }
-    }
-}
 
 /// How a run was started, as the ledger records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -356,94 +267,11 @@ impl Scheduler {
     }
 }
 
-/// Loads every `*.toml` of the jobs folder, checking references to offices and surveys.
-pub(crate) fn load_jobs(
-    dir: &Path,
-    offices: &[Office],
-    surveys: &BTreeMap<String, SurveyDef>,
-    problems: &mut Problems,
-) -> BTreeMap<String, JobDef> {
-    let mut jobs = BTreeMap::new();
-    let mut files: Vec<_> = match std::fs::read_dir(dir) {
-        Ok(e) => e.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect(),
-        Err(e) => {
-            problems.0.push(crate::config::Problem { file: dir.into(), line: None, message: format!("cannot read the jobs folder: {e}") });
-            return jobs;
-        }
-    };
-    files.sort();
-    for path in files {
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                problems.0.push(crate::config::Problem { file: path.clone(), line: None, message: format!("cannot read: {e}") });
-                continue;
-            }
-        };
-        let Some(mut job) = crate::config::parse_toml::<JobDef>(&path, &text, problems) else { continue };
-        if job.name.is_empty() {
-            job.name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        }
-        let mut complain = |needle: &str, msg: String| {
-            let line = text.lines().position(|l| l.contains(needle)).map(|i| i + 1);
-            problems.0.push(crate::config::Problem { file: path.clone(), line, message: msg });
-        };
-        match cron::Schedule::from_str(&job.schedule) {
-            Err(e) => complain(
-                "schedule",
-                format!("schedule “{}” is not a cron expression with seconds (e.g. \"0 0 8 1 * *\"): {e}", job.schedule),
-            ),
-            // Moving fires to a working day only makes sense for daily or rarer
-            // jobs; an hourly one would pile every holiday hour onto one fire.
-            Ok(s) if job.first_working_day => {
-                let gaps: Vec<TimeDelta> = s.upcoming(Utc).take(3).collect::<Vec<_>>().windows(2).map(|w| w[1] - w[0]).collect();
-                if gaps.iter().any(|g| *g < TimeDelta::hours(20)) {
-                    complain("first_working_day", "first_working_day is for daily or rarer schedules; this one fires more often".into());
-                }
-            }
-            Ok(_) => {}
-        }
-        if job.time_zone.parse::<chrono_tz::Tz>().is_err() {
-            complain("time_zone", format!("time_zone “{}” is not an IANA zone", job.time_zone));
-        }
-        if job.kind == JobKind::Alert {
-            match &job.template {
-                Some(t) if surveys.contains_key(t) => {}
-                Some(t) => complain(t, format!("template “{t}” has no folder in survey-templates/")),
-                None => complain("kind", "an alert job needs `template = \"…\"` (a survey-templates folder with alert.html.tera)".into()),
-            }
-        }
-        if job.kind == JobKind::Report {
-            if job.period.is_none() {
-                complain("kind", "a report job needs `period = \"previous-month\"`".into());
-            }
-            match &job.template {
-                Some(t) if surveys.contains_key(t) => {}
-                Some(t) => complain(t, format!("template “{t}” has no folder in survey-templates/")),
-                None => complain("kind", "a report job needs `template = \"…\"` (a survey-templates folder)".into()),
-            }
-            if let Some(q) = &job.questionnaire {
-                if !surveys.contains_key(q) {
-                    complain(q, format!("questionnaire “{q}” has no folder in survey-templates/"));
-                }
-            }
-        }
-        for id in &job.offices {
-            if !offices.iter().any(|o| &o.id == id) {
-                complain(id, format!("office “{id}” is not in offices.toml"));
-            }
-        }
-        if jobs.contains_key(&job.name) {
-            complain("name", format!("job name “{}” is used twice", job.name));
-        }
-        jobs.insert(job.name.clone(), job);
-    }
-    jobs
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{JobKind, PeriodExpr};
+    use chrono::NaiveDate;
 
     fn job(name: &str, schedule: &str, tz: &str) -> JobDef {
         JobDef {
@@ -471,15 +299,7 @@ mod tests {
 
     /// The official calendar shipped in reference/calendar.csv.
     fn official_calendar() -> WorkCalendar {
-        let text = include_str!("../reference/calendar.csv");
-        let (mut holidays, mut workdays) = (Vec::new(), Vec::new());
-        for line in text.lines().skip(1) {
-            let mut f = line.split(',');
-            let (Some(d), Some(kind)) = (f.next(), f.next()) else { continue };
-            let d = NaiveDate::parse_from_str(d, "%Y-%m-%d").expect("calendar date");
-            if kind == "holiday" { holidays.push(d) } else { workdays.push(d) }
-        }
-        WorkCalendar::new(holidays, workdays)
+        WorkCalendar::from_csv(include_bytes!("../reference/calendar.csv")).0
     }
 
     #[test]

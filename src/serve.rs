@@ -14,9 +14,9 @@
 //! visible: batches commit in one SQLite transaction and files are renamed
 //! into place; the next start marks the open ledger rows `abandoned`.
 
-use crate::config::Config;
+use crate::config::{Config, JobDef};
 use crate::pipeline::{self, RunOptions};
-use crate::schedule::{Fire, JobClock, JobDef, Period, Scheduler};
+use crate::schedule::{Fire, JobClock, Period, Scheduler};
 use crate::store::Store;
 use anyhow::{Context, Result};
 use chrono::{TimeDelta, Utc};

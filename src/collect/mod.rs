@@ -16,14 +16,17 @@ mod wjx_export;
 pub use http_api::{
     ApiError, CATCH_UP, HAOCHAPING_FIELDS, HttpSource, Page, Window, api_quarantine_headers, parse_haochaping_page, sign_haochaping,
 };
-pub use rating_file::{RATING_FIELDS, parse_ratings};
+pub use rating_file::parse_ratings;
 pub use table::{Table, decode_text, read_table};
 pub use wjx_api::{WjxPage, fetch_wjx_page, parse_wjx_page, sign_wjx};
 pub use wjx_export::parse_wjx_export;
 
+// Re-exported for the readers of this stage; it lives in `model` because
+// config checks `[source.api] start` with it too.
+pub use crate::model::parse_timestamp;
+
 use crate::model::{Rating, SurveyResponse};
 use crate::store::QuarantineRow;
-use chrono::NaiveDateTime;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -142,35 +145,4 @@ pub fn finish_file(inbox: &Path, fetched: &Fetched, rejected: Option<&str>) -> R
     }
     fs::rename(&fetched.path, &target).map_err(io(&target))?;
     Ok(target)
-}
-
-/// Parses the timestamp formats offices and platforms use: ISO with a space
-/// or `T`, slashes as 问卷星 writes them, and GB/T 39046's `YYYYMMDDThhmmss`.
-pub fn parse_timestamp(text: &str) -> Option<NaiveDateTime> {
-    const FORMATS: [&str; 7] = [
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%dT%H:%M:%S",
-        "%Y-%m-%d %H:%M",
-        "%Y/%m/%d %H:%M:%S",
-        "%Y/%m/%d %H:%M",
-        "%Y%m%dT%H%M%S",
-        "%Y%m%d%H%M%S",
-    ];
-    let t = text.trim();
-    FORMATS.iter().find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_in_office_and_platform_formats() {
-        let want = NaiveDateTime::parse_from_str("2026-10-03 14:22:05", "%Y-%m-%d %H:%M:%S").ok();
-        assert_eq!(parse_timestamp("2026-10-03 14:22:05"), want);
-        assert_eq!(parse_timestamp("2026/10/3 14:22:05"), want);
-        assert_eq!(parse_timestamp("20261003T142205"), want);
-        assert_eq!(parse_timestamp("2026-13-03 14:22:05"), None);
-        assert_eq!(parse_timestamp("昨天"), None);
-    }
 }

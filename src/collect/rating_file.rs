@@ -32,26 +32,6 @@ const DEFAULT_HEADERS: [(&str, &[&str]); 16] = [
     ("revisit", &["回访结果"]),
 ];
 
-/// Keys accepted in a source's `columns` table.
-pub const RATING_FIELDS: [&str; 16] = [
-    "project_no",
-    "assess_number",
-    "rated_at",
-    "org",
-    "category",
-    "service_item",
-    "department",
-    "channel",
-    "level",
-    "reason_tags",
-    "comment",
-    "anonymous",
-    "rater_phone",
-    "follow_up",
-    "rectified_at",
-    "revisit",
-];
-
 const REQUIRED: [&str; 5] = ["project_no", "rated_at", "org", "category", "level"];
 
 /// Channel names as exports print them (GB/T 39046 numbering).

@@ -1,0 +1,392 @@
+//! The shape of `manyi.toml`: what serde reads, with its defaults. Checks
+//! that need more than the shape (names, references, SMTP rules) are in
+//! `check`.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// `manyi.toml` as written by the user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The data directory (landing, quarantine, curated, state.db, outbox, reports).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// IANA time zone of the locality; timestamps are read as wall time there.
+    #[serde(default = "default_tz")]
+    pub time_zone: String,
+    /// Folder of survey definitions and report templates.
+    #[serde(default = "default_templates")]
+    pub templates_dir: PathBuf,
+    /// Folder of `*.toml` job definitions.
+    #[serde(default = "default_jobs")]
+    pub jobs_dir: PathBuf,
+    /// Name of the body that publishes the reports (e.g. 临江市民政局).
+    pub organisation: String,
+    /// Reference data files.
+    pub reference: ReferenceFiles,
+    /// 差评 follow-up rules.
+    #[serde(default)]
+    pub follow_up: FollowUpRules,
+    /// Metric thresholds.
+    #[serde(default)]
+    pub metrics: MetricRules,
+    /// Sources to collect from.
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+    /// Mail settings: the sender always, the SMTP server when configured.
+    pub mail: MailConfig,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_tz() -> String {
+    "Asia/Shanghai".into()
+}
+fn default_templates() -> PathBuf {
+    PathBuf::from("survey-templates")
+}
+fn default_jobs() -> PathBuf {
+    PathBuf::from("jobs")
+}
+
+/// Paths of the reference data, relative to `manyi.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceFiles {
+    /// Org hierarchy CSV: code,name,parent,level.
+    pub orgs: PathBuf,
+    /// Service categories CSV: code,name,parent.
+    pub categories: PathBuf,
+    /// Offices TOML.
+    pub offices: PathBuf,
+    /// Holiday calendar CSV: date,kind,name.
+    pub calendar: PathBuf,
+}
+
+/// Rules for 差评 follow-up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowUpRules {
+    /// Working days allowed to rectify a valid 差评 (15 in Sichuan, 5 in some cities).
+    #[serde(default = "default_deadline")]
+    pub deadline_working_days: u32,
+}
+
+fn default_deadline() -> u32 {
+    15
+}
+
+impl Default for FollowUpRules {
+    fn default() -> Self {
+        FollowUpRules { deadline_working_days: default_deadline() }
+    }
+}
+
+/// Thresholds that govern how figures are shown.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricRules {
+    /// Cells with fewer ratings than this are flagged and kept out of rankings.
+    #[serde(default = "default_min_n")]
+    pub min_n: u32,
+    /// Weight, in ratings, of the parent's rate in a ranking score: with
+    /// 20, a community with 2 ratings scores near its street's rate.
+    #[serde(default = "default_prior_weight")]
+    pub prior_weight: f64,
+}
+
+fn default_prior_weight() -> f64 {
+    20.0
+}
+
+fn default_min_n() -> u32 {
+    30
+}
+
+impl Default for MetricRules {
+    fn default() -> Self {
+        MetricRules { min_n: default_min_n(), prior_weight: default_prior_weight() }
+    }
+}
+
+/// Which kind of records a source yields and how it is read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Unique name; also the landing and quarantine folder name.
+    pub name: String,
+    /// How the source is read.
+    pub kind: SourceKind,
+    /// Inbox directory of a file-drop source (relative to `manyi.toml`).
+    #[serde(default)]
+    pub inbox: PathBuf,
+    /// For `wjx_export` and `wjx_api`: the survey (a folder of `survey-templates/`).
+    #[serde(default)]
+    pub survey: Option<String>,
+    /// For `rating_file`: canonical field → column header in the office's
+    /// export. For `haochaping_api`: canonical field → the platform's JSON
+    /// field name (defaults: `projectNo`, `assessNumber`, `areaCode`, …).
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+    /// For the API kinds: where and how to fetch (`[source.api]`).
+    #[serde(default)]
+    pub api: Option<ApiConfig>,
+}
+
+impl SourceKind {
+    /// Whether the source is fetched over HTTP rather than read from an inbox.
+    pub fn is_api(self) -> bool {
+        matches!(self, SourceKind::HaochapingApi | SourceKind::WjxApi)
+    }
+}
+
+/// The kinds of source this version reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// Office file drop of 好差评 ratings (CSV in UTF-8 or GBK, or XLSX).
+    RatingFile,
+    /// 问卷星 export (xlsx or CSV) of a questionnaire.
+    WjxExport,
+    /// The provincial 好差评 platform's HTTP API (paged JSON, HMAC-signed).
+    HaochapingApi,
+    /// 问卷星 OpenAPI, action 1001002 (answers of one survey).
+    WjxApi,
+}
+
+/// How the signature bytes are written into the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureEncoding {
+    /// Lower-case hex (the default).
+    #[default]
+    Hex,
+    /// Standard base64 with padding.
+    Base64,
+}
+
+/// Settings of an HTTP source (`[source.api]`).
+///
+/// 好差评 signature scheme: the request carries `header_app_key: app_key`,
+/// `header_timestamp: <Unix milliseconds>` and `header_signature:
+/// HMAC-SHA256(secret, timestamp + body)` in `signature` encoding, where
+/// `body` is the exact JSON bytes sent and the secret is read from the
+/// environment variable named by `secret_env` (never from a file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Base URL, e.g. `https://hcp.example.gov.cn`.
+    pub base_url: String,
+    /// Path of the list interface, appended to `base_url`.
+    #[serde(default)]
+    pub path: String,
+    /// The app key (好差评) or appid (问卷星) the platform issued.
+    pub app_key: String,
+    /// NAME of the environment variable holding the secret / appkey.
+    pub secret_env: String,
+    /// Records per page (问卷星 allows at most 50).
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// Pages fetched per run at most; the rest waits for the next run.
+    #[serde(default = "default_page_limit")]
+    pub page_limit: u32,
+    /// Pages per committed batch (each batch moves the watermark).
+    #[serde(default = "default_commit_every")]
+    pub commit_every: u32,
+    /// Hours before the watermark that every run fetches again, so that late
+    /// or updated records are seen (the record keys make repeats free).
+    #[serde(default = "default_overlap_hours")]
+    pub overlap_hours: u32,
+    /// First run only: fetch from this time (`YYYY-MM-DD HH:MM:SS`, local);
+    /// default 30 days back.
+    #[serde(default)]
+    pub start: Option<String>,
+    /// Seconds to wait for a connection.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Seconds a whole request (with its body) may take.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Retries of one page on 429, 5xx, broken connections and cut bodies.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// First backoff in milliseconds; doubled per retry, with jitter.
+    #[serde(default = "default_api_backoff_ms")]
+    pub backoff_ms: u64,
+    /// Longest single wait in milliseconds (also caps Retry-After).
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// Encoding of the signature header.
+    #[serde(default)]
+    pub signature: SignatureEncoding,
+    /// Header carrying the app key.
+    #[serde(default = "default_header_app_key")]
+    pub header_app_key: String,
+    /// Header carrying the timestamp.
+    #[serde(default = "default_header_timestamp")]
+    pub header_timestamp: String,
+    /// Header carrying the signature.
+    #[serde(default = "default_header_signature")]
+    pub header_signature: String,
+    /// Dotted path of the record array in a page (好差评).
+    #[serde(default = "default_records_path")]
+    pub records_path: String,
+    /// Dotted path of the total count in a page (好差评).
+    #[serde(default = "default_total_path")]
+    pub total_path: String,
+    /// Platform value of the category field (default field `taskCode`) →
+    /// category code of categories.csv. A value that is already a category
+    /// code or name needs no entry.
+    #[serde(default)]
+    pub category_map: BTreeMap<String, String>,
+    /// Category of a record whose category value is not mapped.
+    #[serde(default)]
+    pub default_category: Option<String>,
+    /// 问卷星: the survey id (`vid`).
+    #[serde(default)]
+    pub vid: Option<String>,
+}
+
+fn default_page_size() -> u32 {
+    100
+}
+fn default_page_limit() -> u32 {
+    1000
+}
+fn default_commit_every() -> u32 {
+    50
+}
+fn default_overlap_hours() -> u32 {
+    48
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_timeout() -> u64 {
+    60
+}
+fn default_max_retries() -> u32 {
+    5
+}
+fn default_api_backoff_ms() -> u64 {
+    500
+}
+fn default_max_backoff_ms() -> u64 {
+    30_000
+}
+fn default_header_app_key() -> String {
+    "X-App-Key".into()
+}
+fn default_header_timestamp() -> String {
+    "X-Timestamp".into()
+}
+fn default_header_signature() -> String {
+    "X-Signature".into()
+}
+fn default_records_path() -> String {
+    "data.records".into()
+}
+fn default_total_path() -> String {
+    "data.total".into()
+}
+
+/// Mail settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailConfig {
+    /// From header, e.g. `临江市民政局满意度监测 <manyi@mzj.linjiang.gov.cn>`.
+    pub from: String,
+    /// SMTP server; absent means write `.eml` files to `data/outbox`.
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
+    /// Who is told by email when a scheduled run fails.
+    #[serde(default)]
+    pub admins: Vec<String>,
+}
+
+/// An SMTP server. The password comes only from the environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Host name.
+    pub host: String,
+    /// Port (25, 465, 587); default from `security`: 587, 465, 25.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// How the connection is protected.
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    /// Account name, if the server wants AUTH.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Name of the environment variable that holds the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Extra root certificate (PEM) to trust besides the system's, for a
+    /// server with an internal CA; relative to the configuration file.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Timeout of connecting and of each SMTP command, in seconds.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Recipients per message: 1 (the default) sends one message per
+    /// recipient; up to 50 share a message.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Attempts of a message on temporary failures (4xx, connection lost),
+    /// the first included.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// Wait before the second attempt, in milliseconds; doubled each time.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+}
+
+/// Connection security of an SMTP server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (required, port 587).
+    #[default]
+    Starttls,
+    /// Implicit TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only to a server on this machine (127.0.0.1, ::1, localhost).
+    Plain,
+}
+
+impl SmtpConfig {
+    /// The port, configured or the usual one for the security mode.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.security {
+            SmtpSecurity::Starttls => 587,
+            SmtpSecurity::Tls => 465,
+            SmtpSecurity::Plain => 25,
+        })
+    }
+}
+
+/// The most recipients one message may carry.
+pub const MAX_BATCH: usize = 50;
+
+fn default_timeout_secs() -> u64 {
+    30
+}
+fn default_batch_size() -> usize {
+    1
+}
+fn default_attempts() -> u32 {
+    4
+}
+fn default_backoff_ms() -> u64 {
+    2000
+}
+
+/// Whether a host name is this machine, where plain SMTP is acceptable.
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}

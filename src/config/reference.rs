@@ -1,0 +1,336 @@
+//! Reference data: the org hierarchy (`orgs.csv`), the service categories
+//! (`categories.csv`), the offices (`offices.toml`) and the working-day
+//! calendar (`calendar.csv`), each loaded with every problem located.
+
+use super::lines::{Step, TomlLines};
+use super::{ConfigError, Problems, parse_toml};
+use crate::calendar::WorkCalendar;
+use crate::model::OrgLevel;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+/// A unit of the org hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgUnit {
+    /// 统计用区划代码 (6, 9, 12 or 15 digits; the city has its own short code).
+    pub code: String,
+    /// Chinese name.
+    pub name: String,
+    /// Parent code, empty for the city.
+    pub parent: String,
+    /// Level in the hierarchy.
+    pub level: OrgLevel,
+}
+
+/// The org hierarchy with look-ups by code and by name.
+#[derive(Debug, Clone, Default)]
+pub struct OrgTree {
+    units: BTreeMap<String, OrgUnit>,
+    by_name: HashMap<String, Vec<String>>,
+    /// Each unit's code and level, then its parent's, up to the root. Scope
+    /// checks run once per 差评 per office (millions in a province's monthly
+    /// run), so the walk up the tree is done once here.
+    lineage: HashMap<String, Vec<(String, OrgLevel)>>,
+}
+
+impl OrgTree {
+    /// Builds the tree from its units (checked by the loader).
+    pub fn new(units: Vec<OrgUnit>) -> Self {
+        let mut by_name: HashMap<String, Vec<String>> = HashMap::new();
+        for u in &units {
+            by_name.entry(u.name.clone()).or_default().push(u.code.clone());
+        }
+        let units: BTreeMap<String, OrgUnit> = units.into_iter().map(|u| (u.code.clone(), u)).collect();
+        let lineage = units
+            .keys()
+            .map(|code| {
+                let mut chain = Vec::new();
+                let mut cur = units.get(code);
+                // Bounded by the number of units, so a cycle the loader
+                // reports cannot hang the build of the tree.
+                while let Some(u) = cur {
+                    if chain.len() > units.len() {
+                        break;
+                    }
+                    chain.push((u.code.clone(), u.level));
+                    cur = units.get(&u.parent);
+                }
+                (code.clone(), chain)
+            })
+            .collect();
+        OrgTree { units, by_name, lineage }
+    }
+
+    /// The unit with this code.
+    pub fn get(&self, code: &str) -> Option<&OrgUnit> {
+        self.units.get(code)
+    }
+
+    /// Every unit, ordered by code.
+    pub fn units(&self) -> impl Iterator<Item = &OrgUnit> {
+        self.units.values()
+    }
+
+    /// Units of one level, ordered by code.
+    pub fn at_level(&self, level: OrgLevel) -> impl Iterator<Item = &OrgUnit> {
+        self.units.values().filter(move |u| u.level == level)
+    }
+
+    /// Resolves a community or grid given by code or by its unique name.
+    pub fn resolve_rated_unit(&self, text: &str) -> Result<&OrgUnit, String> {
+        let t = text.trim();
+        if let Some(u) = self.units.get(t) {
+            return match u.level {
+                OrgLevel::Community | OrgLevel::Grid => Ok(u),
+                _ => Err(format!("区划 {t} 是{:?}级，评价应落到社区或网格", u.level)),
+            };
+        }
+        match self.by_name.get(t).map(Vec::as_slice) {
+            Some([code]) => self.resolve_rated_unit(code),
+            Some(codes) if codes.len() > 1 => Err(format!("社区名称“{t}”不唯一（{}），请改用12位区划代码", codes.join("、"))),
+            _ if t.is_empty() => Err("社区/区划为空".into()),
+            _ => Err(format!("未知的社区或区划代码“{t}”（不在 orgs.csv 中）")),
+        }
+    }
+
+    /// The ancestor of `code` at `level` (itself if it is at that level).
+    pub fn ancestor(&self, code: &str, level: OrgLevel) -> Option<&OrgUnit> {
+        let (found, _) = self.lineage.get(code)?.iter().find(|(_, l)| *l == level)?;
+        self.units.get(found)
+    }
+
+    /// The unit's code and level, then its parent's, up to the root (empty
+    /// for an unknown code).
+    pub fn lineage(&self, code: &str) -> &[(String, OrgLevel)] {
+        self.lineage.get(code).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Whether `code` is `scope` or lies below it.
+    pub fn is_within(&self, code: &str, scope: &str) -> bool {
+        self.lineage.get(code).is_some_and(|chain| chain.iter().any(|(c, _)| c == scope))
+    }
+}
+
+/// A service category.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Category {
+    /// Code used in the store.
+    pub code: String,
+    /// Chinese name.
+    pub name: String,
+    /// Parent code, empty at the top.
+    pub parent: String,
+}
+
+/// Whether an office gets the leadership report or its own slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OfficeRole {
+    /// 市/区领导: the whole city.
+    Leadership,
+    /// A 街道办, 居委会 or business section: its scope only.
+    Office,
+}
+
+/// An office and who reads its report.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Office {
+    /// Stable id used in delivery records and file names.
+    pub id: String,
+    /// Chinese name.
+    pub name: String,
+    /// Leadership or office.
+    pub role: OfficeRole,
+    /// Email addresses.
+    pub recipients: Vec<String>,
+    /// What the office is responsible for.
+    #[serde(default)]
+    pub scope: Scope,
+}
+
+/// An office's scope: org units (with everything below them) and/or categories.
+/// Both empty means everything; both set means the intersection.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scope {
+    /// Org codes.
+    #[serde(default)]
+    pub orgs: Vec<String>,
+    /// Category codes.
+    #[serde(default)]
+    pub categories: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OfficesFile {
+    #[serde(rename = "office")]
+    offices: Vec<Office>,
+}
+
+fn read_csv(path: &Path, problems: &mut Problems) -> Option<csv::Reader<std::fs::File>> {
+    match csv::ReaderBuilder::new().flexible(true).from_path(path) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            problems.push(path, None, format!("cannot read: {e}"));
+            None
+        }
+    }
+}
+
+pub(super) fn load_orgs(path: &Path, problems: &mut Problems) -> OrgTree {
+    let mut units = Vec::new();
+    let Some(mut rdr) = read_csv(path, problems) else { return OrgTree::default() };
+    for rec in rdr.records() {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(path, e.position().map(|p| p.line() as usize), format!("unreadable row: {e}"));
+                continue;
+            }
+        };
+        let line = rec.position().map(|p| p.line() as usize);
+        if rec.len() != 4 {
+            problems.push(path, line, format!("expected 4 columns code,name,parent,level, found {}", rec.len()));
+            continue;
+        }
+        let Some(level) = OrgLevel::parse(&rec[3]) else {
+            problems.push(path, line, format!("level “{}” is not one of city, district, street, community, grid", &rec[3]));
+            continue;
+        };
+        let code = rec[0].trim().to_string();
+        if let Some(len) = level.code_len() {
+            if code.len() != len || !code.chars().all(|c| c.is_ascii_digit()) {
+                problems.push(path, line, format!("code “{code}” of a {level:?} must be {len} digits"));
+            }
+        }
+        if units.iter().any(|u: &(OrgUnit, Option<usize>)| u.0.code == code) {
+            problems.push(path, line, format!("code “{code}” appears twice"));
+        }
+        units.push((OrgUnit { code, name: rec[1].trim().to_string(), parent: rec[2].trim().to_string(), level }, line));
+    }
+    let codes: HashMap<&str, OrgLevel> = units.iter().map(|(u, _)| (u.code.as_str(), u.level)).collect();
+    for (u, line) in &units {
+        if u.level == OrgLevel::City {
+            continue;
+        }
+        match codes.get(u.parent.as_str()) {
+            None => problems.push(path, *line, format!("parent “{}” of {} is not in the file", u.parent, u.code)),
+            Some(pl) if *pl >= u.level => problems.push(path, *line, format!("parent “{}” of {} is not a higher level", u.parent, u.code)),
+            Some(pl) if *pl != OrgLevel::City && !u.code.starts_with(&u.parent) => {
+                problems.push(path, *line, format!("code {} does not start with its parent's code {}", u.code, u.parent))
+            }
+            _ => {}
+        }
+    }
+    if units.is_empty() {
+        problems.push(path, None, "no org units");
+    }
+    OrgTree::new(units.into_iter().map(|(u, _)| u).collect())
+}
+
+pub(super) fn load_categories(path: &Path, problems: &mut Problems) -> Vec<Category> {
+    let mut cats: Vec<Category> = Vec::new();
+    let Some(mut rdr) = read_csv(path, problems) else { return cats };
+    let mut lines = Vec::new();
+    for rec in rdr.records() {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(path, e.position().map(|p| p.line() as usize), format!("unreadable row: {e}"));
+                continue;
+            }
+        };
+        let line = rec.position().map(|p| p.line() as usize);
+        if rec.len() != 3 {
+            problems.push(path, line, format!("expected 3 columns code,name,parent, found {}", rec.len()));
+            continue;
+        }
+        let c = Category { code: rec[0].trim().into(), name: rec[1].trim().into(), parent: rec[2].trim().into() };
+        if c.code.is_empty() || c.name.is_empty() {
+            problems.push(path, line, "code and name must not be empty");
+        }
+        if cats.iter().any(|o| o.code == c.code || o.name == c.name) {
+            problems.push(path, line, format!("category “{}”/“{}” appears twice", c.code, c.name));
+        }
+        cats.push(c);
+        lines.push(line);
+    }
+    for (c, line) in cats.iter().zip(lines) {
+        if !c.parent.is_empty() && !cats.iter().any(|p| p.code == c.parent) {
+            problems.push(path, line, format!("parent “{}” of category {} is not in the file", c.parent, c.code));
+        }
+    }
+    cats
+}
+
+pub(super) fn load_offices(path: &Path, orgs: &OrgTree, cats: &[Category], problems: &mut Problems) -> Vec<Office> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(path, None, format!("cannot read: {e}"));
+            return Vec::new();
+        }
+    };
+    let Some(file) = parse_toml::<OfficesFile>(path, &text, problems) else { return Vec::new() };
+    let lines = TomlLines::new(&text);
+    let mut ids = BTreeSet::new();
+    for (i, o) in file.offices.iter().enumerate() {
+        let at = |rest: &[Step<'_>]| lines.line(&[&[Step::Key("office"), Step::Index(i)], rest].concat());
+        let id_line = at(&[Step::Key("id")]);
+        if !ids.insert(o.id.as_str()) {
+            problems.push(path, id_line, format!("office id “{}” is used twice", o.id));
+        }
+        if o.id.is_empty() || !o.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            problems.push(path, id_line, format!("office id “{}” must be ASCII letters, digits, - or _ (it names files)", o.id));
+        }
+        if o.recipients.is_empty() {
+            problems.push(path, id_line, format!("office “{}” has no recipients", o.id));
+        }
+        for (k, r) in o.recipients.iter().enumerate() {
+            if r.parse::<lettre::Address>().is_err() {
+                let line = at(&[Step::Key("recipients"), Step::Index(k)]);
+                problems.push(path, line, format!("office “{}”: recipient “{r}” is not an email address", o.id));
+            }
+        }
+        for (k, code) in o.scope.orgs.iter().enumerate() {
+            if orgs.get(code).is_none() {
+                let line = at(&[Step::Key("scope"), Step::Key("orgs"), Step::Index(k)]);
+                problems.push(path, line, format!("office “{}”: scope org “{code}” is not in orgs.csv", o.id));
+            }
+        }
+        for (k, code) in o.scope.categories.iter().enumerate() {
+            if !cats.iter().any(|c| &c.code == code) {
+                let line = at(&[Step::Key("scope"), Step::Key("categories"), Step::Index(k)]);
+                problems.push(path, line, format!("office “{}”: scope category “{code}” is not in categories.csv", o.id));
+            }
+        }
+    }
+    file.offices
+}
+
+/// Reads a 节假日/调休 calendar file on its own, with the checks of
+/// [`Config::load`]: for a tool that needs the working days before a whole
+/// configuration exists (the benchmark generates its org tree with them).
+pub fn read_calendar(path: &Path) -> Result<WorkCalendar, ConfigError> {
+    let mut problems = Problems::default();
+    let calendar = load_calendar(path, &mut problems);
+    if problems.0.is_empty() { Ok(calendar) } else { Err(ConfigError(problems.0)) }
+}
+
+pub(super) fn load_calendar(path: &Path, problems: &mut Problems) -> WorkCalendar {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            problems.push(path, None, format!("cannot read: {e}"));
+            return WorkCalendar::default();
+        }
+    };
+    let (calendar, errors) = WorkCalendar::from_csv(&bytes);
+    for e in errors {
+        problems.push(path, e.line, e.message);
+    }
+    calendar
+}
