@@ -193,7 +193,11 @@ pub fn write_outbox(outbox: &Path, name: &str, message: &Message) -> Result<Path
         }
     }
     let path = outbox.join(format!("{name}.eml"));
-    Err(crate::store::StoreError::Io { path, source: std::io::Error::other("999 different messages under one outbox name; clear the outbox") }.into())
+    Err(crate::store::StoreError::Io {
+        path,
+        source: std::io::Error::other("999 different messages under one outbox name; clear the outbox"),
+    }
+    .into())
 }
 
 /// A connection to the SMTP server, reused from message to message, with

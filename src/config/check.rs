@@ -55,8 +55,7 @@ pub(super) fn check_sources(toml: &TomlFile<'_>, sources: &[SourceConfig], known
         if !names.insert(s.name.as_str()) {
             problems.push(at.problem(&[Key("name")], format!("source name “{}” is used twice", s.name)));
         }
-        if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            let message = format!("source name “{}” must be ASCII letters, digits, - or _ (it names folders)", s.name);
+        if let Err(message) = super::names::check_plain_name("source name", &s.name) {
             problems.push(at.problem(&[Key("name")], message));
         }
         problems.extend(check_source_transport(&at, s, known.categories));

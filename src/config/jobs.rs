@@ -132,6 +132,10 @@ pub(super) fn load_jobs(
         }
         let lines = TomlLines::new(&text);
         let mut complain = |at: &[Step<'_>], msg: String| problems.push(&path, lines.line(at), msg);
+        if let Err(message) = super::names::check_plain_name("job name", &job.name) {
+            complain(&[Step::Key("name")], message);
+            continue;
+        }
         check_job(&job, offices, surveys, now, &mut complain);
         if jobs.contains_key(&job.name) {
             complain(&[Step::Key("name")], format!("job name “{}” is used twice", job.name));

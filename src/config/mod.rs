@@ -15,6 +15,7 @@ mod check;
 mod file;
 mod jobs;
 mod lines;
+pub mod names;
 mod reference;
 mod survey;
 

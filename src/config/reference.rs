@@ -283,8 +283,8 @@ pub(super) fn load_offices(path: &Path, orgs: &OrgTree, cats: &[Category], probl
         if !ids.insert(o.id.as_str()) {
             problems.push(path, id_line, format!("office id “{}” is used twice", o.id));
         }
-        if o.id.is_empty() || !o.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            problems.push(path, id_line, format!("office id “{}” must be ASCII letters, digits, - or _ (it names files)", o.id));
+        if let Err(message) = super::names::check_plain_name("office id", &o.id) {
+            problems.push(path, id_line, message);
         }
         if o.recipients.is_empty() {
             problems.push(path, id_line, format!("office “{}” has no recipients", o.id));

@@ -96,6 +96,10 @@ pub(super) fn load_surveys(dir: &Path, problems: &mut Problems) -> BTreeMap<Stri
         if id.starts_with('_') {
             continue;
         }
+        if let Err(message) = super::names::check_plain_name("survey folder", &id) {
+            problems.push(&d, None, message);
+            continue;
+        }
         let path = d.join("survey.toml");
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,

@@ -581,7 +581,8 @@ impl Store {
                 self.root.join("state.db").display(),
                 curated.display()
             ),
-            remedy: "Restore data/state.db from its backup (stop `manyi serve` first); do not collect into this directory until then".into(),
+            remedy: "Restore data/state.db from its backup (stop `manyi serve` first); do not collect into this directory until then"
+                .into(),
         })
     }
 
@@ -593,15 +594,20 @@ impl Store {
         for (rel, rows) in listed {
             let path = self.root.join(rel);
             let remedy = || format!("Restore {} from a backup of the data directory", path.display());
-            let file = fs::File::open(&path)
-                .map_err(|e| StoreError::Inconsistent { problem: format!("{}: {e} (state.db lists it)", path.display()), remedy: remedy() })?;
+            let file = fs::File::open(&path).map_err(|e| StoreError::Inconsistent {
+                problem: format!("{}: {e} (state.db lists it)", path.display()),
+                remedy: remedy(),
+            })?;
             let found = ParquetReader::new(file).num_rows().map_err(|e| StoreError::Inconsistent {
                 problem: format!("{}: not a readable Parquet file: {e}", path.display()),
                 remedy: remedy(),
             })?;
             if found as i64 != *rows {
                 return Err(StoreError::Inconsistent {
-                    problem: format!("{} holds {found} rows, state.db recorded {rows} when it was committed (the file was replaced)", path.display()),
+                    problem: format!(
+                        "{} holds {found} rows, state.db recorded {rows} when it was committed (the file was replaced)",
+                        path.display()
+                    ),
                     remedy: remedy(),
                 });
             }

@@ -140,7 +140,9 @@ impl Store {
             .query_row(
                 "SELECT run_id, pid, host, started_at, heartbeat_ms FROM run_locks WHERE job = ?1 AND period = ?2",
                 params![job, period],
-                |r| Ok(RunLockHolder { run_id: r.get(0)?, pid: r.get(1)?, host: r.get(2)?, started_at: r.get(3)?, heartbeat_ms: r.get(4)? }),
+                |r| {
+                    Ok(RunLockHolder { run_id: r.get(0)?, pid: r.get(1)?, host: r.get(2)?, started_at: r.get(3)?, heartbeat_ms: r.get(4)? })
+                },
             )
             .optional()?;
         let took_over = match holder {

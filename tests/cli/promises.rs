@@ -155,6 +155,31 @@ fn a_comment_longer_than_an_excel_cell_does_not_stop_any_report() {
     let mut wb: calamine::Xlsx<_> = calamine::open_workbook(office).expect("open xlsx");
     let sheet = wb.worksheet_range("差评清单").expect("差评清单 sheet");
     let cell = sheet.rows().nth(1).and_then(|r| r.get(5)).map(|c| c.to_string()).unwrap_or_default();
-    assert!(cell.starts_with("楼道灯坏了很久") && cell.ends_with("已截断）"), "cut with a marker: …{}", &cell[cell.len().saturating_sub(60)..]);
+    assert!(
+        cell.starts_with("楼道灯坏了很久") && cell.ends_with("已截断）"),
+        "cut with a marker: …{}",
+        &cell[cell.len().saturating_sub(60)..]
+    );
     assert!(cell.encode_utf16().count() <= 32_767);
+}
+
+#[test]
+fn a_job_name_that_is_a_path_is_refused_and_nothing_is_written_outside() {
+    let d = collected(5);
+    let outside = d._tmp.path().join("escape_rel");
+    for (file, name) in [("jobs/abs.toml", "/tmp/manyi_escape_abs"), ("jobs/rel.toml", "../../escape_rel")] {
+        d.file(
+            file,
+            &format!(
+                "name = {name:?}\nschedule = \"0 0 8 1 * *\"\nkind = \"report\"\nperiod = \"previous-month\"\ntemplate = \"haochaping\"\n"
+            ),
+        );
+    }
+    let err = d.manyi(&["check"]).code(2).stderr();
+    assert!(err.contains("abs.toml:1: job name “/tmp/manyi_escape_abs” must be a plain name"), "{err}");
+    assert!(err.contains("rel.toml:1: job name “../../escape_rel” must be a plain name"), "{err}");
+    for name in ["/tmp/manyi_escape_abs", "../../escape_rel"] {
+        d.manyi(&["run", name, "--period", "2026-10"]).code(2);
+    }
+    assert!(!outside.exists() && !Path::new("/tmp/manyi_escape_abs").exists(), "nothing written outside the deployment");
 }
