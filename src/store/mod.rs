@@ -19,7 +19,7 @@
 mod catalog;
 mod frames;
 
-pub use catalog::{DeliveryRecord, LockHolder, NewRun, RunRecord};
+pub use catalog::{DeliveryRecord, DeliveryState, LockHolder, NewRun, RunOutcome, RunRecord, UnknownState};
 pub use frames::{RATING_COLUMNS, ratings_frame, responses_frame};
 
 use crate::model::{Rating, SurveyResponse};
