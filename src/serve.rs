@@ -4,7 +4,7 @@
 //! [`Scheduler`] of `schedule`; this module is its edge: the clock, the
 //! service lock in state.db, signals, and runs on blocking threads through
 //! `pipeline::run_job` (polars and rusqlite block, so a run never occupies
-//! the loop that keeps the heartbeat).
+//! the loop that keeps the heartbeat), and the admins' mail when a run fails.
 //!
 //! Shutdown (SIGTERM, SIGINT/Ctrl-C): no new run is started; a run in
 //! progress is let finish (a blocking thread cannot be aborted safely, and a
@@ -142,7 +142,7 @@ async fn event_loop(cfg: &Arc<Config>, store: &Store, holder: &str, sched: &mut 
         tokio::select! {
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 let (fire, result) = joined.context("a run's thread panicked")?;
-                finished(cfg, store, sched, &fire, result);
+                finished(sched, &fire, &result);
             }
             () = tokio::time::sleep(wait) => {}
         }
@@ -174,23 +174,31 @@ fn start(cfg: &Arc<Config>, store: &Store, sched: &mut Scheduler, tasks: &mut Jo
             let opts = RunOptions { trigger: fire.trigger, fire_time: Some(fire.slot), slots: fire.slots, ..RunOptions::default() };
             pipeline::run_job(&cfg, &mut store, &job, period, None, opts).map(|_| ())
         });
+        // Told from the run's thread, not the loop: mailing over SMTP may
+        // take retries and timeouts, and the loop keeps the heartbeat.
+        if let Err(e) = &result {
+            tracing::error!(job = %fire.job, error = %format!("{e:#}"), "run failed");
+            tell_admins(&cfg, &fire.job, &period.key(), e);
+        }
         (fire, result)
     });
     Ok(())
 }
 
-fn finished(cfg: &Config, store: &Store, sched: &mut Scheduler, fire: &Fire, result: Result<()>) {
-    sched.finished(&fire.job);
-    let Err(e) = result else {
-        tracing::info!(job = %fire.job, "run ended ok");
-        return;
-    };
-    tracing::error!(job = %fire.job, error = %format!("{e:#}"), "run failed");
-    let period = cfg.jobs.get(&fire.job).map(|j| period_of(j, fire, cfg.tz).key()).unwrap_or_default();
-    // A failure to tell the admins must not stop the service; it is logged.
-    match pipeline::notify_admins(cfg, store, &fire.job, &period, &format!("{e:#}")) {
-        Ok(Some(path)) => tracing::info!(path = %path.display(), "admins notified"),
+/// Tells the admins that a run failed. A failure to tell them must not stop
+/// the service; it is logged.
+fn tell_admins(cfg: &Config, job: &str, period: &str, error: &anyhow::Error) {
+    match pipeline::notify_admins(cfg, job, period, &format!("{error:#}")) {
+        Ok(Some(pipeline::AdminNotice::Sent(reply))) => tracing::info!(%reply, "admins notified over SMTP"),
+        Ok(Some(pipeline::AdminNotice::Outbox(path))) => tracing::info!(path = %path.display(), "admins notified in the outbox"),
         Ok(None) => {}
         Err(e) => tracing::error!(error = %format!("{e:#}"), "could not notify the admins"),
+    }
+}
+
+fn finished(sched: &mut Scheduler, fire: &Fire, result: &Result<()>) {
+    sched.finished(&fire.job);
+    if result.is_ok() {
+        tracing::info!(job = %fire.job, "run ended ok");
     }
 }

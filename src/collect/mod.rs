@@ -7,12 +7,14 @@
 //! then tells the source the payload is done ([`finish_file`]), so a crash in
 //! between means the payload is read again, never lost.
 
+mod api_paging;
 mod http_api;
 mod rating_file;
 mod table;
 mod wjx_api;
 mod wjx_export;
 
+pub use api_paging::{ApiBatch, ApiPager, ApiStep, PagingError, next_watermark};
 pub use http_api::{
     ApiError, CATCH_UP, HAOCHAPING_FIELDS, HttpSource, Page, Window, api_quarantine_headers, parse_haochaping_page, sign_haochaping,
 };

@@ -3,8 +3,114 @@
 
 use super::{Store, StoreError};
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
+
+/// A state column value that no version of manyi writes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} “{value}” in state.db")]
+pub struct UnknownState {
+    /// Which column.
+    pub what: &'static str,
+    /// The text found.
+    pub value: String,
+}
+
+/// An enum stored in a TEXT column of state.db. The texts are the ones the
+/// first release wrote, so existing data directories still read.
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident, $what:literal { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl $name {
+            /// The text stored in state.db.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = UnknownState;
+            fn from_str(s: &str) -> Result<Self, UnknownState> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownState { what: $what, value: s.to_string() }),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                // pad, not write: `manyi history` lays these out in columns.
+                f.pad(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl FromSql for $name {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                value.as_str()?.parse().map_err(|e: UnknownState| FromSqlError::Other(Box::new(e)))
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// Where one recipient's delivery stands (see ARCHITECTURE.md, delivery states).
+    DeliveryState, "delivery state" {
+        /// Recorded before the SMTP transaction; left behind only by a run that died in it.
+        Sending = "sending",
+        /// The SMTP server accepted the message.
+        Sent = "sent",
+        /// Not delivered: refused, or temporary failures after the last attempt, or not attempted.
+        Failed = "failed",
+        /// Written to the outbox (no SMTP configured).
+        Outbox = "outbox",
+        /// History only: the report changed after delivery and was not sent again.
+        Held = "held",
+    }
+}
+
+impl DeliveryState {
+    /// Whether the recipient has the report: only these are skipped by a rerun.
+    pub fn is_delivered(self) -> bool {
+        matches!(self, DeliveryState::Sent | DeliveryState::Outbox)
+    }
+}
+
+text_enum! {
+    /// How a run in the ledger ended (or that it has not).
+    RunOutcome, "run outcome" {
+        /// Started and not ended yet (or its process died: see `Abandoned`).
+        Running = "running",
+        /// Ended without error.
+        Ok = "ok",
+        /// Ended with an error, or with recipients not served.
+        Failed = "failed",
+        /// A missed slot of a job with `catchup = false`: recorded, not run.
+        Skipped = "skipped",
+        /// Left `running` by a service that died; closed by the next start.
+        Abandoned = "abandoned",
+    }
+}
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -170,8 +276,8 @@ pub struct RunRecord {
     pub started_at: String,
     /// End (UTC).
     pub ended_at: Option<String>,
-    /// running, ok, failed.
-    pub outcome: String,
+    /// How it ended, or that it is running.
+    pub outcome: RunOutcome,
     /// JSON counts.
     pub counts: Option<String>,
     /// Error text of a failed run.
@@ -193,8 +299,8 @@ pub struct DeliveryRecord {
     pub office: String,
     /// Recipient address.
     pub recipient: String,
-    /// sent, outbox, failed.
-    pub state: String,
+    /// Where the delivery stands.
+    pub state: DeliveryState,
     /// Hash of the content last delivered (or attempted).
     pub content_hash: String,
     /// smtp or outbox.
@@ -211,7 +317,7 @@ impl Store {
         let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
         self.conn.execute(
             "INSERT INTO runs (run_id, job, period, as_of, trigger, started_at, outcome, operator, fire_time, slots)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8, ?9)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?10, ?7, ?8, ?9)",
             params![
                 run.run_id,
                 run.job,
@@ -221,7 +327,8 @@ impl Store {
                 Utc::now().to_rfc3339(),
                 operator,
                 run.fire_time.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
-                run.slots as i64
+                run.slots as i64,
+                RunOutcome::Running
             ],
         )?;
         Ok(())
@@ -232,10 +339,10 @@ impl Store {
     /// Manual runs are left alone: one may be running beside the service.
     pub fn abandon_unfinished_runs(&self) -> Result<usize, StoreError> {
         Ok(self.conn.execute(
-            "UPDATE runs SET outcome = 'abandoned', ended_at = ?1,
+            "UPDATE runs SET outcome = ?2, ended_at = ?1,
                error = 'the process ended during the run; nothing it had not committed is visible'
-             WHERE outcome = 'running' AND trigger IN ('schedule', 'catch-up')",
-            params![Utc::now().to_rfc3339()],
+             WHERE outcome = ?3 AND trigger IN ('schedule', 'catch-up')",
+            params![Utc::now().to_rfc3339(), RunOutcome::Abandoned, RunOutcome::Running],
         )?)
     }
 
@@ -313,7 +420,7 @@ impl Store {
     }
 
     /// Closes a run's ledger row.
-    pub fn run_ended(&self, run_id: &str, outcome: &str, counts: &serde_json::Value, error: Option<&str>) -> Result<(), StoreError> {
+    pub fn run_ended(&self, run_id: &str, outcome: RunOutcome, counts: &serde_json::Value, error: Option<&str>) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE runs SET ended_at = ?2, outcome = ?3, counts = ?4, error = ?5 WHERE run_id = ?1",
             params![run_id, Utc::now().to_rfc3339(), outcome, counts.to_string(), error],
@@ -326,9 +433,11 @@ impl Store {
     pub fn last_ok_as_of(&self, job: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         let text: Option<String> = self
             .conn
-            .query_row("SELECT as_of FROM runs WHERE job = ?1 AND outcome = 'ok' ORDER BY started_at DESC LIMIT 1", params![job], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT as_of FROM runs WHERE job = ?1 AND outcome = ?2 ORDER BY started_at DESC LIMIT 1",
+                params![job, RunOutcome::Ok],
+                |r| r.get(0),
+            )
             .optional()?;
         Ok(text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc)))
     }
@@ -445,6 +554,49 @@ mod tests {
 
     fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text).expect("rfc3339").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn states_keep_the_texts_existing_data_directories_hold() {
+        let deliveries = [
+            (DeliveryState::Sending, "sending"),
+            (DeliveryState::Sent, "sent"),
+            (DeliveryState::Failed, "failed"),
+            (DeliveryState::Outbox, "outbox"),
+            (DeliveryState::Held, "held"),
+        ];
+        for (state, text) in deliveries {
+            assert_eq!(state.as_str(), text);
+            assert_eq!(text.parse::<DeliveryState>(), Ok(state));
+        }
+        let runs = [
+            (RunOutcome::Running, "running"),
+            (RunOutcome::Ok, "ok"),
+            (RunOutcome::Failed, "failed"),
+            (RunOutcome::Skipped, "skipped"),
+            (RunOutcome::Abandoned, "abandoned"),
+        ];
+        for (outcome, text) in runs {
+            assert_eq!(outcome.as_str(), text);
+            assert_eq!(text.parse::<RunOutcome>(), Ok(outcome));
+        }
+        assert!("delivered".parse::<DeliveryState>().is_err());
+        assert_eq!(format!("{:<8}|", DeliveryState::Sent), "sent    |", "history pads it into its column");
+
+        // A row written as text by an older manyi reads back as the enum.
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::open(tmp.path()).expect("store");
+        store
+            .conn
+            .execute(
+                "INSERT INTO deliveries (job, period, office, recipient, state, content_hash, channel, detail, run_id, updated_at)
+                 VALUES ('j', '2026-10', 'o', 'a@b.cn', 'outbox', 'h', 'outbox', NULL, 'r', 'now')",
+                [],
+            )
+            .expect("insert");
+        let d = store.delivery("j", "2026-10", "o", "a@b.cn").expect("read").expect("row");
+        assert_eq!(d.state, DeliveryState::Outbox);
+        assert!(d.state.is_delivered());
     }
 
     #[test]

@@ -20,7 +20,7 @@ mod catalog;
 mod frames;
 mod run_lock;
 
-pub use catalog::{DeliveryRecord, LockHolder, NewRun, RunRecord};
+pub use catalog::{DeliveryRecord, DeliveryState, LockHolder, NewRun, RunOutcome, RunRecord, UnknownState};
 pub use frames::{RATING_COLUMNS, ratings_frame, responses_frame};
 pub use run_lock::{RunLockGuard, RunLockHolder};
 

@@ -463,6 +463,67 @@ fn inline_images_travel_as_cid_parts_of_the_related_part() {
     }
 }
 
+/// Runs `manyi serve` on a deployment whose monthly report fails every two
+/// seconds (its leadership template is gone) until `until` holds, then stops
+/// it with SIGTERM.
+fn serve_a_failing_report(d: &Deployment, until: impl Fn() -> bool) {
+    d.file(
+        "jobs/monthly-report.toml",
+        "schedule = \"*/2 * * * * *\"\nkind = \"report\"\nperiod = \"previous-month\"\ntemplate = \"haochaping\"\n",
+    );
+    let template = d.dir.join("survey-templates/haochaping/leadership.html.tera");
+    if template.exists() {
+        std::fs::remove_file(template).expect("remove template");
+    }
+    let log_path = d.dir.join("serve.log");
+    let mut serve = std::process::Command::new(crate::support::BIN)
+        .arg("serve")
+        .current_dir(&d.dir)
+        .env("MANYI_CONFIG", d.dir.join("manyi.toml"))
+        .env("MANYI_TEST_SMTP_PASSWORD", PASSWORD)
+        .env_remove("MANYI_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log"))
+        .spawn()
+        .expect("start manyi serve");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while !until() {
+        assert!(serve.try_wait().expect("wait").is_none(), "serve exited early:\n{}", log());
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for the admins' mail:\n{}", log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let ok = std::process::Command::new("kill").args(["-TERM", &serve.id().to_string()]).status().expect("kill").success();
+    assert!(ok, "kill -TERM failed");
+    assert_eq!(serve.wait().expect("wait").code(), Some(0), "{}", log());
+}
+
+fn failure_mails_in_outbox(d: &Deployment) -> usize {
+    std::fs::read_dir(d.dir.join("data/outbox"))
+        .map(|e| e.filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().starts_with("failure_"))).count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_failed_scheduled_run_is_mailed_to_the_admins_over_smtp_and_to_the_outbox_when_smtp_is_down() {
+    const ADMIN: &str = "xxzx@mzj.linjiang.gov.cn";
+    let d = deployment(1, "starttls", "");
+    let server = Server::start(&spool(&d), "starttls", &[]);
+    set_smtp(&d, server.port, "starttls", "");
+    serve_a_failing_report(&d, || copies(&spool(&d)).contains_key(ADMIN));
+    let (file, rcpt) = server.received().into_iter().find(|(_, r)| r == &[ADMIN]).expect("the admins' mail");
+    assert_eq!(rcpt, [ADMIN]);
+    let raw = std::fs::read(file).expect("eml");
+    let msg = MessageParser::default().parse(&raw).expect("parse");
+    assert!(msg.subject().unwrap_or_default().contains("monthly-report"));
+    assert!(msg.body_text(0).expect("text").contains("leadership.html.tera"), "the mail says what failed");
+    assert_eq!(failure_mails_in_outbox(&d), 0, "sent over SMTP, not written to the outbox");
+    drop(server);
+
+    // Nothing listens on the port any more: the notice is not lost, it goes to the outbox.
+    serve_a_failing_report(&d, || failure_mails_in_outbox(&d) >= 1);
+}
+
 /// Benchmark, not a test: `scripts/bench_smtp.sh`. One office with 1,000
 /// recipients and one message per recipient: 1,000 report messages built,
 /// sent over STARTTLS with AUTH on one reused connection, and recorded

@@ -1,0 +1,307 @@
+//! Collect runs: each source's payloads landed, quarantined and committed.
+//!
+//! The collect stage reads and parses (inbox files) or pages (APIs, with the
+//! watermark arithmetic); this module is where what it hands over meets the
+//! store: landing before committing, committing before archiving.
+
+use crate::collect::{self, ApiBatch, ApiPager, Fetched};
+use crate::config::{Config, SourceConfig, SourceKind};
+use crate::store::{BatchMeta, BatchOutcome, Store};
+use anyhow::{Result, bail};
+use chrono::Utc;
+use std::path::PathBuf;
+
+/// What one source's collect did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SourceSummary {
+    /// Source name.
+    pub source: String,
+    /// Files read from the inbox (file sources).
+    pub files: usize,
+    /// Pages fetched (API sources).
+    pub pages: usize,
+    /// Files rejected whole (moved to `rejected/` with a reason).
+    pub rejected_files: usize,
+    /// Rows read.
+    pub fetched: usize,
+    /// New records.
+    pub new: usize,
+    /// Records stored as a new version.
+    pub updated: usize,
+    /// Records already stored unchanged.
+    pub unchanged: usize,
+    /// Rows quarantined.
+    pub quarantined: usize,
+    /// Quarantine files written.
+    pub quarantine_files: Vec<PathBuf>,
+    /// The source's watermark after the run (API sources).
+    pub watermark: Option<String>,
+    /// Why the source failed, if it did; what was committed before stays.
+    pub error: Option<String>,
+}
+
+impl SourceSummary {
+    fn add(&mut self, outcome: &BatchOutcome) {
+        self.new += outcome.new;
+        self.updated += outcome.updated;
+        self.unchanged += outcome.unchanged;
+    }
+}
+
+/// Progress of long collect work, for a progress bar.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    /// The source at work.
+    pub source: &'a str,
+    /// Records read so far in this run.
+    pub done: u64,
+    /// Records expected, when the source says.
+    pub total: Option<u64>,
+}
+
+/// Collects every configured source (or only `only`); fails if any source failed.
+pub fn collect_all(cfg: &Config, store: &mut Store, only: Option<&str>) -> Result<Vec<SourceSummary>> {
+    let sums = collect_all_with(cfg, store, only, &|_| {})?;
+    let failed: Vec<String> = sums.iter().filter_map(|s| s.error.as_ref().map(|e| format!("source “{}”: {e}", s.source))).collect();
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(sums)
+}
+
+/// Collects every configured source (or only `only`), reporting progress. A
+/// source that fails is recorded in its summary (`error`) and the others
+/// still run; each source's committed batches stay committed.
+pub fn collect_all_with(cfg: &Config, store: &mut Store, only: Option<&str>, progress: &dyn Fn(Progress)) -> Result<Vec<SourceSummary>> {
+    if let Some(name) = only {
+        if !cfg.file.sources.iter().any(|s| s.name == name) {
+            bail!(
+                "no source named “{name}” in the configuration (sources: {})",
+                cfg.file.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    let mut out = Vec::new();
+    for src in cfg.file.sources.iter().filter(|s| only.is_none_or(|n| n == s.name)) {
+        let mut sum = SourceSummary { source: src.name.clone(), ..Default::default() };
+        let res = match src.kind {
+            SourceKind::RatingFile | SourceKind::WjxExport => collect_source(cfg, store, src, &mut sum, progress),
+            SourceKind::HaochapingApi | SourceKind::WjxApi => collect_api(cfg, store, src, &mut sum, progress),
+        };
+        if let Err(e) = res {
+            tracing::error!(source = %src.name, error = %format!("{e:#}"), "collect failed");
+            sum.error = Some(format!("{e:#}"));
+        }
+        if src.kind.is_api() {
+            sum.watermark = store.watermark(&src.name)?;
+        }
+        out.push(sum);
+    }
+    Ok(out)
+}
+
+/// A parsed payload, or why it could not be parsed.
+type ParseResult = std::result::Result<collect::Parsed, collect::CollectError>;
+
+fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut SourceSummary, progress: &dyn Fn(Progress)) -> Result<()> {
+    let inbox = cfg.resolve(&src.inbox);
+    let files = collect::list_inbox(&inbox)?;
+    // Reading and parsing a file touches nothing but the file, so the next
+    // file is read and parsed on another core while this one is landed and
+    // committed: a province's monthly drop is a dozen files of close to a
+    // million rows, and the two halves take about as long as each other.
+    // The channel holds nothing (a rendezvous), so at most two files are in
+    // memory: the one being committed and the next, parsed.
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(0);
+        let files = &files;
+        scope.spawn(move || {
+            for file in files {
+                let item = file.read().map(|fetched| {
+                    let now_local = Utc::now().with_timezone(&cfg.tz).naive_local();
+                    let parsed = parse_payload(cfg, src, &fetched, now_local);
+                    (fetched, parsed)
+                });
+                if tx.send(item).is_err() {
+                    break;
+                }
+            }
+        });
+        for (k, item) in rx.into_iter().enumerate() {
+            let (fetched, parsed) = item?;
+            sum.files += 1;
+            ingest_file(cfg, store, src, &inbox, sum, k, &fetched, parsed)?;
+            progress(Progress { source: &src.name, done: sum.fetched as u64, total: None });
+        }
+        Ok(())
+    })?;
+    tracing::info!(source = %src.name, files = sum.files, new = sum.new, updated = sum.updated, unchanged = sum.unchanged, quarantined = sum.quarantined, "collected");
+    Ok(())
+}
+
+/// Lands the `k`th file of a run, commits what parsed, and archives it (or
+/// moves it to `rejected/`) only after the commit.
+#[allow(clippy::too_many_arguments)] // the file's whole context; a struct for one call would only rename them
+fn ingest_file(
+    cfg: &Config,
+    store: &mut Store,
+    src: &SourceConfig,
+    inbox: &std::path::Path,
+    sum: &mut SourceSummary,
+    k: usize,
+    fetched: &Fetched,
+    parsed: ParseResult,
+) -> Result<()> {
+    let now_utc = Utc::now();
+    let now_local = now_utc.with_timezone(&cfg.tz).naive_local();
+    let batch_id = format!("{}-{}-{k:03}", src.name, now_utc.format("%Y%m%dT%H%M%S%3fZ"));
+    let landing = store.land(&src.name, now_local.date(), &batch_id, &fetched.ext, &fetched.bytes)?;
+    crate::store::crash_point("after-land");
+    match commit_file(store, src, fetched, parsed, &batch_id, landing) {
+        Ok(outcome) => {
+            sum.fetched += outcome.rows_read;
+            sum.add(&outcome.batch);
+            sum.quarantined += outcome.quarantined;
+            sum.quarantine_files.extend(outcome.quarantine_file);
+            crate::store::crash_point("after-commit");
+            collect::finish_file(inbox, fetched, None)?;
+        }
+        Err(FileFailure::Rejected(reason)) => {
+            tracing::warn!(source = %src.name, file = %fetched.name, %reason, "file rejected");
+            sum.rejected_files += 1;
+            collect::finish_file(inbox, fetched, Some(&reason))?;
+        }
+        Err(FileFailure::Other(e)) => return Err(e.context(format!("file {}", fetched.path.display()))),
+    }
+    Ok(())
+}
+
+/// Fetches an API source page by page from its watermark (minus the overlap):
+/// every page is landed as received, and at each commit point the pager
+/// marks (every `commit_every` pages, and at the end) the records are
+/// committed with the watermark in one transaction. A page that cannot be
+/// fetched intact fails the pending batch: nothing of it is committed and
+/// the watermark stays where the last commit put it.
+fn collect_api(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut SourceSummary, progress: &dyn Fn(Progress)) -> Result<()> {
+    let now_utc = Utc::now();
+    let now_local = now_utc.with_timezone(&cfg.tz).naive_local();
+    let pager = ApiPager::new(cfg, src, store.watermark(&src.name)?, now_local)?;
+    let run_id = format!("{}-{}", src.name, now_utc.format("%Y%m%dT%H%M%S%3fZ"));
+    // The batch's landing file named in the catalog: its first page's.
+    let mut first_landing = None;
+    for step in pager {
+        let step = step?;
+        sum.pages += 1;
+        let landing = store.land(&src.name, now_local.date(), &format!("{run_id}-p{:04}", step.number), "json", &step.bytes)?;
+        crate::store::crash_point("after-land");
+        first_landing.get_or_insert(landing);
+        sum.fetched += step.count;
+        progress(Progress { source: &src.name, done: sum.fetched as u64, total: step.total });
+        if let Some(batch) = step.commit {
+            commit_api_batch(store, src, &format!("{run_id}-c{:03}", batch.chunk), batch, first_landing.take(), sum)?;
+            crate::store::crash_point("after-commit");
+        }
+    }
+    tracing::info!(source = %src.name, pages = sum.pages, new = sum.new, updated = sum.updated, unchanged = sum.unchanged, quarantined = sum.quarantined, "collected");
+    Ok(())
+}
+
+/// Quarantines and commits what an API source fetched since the last commit
+/// point, with the watermark the pager worked out, in one transaction.
+fn commit_api_batch(
+    store: &mut Store,
+    src: &SourceConfig,
+    batch_id: &str,
+    batch: ApiBatch,
+    landing: Option<PathBuf>,
+    sum: &mut SourceSummary,
+) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let parsed = batch.parsed;
+    let quarantine = store.quarantine(&src.name, batch_id, &parsed.headers, &parsed.rejected)?;
+    if let Some(q) = &quarantine {
+        tracing::warn!(source = %src.name, pages = ?batch.pages, rows = parsed.rejected.len(), quarantine = %q.display(), "records quarantined");
+        sum.quarantine_files.push(q.clone());
+    }
+    let meta = BatchMeta {
+        batch_id: batch_id.into(),
+        source: src.name.clone(),
+        landing,
+        quarantine,
+        quarantined: parsed.rejected.len(),
+        watermark: batch.watermark,
+    };
+    let outcome = match src.kind {
+        SourceKind::WjxApi | SourceKind::WjxExport => store.commit_responses(&meta, &parsed.responses)?,
+        _ => store.commit_ratings(&meta, &parsed.ratings)?,
+    };
+    sum.add(&outcome);
+    sum.quarantined += parsed.rejected.len();
+    Ok(())
+}
+
+enum FileFailure {
+    Rejected(String),
+    Other(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for FileFailure {
+    fn from(e: E) -> Self {
+        FileFailure::Other(e.into())
+    }
+}
+
+/// What committing one inbox file did.
+struct FileOutcome {
+    /// Rows read (good and rejected).
+    rows_read: usize,
+    /// New, updated and unchanged records.
+    batch: BatchOutcome,
+    /// Rows quarantined.
+    quarantined: usize,
+    /// The quarantine file, when rows were rejected.
+    quarantine_file: Option<PathBuf>,
+}
+
+/// Reads a file's table and normalises its rows (no side effects).
+fn parse_payload(cfg: &Config, src: &SourceConfig, fetched: &Fetched, now_local: chrono::NaiveDateTime) -> ParseResult {
+    collect::read_table(&fetched.name, &fetched.bytes).and_then(|table| match src.kind {
+        SourceKind::WjxExport | SourceKind::WjxApi => collect::parse_wjx_export(cfg, src, &fetched.name, &table),
+        SourceKind::RatingFile | SourceKind::HaochapingApi => collect::parse_ratings(cfg, src, &fetched.name, &table, now_local),
+    })
+}
+
+/// Quarantines a parsed file's rejected rows and commits the rest.
+fn commit_file(
+    store: &mut Store,
+    src: &SourceConfig,
+    fetched: &Fetched,
+    parsed: ParseResult,
+    batch_id: &str,
+    landing: PathBuf,
+) -> std::result::Result<FileOutcome, FileFailure> {
+    let parsed = match parsed {
+        Ok(p) => p,
+        Err(collect::CollectError::BadFile { file, reason }) => return Err(FileFailure::Rejected(format!("{file}: {reason}"))),
+        Err(e) => return Err(e.into()),
+    };
+    let quarantine = store.quarantine(&src.name, batch_id, &parsed.headers, &parsed.rejected)?;
+    if let Some(q) = &quarantine {
+        tracing::warn!(source = %src.name, file = %fetched.name, rows = parsed.rejected.len(), quarantine = %q.display(), "rows quarantined");
+    }
+    let meta = BatchMeta {
+        batch_id: batch_id.into(),
+        source: src.name.clone(),
+        landing: Some(landing),
+        quarantine: quarantine.clone(),
+        quarantined: parsed.rejected.len(),
+        watermark: None,
+    };
+    let batch = match src.kind {
+        SourceKind::RatingFile | SourceKind::HaochapingApi => store.commit_ratings(&meta, &parsed.ratings)?,
+        SourceKind::WjxExport | SourceKind::WjxApi => store.commit_responses(&meta, &parsed.responses)?,
+    };
+    Ok(FileOutcome { rows_read: parsed.rows_read, batch, quarantined: parsed.rejected.len(), quarantine_file: quarantine })
+}

@@ -1,0 +1,365 @@
+//! Report runs: prepare (one scan of the store down to the grain) → build
+//! (every office's roll-ups, view and rendering, pure, on every core) →
+//! write (the browsable copies) → deliver, in the order of `offices.toml`.
+
+use super::RunOptions;
+use super::deliver::{DeliveryCtx, Undelivered, deliver_office, mailer_for};
+use crate::aggregate::{self, BadRating};
+use crate::config::JobDef;
+use crate::config::{Config, Office, OfficeRole, Scope, SurveyDef};
+use crate::model::OrgLevel;
+use crate::render::{self, Footer, ReportKind, Templates};
+use crate::schedule::Period;
+use crate::store::Store;
+use anyhow::{Context, Result};
+use chrono::{DateTime, NaiveDate, Utc};
+use polars::prelude::*;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// One report of a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReportOutcome {
+    /// Office id.
+    pub office: String,
+    /// Office name.
+    pub name: String,
+    /// Browsable HTML copy.
+    pub html_path: PathBuf,
+    /// Outbox file, when a message was written.
+    pub eml_path: Option<PathBuf>,
+    /// Recipients served in this run.
+    pub sent: usize,
+    /// Recipients skipped because they already have this period's report.
+    pub already_delivered: usize,
+    /// Recipients who did not get it, with the reason.
+    pub failed: Vec<Undelivered>,
+}
+
+/// What a report run did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunSummary {
+    /// Ledger id of the run.
+    pub run_id: String,
+    /// Report id printed in the footer.
+    pub report_id: String,
+    /// The period.
+    pub period: String,
+    /// City totals of the period.
+    pub city: aggregate::Stats,
+    /// Each report.
+    pub reports: Vec<ReportOutcome>,
+    /// Where the run's time went, for the log and the benchmark.
+    pub timings: ReportTimings,
+}
+
+/// Wall time of each phase of a report run, in seconds. The pipeline reads
+/// the clock around the stages (they never do), so a slow run can be told
+/// apart from a slow SMTP server in the ledger.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ReportTimings {
+    /// Reading the store and grouping down to the grain, with the 差评 list.
+    pub scan: f64,
+    /// Roll-ups of every office's tables and building the views.
+    pub aggregate: f64,
+    /// Templates, charts and attachments.
+    pub render: f64,
+    /// Writing the browsable copies under data/reports.
+    pub write: f64,
+    /// Outbox or SMTP, with the delivery records.
+    pub deliver: f64,
+    /// Wall time of building all reports (roll-ups, views, rendering),
+    /// spread over the cores; `aggregate` and `render` add up each report's
+    /// own time, so they exceed this when several cores worked.
+    pub build: f64,
+    /// Reports rendered (the leadership report is rendered once however
+    /// many leadership offices there are).
+    pub rendered: usize,
+}
+
+/// Offices built together before their reports are written and delivered:
+/// memory follows the chunk, not the number of offices.
+const BUILD_CHUNK: usize = 32;
+
+/// Adds the seconds `f` takes to `acc`.
+fn timed<T>(acc: &mut f64, f: impl FnOnce() -> T) -> T {
+    let clock = Instant::now();
+    let out = f();
+    *acc += clock.elapsed().as_secs_f64();
+    out
+}
+
+pub(super) fn run_report(
+    cfg: &Config,
+    store: &mut Store,
+    job: &JobDef,
+    period: Period,
+    as_of: DateTime<Utc>,
+    opts: RunOptions,
+    run_id: &str,
+) -> Result<RunSummary> {
+    let template = job.template.as_deref().context("a report job needs a template")?;
+    let templates = super::templates(&cfg.templates_dir)?;
+    let (prep, scan) = Prepared::read(cfg, store, job, template, period, as_of)?;
+    let mut summary = RunSummary {
+        run_id: run_id.into(),
+        report_id: prep.footer.report_id.clone(),
+        period: period.key(),
+        city: aggregate::Counts::default().stats(),
+        reports: Vec::new(),
+        timings: ReportTimings { scan, ..ReportTimings::default() },
+    };
+    // One folder per report id (job, period, as-of): a rerun with another
+    // as-of never touches what an earlier run reported.
+    let reports_dir = store.root().join("reports").join(&job.name).join(period.key()).join(&summary.report_id);
+    let outbox = store.root().join("outbox");
+    // One mailer for the whole run, so the connection is reused across offices.
+    let mut mailer = mailer_for(cfg, opts)?;
+    let ctx = DeliveryCtx { cfg, store: &*store, job, key: period.key(), outbox: &outbox, opts, run_id };
+    let offices: Vec<&Office> = cfg.offices.iter().filter(|o| job.offices.is_empty() || job.offices.contains(&o.id)).collect();
+    // Every leadership office gets the same report: built once.
+    let mut leadership = None;
+    for chunk in offices.chunks(BUILD_CHUNK) {
+        let mut built = build_chunk(&prep, &templates, chunk, &mut leadership, &mut summary)?;
+        for office in chunk {
+            let own;
+            let rendered = match office.role {
+                OfficeRole::Leadership => leadership.as_ref().context("the leadership report was not built")?,
+                OfficeRole::Office => {
+                    own = built.remove(office.id.as_str()).context("an office report was not built")?;
+                    &own
+                }
+            };
+            let html_path = timed(&mut summary.timings.write, || write_report(&reports_dir, office, rendered, run_id))?;
+            let outcome = timed(&mut summary.timings.deliver, || deliver_office(&ctx, mailer.as_mut(), office, rendered))?;
+            summary.reports.push(ReportOutcome { html_path, ..outcome });
+        }
+    }
+    Ok(summary)
+}
+
+/// Builds a chunk's reports on every core, returning the offices' by id;
+/// the leadership report, when this chunk builds it, goes to `leadership`.
+fn build_chunk<'o>(
+    prep: &Prepared<'_>,
+    templates: &Templates,
+    chunk: &[&'o Office],
+    leadership: &mut Option<render::Rendered>,
+    summary: &mut RunSummary,
+) -> Result<HashMap<&'o str, render::Rendered>> {
+    let clock = Instant::now();
+    // The first leadership office not yet built is built; the others reuse it.
+    let mut leadership_wanted = leadership.is_none();
+    let todo: Vec<&Office> =
+        chunk.iter().copied().filter(|o| o.role == OfficeRole::Office || std::mem::take(&mut leadership_wanted)).collect();
+    // Reports differ in size (the leadership report is several times an
+    // office's), so work is handed out one report at a time, not split evenly.
+    let results: Vec<Result<Built>> = todo.par_iter().with_max_len(1).map(|o| prep.build(templates, o)).collect();
+    let mut built = HashMap::new();
+    for (office, result) in todo.iter().zip(results) {
+        let b = result?;
+        summary.timings.aggregate += b.t_aggregate;
+        summary.timings.render += b.t_render;
+        summary.timings.rendered += 1;
+        if office.role == OfficeRole::Leadership {
+            summary.city = b.total;
+            *leadership = Some(b.rendered);
+        } else {
+            built.insert(office.id.as_str(), b.rendered);
+        }
+    }
+    summary.timings.build += clock.elapsed().as_secs_f64();
+    Ok(built)
+}
+
+/// Writes the browsable copy of an office's report; returns its HTML file.
+/// It shows the charts from files beside it instead of cid: parts.
+fn write_report(dir: &Path, office: &Office, rendered: &render::Rendered, run_id: &str) -> Result<PathBuf> {
+    let prefix = format!("{}_", office.id);
+    let html_path = write_report_file(&dir.join(format!("{}.html", office.id)), rendered.browsable_html(&prefix).as_bytes(), run_id)?;
+    for i in &rendered.images {
+        write_report_file(&dir.join(format!("{prefix}{}", i.filename)), &i.png, run_id)?;
+    }
+    write_report_file(&dir.join(format!("{}.txt", office.id)), rendered.text.as_bytes(), run_id)?;
+    for a in &rendered.attachments {
+        write_report_file(&dir.join(format!("{prefix}{}", a.filename)), &a.bytes, run_id)?;
+    }
+    Ok(html_path)
+}
+
+/// Writes a report file unless the same bytes are there. A different file
+/// already at the path (same report id, so same job, period and as-of, but
+/// other bytes: a template or code change) is kept, and the new one is
+/// written beside it under the run id, so nothing reported is overwritten.
+pub(super) fn write_report_file(path: &Path, bytes: &[u8], run_id: &str) -> Result<PathBuf> {
+    match std::fs::read(path) {
+        Ok(existing) if existing == bytes => Ok(path.to_path_buf()),
+        Ok(_) => {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let beside = path.with_file_name(format!("{run_id}.{name}"));
+            tracing::warn!(original = %path.display(), new = %beside.display(), "a rerun with the same report id rendered different bytes; the original is kept");
+            crate::store::write_atomic(&beside, bytes)?;
+            Ok(beside)
+        }
+        Err(_) => {
+            crate::store::write_atomic(path, bytes)?;
+            Ok(path.to_path_buf())
+        }
+    }
+}
+
+/// One office's report, built, with what building it took.
+struct Built {
+    rendered: render::Rendered,
+    /// Totals of the office's scope (the city's for leadership).
+    total: aggregate::Stats,
+    t_aggregate: f64,
+    t_render: f64,
+}
+
+/// What every report of a run is built from, read once.
+struct Prepared<'a> {
+    cfg: &'a Config,
+    template: &'a str,
+    period: Period,
+    as_of_date: NaiveDate,
+    /// The trend window at the report grain: every report is a roll-up of it.
+    grain: aggregate::Grain,
+    /// The period's 差评, and each one's org lineage, looked up once.
+    bad: Vec<BadRating>,
+    bad_lineage: Vec<&'a [(String, OrgLevel)]>,
+    survey_def: Option<&'a SurveyDef>,
+    responses: Option<LazyFrame>,
+    footer: Footer,
+    city: String,
+    rules: aggregate::Rules,
+    everything: Scope,
+}
+
+impl<'a> Prepared<'a> {
+    /// Reads the store as of `as_of`; returns the seconds the scan took too.
+    fn read(
+        cfg: &'a Config,
+        store: &Store,
+        job: &'a JobDef,
+        template: &'a str,
+        period: Period,
+        as_of: DateTime<Utc>,
+    ) -> Result<(Prepared<'a>, f64)> {
+        let clock = Instant::now();
+        let as_of_local = as_of.with_timezone(&cfg.tz);
+        let as_of_date = as_of_local.date_naive();
+        // One scan of the trend window down to the grain.
+        let mut buckets = vec![period, period.previous()];
+        buckets.extend(period.trailing_months(12));
+        let bucket_frames = buckets.iter().map(|b| Ok((*b, store.ratings(&b.month_keys(), as_of)?))).collect::<Result<Vec<_>>>()?;
+        let refs = aggregate::RefFrames::new(&cfg.orgs, &cfg.categories)?;
+        let grain = aggregate::grain(bucket_frames, &refs)?;
+        let deadline_days = cfg.file.follow_up.deadline_working_days;
+        let bad =
+            aggregate::bad_ratings(store.ratings(&period.month_keys(), as_of)?, Some(period), &cfg.calendar, deadline_days, as_of_date)?;
+        let scan = clock.elapsed().as_secs_f64();
+        let survey_def = job.questionnaire.as_ref().and_then(|q| cfg.surveys.get(q));
+        let responses = match survey_def {
+            Some(def) => Some(store.responses(&period.month_keys(), as_of)?.filter(col("survey").eq(lit(def.id.clone())))),
+            None => None,
+        };
+        let provenance = store.provenance(as_of)?;
+        let footer = Footer {
+            quarantined: provenance.iter().map(|p| p.quarantined).sum(),
+            sources: provenance,
+            as_of: as_of_local.format("%Y-%m-%d %H:%M:%S").to_string(),
+            report_id: render::report_id(&job.name, &period.key(), as_of),
+            deadline_days,
+        };
+        let city = cfg.orgs.at_level(OrgLevel::City).next().map(|u| u.name.clone()).unwrap_or_else(|| cfg.file.organisation.clone());
+        let rules = aggregate::Rules { min_n: cfg.file.metrics.min_n as u64, prior_weight: cfg.file.metrics.prior_weight };
+        let bad_lineage = bad.iter().map(|b| cfg.orgs.lineage(&b.org_code)).collect();
+        let prep = Prepared {
+            cfg,
+            template,
+            period,
+            as_of_date,
+            grain,
+            bad,
+            bad_lineage,
+            survey_def,
+            responses,
+            footer,
+            city,
+            rules,
+            everything: Scope::default(),
+        };
+        Ok((prep, scan))
+    }
+
+    /// Builds one office's report (roll-ups, view, templates, charts,
+    /// workbook). Touches only the grain and the config: safe on any core.
+    fn build(&self, templates: &Templates, office: &Office) -> Result<Built> {
+        let cfg = self.cfg;
+        let (kind, scope, audience) = match office.role {
+            OfficeRole::Leadership => (ReportKind::Leadership, &self.everything, self.city.as_str()),
+            OfficeRole::Office => (ReportKind::Office, &office.scope, office.name.as_str()),
+        };
+        let clock = Instant::now();
+        let tables = aggregate::rating_tables(&self.grain, &cfg.orgs, &cfg.categories, scope, self.period, 12, self.rules);
+        let total = tables.total;
+        let bad_in: Vec<&BadRating> = self
+            .bad
+            .iter()
+            .zip(&self.bad_lineage)
+            .filter(|(b, lineage)| aggregate::lineage_in_scope(scope, lineage, &b.category))
+            .map(|(b, _)| b)
+            .collect();
+        let follow_up = aggregate::follow_up_summary(bad_in.iter().copied(), self.as_of_date);
+        let survey = match (self.survey_def, &self.responses) {
+            (Some(def), Some(lf)) => Some(aggregate::survey_tables(lf.clone(), self.period, def, &cfg.orgs, &cfg.categories, scope)?),
+            _ => None,
+        };
+        let concentration = aggregate::concentration(bad_in.iter().copied());
+        let overdue_by_office = if kind == ReportKind::Leadership { self.overdue_by_office() } else { Vec::new() };
+        let shown_bad: Vec<&BadRating> = if kind == ReportKind::Office { bad_in } else { Vec::new() };
+        let input = render::ViewInput {
+            kind,
+            audience,
+            tables,
+            bad: &shown_bad,
+            follow_up,
+            concentration,
+            overdue_by_office,
+            survey,
+            footer: self.footer.clone(),
+            period: self.period,
+            scheme: cfg.surveys.get(self.template),
+        };
+        let view = render::build_view(cfg, input);
+        let t_aggregate = clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
+        let rendered = templates.render(self.template, &view)?;
+        Ok(Built { rendered, total, t_aggregate, t_render: clock.elapsed().as_secs_f64() })
+    }
+
+    /// Overdue 差评 per office, worst first, for the leadership report.
+    fn overdue_by_office(&self) -> Vec<render::OfficeOverdue> {
+        let mut v: Vec<render::OfficeOverdue> = self
+            .cfg
+            .offices
+            .iter()
+            .filter(|o| o.role == OfficeRole::Office)
+            .map(|o| {
+                let in_scope = self
+                    .bad
+                    .iter()
+                    .zip(&self.bad_lineage)
+                    .filter(|(b, l)| aggregate::lineage_in_scope(&o.scope, l, &b.category))
+                    .map(|(b, _)| b);
+                let s = aggregate::follow_up_summary(in_scope, self.as_of_date);
+                render::OfficeOverdue { name: o.name.clone(), due: s.due, overdue: s.overdue, rectified_rate: s.rectified_rate }
+            })
+            .collect();
+        v.sort_by(|a, b| b.overdue.cmp(&a.overdue).then_with(|| a.name.cmp(&b.name)));
+        v
+    }
+}
