@@ -4,13 +4,15 @@
 //! Exit codes: 0 success; 1 the run failed (I/O, data, delivery); 2 the
 //! configuration or the command line is wrong and nothing was done; 3
 //! `serve` refused to start because another service holds the data directory.
+//! [`exit_code`] is the one place that maps an error to its code; a command
+//! that finds its arguments wrong says so with a [`UsageError`].
 
 use crate::aggregate::Dim;
 use crate::config::{Config, ConfigError};
 use crate::pipeline::{self, RunOptions, SourceSummary};
 use crate::schedule::{JobClock, Period, Scheduler};
 use crate::store::Store;
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -96,6 +98,80 @@ pub enum Command {
     },
 }
 
+/// The command line names something that does not exist or cannot be read:
+/// nothing was done (exit 2). Clap's own parse errors exit 2 as well.
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    /// `run` names a job that is not in the jobs folder.
+    #[error("no job “{job}” in {dir} (jobs: {known})")]
+    UnknownJob {
+        /// The name given.
+        job: String,
+        /// The jobs folder.
+        dir: PathBuf,
+        /// The jobs there, comma-separated.
+        known: String,
+    },
+    /// `collect` names a source that is not configured.
+    #[error("no source named “{source_name}” in the configuration (sources: {known})")]
+    UnknownSource {
+        /// The name given.
+        source_name: String,
+        /// The configured sources, comma-separated.
+        known: String,
+    },
+    /// A period argument does not parse.
+    #[error("{flag}: {reason}")]
+    Period {
+        /// The option (`--period`, `--through`).
+        flag: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A time argument (`--as-of`, `--from`) does not parse or does not exist.
+    #[error("{flag} “{text}” {reason}")]
+    Time {
+        /// The option.
+        flag: &'static str,
+        /// The text given.
+        text: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `--by` names an unknown dimension.
+    #[error("--by: unknown dimension “{name}”; expected {expected}")]
+    Dimension {
+        /// The name given.
+        name: String,
+        /// The dimensions there are, comma-separated.
+        expected: String,
+    },
+    /// `--by` names more than two dimensions.
+    #[error("--by takes at most two dimensions (a cross table), got {0}")]
+    TooManyDimensions(usize),
+}
+
+/// The exit code of a failed command: 2 when the configuration or the
+/// command line is wrong, 3 when another `serve` holds the data directory,
+/// 1 for everything else (the run itself failed). The whole chain of causes
+/// is searched, so context added on the way up does not change the code.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    classify(e).0
+}
+
+/// The exit code and the cause that decided it (the error itself for 1).
+fn classify(e: &anyhow::Error) -> (u8, &(dyn std::error::Error + 'static)) {
+    for cause in e.chain() {
+        if cause.is::<ConfigError>() || cause.is::<UsageError>() {
+            return (2, cause);
+        }
+        if let Some(crate::serve::ServeError::Locked { .. }) = cause.downcast_ref::<crate::serve::ServeError>() {
+            return (3, cause);
+        }
+    }
+    (1, e.as_ref())
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -109,16 +185,15 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if let Some(ce) = e.downcast_ref::<ConfigError>() {
-                eprintln!("manyi: {ce}");
-                return ExitCode::from(2);
+            let (code, cause) = classify(&e);
+            // A wrong configuration or command line lists its own problems,
+            // and a held lock names its holder: they are printed alone.
+            if code == 1 {
+                eprintln!("manyi: error: {e:#}");
+            } else {
+                eprintln!("manyi: {cause}");
             }
-            if let Some(se @ crate::serve::ServeError::Locked { .. }) = e.downcast_ref::<crate::serve::ServeError>() {
-                eprintln!("manyi: {se}");
-                return ExitCode::from(3);
-            }
-            eprintln!("manyi: error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(code)
         }
     }
 }
@@ -129,176 +204,200 @@ fn load(path: &Path) -> Result<Config> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let config = cli.config;
     match cli.command {
         Command::Demo { seed, dir, through } => demo(&dir, seed, through.as_deref()),
-        Command::Check => {
-            let cfg = load(&cli.config)?;
-            let templates = crate::render::Templates::load(&cfg.templates_dir)?;
-            println!("{}: OK", cli.config.display());
-            println!(
-                "  org units: {}, categories: {}, offices: {}, sources: {}",
-                cfg.orgs.units().count(),
-                cfg.categories.len(),
-                cfg.offices.len(),
-                cfg.file.sources.len()
-            );
-            println!("  calendar years: {:?}", cfg.calendar.years());
-            println!("  surveys: {}", cfg.surveys.keys().cloned().collect::<Vec<_>>().join(", "));
-            println!("  jobs: {}", cfg.jobs.keys().cloned().collect::<Vec<_>>().join(", "));
-            println!("  templates: {}", templates.names().len());
-            Ok(())
-        }
-        Command::Collect { source } => {
-            let cfg = load(&cli.config)?;
-            let mut store = Store::open(&cfg.data_dir)?;
-            let bar = CollectBar::new();
-            let sums = pipeline::collect_all_with(&cfg, &mut store, source.as_deref(), &|p| bar.update(p))?;
-            bar.finish();
-            print_collect(&sums);
-            let failed: Vec<String> = sums.iter().filter_map(|s| s.error.as_ref().map(|e| format!("source “{}”: {e}", s.source))).collect();
-            if !failed.is_empty() {
-                return Err(anyhow!(
-                    "{} source(s) failed (what they committed before the failure stays):\n  {}",
-                    failed.len(),
-                    failed.join("\n  ")
-                ));
-            }
-            Ok(())
-        }
-        Command::Run { job, period, as_of, dry_run, resend } => {
-            let cfg = load(&cli.config)?;
-            let def = cfg.jobs.get(&job).ok_or_else(|| {
-                anyhow!(
-                    "no job “{job}” in {} (jobs: {})",
-                    cfg.file.jobs_dir.display(),
-                    cfg.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
-                )
-            })?;
-            let today = Utc::now().with_timezone(&cfg.tz).date_naive();
-            let period = match period {
-                Some(p) => p.parse::<Period>().map_err(|e| anyhow!(e))?,
-                None => def.period.map(|e| e.resolve(today)).unwrap_or_else(|| Period::month_of(today)),
-            };
-            let as_of = as_of.map(|t| parse_as_of(&t, &cfg.tz)).transpose()?;
-            let mut store = Store::open(&cfg.data_dir)?;
-            let out = pipeline::run_job(&cfg, &mut store, def, period, as_of, RunOptions { dry_run, resend, ..RunOptions::default() })?;
-            println!("{}", serde_json::to_string_pretty(&out)?);
-            Ok(())
-        }
-        Command::Figures { period, by, as_of } => {
-            let cfg = load(&cli.config)?;
-            let period = period.parse::<Period>().map_err(|e| anyhow!(e))?;
-            let dims = by
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| {
-                    Dim::parse(s)
-                        .ok_or_else(|| anyhow!("--by: unknown dimension “{s}”; expected {}", Dim::ALL.map(|d| d.column()).join(", ")))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            if dims.len() > 2 {
-                return Err(anyhow!("--by takes at most two dimensions (a cross table), got {}", dims.len()));
-            }
-            let as_of = as_of.map(|t| parse_as_of(&t, &cfg.tz)).transpose()?;
-            let store = Store::open(&cfg.data_dir)?;
-            let b = pipeline::figures(&cfg, &store, period, &dims, as_of)?;
-            print_figures(&cfg, &b)
-        }
-        Command::Serve => crate::serve::serve(load(&cli.config)?),
-        Command::Jobs { from } => {
-            let cfg = load(&cli.config)?;
-            let store = Store::open(&cfg.data_dir)?;
-            let now = from.map(|t| parse_as_of(&t, &cfg.tz)).transpose()?.unwrap_or_else(Utc::now);
-            let clocks = cfg.jobs.values().map(JobClock::new).collect::<Result<Vec<_>, _>>()?;
-            let sched = Scheduler::new(clocks, cfg.calendar.clone(), &store.last_slots()?, now);
-            for (name, def) in &cfg.jobs {
-                let tz = def.time_zone.parse::<chrono_tz::Tz>().unwrap_or(cfg.tz);
-                let mut flags = vec![format!("{:?}", def.kind).to_lowercase()];
-                if let Some(p) = def.period {
-                    flags.push(format!(
-                        "period {}",
-                        serde_json::to_value(p).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
-                    ));
-                }
-                flags.push(if def.catchup { "catch-up on".into() } else { "catch-up off".into() });
-                if def.first_working_day {
-                    flags.push("first working day".into());
-                }
-                println!("{name}  “{}” {}  ({})", def.schedule, def.time_zone, flags.join(", "));
-                for t in sched.next_fires(name, now, 3) {
-                    let local = t.with_timezone(&tz);
-                    let year = chrono::Datelike::year(&local);
-                    let note = if def.first_working_day && !cfg.calendar.years().contains(&year) {
-                        format!("  (reference/calendar.csv has no {year}: only weekends are skipped)")
-                    } else {
-                        String::new()
-                    };
-                    println!("    {}{note}", local.format("%Y-%m-%d %H:%M:%S %a %Z"));
-                }
-            }
-            Ok(())
-        }
-        Command::History { job } => {
-            let cfg = load(&cli.config)?;
-            let store = Store::open(&cfg.data_dir)?;
-            println!(
-                "{:<40} {:<16} {:<10} {:<9} {:<9} {:<20} {:<20} {:<24}",
-                "run", "job", "period", "trigger", "outcome", "started (local)", "ended (local)", "as-of (for --as-of)"
-            );
-            let local = |t: &str| {
-                DateTime::parse_from_rfc3339(t)
-                    .map(|t| t.with_timezone(&cfg.tz).format("%Y-%m-%d %H:%M:%S").to_string())
-                    .unwrap_or_default()
-            };
-            for r in store.runs(job.as_deref(), 50)? {
-                let slots = match r.slots {
-                    Some(n) if n > 1 => format!("  ({n} missed slots, latest {})", r.fire_time.as_deref().map(local).unwrap_or_default()),
-                    _ => String::new(),
-                };
-                println!(
-                    "{:<40} {:<16} {:<10} {:<9} {:<9} {:<20} {:<20} {:<24}{}{}",
-                    r.run_id,
-                    r.job,
-                    r.period,
-                    r.trigger,
-                    r.outcome,
-                    local(&r.started_at),
-                    r.ended_at.as_deref().map(local).unwrap_or_else(|| "-".into()),
-                    r.as_of,
-                    slots,
-                    r.error.map(|e| format!("  error: {e}")).unwrap_or_default()
-                );
-            }
-            println!();
-            println!("{:<16} {:<8} {:<28} {:<36} {:<8} {:<32}", "job", "period", "office", "recipient", "state", "content hash");
-            for (d, run) in store.delivery_history(job.as_deref())? {
-                println!(
-                    "{:<16} {:<8} {:<28} {:<36} {:<8} {:<32} run {run}{}",
-                    d.job,
-                    d.period,
-                    d.office,
-                    d.recipient,
-                    d.state,
-                    d.content_hash,
-                    d.detail.map(|x| format!("  {x}")).unwrap_or_default()
-                );
-            }
-            Ok(())
-        }
+        Command::Serve => crate::serve::serve(load(&config)?),
+        Command::Check => check(&config),
+        Command::Collect { source } => collect(&config, source.as_deref()),
+        Command::Run { job, period, as_of, dry_run, resend } => run_job(&config, job, period, as_of, dry_run, resend),
+        Command::Figures { period, by, as_of } => figures(&config, &period, &by, as_of),
+        Command::Jobs { from } => jobs(&config, from),
+        Command::History { job } => history(&config, job.as_deref()),
     }
 }
 
-fn parse_as_of(text: &str, tz: &chrono_tz::Tz) -> Result<DateTime<Utc>> {
+/// `manyi check`: loads everything a run needs and prints what it found.
+fn check(path: &Path) -> Result<()> {
+    let cfg = load(path)?;
+    let templates = crate::render::Templates::load(&cfg.templates_dir)?;
+    println!("{}: OK", path.display());
+    println!(
+        "  org units: {}, categories: {}, offices: {}, sources: {}",
+        cfg.orgs.units().count(),
+        cfg.categories.len(),
+        cfg.offices.len(),
+        cfg.file.sources.len()
+    );
+    println!("  calendar years: {:?}", cfg.calendar.years());
+    println!("  surveys: {}", cfg.surveys.keys().cloned().collect::<Vec<_>>().join(", "));
+    println!("  jobs: {}", cfg.jobs.keys().cloned().collect::<Vec<_>>().join(", "));
+    println!("  templates: {}", templates.names().len());
+    Ok(())
+}
+
+/// `manyi collect [SOURCE]`.
+fn collect(path: &Path, source: Option<&str>) -> Result<()> {
+    let cfg = load(path)?;
+    if let Some(name) = source.filter(|n| !cfg.file.sources.iter().any(|s| s.name == *n)) {
+        return Err(UsageError::UnknownSource {
+            source_name: name.into(),
+            known: cfg.file.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
+        }
+        .into());
+    }
+    let mut store = Store::open(&cfg.data_dir)?;
+    let bar = CollectBar::new();
+    let sums = pipeline::collect_all_with(&cfg, &mut store, source, &|p| bar.update(p))?;
+    bar.finish();
+    print_collect(&sums);
+    let failed: Vec<String> = sums.iter().filter_map(|s| s.error.as_ref().map(|e| format!("source “{}”: {e}", s.source))).collect();
+    if !failed.is_empty() {
+        return Err(anyhow!(
+            "{} source(s) failed (what they committed before the failure stays):\n  {}",
+            failed.len(),
+            failed.join("\n  ")
+        ));
+    }
+    Ok(())
+}
+
+/// `manyi run JOB`.
+fn run_job(path: &Path, job: String, period: Option<String>, as_of: Option<String>, dry_run: bool, resend: bool) -> Result<()> {
+    let cfg = load(path)?;
+    let def = cfg.jobs.get(&job).ok_or_else(|| UsageError::UnknownJob {
+        known: cfg.jobs.keys().cloned().collect::<Vec<_>>().join(", "),
+        dir: cfg.file.jobs_dir.clone(),
+        job,
+    })?;
+    let today = Utc::now().with_timezone(&cfg.tz).date_naive();
+    let period = match period {
+        Some(p) => parse_period("--period", &p)?,
+        None => def.period.map(|e| e.resolve(today)).unwrap_or_else(|| Period::month_of(today)),
+    };
+    let as_of = as_of.map(|t| parse_time("--as-of", &t, &cfg.tz)).transpose()?;
+    let mut store = Store::open(&cfg.data_dir)?;
+    let out = pipeline::run_job(&cfg, &mut store, def, period, as_of, RunOptions { dry_run, resend, ..RunOptions::default() })?;
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `manyi figures`: CSV of a period by up to two dimensions.
+fn figures(path: &Path, period: &str, by: &str, as_of: Option<String>) -> Result<()> {
+    let cfg = load(path)?;
+    let period = parse_period("--period", period)?;
+    let dims = by
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| Dim::parse(s).ok_or_else(|| UsageError::Dimension { name: s.into(), expected: Dim::ALL.map(|d| d.column()).join(", ") }))
+        .collect::<Result<Vec<_>, _>>()?;
+    if dims.len() > 2 {
+        return Err(UsageError::TooManyDimensions(dims.len()).into());
+    }
+    let as_of = as_of.map(|t| parse_time("--as-of", &t, &cfg.tz)).transpose()?;
+    let store = Store::open(&cfg.data_dir)?;
+    let b = pipeline::figures(&cfg, &store, period, &dims, as_of)?;
+    print_figures(&cfg, &b)
+}
+
+/// `manyi jobs`: each job with its next fire times.
+fn jobs(path: &Path, from: Option<String>) -> Result<()> {
+    let cfg = load(path)?;
+    let store = Store::open(&cfg.data_dir)?;
+    let now = from.map(|t| parse_time("--from", &t, &cfg.tz)).transpose()?.unwrap_or_else(Utc::now);
+    let clocks = cfg.jobs.values().map(JobClock::new).collect::<Result<Vec<_>, _>>()?;
+    let sched = Scheduler::new(clocks, cfg.calendar.clone(), &store.last_slots()?, now);
+    for (name, def) in &cfg.jobs {
+        let tz = def.time_zone.parse::<chrono_tz::Tz>().unwrap_or(cfg.tz);
+        let mut flags = vec![format!("{:?}", def.kind).to_lowercase()];
+        if let Some(p) = def.period {
+            flags.push(format!("period {}", serde_json::to_value(p).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()));
+        }
+        flags.push(if def.catchup { "catch-up on".into() } else { "catch-up off".into() });
+        if def.first_working_day {
+            flags.push("first working day".into());
+        }
+        println!("{name}  “{}” {}  ({})", def.schedule, def.time_zone, flags.join(", "));
+        for t in sched.next_fires(name, now, 3) {
+            let local = t.with_timezone(&tz);
+            let year = chrono::Datelike::year(&local);
+            let note = if def.first_working_day && !cfg.calendar.years().contains(&year) {
+                format!("  (reference/calendar.csv has no {year}: only weekends are skipped)")
+            } else {
+                String::new()
+            };
+            println!("    {}{note}", local.format("%Y-%m-%d %H:%M:%S %a %Z"));
+        }
+    }
+    Ok(())
+}
+
+/// `manyi history [JOB]`: the run ledger and the delivery records.
+fn history(path: &Path, job: Option<&str>) -> Result<()> {
+    let cfg = load(path)?;
+    let store = Store::open(&cfg.data_dir)?;
+    println!(
+        "{:<40} {:<16} {:<10} {:<9} {:<9} {:<20} {:<20} {:<24}",
+        "run", "job", "period", "trigger", "outcome", "started (local)", "ended (local)", "as-of (for --as-of)"
+    );
+    let local = |t: &str| {
+        DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&cfg.tz).format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()
+    };
+    for r in store.runs(job, 50)? {
+        let slots = match r.slots {
+            Some(n) if n > 1 => format!("  ({n} missed slots, latest {})", r.fire_time.as_deref().map(local).unwrap_or_default()),
+            _ => String::new(),
+        };
+        println!(
+            "{:<40} {:<16} {:<10} {:<9} {:<9} {:<20} {:<20} {:<24}{}{}",
+            r.run_id,
+            r.job,
+            r.period,
+            r.trigger,
+            r.outcome,
+            local(&r.started_at),
+            r.ended_at.as_deref().map(local).unwrap_or_else(|| "-".into()),
+            r.as_of,
+            slots,
+            r.error.map(|e| format!("  error: {e}")).unwrap_or_default()
+        );
+    }
+    println!();
+    println!("{:<16} {:<8} {:<28} {:<36} {:<8} {:<32}", "job", "period", "office", "recipient", "state", "content hash");
+    for (d, run) in store.delivery_history(job)? {
+        println!(
+            "{:<16} {:<8} {:<28} {:<36} {:<8} {:<32} run {run}{}",
+            d.job,
+            d.period,
+            d.office,
+            d.recipient,
+            d.state,
+            d.content_hash,
+            d.detail.map(|x| format!("  {x}")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn parse_period(flag: &'static str, text: &str) -> Result<Period, UsageError> {
+    // `to_string` rather than the error itself: the period parser's error
+    // type is its own business, the command line only reports it.
+    text.parse::<Period>().map_err(|e| UsageError::Period { flag, reason: e.to_string() })
+}
+
+/// A time option: RFC 3339, or local wall time in the deployment's zone.
+fn parse_time(flag: &'static str, text: &str, tz: &chrono_tz::Tz) -> Result<DateTime<Utc>, UsageError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
+    let bad = |reason: String| UsageError::Time { flag, text: text.into(), reason };
     let local = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
-        .with_context(|| format!("--as-of “{text}” is neither RFC 3339 nor local YYYY-MM-DD HH:MM:SS"))?;
+        .map_err(|_| bad("is neither RFC 3339 nor local YYYY-MM-DD HH:MM:SS".into()))?;
     tz.from_local_datetime(&local)
         .single()
         .map(|t| t.with_timezone(&Utc))
-        .ok_or_else(|| anyhow!("--as-of “{text}” does not exist or is ambiguous in {tz}"))
+        .ok_or_else(|| bad(format!("does not exist or is ambiguous in {tz}")))
 }
 
 fn print_figures(cfg: &Config, b: &crate::aggregate::Breakdown) -> Result<()> {
@@ -441,7 +540,7 @@ fn print_collect(sums: &[SourceSummary]) {
 
 fn demo(dir: &Path, seed: u64, through: Option<&str>) -> Result<()> {
     let through = match through {
-        Some(t) => t.parse::<Period>().map_err(|e| anyhow!(e))?,
+        Some(t) => parse_period("--through", t)?,
         None => Period::month_of(Utc::now().with_timezone(&chrono_tz::Asia::Shanghai).date_naive()).previous(),
     };
     let started = std::time::Instant::now();
@@ -487,4 +586,29 @@ fn demo(dir: &Path, seed: u64, through: Option<&str>) -> Result<()> {
     println!("  outbox (.eml)    {}", data.join("outbox").display());
     println!("done in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_place_maps_errors_to_exit_codes_through_any_context() {
+        let usage = anyhow::Error::from(UsageError::TooManyDimensions(3));
+        assert_eq!(exit_code(&usage), 2);
+        assert_eq!(exit_code(&usage.context("figures")), 2, "context on the way up keeps the code");
+        let locked = crate::serve::ServeError::Locked {
+            data_dir: "data".into(),
+            holder: "h".into(),
+            pid: 1,
+            host: "host".into(),
+            started: String::new(),
+            beat: String::new(),
+            stale: 30,
+        };
+        assert_eq!(exit_code(&anyhow::Error::from(locked)), 3);
+        assert_eq!(exit_code(&anyhow!("disk full")), 1);
+        let io = std::io::Error::other("outbox");
+        assert_eq!(exit_code(&anyhow::Error::from(io).context("writing the report")), 1);
+    }
 }

@@ -7,6 +7,7 @@
 
 use crate::config::{SmtpConfig, SmtpSecurity};
 use crate::render::{Attachment as ReportAttachment, Rendered};
+use crate::retry::Backoff;
 use base64::Engine as _;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
@@ -205,8 +206,7 @@ pub fn write_outbox(outbox: &Path, name: &str, message: &Message) -> Result<Path
 pub struct Mailer {
     transport: SmtpTransport,
     from: Address,
-    attempts: u32,
-    backoff: Duration,
+    backoff: Backoff,
     stopped: Option<String>,
 }
 
@@ -248,15 +248,15 @@ impl Mailer {
         Ok(Mailer {
             transport: builder.build(),
             from: from_box.email,
-            attempts: cfg.attempts.max(1),
-            backoff: Duration::from_millis(cfg.backoff_ms),
+            // `attempts` counts the first try, as the policy does; SMTP waits have no cap.
+            backoff: Backoff::tries(cfg.attempts, Duration::from_millis(cfg.backoff_ms), Duration::MAX),
             stopped: None,
         })
     }
 
     /// Sends a message to these envelope recipients (which may be a subset
-    /// of its To header), retrying temporary failures with exponential
-    /// backoff. Returns the server's reply to the message.
+    /// of its To header), retrying temporary failures under the shared
+    /// backoff policy ([`Backoff`]). Returns the server's reply to the message.
     pub fn send(&mut self, message: &Message, to: &[String]) -> Result<String, SendFailure> {
         if let Some(reason) = &self.stopped {
             return Err(SendFailure::NotAttempted { reason: reason.clone() });
@@ -268,7 +268,6 @@ impl Mailer {
         let envelope = lettre::address::Envelope::new(Some(self.from.clone()), rcpt)
             .map_err(|e| SendFailure::Permanent { reply: format!("envelope: {e}") })?;
         let bytes = message.formatted();
-        let mut wait = self.backoff;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -284,17 +283,16 @@ impl Mailer {
                         }
                         return Err(SendFailure::Permanent { reply });
                     }
-                    if attempt >= self.attempts {
+                    let Some(wait) = self.backoff.wait_after(attempt, None) else {
                         if code.is_none() {
                             // No reply at all (refused, dropped, timed out) after
                             // every attempt: the rest of the run fails fast.
                             self.stopped = Some(format!("the server could not be reached: {reply}"));
                         }
                         return Err(SendFailure::Temporary { reply, attempts: attempt });
-                    }
+                    };
                     tracing::warn!(attempt, wait_ms = wait.as_millis() as u64, %reply, "temporary SMTP failure; retrying");
                     std::thread::sleep(wait);
-                    wait = wait.saturating_mul(2);
                 }
             }
         }

@@ -16,6 +16,7 @@ pub mod model;
 pub mod period;
 pub mod pipeline;
 pub mod render;
+pub mod retry;
 pub mod schedule;
 pub mod serve;
 pub mod store;

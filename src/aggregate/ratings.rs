@@ -353,24 +353,76 @@ fn make_rows(
     rows
 }
 
-/// Rolls the grain up to every table of `period` within `scope`.
-pub fn rating_tables(
-    grain: &Grain,
-    orgs: &OrgTree,
-    categories: &[Category],
-    scope: &Scope,
-    period: Period,
-    trend_months: usize,
-    rules: Rules,
-) -> RatingTables {
+/// The district, street and community a community's counts roll up to
+/// (empty when the reference data does not place it).
+struct Lineage {
+    district: String,
+    street: String,
+    community: String,
+}
+
+impl Lineage {
+    fn of(orgs: &OrgTree, community: &str) -> Lineage {
+        let up = |level| orgs.ancestor(community, level).map(|u| u.code.clone());
+        Lineage {
+            district: up(OrgLevel::District).unwrap_or_default(),
+            street: up(OrgLevel::Street).unwrap_or_default(),
+            // A community no longer in the reference data stays its own row.
+            community: up(OrgLevel::Community).unwrap_or_else(|| community.to_string()),
+        }
+    }
+}
+
+/// Counts of one bucket (the report's period or the previous one) per row
+/// of each table.
+#[derive(Default)]
+struct Tally {
+    districts: BTreeMap<String, Counts>,
+    streets: BTreeMap<String, Counts>,
+    communities: BTreeMap<String, Counts>,
+    /// Every category with its ancestors: a parent's row sums its children.
+    categories: BTreeMap<String, Counts>,
+}
+
+impl Tally {
+    fn add(&mut self, lineage: &Lineage, categories: &[&str], counts: &Counts) {
+        for (map, code) in
+            [(&mut self.districts, &lineage.district), (&mut self.streets, &lineage.street), (&mut self.communities, &lineage.community)]
+        {
+            if !code.is_empty() {
+                map.entry(code.clone()).or_default().add(counts);
+            }
+        }
+        for c in categories {
+            self.categories.entry((*c).to_string()).or_default().add(counts);
+        }
+    }
+}
+
+/// The grain of one scope summed for the tables: the report's period, the
+/// previous one and the trend months.
+struct Sums {
+    total: Counts,
+    previous: Counts,
+    cur: Tally,
+    prev: Tally,
+    /// (community, category) → counts of the report's period.
+    cross: BTreeMap<(String, String), Counts>,
+    /// Month key → counts, every trend month present.
+    trend: BTreeMap<String, Counts>,
+}
+
+fn sum_scope(grain: &Grain, orgs: &OrgTree, categories: &[Category], scope: &Scope, period: Period, trend_months: usize) -> Sums {
     let (key, prev_key) = (period.key(), period.previous().key());
     let trend_keys: Vec<String> = period.trailing_months(trend_months).iter().map(|p| p.key()).collect();
-    let mut total = Counts::default();
-    let mut previous = Counts::default();
-    // [current, previous] × [district, street, community, category]
-    let mut by: [[BTreeMap<String, Counts>; 4]; 2] = Default::default();
-    let mut cross_counts: BTreeMap<(String, String), Counts> = BTreeMap::new();
-    let mut trend: BTreeMap<String, Counts> = trend_keys.iter().map(|k| (k.clone(), Counts::default())).collect();
+    let mut sums = Sums {
+        total: Counts::default(),
+        previous: Counts::default(),
+        cur: Tally::default(),
+        prev: Tally::default(),
+        cross: BTreeMap::new(),
+        trend: trend_keys.iter().map(|k| (k.clone(), Counts::default())).collect(),
+    };
     // Each category's chain of ancestors (parent rollup), resolved once.
     let chains: BTreeMap<&str, Vec<&str>> = categories
         .iter()
@@ -388,42 +440,44 @@ pub fn rating_tables(
         if !scope.orgs.is_empty() && !scope.orgs.iter().any(|s| orgs.is_within(community, s)) {
             continue;
         }
-        let ancestors: Vec<String> = [OrgLevel::District, OrgLevel::Street, OrgLevel::Community]
-            .into_iter()
-            .map(|level| {
-                orgs.ancestor(community, level)
-                    .map(|u| u.code.clone())
-                    .unwrap_or_else(|| if level == OrgLevel::Community { community.clone() } else { String::new() })
-            })
-            .collect();
+        let lineage = Lineage::of(orgs, community);
         for (bucket, cat, counts) in cells {
             if !scope.categories.is_empty() && !scope.categories.iter().any(|c| c == cat) {
                 continue;
             }
-            if let Some(t) = trend.get_mut(bucket) {
+            if let Some(t) = sums.trend.get_mut(bucket) {
                 t.add(counts);
             }
-            let slot = if *bucket == key {
-                total.add(counts);
-                cross_counts.entry((community.clone(), cat.clone())).or_default().add(counts);
-                0
+            let tally = if *bucket == key {
+                sums.total.add(counts);
+                sums.cross.entry((community.clone(), cat.clone())).or_default().add(counts);
+                &mut sums.cur
             } else if *bucket == prev_key {
-                previous.add(counts);
-                1
+                sums.previous.add(counts);
+                &mut sums.prev
             } else {
                 continue;
             };
-            for (i, code) in ancestors.iter().enumerate() {
-                if !code.is_empty() {
-                    by[slot][i].entry(code.clone()).or_default().add(counts);
-                }
-            }
-            match chains.get(cat.as_str()) {
-                Some(chain) => chain.iter().for_each(|c| by[slot][3].entry((*c).to_string()).or_default().add(counts)),
-                None => by[slot][3].entry(cat.clone()).or_default().add(counts),
-            }
+            // A category missing from the taxonomy still counts as itself.
+            let itself = [cat.as_str()];
+            let chain = chains.get(cat.as_str()).map(Vec::as_slice).unwrap_or(&itself);
+            tally.add(&lineage, chain, counts);
         }
     }
+    sums
+}
+
+/// Rolls the grain up to every table of `period` within `scope`.
+pub fn rating_tables(
+    grain: &Grain,
+    orgs: &OrgTree,
+    categories: &[Category],
+    scope: &Scope,
+    period: Period,
+    trend_months: usize,
+    rules: Rules,
+) -> RatingTables {
+    let Sums { total, previous, cur, prev, cross: cross_counts, trend } = sum_scope(grain, orgs, categories, scope, period, trend_months);
     let total_rate = total.stats().satisfied_rate;
     let rate_of = |map: &BTreeMap<String, Counts>, code: &str| map.get(code).map(|c| c.stats().satisfied_rate).unwrap_or(total_rate);
     let org_name = |code: &str| {
@@ -434,13 +488,13 @@ pub fn rating_tables(
         )
     };
     let parent_rate = |code: &str, level: OrgLevel| match level {
-        OrgLevel::Street => orgs.ancestor(code, OrgLevel::District).map(|d| rate_of(&by[0][0], &d.code)).unwrap_or(total_rate),
-        OrgLevel::Community => orgs.ancestor(code, OrgLevel::Street).map(|s| rate_of(&by[0][1], &s.code)).unwrap_or(total_rate),
+        OrgLevel::Street => orgs.ancestor(code, OrgLevel::District).map(|d| rate_of(&cur.districts, &d.code)).unwrap_or(total_rate),
+        OrgLevel::Community => orgs.ancestor(code, OrgLevel::Street).map(|s| rate_of(&cur.streets, &s.code)).unwrap_or(total_rate),
         _ => total_rate,
     };
-    let districts = make_rows(&by[0][0], &by[1][0], org_name, |c| parent_rate(c, OrgLevel::District), rules);
-    let streets = make_rows(&by[0][1], &by[1][1], org_name, |c| parent_rate(c, OrgLevel::Street), rules);
-    let communities = make_rows(&by[0][2], &by[1][2], org_name, |c| parent_rate(c, OrgLevel::Community), rules);
+    let districts = make_rows(&cur.districts, &prev.districts, org_name, |c| parent_rate(c, OrgLevel::District), rules);
+    let streets = make_rows(&cur.streets, &prev.streets, org_name, |c| parent_rate(c, OrgLevel::Street), rules);
+    let communities = make_rows(&cur.communities, &prev.communities, org_name, |c| parent_rate(c, OrgLevel::Community), rules);
     let cat_name = |code: &str| {
         let c = categories.iter().find(|c| c.code == code);
         (
@@ -450,9 +504,9 @@ pub fn rating_tables(
     };
     let cat_parent_rate = |code: &str| {
         let parent = categories.iter().find(|c| c.code == code).map(|c| c.parent.as_str()).unwrap_or("");
-        if parent.is_empty() { total_rate } else { rate_of(&by[0][3], parent) }
+        if parent.is_empty() { total_rate } else { rate_of(&cur.categories, parent) }
     };
-    let mut cat_rows = make_rows(&by[0][3], &by[1][3], cat_name, cat_parent_rate, rules);
+    let mut cat_rows = make_rows(&cur.categories, &prev.categories, cat_name, cat_parent_rate, rules);
     // Taxonomy order, as the office knows it, rather than code order.
     cat_rows.sort_by_key(|r| categories.iter().position(|c| c.code == r.code).unwrap_or(usize::MAX));
     let cross = cross_counts
@@ -460,7 +514,7 @@ pub fn rating_tables(
         .map(|((community, category), c)| {
             let stats = c.stats();
             Cross {
-                shrunk: shrunk_rate(c.satisfied(), c.n(), rate_of(&by[0][3], &category), rules.prior_weight),
+                shrunk: shrunk_rate(c.satisfied(), c.n(), rate_of(&cur.categories, &category), rules.prior_weight),
                 community,
                 category,
                 low_n: stats.n < rules.min_n,
@@ -469,7 +523,7 @@ pub fn rating_tables(
         })
         .collect();
     RatingTables {
-        period: key,
+        period: period.key(),
         total: total.stats(),
         previous: previous.stats(),
         districts,

@@ -14,7 +14,8 @@ use crate::config::{Category, OrgTree, QuestionKind, Scope, SurveyDef};
 use crate::period::Period;
 use polars::prelude::*;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Distribution of one question (or one row of a matrix question).
 #[derive(Debug, Clone, Serialize)]
@@ -83,38 +84,7 @@ pub fn survey_tables(
     let df = super::ratings::within_by(responses, "submitted_at", period)
         .select([col("response_id"), col("org_code"), col("question"), col("option"), col("text"), col("skipped")])
         .collect()?;
-    let (rid, org, q, opt, text, skipped) = (
-        df.column("response_id")?.str()?,
-        df.column("org_code")?.str()?,
-        df.column("question")?.str()?,
-        df.column("option")?.str()?,
-        df.column("text")?.str()?,
-        df.column("skipped")?.bool()?,
-    );
-    // (question, option) → respondents choosing it; question → respondents answering / skipping.
-    let mut chosen: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    let mut answered: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut skipped_by: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut respondents = BTreeSet::new();
-    let mut texts = Vec::new();
-    for i in 0..df.height() {
-        let (Some(r), Some(o), Some(qq)) = (rid.get(i), org.get(i), q.get(i)) else { continue };
-        if !in_scope(o) {
-            continue;
-        }
-        respondents.insert(r.to_string());
-        if skipped.get(i).unwrap_or(false) {
-            skipped_by.entry(qq.to_string()).or_default().insert(r.to_string());
-            continue;
-        }
-        answered.entry(qq.to_string()).or_default().insert(r.to_string());
-        if let Some(op) = opt.get(i).filter(|s| !s.is_empty()) {
-            chosen.entry((qq.to_string(), op.to_string())).or_default().insert(r.to_string());
-        }
-        if let Some(t) = text.get(i).filter(|s| !s.trim().is_empty()) {
-            texts.push(t.trim().to_string());
-        }
-    }
+    let Answers { chosen, answered, skipped_by, respondents, texts } = read_answers(&df, in_scope)?;
     let mut questions = Vec::new();
     for qd in &survey.questions {
         let rows: Vec<(String, String)> = match qd.kind {
@@ -157,6 +127,74 @@ pub fn survey_tables(
     Ok(SurveyTables { title: survey.title.clone(), responses: respondents.len() as u64, questions, texts, needs, unsorted_texts })
 }
 
+/// The answers of a scope, by respondent: who chose what, who answered or
+/// skipped each question, and the free texts.
+#[derive(Default)]
+struct Answers {
+    /// (question, option) → respondents choosing it.
+    chosen: BTreeMap<(String, String), BTreeSet<String>>,
+    /// Question → respondents answering it.
+    answered: BTreeMap<String, BTreeSet<String>>,
+    /// Question → respondents skipping it.
+    skipped_by: BTreeMap<String, BTreeSet<String>>,
+    respondents: BTreeSet<String>,
+    texts: Vec<String>,
+}
+
+fn read_answers(df: &DataFrame, in_scope: impl Fn(&str) -> bool) -> Result<Answers, AggregateError> {
+    let (rid, org, q, opt, text, skipped) = (
+        df.column("response_id")?.str()?,
+        df.column("org_code")?.str()?,
+        df.column("question")?.str()?,
+        df.column("option")?.str()?,
+        df.column("text")?.str()?,
+        df.column("skipped")?.bool()?,
+    );
+    let mut a = Answers::default();
+    for i in 0..df.height() {
+        let (Some(r), Some(o), Some(qq)) = (rid.get(i), org.get(i), q.get(i)) else { continue };
+        if !in_scope(o) {
+            continue;
+        }
+        a.respondents.insert(r.to_string());
+        if skipped.get(i).unwrap_or(false) {
+            a.skipped_by.entry(qq.to_string()).or_default().insert(r.to_string());
+            continue;
+        }
+        a.answered.entry(qq.to_string()).or_default().insert(r.to_string());
+        if let Some(op) = opt.get(i).filter(|s| !s.is_empty()) {
+            a.chosen.entry((qq.to_string(), op.to_string())).or_default().insert(r.to_string());
+        }
+        if let Some(t) = text.get(i).filter(|s| !s.trim().is_empty()) {
+            a.texts.push(t.trim().to_string());
+        }
+    }
+    Ok(a)
+}
+
+/// The segmenter for a survey's keywords. Loading jieba's dictionary takes
+/// far longer than cutting a month of texts, and every office's report of a
+/// run sorts the same survey's texts, so each keyword list gets its
+/// dictionary once per process (a deployment has a handful of surveys).
+fn segmenter(keywords: Vec<String>) -> Arc<jieba_rs::Jieba> {
+    static SEGMENTERS: OnceLock<Mutex<HashMap<Vec<String>, Arc<jieba_rs::Jieba>>>> = OnceLock::new();
+    // Reports are built on several threads at once: the lock is held while
+    // building so that they wait for one dictionary instead of each loading
+    // its own. A poisoned lock only means another thread panicked mid-build;
+    // the map is still consistent (an entry is inserted whole or not at all).
+    let mut cache = SEGMENTERS.get_or_init(Mutex::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    cache
+        .entry(keywords)
+        .or_insert_with_key(|keywords| {
+            let mut jieba = jieba_rs::Jieba::new();
+            for k in keywords {
+                jieba.add_word(k, Some(100_000), None);
+            }
+            Arc::new(jieba)
+        })
+        .clone()
+}
+
 /// Sorts free texts into categories: each survey keyword is added to the
 /// segmenter's dictionary so that "充电桩" stays one word, every text is cut
 /// into words, and a text counts once for each category whose keywords it
@@ -166,12 +204,8 @@ pub fn sort_needs(texts: &[String], survey: &SurveyDef, categories: &[Category])
     if survey.needs.is_empty() || texts.is_empty() {
         return (Vec::new(), texts.len() as u64);
     }
-    let mut jieba = jieba_rs::Jieba::new();
-    for need in &survey.needs {
-        for k in &need.keywords {
-            jieba.add_word(k, Some(100_000), None);
-        }
-    }
+    let keywords: Vec<String> = survey.needs.iter().flat_map(|n| n.keywords.iter().cloned()).collect();
+    let jieba = segmenter(keywords);
     let mut items: BTreeMap<String, NeedItem> = BTreeMap::new();
     let mut unsorted = 0;
     for t in texts {
@@ -337,5 +371,19 @@ mod tests {
         assert_eq!(got, [("convenience".to_string(), 1), ("elderly_care".to_string(), 1)]);
         // "暂停车辆" must not count as 停车; it and the lamp stay unsorted.
         assert_eq!(unsorted, 2);
+    }
+
+    #[test]
+    fn a_keyword_list_loads_its_dictionary_once() {
+        let words = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        let a = segmenter(words(&["充电桩", "助餐"]));
+        let b = segmenter(words(&["充电桩", "助餐"]));
+        assert!(Arc::ptr_eq(&a, &b), "the second report of a run reuses the first one's dictionary");
+        let other = segmenter(words(&["加装电梯"]));
+        assert!(!Arc::ptr_eq(&a, &other), "another survey's keywords get their own");
+        // Each dictionary knows only its own survey's words.
+        let cut = |j: &jieba_rs::Jieba, t: &str| j.cut(t, true).into_iter().map(|tok| tok.word.to_string()).collect::<Vec<_>>();
+        assert!(cut(&a, "希望增加充电桩").contains(&"充电桩".to_string()));
+        assert!(cut(&other, "老楼加装电梯").contains(&"加装电梯".to_string()));
     }
 }

@@ -1,5 +1,5 @@
 //! HTTP sources: the transport shared by the 好差评 platform and the 问卷星
-//! OpenAPI (timeouts, retries with exponential backoff and jitter, Retry-After),
+//! OpenAPI (timeouts, retries under [`crate::retry::Backoff`], Retry-After),
 //! the 好差评 request signature, and the mapping of 好差评 JSON records to
 //! canonical ratings through the source's field table.
 //!
@@ -9,10 +9,10 @@
 use super::rating_file::normalise_rating;
 use super::{Parsed, parse_timestamp};
 use crate::config::{ApiConfig, Config, SignatureEncoding, SourceConfig};
+use crate::retry::Backoff;
 use crate::store::QuarantineRow;
 use chrono::{Duration, NaiveDateTime, TimeZone};
 use hmac::{Hmac, KeyInit, Mac};
-use rand::Rng;
 use serde_json::Value;
 use sha2::Sha256;
 use std::collections::HashMap;
@@ -185,6 +185,7 @@ impl HttpSource {
         make_body: &dyn Fn() -> Vec<u8>,
         headers: &SignHeaders<'_>,
     ) -> Result<(Vec<u8>, Value, u32), ApiError> {
+        let policy = self.backoff();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -198,10 +199,9 @@ impl HttpSource {
                 Attempt::Retry(reason, after) => (reason, after),
                 Attempt::Fatal(e) => return Err(e),
             };
-            if attempt > self.api.max_retries {
+            let Some(wait) = policy.wait_after(attempt, retry_after) else {
                 return Err(ApiError::Page { name: self.name.clone(), page, attempts: attempt, reason });
-            }
-            let wait = self.backoff(attempt, retry_after);
+            };
             tracing::warn!(source = %self.name, page, attempt, %reason, wait_ms = wait.as_millis() as u64, "retrying page");
             std::thread::sleep(wait);
         }
@@ -245,18 +245,14 @@ impl HttpSource {
         }
     }
 
-    /// Exponential backoff with up to 25 % jitter, so that many clients
-    /// retrying together do not hit the platform in step; a Retry-After is
-    /// honoured as the least wait. Both are capped by `max_backoff_ms`.
-    fn backoff(&self, attempt: u32, retry_after: Option<std::time::Duration>) -> std::time::Duration {
-        let cap = self.api.max_backoff_ms;
-        let base = self.api.backoff_ms.saturating_mul(1u64 << (attempt - 1).min(20)).min(cap);
-        let jitter = if base > 0 { rand::thread_rng().gen_range(0..=base / 4) } else { 0 };
-        let mut ms = (base + jitter).min(cap);
-        if let Some(after) = retry_after {
-            ms = ms.max((after.as_millis() as u64).min(cap));
-        }
-        std::time::Duration::from_millis(ms)
+    /// The source's retry policy. `max_retries` counts retries after the
+    /// first request, as configured; the policy counts tries.
+    fn backoff(&self) -> Backoff {
+        Backoff::retries(
+            self.api.max_retries,
+            std::time::Duration::from_millis(self.api.backoff_ms),
+            std::time::Duration::from_millis(self.api.max_backoff_ms),
+        )
     }
 
     /// Fetches page `page` (1-based) of the 好差评 window.

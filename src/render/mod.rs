@@ -646,9 +646,25 @@ mod tests {
 
     #[test]
     fn report_id_depends_only_on_job_period_as_of() {
-        let t = DateTime::from_timestamp(1_790_000_000, 0).expect("time");
-        assert_eq!(report_id("monthly", "2026-10", t), report_id("monthly", "2026-10", t));
-        assert_ne!(report_id("monthly", "2026-10", t), report_id("monthly", "2026-09", t));
+        let at = |text: &str| DateTime::parse_from_rfc3339(text).expect("as-of").to_utc();
+        let as_of = at("2026-11-01T00:00:00.123Z");
+        let id = report_id("monthly-report", "2026-10", as_of);
+        // Pinned: an exact rerun with a later binary must find the same folder and footer.
+        assert_eq!(id, "MY-202610-f3fb7fa1");
+        // The same inputs, built afresh (the same instant written in another zone), give the same id.
+        assert_eq!(report_id(&String::from("monthly-report"), &String::from("2026-10"), at("2026-11-01T08:00:00.123+08:00")), id);
+        // Any one input changed gives another id; a millisecond of as-of is enough.
+        let others = [
+            report_id("monthly-report", "2026-10", at("2026-11-01T00:00:00.124Z")),
+            report_id("monthly-report", "2026-10", at("2026-11-02T00:00:00.123Z")),
+            report_id("quarterly-report", "2026-10", as_of),
+            report_id("monthly-report", "2026-09", as_of),
+        ];
+        for other in &others {
+            assert_ne!(other, &id);
+        }
+        let distinct: std::collections::BTreeSet<&String> = others.iter().collect();
+        assert_eq!(distinct.len(), others.len(), "{others:?}");
     }
 
     fn row(i: usize, rank: Option<usize>) -> Row {

@@ -75,8 +75,57 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 /// (see `commit`).
 const MERGE_LOOKUP_MIN: usize = 2_000;
 
-/// (source, record id, batch_seq) columns of a version query.
-type VersionIds = (Vec<String>, Vec<String>, Vec<i64>);
+/// The rows of a version query, column by column: for each (source, record
+/// id) listed, one batch that holds a version of it.
+#[derive(Debug, Default)]
+struct VersionIds {
+    sources: Vec<String>,
+    ids: Vec<String>,
+    batches: Vec<i64>,
+}
+
+/// A record's row of `record_keys`, as a batch finds it.
+#[derive(Debug, Clone)]
+struct StoredKey {
+    /// Content hash of the latest version.
+    hash: String,
+    /// The batch of the latest version.
+    last_batch: i64,
+    /// Versions stored so far.
+    versions: i64,
+}
+
+/// A Parquet file of a batch, as `batch_files` lists it.
+struct BatchFile {
+    /// Partition month, `YYYY-MM`.
+    month: String,
+    /// Path relative to the data directory.
+    path: String,
+    /// Records in the file.
+    rows: usize,
+}
+
+/// A record a batch writes, with its content hash and what it is to the catalog.
+struct Pending<'a, T> {
+    record: &'a T,
+    hash: String,
+    version: Version,
+}
+
+/// What committing one record writes, besides its Parquet row and key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    /// Never seen: only `record_keys` learns of it.
+    First,
+    /// Its second version: the first (in batch `first_batch`) and this one
+    /// both enter `record_versions`, which lists only ids seen more than once.
+    Second {
+        /// The batch of the first version.
+        first_batch: i64,
+    },
+    /// A third or later version: the earlier ones are listed already.
+    Later,
+}
 
 /// What committing a batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -296,46 +345,8 @@ impl Store {
         let mut order: Vec<usize> = (0..records.len()).filter(|&i| is_latest[i]).collect();
         out.unchanged += records.len() - order.len();
         order.sort_unstable_by(|&a, &b| records[a].key().cmp(&records[b].key()));
-        let mut found: Vec<Option<(String, i64, i64)>> = vec![None; records.len()];
-        {
-            let mut get =
-                tx.prepare_cached("SELECT hash, last_batch, versions FROM record_keys WHERE kind = ?1 AND source = ?2 AND record_id = ?3")?;
-            let mut range = tx.prepare_cached(
-                "SELECT record_id, hash, last_batch, versions FROM record_keys
-                 WHERE kind = ?1 AND source = ?2 AND record_id BETWEEN ?3 AND ?4 ORDER BY record_id",
-            )?;
-            for group in order.chunk_by(|&a, &b| records[a].key().0 == records[b].key().0) {
-                let source = records[group[0]].key().0;
-                if group.len() < MERGE_LOOKUP_MIN {
-                    for &i in group {
-                        let id = records[i].key().1;
-                        found[i] =
-                            get.query_row(params![kind.dir(), source, id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).optional()?;
-                    }
-                    continue;
-                }
-                // A large batch: one ordered scan of the stored keys between
-                // its first and last id, merged with its own sorted ids. New
-                // ratings mostly carry ids above every stored one, so the scan
-                // reads next to nothing; a re-sent file reads its own keys in
-                // order instead of seeking each. SQLite's BINARY collation and
-                // Rust's `str` order are both byte order, so the merge holds.
-                let (lo, hi) = (records[group[0]].key().1, records[group[group.len() - 1]].key().1);
-                let mut rows = range.query(params![kind.dir(), source, lo, hi])?;
-                let mut next = 0;
-                while let Some(row) = rows.next()? {
-                    let id: String = row.get(0)?;
-                    while next < group.len() && records[group[next]].key().1 < id.as_str() {
-                        next += 1;
-                    }
-                    if next < group.len() && records[group[next]].key().1 == id.as_str() {
-                        found[group[next]] = Some((row.get(1)?, row.get(2)?, row.get(3)?));
-                        next += 1;
-                    }
-                }
-            }
-        }
-        let mut to_write: Vec<(&T, String, Option<i64>)> = Vec::new();
+        let mut found = stored_keys(&tx, kind, records, &order)?;
+        let mut to_write: Vec<Pending<'_, T>> = Vec::new();
         for (i, r) in records.iter().enumerate() {
             if !is_latest[i] {
                 continue;
@@ -344,79 +355,28 @@ impl Store {
             match found[i].take() {
                 None => {
                     out.new += 1;
-                    to_write.push((r, hash, None));
+                    to_write.push(Pending { record: r, hash, version: Version::First });
                 }
-                Some((h, _, _)) if h == hash => out.unchanged += 1,
-                Some((_, last, versions)) => {
+                Some(stored) if stored.hash == hash => out.unchanged += 1,
+                Some(stored) => {
                     out.updated += 1;
-                    to_write.push((r, hash, if versions == 1 { Some(last) } else { Some(-1) }));
+                    let version = if stored.versions == 1 { Version::Second { first_batch: stored.last_batch } } else { Version::Later };
+                    to_write.push(Pending { record: r, hash, version });
                 }
             }
         }
 
-        let mut by_month: BTreeMap<String, Vec<&T>> = BTreeMap::new();
-        for (r, _, _) in &to_write {
-            by_month.entry(r.month()).or_default().push(r);
-        }
-        let mut files = Vec::new();
-        for (month, rows) in &by_month {
-            let dir = self.root.join("curated").join(kind.dir()).join(format!("month={month}"));
-            let path = dir.join(format!("{}.parquet", batch.batch_id));
-            let mut df = frame(rows, seq)?;
-            let mut buf = Vec::new();
-            ParquetWriter::new(&mut buf).with_compression(ParquetCompression::Zstd(None)).finish(&mut df)?;
-            write_atomic(&path, &buf)?;
-            let rel = path.strip_prefix(&self.root).unwrap_or(&path).to_string_lossy().into_owned();
-            files.push((month.clone(), rel, rows.len()));
-        }
+        let files = write_parquet(&self.root, kind, &batch.batch_id, seq, &to_write, frame)?;
 
         crash_point("after-parquet");
         let now = Utc::now();
-        tx.execute(
-            "INSERT INTO batches (batch_seq, batch_id, source, kind, committed_at_ms, committed_at, landing, quarantine, rows_new, rows_updated, rows_unchanged, rows_quarantined)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
-                seq,
-                batch.batch_id,
-                batch.source,
-                kind.dir(),
-                now.timestamp_millis(),
-                now.to_rfc3339(),
-                batch.landing.as_ref().map(|p| p.to_string_lossy().into_owned()),
-                batch.quarantine.as_ref().map(|p| p.to_string_lossy().into_owned()),
-                out.new as i64,
-                out.updated as i64,
-                out.unchanged as i64,
-                batch.quarantined as i64
-            ],
-        )?;
-        {
-            let mut ins_file = tx.prepare_cached("INSERT INTO batch_files (batch_seq, month, path, rows) VALUES (?1, ?2, ?3, ?4)")?;
-            for (month, rel, n) in &files {
-                ins_file.execute(params![seq, month, rel, *n as i64])?;
-            }
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO record_keys (kind, source, record_id, hash, last_batch, versions) VALUES (?1, ?2, ?3, ?4, ?5, 1)
-                 ON CONFLICT (kind, source, record_id) DO UPDATE SET hash = excluded.hash, last_batch = excluded.last_batch, versions = versions + 1",
-            )?;
-            let mut ins_ver =
-                tx.prepare_cached("INSERT OR IGNORE INTO record_versions (kind, source, record_id, batch_seq) VALUES (?1, ?2, ?3, ?4)")?;
-            // In key order, for the same reason as the look-ups.
-            let mut sorted: Vec<&(&T, String, Option<i64>)> = to_write.iter().collect();
-            sorted.sort_unstable_by(|a, b| a.0.key().cmp(&b.0.key()));
-            for (r, hash, prev) in sorted {
-                let (source, id) = r.key();
-                upsert.execute(params![kind.dir(), source, id, hash, seq])?;
-                if let Some(prev) = prev {
-                    // Only ids seen more than once enter record_versions, so the
-                    // as-of read resolves versions over this small set.
-                    if *prev > 0 {
-                        ins_ver.execute(params![kind.dir(), source, id, prev])?;
-                    }
-                    ins_ver.execute(params![kind.dir(), source, id, seq])?;
-                }
-            }
+        insert_batch(&tx, seq, kind, batch, &out, now)?;
+        let mut ins_file = tx.prepare_cached("INSERT INTO batch_files (batch_seq, month, path, rows) VALUES (?1, ?2, ?3, ?4)")?;
+        for f in &files {
+            ins_file.execute(params![seq, f.month, f.path, f.rows as i64])?;
         }
+        drop(ins_file);
+        write_keys(&tx, kind, seq, &to_write)?;
         if let Some(w) = &batch.watermark {
             tx.execute(
                 "INSERT INTO watermarks (source, value, updated_at) VALUES (?1, ?2, ?3)
@@ -479,32 +439,30 @@ impl Store {
     /// Keeps, of each id seen more than once, the latest version committed
     /// by `as_of_ms`; ids seen once pass untouched.
     fn latest_versions(&self, kind: RecordKind, lf: LazyFrame, as_of_ms: i64) -> Result<LazyFrame, StoreError> {
-        let (src, ids, keep) = self.version_ids(
+        let latest = self.version_ids(
             kind,
             "SELECT v.source, v.record_id, MAX(v.batch_seq) FROM record_versions v JOIN batches b USING (batch_seq)
              WHERE v.kind = ?1 AND b.committed_at_ms <= ?2 GROUP BY v.source, v.record_id",
             as_of_ms,
         )?;
-        if ids.is_empty() {
+        if latest.ids.is_empty() {
             return Ok(lf);
         }
-        Ok(with_version_mark(kind, lf, (src, ids, keep))?
-            .filter(col("__seq").is_null().or(col("batch_seq").eq(col("__seq"))))
-            .drop(cols(["__seq"])))
+        Ok(with_version_mark(kind, lf, latest)?.filter(col("__seq").is_null().or(col("batch_seq").eq(col("__seq")))).drop(cols(["__seq"])))
     }
 
     fn version_ids(&self, kind: RecordKind, sql: &str, ms: i64) -> Result<VersionIds, StoreError> {
-        let (mut src, mut ids, mut seq) = (Vec::new(), Vec::new(), Vec::new());
+        let mut out = VersionIds::default();
         let mut stmt = self.conn.prepare_cached(sql)?;
         let rows =
             stmt.query_map(params![kind.dir(), ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
         for row in rows {
-            let (s, i, k) = row?;
-            src.push(s);
-            ids.push(i);
-            seq.push(k);
+            let (source, id, batch) = row?;
+            out.sources.push(source);
+            out.ids.push(id);
+            out.batches.push(batch);
         }
-        Ok((src, ids, seq))
+        Ok(out)
     }
 
     /// Ratings first committed after `after` and by `until` (latest version
@@ -535,7 +493,7 @@ impl Store {
              WHERE v.kind = ?1 AND b.committed_at_ms <= ?2 GROUP BY v.source, v.record_id",
             after_ms,
         )?;
-        if seen.1.is_empty() {
+        if seen.ids.is_empty() {
             return Ok(lf);
         }
         // Ids with a version committed by `after` were announced before.
@@ -635,12 +593,160 @@ impl Store {
     }
 }
 
+/// The stored key of each record listed in `order` (indices of `records`
+/// sorted by key), `None` for a key never stored; records not listed get `None`.
+fn stored_keys<T: Curated>(
+    tx: &rusqlite::Transaction<'_>,
+    kind: RecordKind,
+    records: &[T],
+    order: &[usize],
+) -> Result<Vec<Option<StoredKey>>, StoreError> {
+    let mut found: Vec<Option<StoredKey>> = vec![None; records.len()];
+    let mut get =
+        tx.prepare_cached("SELECT hash, last_batch, versions FROM record_keys WHERE kind = ?1 AND source = ?2 AND record_id = ?3")?;
+    let mut range = tx.prepare_cached(
+        "SELECT record_id, hash, last_batch, versions FROM record_keys
+         WHERE kind = ?1 AND source = ?2 AND record_id BETWEEN ?3 AND ?4 ORDER BY record_id",
+    )?;
+    for group in order.chunk_by(|&a, &b| records[a].key().0 == records[b].key().0) {
+        let source = records[group[0]].key().0;
+        if group.len() < MERGE_LOOKUP_MIN {
+            for &i in group {
+                let id = records[i].key().1;
+                found[i] = get
+                    .query_row(params![kind.dir(), source, id], |row| {
+                        Ok(StoredKey { hash: row.get(0)?, last_batch: row.get(1)?, versions: row.get(2)? })
+                    })
+                    .optional()?;
+            }
+            continue;
+        }
+        // A large batch: one ordered scan of the stored keys between
+        // its first and last id, merged with its own sorted ids. New
+        // ratings mostly carry ids above every stored one, so the scan
+        // reads next to nothing; a re-sent file reads its own keys in
+        // order instead of seeking each. SQLite's BINARY collation and
+        // Rust's `str` order are both byte order, so the merge holds.
+        let (lo, hi) = (records[group[0]].key().1, records[group[group.len() - 1]].key().1);
+        let mut rows = range.query(params![kind.dir(), source, lo, hi])?;
+        let mut next = 0;
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            while next < group.len() && records[group[next]].key().1 < id.as_str() {
+                next += 1;
+            }
+            if next < group.len() && records[group[next]].key().1 == id.as_str() {
+                found[group[next]] = Some(StoredKey { hash: row.get(1)?, last_batch: row.get(2)?, versions: row.get(3)? });
+                next += 1;
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Writes the batch's records as one Parquet file per month partition
+/// (atomically, not yet listed in the catalog); returns the files.
+fn write_parquet<T: Curated>(
+    root: &Path,
+    kind: RecordKind,
+    batch_id: &str,
+    seq: i64,
+    to_write: &[Pending<'_, T>],
+    frame: impl Fn(&[&T], i64) -> PolarsResult<DataFrame>,
+) -> Result<Vec<BatchFile>, StoreError> {
+    let mut by_month: BTreeMap<String, Vec<&T>> = BTreeMap::new();
+    for p in to_write {
+        by_month.entry(p.record.month()).or_default().push(p.record);
+    }
+    let mut files = Vec::new();
+    for (month, rows) in by_month {
+        let dir = root.join("curated").join(kind.dir()).join(format!("month={month}"));
+        let path = dir.join(format!("{batch_id}.parquet"));
+        let mut df = frame(&rows, seq)?;
+        let mut buf = Vec::new();
+        ParquetWriter::new(&mut buf).with_compression(ParquetCompression::Zstd(None)).finish(&mut df)?;
+        write_atomic(&path, &buf)?;
+        let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+        files.push(BatchFile { month, path: rel, rows: rows.len() });
+    }
+    Ok(files)
+}
+
+/// The batch's row in `batches`: its commit time makes it visible to as-of reads.
+fn insert_batch(
+    tx: &rusqlite::Transaction<'_>,
+    seq: i64,
+    kind: RecordKind,
+    batch: &BatchMeta,
+    out: &BatchOutcome,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO batches (batch_seq, batch_id, source, kind, committed_at_ms, committed_at, landing, quarantine, rows_new, rows_updated, rows_unchanged, rows_quarantined)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            seq,
+            batch.batch_id,
+            batch.source,
+            kind.dir(),
+            now.timestamp_millis(),
+            now.to_rfc3339(),
+            batch.landing.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            batch.quarantine.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            out.new as i64,
+            out.updated as i64,
+            out.unchanged as i64,
+            batch.quarantined as i64
+        ],
+    )?;
+    Ok(())
+}
+
+/// Advances `record_keys` and `record_versions` for the records a batch writes.
+fn write_keys<T: Curated>(
+    tx: &rusqlite::Transaction<'_>,
+    kind: RecordKind,
+    seq: i64,
+    to_write: &[Pending<'_, T>],
+) -> Result<(), StoreError> {
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO record_keys (kind, source, record_id, hash, last_batch, versions) VALUES (?1, ?2, ?3, ?4, ?5, 1)
+         ON CONFLICT (kind, source, record_id) DO UPDATE SET hash = excluded.hash, last_batch = excluded.last_batch, versions = versions + 1",
+    )?;
+    let mut ins_ver =
+        tx.prepare_cached("INSERT OR IGNORE INTO record_versions (kind, source, record_id, batch_seq) VALUES (?1, ?2, ?3, ?4)")?;
+    // In key order, for the same reason as the look-ups of `stored_keys`.
+    let mut sorted: Vec<&Pending<'_, T>> = to_write.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.record.key().cmp(&b.record.key()));
+    for p in sorted {
+        let (source, id) = p.record.key();
+        upsert.execute(params![kind.dir(), source, id, p.hash, seq])?;
+        // Only ids seen more than once enter record_versions, so the
+        // as-of read resolves versions over this small set.
+        match p.version {
+            Version::First => {}
+            Version::Second { first_batch } => {
+                ins_ver.execute(params![kind.dir(), source, id, first_batch])?;
+                ins_ver.execute(params![kind.dir(), source, id, seq])?;
+            }
+            Version::Later => {
+                ins_ver.execute(params![kind.dir(), source, id, seq])?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Joins `__seq` (the batch of each listed id, null for ids not listed) onto a frame of records.
-fn with_version_mark(kind: RecordKind, lf: LazyFrame, (src, ids, seq): VersionIds) -> PolarsResult<LazyFrame> {
+fn with_version_mark(kind: RecordKind, lf: LazyFrame, marks: VersionIds) -> PolarsResult<LazyFrame> {
     let id_col = kind.id_column();
     let marks = DataFrame::new(
-        ids.len(),
-        vec![Column::new("source".into(), src), Column::new(id_col.into(), ids), Column::new("__seq".into(), seq)],
+        marks.ids.len(),
+        vec![
+            Column::new("source".into(), marks.sources),
+            Column::new(id_col.into(), marks.ids),
+            Column::new("__seq".into(), marks.batches),
+        ],
     )?;
     Ok(lf.join(marks.lazy(), [col("source"), col(id_col)], [col("source"), col(id_col)], JoinArgs::new(JoinType::Left)))
 }

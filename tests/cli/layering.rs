@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 /// The layer of a top-level module of `src/`; higher is further up.
 fn layer(module: &str) -> Option<u8> {
     Some(match module {
-        "model" | "period" | "calendar" => 0,
+        "model" | "period" | "calendar" | "retry" | "privacy" => 0,
         "config" => 1,
         "collect" | "store" | "aggregate" | "render" | "deliver" | "schedule" => 2,
         "pipeline" | "demo" => 3,

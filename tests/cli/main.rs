@@ -6,6 +6,7 @@
 //! wrote, with none of manyi's aggregation code.
 
 mod collect;
+mod exit_codes;
 mod layering;
 mod metrics;
 mod promises;

@@ -1,8 +1,9 @@
 //! Reports rendered from fixed fixture data (the fixture site under
 //! `tests/fixtures/site` and ratings built here), compared with snapshots
-//! in `tests/snapshots/`, and checked for what email clients and privacy
-//! demand. `UPDATE_SNAPSHOTS=1 cargo test --test cli reports::` rewrites the
-//! snapshots after a deliberate change; review the diff before committing.
+//! in `tests/snapshots/` (insta), and checked for what email clients and
+//! privacy demand. After a deliberate change a failing snapshot leaves a
+//! `.snap.new` beside it: `cargo insta review` shows the diff and accepts or
+//! rejects it (without cargo-insta: `INSTA_UPDATE=always`, then `git diff`).
 
 use manyi::aggregate::{self, RefFrames, Rules};
 use manyi::config::{Config, OfficeRole, Scope};
@@ -132,21 +133,13 @@ fn render_all() -> Vec<(String, Rendered)> {
     out
 }
 
+/// Compares `actual` with the reviewed snapshot `tests/snapshots/<name>.snap`.
+/// A difference fails the test and shows the diff; nothing is accepted
+/// without a review.
 fn check_snapshot(name: &str, actual: &str) {
-    let path = root().join("tests/snapshots").join(name);
-    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&path, actual).expect("write snapshot");
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("no snapshot {}; run with UPDATE_SNAPSHOTS=1 and review it", path.display()));
-    if expected != actual {
-        let line = expected.lines().zip(actual.lines()).position(|(a, b)| a != b).map(|i| i + 1).unwrap_or(0);
-        panic!(
-            "{name} differs from its snapshot from line {line}; if the change is meant, rerun with UPDATE_SNAPSHOTS=1 and review the diff"
-        );
-    }
+    insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => false, omit_expression => true }, {
+        insta::assert_snapshot!(name, actual);
+    });
 }
 
 #[test]
