@@ -101,6 +101,7 @@ pub fn collect_all_with(cfg: &Config, store: &mut Store, only: Option<&str>, pro
 fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut SourceSummary, progress: &dyn Fn(Progress)) -> Result<()> {
     let inbox = cfg.resolve(&src.inbox);
     let files = collect::list_inbox(&inbox)?;
+    let mut rejected = Vec::new();
     // Reading and parsing a file touches nothing but the file, so the next
     // file is read and parsed on another core while this one is landed and
     // committed: a province's monthly drop is a dozen files of close to a
@@ -147,6 +148,7 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
                     tracing::warn!(source = %src.name, file = %fetched.name, %reason, "file rejected");
                     sum.rejected_files += 1;
                     collect::finish_file(&inbox, fetched, Some(&reason))?;
+                    rejected.push(fetched.name.clone());
                 }
                 Err(FileFailure::Other(e)) => return Err(e.context(format!("file {}", fetched.path.display()))),
             }
@@ -155,6 +157,14 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
         Ok(())
     })?;
     tracing::info!(source = %src.name, files = sum.files, new = sum.new, updated = sum.updated, unchanged = sum.unchanged, quarantined = sum.quarantined, "collected");
+    if !rejected.is_empty() {
+        bail!(
+            "{} file(s) rejected whole, nothing of them stored: {} (moved to {}, the reason beside each in a .reason.txt)",
+            rejected.len(),
+            rejected.join(", "),
+            inbox.join("rejected").display()
+        );
+    }
     Ok(())
 }
 
