@@ -88,30 +88,84 @@ impl WorkCalendar {
 
     /// The day that is `n` working days after `start` (the start day itself
     /// is not counted, as in "15个工作日内" counted from the day after receipt).
+    /// Past the last representable date the answer is that date.
     pub fn add_working_days(&self, start: NaiveDate, n: u32) -> NaiveDate {
-        let mut day = start;
-        let mut left = n;
-        while left > 0 {
-            day = day.succ_opt().unwrap_or(day);
-            if self.is_working_day(day) {
-                left -= 1;
+        // A deadline is a few weeks: walking is cheapest there. Beyond, the
+        // first day whose count reaches `n` is found by bisection over the
+        // O(calendar) count, so a huge `n` costs no more than a small one.
+        if n <= SHORT_WALK_DAYS {
+            let mut day = start;
+            let mut left = n;
+            while left > 0 {
+                let Some(next) = day.succ_opt() else { return day };
+                day = next;
+                if self.is_working_day(day) {
+                    left -= 1;
+                }
+            }
+            return day;
+        }
+        // Every 7 days hold 5 weekdays and a holiday removes at most one, so
+        // `n` working days lie within this many days.
+        let span = (i64::from(n) + self.holidays.len() as i64) / 5 * 7 + 14;
+        let (mut lo, mut hi) = (day_number(start), (day_number(start) + span).min(day_number(NaiveDate::MAX)));
+        if self.working_days_between(start, from_day_number(hi)) < n {
+            return NaiveDate::MAX;
+        }
+        // Invariant: count(lo) < n <= count(hi).
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.working_days_between(start, from_day_number(mid)) >= n {
+                hi = mid;
+            } else {
+                lo = mid;
             }
         }
-        day
+        from_day_number(hi)
     }
 
     /// Working days strictly after `from` up to and including `to`; zero when `to <= from`.
     pub fn working_days_between(&self, from: NaiveDate, to: NaiveDate) -> u32 {
-        let mut n = 0;
-        let mut day = from;
-        while day < to {
-            day = day.succ_opt().unwrap_or(to);
-            if self.is_working_day(day) {
-                n += 1;
-            }
+        if to <= from {
+            return 0;
         }
-        n
+        let (a, b) = (day_number(from), day_number(to));
+        if b - a <= i64::from(SHORT_WALK_DAYS) {
+            return from.iter_days().skip(1).take_while(|d| *d <= to).filter(|d| self.is_working_day(*d)).count() as u32;
+        }
+        // Weekdays by whole weeks, then the calendar's exceptions in range: a
+        // 整改完成时间 of 9999-12-31 must not mean three million steps.
+        let weekdays = weekdays_before(b + 1) - weekdays_before(a + 1);
+        let in_range = |d: &&NaiveDate| **d > from && **d <= to;
+        // A day listed as both stays a working day, as in `is_working_day`.
+        let lost = self.holidays.iter().filter(in_range).filter(|d| !is_weekend(**d) && !self.workdays.contains(*d)).count() as i64;
+        let gained = self.workdays.iter().filter(in_range).filter(|d| is_weekend(**d)).count() as i64;
+        u32::try_from(weekdays - lost + gained).unwrap_or(u32::MAX)
     }
+}
+
+/// Up to this many days (or working days to add) the days are visited one
+/// by one: cheaper than scanning the calendar's exception lists.
+const SHORT_WALK_DAYS: u32 = 40;
+
+fn is_weekend(day: NaiveDate) -> bool {
+    matches!(day.weekday(), Weekday::Sat | Weekday::Sun)
+}
+
+/// Days since the common era; day 1 is Monday 0001-01-01.
+fn day_number(day: NaiveDate) -> i64 {
+    i64::from(day.num_days_from_ce())
+}
+
+fn from_day_number(n: i64) -> NaiveDate {
+    i32::try_from(n).ok().and_then(NaiveDate::from_num_days_from_ce_opt).unwrap_or(NaiveDate::MAX)
+}
+
+/// Monday-to-Friday days numbered 1 ..= x − 1 (negative below day 1, so
+/// that differences count any range).
+fn weekdays_before(x: i64) -> i64 {
+    let m = x - 1;
+    m.div_euclid(7) * 5 + m.rem_euclid(7).min(5)
 }
 
 #[cfg(test)]
@@ -151,6 +205,73 @@ mod tests {
         // 春节 2026: 02-15..02-23 off, Saturday 02-28 worked.
         assert!(!cal.is_working_day(d(2026, 2, 16)));
         assert!(cal.is_working_day(d(2026, 2, 28)));
+    }
+
+    fn shipped() -> WorkCalendar {
+        let (mut hol, mut work) = (Vec::new(), Vec::new());
+        for line in include_str!("../reference/calendar.csv").lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            let day = NaiveDate::parse_from_str(f[0], "%Y-%m-%d").expect("date in calendar.csv");
+            if f[1] == "holiday" { hol.push(day) } else { work.push(day) }
+        }
+        WorkCalendar::new(hol, work)
+    }
+
+    /// The day-by-day definitions the fast arithmetic must agree with.
+    fn slow_between(cal: &WorkCalendar, from: NaiveDate, to: NaiveDate) -> u32 {
+        from.iter_days().skip(1).take_while(|day| *day <= to).filter(|day| cal.is_working_day(*day)).count() as u32
+    }
+
+    fn slow_add(cal: &WorkCalendar, start: NaiveDate, n: u32) -> NaiveDate {
+        let mut day = start;
+        let mut left = n;
+        while left > 0 {
+            day = day.succ_opt().expect("test dates are far from the end of time");
+            if cal.is_working_day(day) {
+                left -= 1;
+            }
+        }
+        day
+    }
+
+    #[test]
+    fn fast_working_day_arithmetic_agrees_with_counting_day_by_day() {
+        use rand::{Rng, SeedableRng};
+        let cal = shipped();
+        // A day that is both (none in the shipped file) must stay a working day.
+        let both = WorkCalendar::new([d(2025, 10, 11), d(2025, 10, 8)], [d(2025, 10, 11)]);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+        let base = d(2023, 10, 1);
+        for _ in 0..3000 {
+            let from = base + chrono::Duration::days(rng.gen_range(0..1300));
+            let to = from + chrono::Duration::days(rng.gen_range(-20..500));
+            for c in [&cal, &both] {
+                assert_eq!(c.working_days_between(from, to), slow_between(c, from, to), "{from} → {to}");
+            }
+            let n = rng.gen_range(0..400);
+            for c in [&cal, &both] {
+                assert_eq!(c.add_working_days(from, n), slow_add(c, from, n), "{from} + {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn far_dates_cost_years_not_days() {
+        // 200 差评 rectified on 9999-12-31 took six minutes when every day
+        // between was visited; this is the same work.
+        let cal = shipped();
+        let t = std::time::Instant::now();
+        let far = d(9999, 12, 31);
+        let mut total = 0u64;
+        for k in 0..200 {
+            total += u64::from(cal.working_days_between(d(2025, 1, 1) + chrono::Duration::days(k), far));
+        }
+        let end = cal.add_working_days(d(2025, 1, 1), 2_000_000);
+        assert!(t.elapsed() < std::time::Duration::from_secs(2), "took {:?}", t.elapsed());
+        assert!(total > 0 && end.year() > 9000);
+        assert_eq!(cal.working_days_between(d(2023, 12, 31), far), slow_between(&cal, d(2023, 12, 31), far));
+        // The end of time is reached, not looped on.
+        assert_eq!(cal.add_working_days(NaiveDate::MAX - chrono::Duration::days(3), 100), NaiveDate::MAX);
     }
 
     #[test]

@@ -50,11 +50,18 @@ fn ymd(y: i32, m: u32, d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, d).unwrap_or(NaiveDate::MIN)
 }
 
-/// (year, month) shifted by `delta` months.
+/// (year, month) shifted by `delta` months. Computed in 64 bits and
+/// saturated, so no `Period` value can make it overflow (parsing keeps years
+/// in [`YEARS`] anyway).
 fn shift_month(year: i32, month: u32, delta: i32) -> (i32, u32) {
-    let idx = year * 12 + month as i32 - 1 + delta;
-    (idx.div_euclid(12), idx.rem_euclid(12) as u32 + 1)
+    let idx = i64::from(year) * 12 + i64::from(month) - 1 + i64::from(delta);
+    let y = idx.div_euclid(12).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+    (y, idx.rem_euclid(12) as u32 + 1)
 }
+
+/// The years a period may be written with: ratings before 2000 are
+/// quarantined at ingest, and far-off years only reach arithmetic limits.
+pub const YEARS: std::ops::RangeInclusive<i32> = 2000..=2100;
 
 impl Period {
     /// The month `year`-`month`; `None` if the month is not 1..=12.
@@ -247,34 +254,52 @@ impl fmt::Display for Period {
 impl FromStr for Period {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s.trim();
-        let bad = || format!("period “{s}” is not one of 2026-10-03, 2026-W40, 2026-10, 2026-Q3, 2026 or R12-2026-10");
-        if let Some(rest) = t.strip_prefix("R12-") {
-            return match rest.parse::<Period>() {
-                Ok(Period::Month { year, month }) => Ok(Period::Rolling12 { year, month }),
-                _ => Err(bad()),
-            };
-        }
-        if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
-            return Ok(Period::Day(d));
-        }
-        if let Some((y, w)) = t.split_once("-W") {
-            let (year, week) = (y.parse::<i32>().map_err(|_| bad())?, w.parse::<u32>().map_err(|_| bad())?);
-            return NaiveDate::from_isoywd_opt(year, week, Weekday::Mon).map(|_| Period::Week { year, week }).ok_or_else(bad);
-        }
-        if let Some((y, q)) = t.split_once("-Q") {
-            let (year, quarter) = (y.parse::<i32>().map_err(|_| bad())?, q.parse::<u32>().map_err(|_| bad())?);
-            return (1..=4).contains(&quarter).then_some(Period::Quarter { year, quarter }).ok_or_else(bad);
-        }
-        if let Some((y, m)) = t.split_once('-') {
-            let (year, month) = (y.parse::<i32>().map_err(|_| bad())?, m.parse::<u32>().map_err(|_| bad())?);
-            return Period::month(year, month).ok_or_else(bad);
-        }
-        if t.len() == 4 {
-            return t.parse::<i32>().map(Period::Year).map_err(|_| bad());
-        }
-        Err(bad())
+        let bad = || {
+            format!(
+                "period “{s}” is not one of 2026-10-03, 2026-W40, 2026-10, 2026-Q3, 2026 or R12-2026-10 with a year from {} to {}",
+                YEARS.start(),
+                YEARS.end()
+            )
+        };
+        let period = parse_period(s.trim()).ok_or_else(bad)?;
+        let year = match period {
+            Period::Day(d) => d.year(),
+            Period::Week { year, .. }
+            | Period::Month { year, .. }
+            | Period::Quarter { year, .. }
+            | Period::Year(year)
+            | Period::Rolling12 { year, .. } => year,
+        };
+        if YEARS.contains(&year) { Ok(period) } else { Err(bad()) }
     }
+}
+
+/// A period key without the year check; `None` when it is not one.
+fn parse_period(t: &str) -> Option<Period> {
+    if let Some(rest) = t.strip_prefix("R12-") {
+        return match parse_period(rest)? {
+            Period::Month { year, month } => Some(Period::Rolling12 { year, month }),
+            _ => None,
+        };
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Some(Period::Day(d));
+    }
+    if let Some((y, w)) = t.split_once("-W") {
+        let (year, week) = (y.parse::<i32>().ok()?, w.parse::<u32>().ok()?);
+        return NaiveDate::from_isoywd_opt(year, week, Weekday::Mon).map(|_| Period::Week { year, week });
+    }
+    if let Some((y, q)) = t.split_once("-Q") {
+        let (year, quarter) = (y.parse::<i32>().ok()?, q.parse::<u32>().ok()?);
+        return (1..=4).contains(&quarter).then_some(Period::Quarter { year, quarter });
+    }
+    if let Some((y, m)) = t.split_once('-') {
+        return Period::month(y.parse().ok()?, m.parse().ok()?);
+    }
+    if t.len() == 4 {
+        return t.parse::<i32>().ok().map(Period::Year);
+    }
+    None
 }
 
 #[cfg(test)]
@@ -297,6 +322,30 @@ mod tests {
         assert_eq!(p("R12-2026-10").previous().key(), "R12-2025-10");
         assert!("2026-13".parse::<Period>().is_err());
         assert!("2026-Q5".parse::<Period>().is_err());
+    }
+
+    #[test]
+    fn out_of_range_years_are_errors_naming_the_period() {
+        for k in
+            ["179000000-01", "179000000-Q1", "179000000-W01", "R12-179000000-01", "+179000-01-01", "1999-12", "2101", "0000-01", "-5-01"]
+        {
+            let e = k.parse::<Period>().expect_err(k);
+            assert!(e.contains(k) && e.contains("2000"), "{k}: {e}");
+        }
+        for k in ["2000-01", "2100-12", "2100-12-31", "2100-W52", "R12-2000-01", "2000-Q1"] {
+            let q = p(k);
+            // Neighbours of the extremes are still computed without overflow.
+            assert_eq!(q.key(), k);
+            assert!(q.next() > q && q.previous() < q, "{k}");
+        }
+    }
+
+    #[test]
+    fn month_arithmetic_never_overflows() {
+        let m = Period::Month { year: i32::MAX, month: 12 };
+        let _ = (m.start_date(), m.end_date(), m.previous(), m.next(), m.key());
+        let m = Period::Month { year: i32::MIN, month: 1 };
+        let _ = (m.start_date(), m.end_date(), m.previous(), m.next(), m.key());
     }
 
     #[test]

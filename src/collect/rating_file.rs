@@ -5,11 +5,12 @@
 //! exports use. A row that fails any check goes to quarantine with the field
 //! and the reason; the rest of the file is ingested.
 
+use super::table::clip;
 use super::{CollectError, Parsed, Table, parse_timestamp};
 use crate::config::{Config, SourceConfig};
 use crate::model::{FollowUp, Level, Rating};
 use crate::store::QuarantineRow;
-use chrono::NaiveDateTime;
+use chrono::{NaiveDate, NaiveDateTime};
 use sha2::{Digest, Sha256};
 
 /// Canonical fields a rating file can map, with the headers tried by default.
@@ -60,6 +61,7 @@ fn channel_code(text: &str) -> Option<u8> {
 pub fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: &Table, now: NaiveDateTime) -> Result<Parsed, CollectError> {
     let mut idx = std::collections::HashMap::new();
     let mut missing = Vec::new();
+    let mut ambiguous = Vec::new();
     for (field, defaults) in DEFAULT_HEADERS {
         let found = match source.columns.get(field) {
             Some(h) => table.column(&[h.as_str()]),
@@ -67,6 +69,9 @@ pub fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: &Ta
         };
         match found {
             Some(i) => {
+                // Two columns of one name: reading the first silently ignored
+                // what the second said (level 1 stored where the file said 5).
+                ambiguous.extend(table.ambiguous(i));
                 idx.insert(field, i);
             }
             None if REQUIRED.contains(&field) => {
@@ -83,8 +88,16 @@ pub fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: &Ta
     if !missing.is_empty() {
         return Err(CollectError::BadFile {
             file: file.into(),
-            reason: format!("缺少必需的列: {}；实际表头为: {}", missing.join("、"), table.headers.join(",")),
+            reason: format!(
+                "缺少必需的列: {}；实际表头为（按{}读取）: {}",
+                missing.join("、"),
+                table.encoding,
+                clip(&table.headers.join(","))
+            ),
         });
+    }
+    if !ambiguous.is_empty() {
+        return Err(CollectError::BadFile { file: file.into(), reason: ambiguous.join("；") });
     }
     let salt = std::env::var("MANYI_HASH_SALT").unwrap_or_else(|_| "manyi".into());
     let mut parsed = Parsed { headers: table.headers.clone(), encoding: table.encoding, ..Default::default() };
@@ -104,6 +117,13 @@ pub fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: &Ta
 
 /// Why a record was rejected: the canonical field at fault and the reason.
 pub(crate) type Rejection = (String, String);
+
+/// The earliest date a rating, answer or rectification can carry: a year
+/// 0001 or 1900 is a placeholder or a typo, and a date far in the future made
+/// the working-day arithmetic of reports run for minutes.
+pub(crate) fn earliest_plausible() -> NaiveDateTime {
+    NaiveDate::from_ymd_opt(2000, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 0)).unwrap_or(NaiveDateTime::MIN)
+}
 
 /// Turns one record, read field by field through `get` (canonical field name
 /// → raw text, empty when absent), into a canonical rating. Shared by office
@@ -125,36 +145,38 @@ pub(crate) fn normalise_rating<'a>(
     let times: u32 = if times.is_empty() {
         1
     } else {
-        times.parse().map_err(|_| reject("assess_number", format!("评价次数“{times}”不是正整数")))?
+        times.parse().map_err(|_| reject("assess_number", format!("评价次数“{}”不是正整数", clip(times))))?
     };
     let rated_at_text = get("rated_at");
     let rated_at = parse_timestamp(rated_at_text)
-        .ok_or_else(|| reject("rated_at", format!("评价时间“{rated_at_text}”无法识别，应为 2026-10-03 14:22:05 这样的格式")))?;
+        .ok_or_else(|| reject("rated_at", format!("评价时间“{}”无法识别，应为 2026-10-03 14:22:05 这样的格式", clip(rated_at_text))))?;
     if rated_at > latest_ok {
         return Err(reject("rated_at", format!("评价时间“{rated_at_text}”晚于采集时间，疑为时钟错误")));
     }
-    let org = cfg.orgs.resolve_rated_unit(get("org")).map_err(|e| reject("org", e))?;
+    if rated_at < earliest_plausible() {
+        return Err(reject("rated_at", format!("评价时间“{rated_at_text}”早于2000-01-01，不是可信的日期（常见于占位值或年份录错）")));
+    }
+    let org = cfg.orgs.resolve_rated_unit(get("org")).map_err(|e| reject("org", clip(&e).into_owned()))?;
     let cat_text = get("category");
     let category = cfg
         .categories
         .iter()
         .find(|c| c.code == cat_text || c.name == cat_text)
-        .ok_or_else(|| reject("category", format!("服务类别“{cat_text}”不在 categories.csv 中")))?;
+        .ok_or_else(|| reject("category", format!("服务类别“{}”不在 categories.csv 中", clip(cat_text))))?;
     let level_text = get("level");
     let level = Level::parse(level_text)
-        .ok_or_else(|| reject("level", format!("满意度“{level_text}”应为1–5或非常满意/满意/基本满意/不满意/非常不满意")))?;
+        .ok_or_else(|| reject("level", format!("满意度“{}”应为1–5或非常满意/满意/基本满意/不满意/非常不满意", clip(level_text))))?;
     let channel_text = get("channel");
     let channel =
-        channel_code(channel_text).ok_or_else(|| reject("channel", format!("评价渠道“{channel_text}”不是1–7或已知的渠道名称")))?;
+        channel_code(channel_text).ok_or_else(|| reject("channel", format!("评价渠道“{}”不是1–7或已知的渠道名称", clip(channel_text))))?;
     let follow_text = get("follow_up");
     let follow_up = if level.code() <= 2 {
         if follow_text.is_empty() {
             Some(FollowUp::Pending)
         } else {
-            Some(
-                FollowUp::parse(follow_text)
-                    .ok_or_else(|| reject("follow_up", format!("整改状态“{follow_text}”不是待核实/有效/无效/整改中/已整改/无法整改")))?,
-            )
+            Some(FollowUp::parse(follow_text).ok_or_else(|| {
+                reject("follow_up", format!("整改状态“{}”不是待核实/有效/无效/整改中/已整改/无法整改", clip(follow_text)))
+            })?)
         }
     } else {
         None
@@ -163,7 +185,20 @@ pub(crate) fn normalise_rating<'a>(
     let rectified_at = if rect_text.is_empty() {
         None
     } else {
-        Some(parse_timestamp(rect_text).ok_or_else(|| reject("rectified_at", format!("整改完成时间“{rect_text}”无法识别")))?)
+        let t = parse_timestamp(rect_text).ok_or_else(|| reject("rectified_at", format!("整改完成时间“{}”无法识别", clip(rect_text))))?;
+        // Up to a year ahead: a planned date typed into the column is
+        // plausible, 9999-12-31 is not.
+        let latest = now + chrono::Duration::days(366);
+        if t < earliest_plausible() || t > latest {
+            return Err(reject(
+                "rectified_at",
+                format!(
+                    "整改完成时间“{rect_text}”不在2000-01-01至{}之间，不是可信的日期（常见于占位值9999-12-31或年份录错）",
+                    latest.format("%Y-%m-%d")
+                ),
+            ));
+        }
+        Some(t)
     };
     let phone = get("rater_phone");
     let rater_hash = (!phone.is_empty()).then(|| hex::encode(&Sha256::digest(format!("{salt}:{phone}").as_bytes())[..12]));

@@ -5,7 +5,20 @@
 
 use super::CollectError;
 use calamine::{Data, Reader, Xlsx};
+use std::borrow::Cow;
 use std::io::Cursor;
+
+/// At most this many characters of a file's own text are echoed into a
+/// reason, a log line or an error: a header line can be 50 MB.
+pub const ECHO_CHARS: usize = 200;
+
+/// `text` cut to [`ECHO_CHARS`] characters, marked with its full size when cut.
+pub fn clip(text: &str) -> Cow<'_, str> {
+    match text.char_indices().nth(ECHO_CHARS) {
+        Some((end, _)) => Cow::Owned(format!("{}…（共{}字节）", &text[..end], text.len())),
+        None => Cow::Borrowed(text),
+    }
+}
 
 /// A sheet as strings.
 #[derive(Debug, Clone)]
@@ -27,6 +40,23 @@ impl Table {
     pub fn column(&self, names: &[&str]) -> Option<usize> {
         names.iter().find_map(|n| self.headers.iter().position(|h| h == n))
     }
+
+    /// When the header of column `i` appears more than once, why that makes
+    /// the file ambiguous (1-based column numbers, as a spreadsheet shows
+    /// them); `None` when it is unique.
+    pub fn ambiguous(&self, i: usize) -> Option<String> {
+        let name = self.headers.get(i)?;
+        let same: Vec<String> =
+            self.headers.iter().enumerate().filter(|(_, h)| *h == name).map(|(k, _)| format!("第{}列", k + 1)).collect();
+        (same.len() > 1).then(|| {
+            format!(
+                "表头“{}”出现了{}次（{}），无法确定应读哪一列；请删除或重命名多余的列后重新提交",
+                clip(name),
+                same.len(),
+                same.join("、")
+            )
+        })
+    }
 }
 
 /// Cell `i` of a row, trimmed (Unicode whitespace, so the full-width spaces
@@ -46,9 +76,9 @@ pub fn read_table(file: &str, bytes: &[u8]) -> Result<Table, CollectError> {
     if bytes.starts_with(b"PK\x03\x04") {
         return read_xlsx(file, bytes);
     }
-    let (text, encoding) = decode_text(bytes);
+    let (text, encoding) = decode_checked(file, bytes)?;
     let mut rdr = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(text.as_bytes());
-    let headers = rdr
+    let headers: Vec<String> = rdr
         .headers()
         .map_err(|e| CollectError::BadFile { file: file.into(), reason: format!("表头无法读取: {e}") })?
         .iter()
@@ -62,6 +92,9 @@ pub fn read_table(file: &str, bytes: &[u8]) -> Result<Table, CollectError> {
                 if r.iter().all(|c| c.trim().is_empty()) {
                     continue;
                 }
+                if let Some(reason) = swallowed_rows(&headers, line, &r) {
+                    return Err(CollectError::BadFile { file: file.into(), reason });
+                }
                 rows.push((line, r));
             }
             Err(e) => {
@@ -71,6 +104,84 @@ pub fn read_table(file: &str, bytes: &[u8]) -> Result<Table, CollectError> {
         }
     }
     Ok(Table { headers, rows, encoding })
+}
+
+/// A row whose cell holds line breaks followed by what looks like further
+/// rows: a quote opened and never closed (or closed too late) made the CSV
+/// reader read the rows after it into one cell, which would lose them
+/// silently. A comment that really spans lines rarely holds as many ASCII
+/// commas as half a row, and never makes its row longer than the header.
+fn swallowed_rows(headers: &[String], line: usize, row: &csv::StringRecord) -> Option<String> {
+    let delimiters = (headers.len() / 2).max(2);
+    let mut line_of_cell = line;
+    for (i, cell) in row.iter().enumerate() {
+        if !cell.contains('\n') {
+            continue;
+        }
+        let breaks = cell.matches('\n').count();
+        let swallowed: Vec<&str> = cell.split('\n').skip(1).filter(|l| l.matches(',').count() >= delimiters).collect();
+        if !swallowed.is_empty() || row.len() > headers.len() {
+            let header = headers.get(i).map(|h| clip(h).into_owned()).unwrap_or_else(|| format!("第{}列", i + 1));
+            let example = swallowed.first().map(|l| format!("，其中如“{}”", clip(l))).unwrap_or_default();
+            return Some(format!(
+                "第{line_of_cell}行“{header}”列的引号没有正确闭合：这个单元格跨越了其后的{breaks}个换行（到第{}行），吞并了看起来是其他记录的行{example}。\
+                 为免这些行被静默并入一条评价，整个文件未导入；请检查该单元格的引号（一个多余的\"，或缺少收尾的\"）后重新放入收件箱",
+                line_of_cell + breaks
+            ));
+        }
+        line_of_cell += breaks;
+    }
+    None
+}
+
+/// Decodes CSV text: UTF-8 (BOM stripped) if valid, else GB18030 (a superset
+/// of GBK) — unless the bytes are UTF-8 with a few broken bytes, or neither
+/// encoding reads them cleanly. Decoding such a file as GBK would give a
+/// mojibake header, or quietly replaced characters, so it is refused with
+/// where the first invalid byte is.
+fn decode_checked(file: &str, bytes: &[u8]) -> Result<(String, &'static str), CollectError> {
+    let bom = if bytes.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
+    let body = &bytes[bom..];
+    let utf8 = match std::str::from_utf8(body) {
+        Ok(text) => return Ok((text.to_string(), if bom > 0 { "UTF-8 (BOM)" } else { "UTF-8" })),
+        Err(e) => e,
+    };
+    let at = utf8.valid_up_to();
+    let line = body[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+    let offset = bom + at;
+    // The bytes from there: a stray byte inside a character breaks the
+    // sequence before it, so the culprit may be the second or third.
+    let shown: Vec<String> = body[at..].iter().take(4).map(|b| format!("0x{b:02X}")).collect();
+    let place = format!("第{line}行、文件第{offset}字节（从0数起）起的字节 {} 处", shown.join(" "));
+    let bad = |reason: String| CollectError::BadFile { file: file.into(), reason };
+    if mostly_utf8(body) {
+        return Err(bad(format!(
+            "文件编码有误：已尝试UTF-8和GBK（GB18030）。文件基本是UTF-8文本，但{place}不是有效的UTF-8；按GBK读会把整个文件读成乱码。\
+             请检查该处内容（常见于复制粘贴或截断的文字），另存为UTF-8后重新放入收件箱"
+        )));
+    }
+    let (text, _, gbk_errors) = encoding_rs::GB18030.decode(body);
+    if gbk_errors {
+        return Err(bad(format!(
+            "文件既不是UTF-8也不是GBK文本：已尝试UTF-8（{place}无效）和GBK（GB18030，同样有无法解码的字节）。\
+             请确认放入的是CSV或xlsx文件，而不是其他格式或损坏的文件"
+        )));
+    }
+    Ok((text.into_owned(), "GBK"))
+}
+
+/// Whether invalid UTF-8 is a few broken bytes in UTF-8 text rather than
+/// another encoding. GBK's Chinese text happens to form a valid UTF-8
+/// sequence for roughly one character in eight, so valid multi-byte
+/// characters outnumbering invalid sequences four to one does not happen in
+/// GBK beyond a handful of characters.
+fn mostly_utf8(body: &[u8]) -> bool {
+    let (mut multibyte, mut invalid) = (0usize, 0usize);
+    for chunk in body.utf8_chunks() {
+        multibyte += chunk.valid().chars().filter(|c| c.len_utf8() > 1).count();
+        invalid += usize::from(!chunk.invalid().is_empty());
+    }
+    multibyte >= 8 && multibyte >= 4 * invalid
 }
 
 /// UTF-8 (BOM stripped) if the bytes are valid UTF-8, else GB18030 (a superset of GBK).
@@ -133,6 +244,28 @@ mod tests {
         assert_eq!(t.headers, ["办件编号", "满意度"]);
         assert_eq!(t.rows.len(), 1);
         assert_eq!((t.rows[0].0, cells(&t.rows[0].1)), (2, vec!["A1".to_string(), "非常满意".to_string()]));
+    }
+
+    #[test]
+    fn a_long_gbk_text_is_still_gbk_and_broken_utf8_is_refused() {
+        let text = format!(
+            "办件编号,满意度,文字评价\n{}",
+            (0..200).map(|k| format!("A{k},非常满意,窗口人员态度很好，办事效率高\n")).collect::<String>()
+        );
+        let (gbk, _, _) = encoding_rs::GBK.encode(&text);
+        assert_eq!(read_table("x.csv", &gbk).expect("gbk").rows.len(), 200);
+        let mut broken = text.clone().into_bytes();
+        broken.insert(40, 0xFF);
+        let err = read_table("x.csv", &broken).expect_err("broken utf-8").to_string();
+        assert!(err.contains("UTF-8") && err.contains("GBK") && err.contains("第2行") && err.contains("0xFF"), "{err}");
+    }
+
+    #[test]
+    fn clip_cuts_long_text_and_says_how_long() {
+        assert_eq!(clip("短"), "短");
+        let long = "表".repeat(1000);
+        let c = clip(&long);
+        assert!(c.chars().count() < ECHO_CHARS + 20 && c.ends_with("（共3000字节）"), "{c}");
     }
 
     #[test]

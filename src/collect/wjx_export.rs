@@ -6,6 +6,8 @@
 //! an empty option, because the denominator of every share is those who
 //! answered.
 
+use super::rating_file::earliest_plausible;
+use super::table::clip;
 use super::{CollectError, Parsed, Table, parse_timestamp};
 use crate::config::{Config, QuestionDef, QuestionKind, SourceConfig, SurveyDef};
 use crate::model::{Answer, SurveyResponse};
@@ -24,9 +26,15 @@ fn is_skipped(cell: &str) -> bool {
 }
 
 /// Finds the column of question `number`: a header starting with "N、".
-fn question_column(table: &Table, number: u32) -> Option<usize> {
+/// Two such columns make the file ambiguous: the error says which.
+fn question_column(table: &Table, number: u32) -> Result<Option<usize>, String> {
     let prefix = format!("{number}、");
-    table.headers.iter().position(|h| h.starts_with(&prefix))
+    let found: Vec<usize> = table.headers.iter().enumerate().filter(|(_, h)| h.starts_with(&prefix)).map(|(i, _)| i).collect();
+    if found.len() > 1 {
+        let cols = found.iter().map(|i| format!("第{}列“{}”", i + 1, clip(&table.headers[*i]))).collect::<Vec<_>>().join("、");
+        return Err(format!("第{number}题有{}列（{cols}），无法确定应读哪一列；请删除多余的列后重新提交", found.len()));
+    }
+    Ok(found.first().copied())
 }
 
 /// Finds the column of a matrix row: "第N题(行标题)", with ASCII or full-width brackets.
@@ -45,6 +53,11 @@ pub fn parse_wjx_export(cfg: &Config, source: &SourceConfig, file: &str, table: 
     let bad = |reason: String| CollectError::BadFile { file: file.into(), reason };
     let id_col = table.column(&["序号"]).ok_or_else(|| bad("不是问卷星导出文件：缺少“序号”列".into()))?;
     let time_col = table.column(&["提交答卷时间"]).ok_or_else(|| bad("不是问卷星导出文件：缺少“提交答卷时间”列".into()))?;
+    for c in [id_col, time_col] {
+        if let Some(why) = table.ambiguous(c) {
+            return Err(bad(why));
+        }
+    }
     // Each question maps to its columns: one, or one per row of a matrix,
     // each with the id its answers are stored under.
     let mut cols: Vec<(&QuestionDef, Vec<(String, usize)>)> = Vec::new();
@@ -54,16 +67,22 @@ pub fn parse_wjx_export(cfg: &Config, source: &SourceConfig, file: &str, table: 
             for row in &q.rows {
                 let c = matrix_column(table, q.number, row)
                     .ok_or_else(|| bad(format!("缺少第{}题矩阵行“{row}”的列（表头应为“第{}题({row})”）", q.number, q.number)))?;
+                if let Some(why) = table.ambiguous(c) {
+                    return Err(bad(why));
+                }
                 v.push((format!("{}/{row}", q.id), c));
             }
             cols.push((q, v));
         } else {
-            let c =
-                question_column(table, q.number).ok_or_else(|| bad(format!("缺少第{}题（“{}、{}”）的列", q.number, q.number, q.text)))?;
+            let c = question_column(table, q.number)
+                .map_err(&bad)?
+                .ok_or_else(|| bad(format!("缺少第{}题（“{}、{}”）的列", q.number, q.number, q.text)))?;
             cols.push((q, vec![(q.id.clone(), c)]));
         }
     }
     let mut parsed = Parsed { headers: table.headers.clone(), encoding: table.encoding, ..Default::default() };
+    // Answers dated more than a day ahead are clock errors, as for ratings.
+    let latest_ok = chrono::Utc::now().with_timezone(&cfg.tz).naive_local() + chrono::Duration::days(1);
     for (line, cells) in &table.rows {
         parsed.rows_read += 1;
         let cell = |i: usize| super::table::cell(cells, i);
@@ -75,17 +94,23 @@ pub fn parse_wjx_export(cfg: &Config, source: &SourceConfig, file: &str, table: 
                 return Err(reject("序号", "序号为空".into()));
             }
             let submitted_at = parse_timestamp(cell(time_col))
-                .ok_or_else(|| reject("提交答卷时间", format!("提交答卷时间“{}”无法识别", cell(time_col))))?;
+                .ok_or_else(|| reject("提交答卷时间", format!("提交答卷时间“{}”无法识别", clip(cell(time_col)))))?;
+            if submitted_at < earliest_plausible() || submitted_at > latest_ok {
+                return Err(reject(
+                    "提交答卷时间",
+                    format!("提交答卷时间“{}”早于2000-01-01或晚于采集时间，不是可信的日期", cell(time_col)),
+                ));
+            }
             let mut org_code = None;
             let mut answers = Vec::new();
             for (q, qcols) in &cols {
                 let field = format!("{}、{}", q.number, q.text);
                 for (qid, c) in qcols {
                     let raw = cell(*c);
-                    let not_option = |opt: &str| reject(&field, format!("选项“{opt}”不是该题的选项（{}）", q.options.join("/")));
+                    let not_option = |opt: &str| reject(&field, format!("选项“{}”不是该题的选项（{}）", clip(opt), q.options.join("/")));
                     match q.kind {
                         QuestionKind::Community => {
-                            let unit = cfg.orgs.resolve_rated_unit(raw).map_err(|e| reject(&field, e))?;
+                            let unit = cfg.orgs.resolve_rated_unit(raw).map_err(|e| reject(&field, clip(&e).into_owned()))?;
                             org_code = Some(unit.code.clone());
                         }
                         _ if is_skipped(raw) => {

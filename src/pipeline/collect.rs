@@ -22,6 +22,8 @@ pub struct SourceSummary {
     pub pages: usize,
     /// Files rejected whole (moved to `rejected/` with a reason).
     pub rejected_files: usize,
+    /// The names of the files rejected whole (they make the run fail).
+    pub rejected_names: Vec<String>,
     /// Rows read.
     pub fetched: usize,
     /// New records.
@@ -136,6 +138,15 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
         Ok(())
     })?;
     tracing::info!(source = %src.name, files = sum.files, new = sum.new, updated = sum.updated, unchanged = sum.unchanged, quarantined = sum.quarantined, "collected");
+    // A file rejected whole stored nothing: the run must not look successful.
+    if !sum.rejected_names.is_empty() {
+        bail!(
+            "{} file(s) rejected whole, nothing of them stored: {} (moved to {}, the reason beside each in a .reason.txt)",
+            sum.rejected_names.len(),
+            sum.rejected_names.join(", "),
+            inbox.join("rejected").display()
+        );
+    }
     Ok(())
 }
 
@@ -169,6 +180,7 @@ fn ingest_file(
         Err(FileFailure::Rejected(reason)) => {
             tracing::warn!(source = %src.name, file = %fetched.name, %reason, "file rejected");
             sum.rejected_files += 1;
+            sum.rejected_names.push(fetched.name.clone());
             collect::finish_file(inbox, fetched, Some(&reason))?;
         }
         Err(FileFailure::Other(e)) => return Err(e.context(format!("file {}", fetched.path.display()))),

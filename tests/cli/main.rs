@@ -7,6 +7,7 @@
 
 mod collect;
 mod exit_codes;
+mod hostile_files;
 mod layering;
 mod metrics;
 mod promises;
@@ -255,7 +256,8 @@ fn check_reports_every_problem_at_once_with_file_and_line() {
 fn a_file_without_required_headers_is_rejected_whole_with_a_reason() {
     let d = Deployment::small();
     d.file("inbox/ratings/wrong.csv", "编号,时间\n1,2\n");
-    d.manyi(&["collect"]).success();
+    let err = d.manyi(&["collect"]).code(1).stderr();
+    assert!(err.contains("wrong.csv"), "{err}");
     let reason = std::fs::read_to_string(d.dir.join("inbox/ratings/rejected/wrong.csv.reason.txt")).expect("reason file");
     assert!(reason.contains("缺少必需的列") && reason.contains("办件编号"), "{reason}");
     assert_eq!(d.count("SELECT COUNT(*) FROM batches"), 0);

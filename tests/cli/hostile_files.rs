@@ -1,0 +1,156 @@
+//! Hostile and damaged inbox files (issue 13, items 2, 3, 8–12): each must
+//! stop or quarantine with a reason a clerk can act on, never pass silently,
+//! never panic, and never echo megabytes back.
+
+use crate::support::Deployment;
+
+const HEAD: &str = "办件编号,评价次数,评价时间,区划代码,服务类别,评价渠道,满意度,文字评价,整改状态\n";
+
+fn row(no: usize, comment: &str) -> String {
+    format!("H{no:03},1,2026-10-03 09:{no:02}:00,369901001001,政务办事,1,5,{comment},\n")
+}
+
+fn reason(d: &Deployment, file: &str) -> String {
+    std::fs::read_to_string(d.dir.join(format!("inbox/ratings/rejected/{file}.reason.txt")))
+        .unwrap_or_else(|e| panic!("{file} should be in rejected/ with a reason: {e}"))
+}
+
+fn stored(d: &Deployment) -> i64 {
+    d.count("SELECT COUNT(*) FROM record_keys WHERE kind = 'ratings'")
+}
+
+#[test]
+fn a_stray_quote_that_swallows_rows_stops_the_file_naming_the_line() {
+    let d = Deployment::small();
+    // Eight data rows; the third one's comment opens a quote that never closes,
+    // which made the CSV reader read rows 4–8 into that comment.
+    let mut csv = HEAD.to_string();
+    for no in 1..=8 {
+        csv.push_str(&row(no, if no == 3 { "\"窗口人员态度差" } else { "" }));
+    }
+    d.file("inbox/ratings/quote.csv", &csv);
+    let ran = d.manyi(&["collect"]).code(1);
+    let err = ran.stderr();
+    assert!(err.contains("quote.csv"), "the failure names the file:\n{err}");
+    let why = reason(&d, "quote.csv");
+    // The row with the stray quote is physical line 4 (the header is line 1).
+    assert!(why.contains("第4行") && why.contains("文字评价") && why.contains("引号"), "{why}");
+    assert_eq!(stored(&d), 0, "nothing of a file whose rows ran together is stored");
+}
+
+#[test]
+fn a_legitimate_multi_line_comment_is_still_read() {
+    let d = Deployment::small();
+    let csv = format!("{HEAD}{}{}{}", row(1, ""), row(2, "\"第一行，\n第二行（排队久）\""), row(3, ""));
+    d.file("inbox/ratings/multi.csv", &csv);
+    d.manyi(&["collect"]).success();
+    assert_eq!(stored(&d), 3);
+}
+
+#[test]
+fn duplicate_column_names_stop_the_file_with_the_header_named() {
+    let d = Deployment::small();
+    let csv = "办件编号,评价次数,评价时间,区划代码,服务类别,评价渠道,满意度,文字评价,满意度\n\
+               D001,1,2026-10-03 09:00:00,369901001001,政务办事,1,1,,5\n";
+    d.file("inbox/ratings/dup.csv", csv);
+    let err = d.manyi(&["collect"]).code(1).stderr();
+    assert!(err.contains("dup.csv"), "{err}");
+    let why = reason(&d, "dup.csv");
+    assert!(why.contains("“满意度”") && why.contains("第7列") && why.contains("第9列"), "{why}");
+    assert_eq!(stored(&d), 0);
+}
+
+#[test]
+fn implausible_dates_are_quarantined_at_ingest() {
+    let d = Deployment::small();
+    let head = "办件编号,评价次数,评价时间,区划代码,服务类别,评价渠道,满意度,文字评价,整改状态,整改完成时间\n";
+    let csv = format!(
+        "{head}\
+         T001,1,0001-01-01 00:00:00,369901001001,政务办事,1,1,,已整改,2026-10-05 10:00:00\n\
+         T002,1,1999-12-31 23:59:59,369901001001,政务办事,1,1,,已整改,2026-10-05 10:00:00\n\
+         T003,1,2026-10-03 09:00:00,369901001001,政务办事,1,1,,已整改,9999-12-31 00:00:00\n\
+         T004,1,2026-10-03 09:00:00,369901001001,政务办事,1,1,,已整改,0001-01-01 00:00:00\n\
+         T005,1,2026-10-03 09:00:00,369901001001,政务办事,1,1,,已整改,2026-10-05 10:00:00\n"
+    );
+    d.file("inbox/ratings/dates.csv", &csv);
+    d.manyi(&["collect"]).success();
+    assert_eq!(stored(&d), 1, "only the plausible rating is stored");
+    let qdir = d.dir.join("data/quarantine/office-drop");
+    let qfile = std::fs::read_dir(&qdir).expect("quarantine dir").next().expect("a quarantine file").expect("entry").path();
+    let q = std::fs::read_to_string(&qfile).expect("quarantine");
+    let lines: Vec<&str> = q.trim_start_matches('\u{feff}').lines().collect();
+    assert_eq!(lines.len(), 5, "header + 4 rows:\n{q}");
+    assert!(lines[1].starts_with("2,rated_at,") && lines[1].contains("2000-01-01"), "{}", lines[1]);
+    assert!(lines[2].starts_with("3,rated_at,"), "{}", lines[2]);
+    assert!(lines[3].starts_with("4,rectified_at,") && lines[3].contains("9999-12-31"), "{}", lines[3]);
+    assert!(lines[4].starts_with("5,rectified_at,"), "{}", lines[4]);
+}
+
+#[test]
+fn a_huge_period_is_an_error_naming_it_not_a_panic() {
+    let d = Deployment::small();
+    d.manyi(&["collect"]).success();
+    for args in [&["figures", "--period", "179000000-01"][..], &["run", "monthly-report", "--period", "179000000-01"]] {
+        let ran = d.manyi(args);
+        let err = ran.stderr();
+        assert_ne!(ran.out.status.code(), Some(101), "{args:?} panicked:\n{err}");
+        assert!(!ran.out.status.success(), "{args:?} must fail");
+        assert!(err.contains("179000000-01") && !err.contains("panicked"), "{args:?}:\n{err}");
+    }
+    assert_eq!(d.count("SELECT COUNT(*) FROM runs WHERE outcome = 'running'"), 0, "no ledger row is left running");
+}
+
+#[test]
+fn a_huge_header_line_is_not_echoed_whole() {
+    let d = Deployment::small();
+    let header = format!("编号,{}\n1,2\n", "表".repeat(1_000_000));
+    d.file("inbox/ratings/wide.csv", &header);
+    let ran = d.manyi(&["collect"]);
+    let why = reason(&d, "wide.csv");
+    assert!(why.len() < 2_000, "reason.txt holds {} bytes: {}…", why.len(), why.chars().take(300).collect::<String>());
+    assert!(why.contains("缺少必需的列") && why.contains("字节"), "{why}");
+    let (out, err) = (ran.stdout(), ran.stderr());
+    assert!(out.len() + err.len() < 10_000, "{} bytes of output and log", out.len() + err.len());
+}
+
+#[test]
+fn a_utf8_file_with_one_invalid_byte_says_where_and_what_was_tried() {
+    let d = Deployment::small();
+    let mut bytes = format!("{HEAD}{}{}", row(1, "服务很好"), row(2, "排队")).into_bytes();
+    // One stray byte after the comment of line 3.
+    let at = bytes.len() - 2;
+    bytes.insert(at, 0xFF);
+    std::fs::create_dir_all(d.dir.join("inbox/ratings")).expect("mkdir");
+    std::fs::write(d.dir.join("inbox/ratings/bad-byte.csv"), &bytes).expect("write");
+    // The same rows in real GBK are still read as GBK.
+    let text = format!("{HEAD}{}{}", row(3, "服务很好"), row(4, "排队"));
+    let (gbk, _, _) = encoding_rs::GBK.encode(&text);
+    std::fs::write(d.dir.join("inbox/ratings/gbk.csv"), &gbk).expect("write");
+    d.manyi(&["collect"]).code(1);
+    let why = reason(&d, "bad-byte.csv");
+    assert!(why.contains("UTF-8") && why.contains("GBK"), "names the encodings tried: {why}");
+    assert!(why.contains("第3行") && why.contains(&format!("第{at}字节")) && why.contains("0xFF"), "names where: {why}");
+    assert_eq!(stored(&d), 2, "the GBK file is ingested");
+    assert!(d.dir.join("inbox/ratings/archive/gbk.csv").exists());
+}
+
+#[test]
+fn a_rejected_file_makes_collect_exit_1_naming_the_file() {
+    let d = Deployment::small();
+    let inbox = d.dir.join("inbox/ratings");
+    std::fs::create_dir_all(&inbox).expect("mkdir");
+    std::fs::write(inbox.join("a-empty.csv"), b"").expect("write");
+    std::fs::write(inbox.join("b-garbage.csv"), (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<_>>())
+        .expect("write");
+    std::fs::write(inbox.join("c-missing.csv"), "办件编号,评价时间\nM1,2026-10-03 09:00:00\n").expect("write");
+    std::fs::write(inbox.join("d-truncated.xlsx"), b"PK\x03\x04\x14\x00\x00\x00\x08\x00truncated").expect("write");
+    d.file("inbox/ratings/e-good.csv", &format!("{HEAD}{}", row(1, "")));
+    let ran = d.manyi(&["collect"]).code(1);
+    let err = ran.stderr();
+    for f in ["a-empty.csv", "b-garbage.csv", "c-missing.csv", "d-truncated.xlsx"] {
+        assert!(err.contains(f), "the failure names {f}:\n{err}");
+        assert!(!reason(&d, f).trim().is_empty(), "{f} has a reason");
+    }
+    assert_eq!(stored(&d), 1, "the good file is still ingested");
+    assert!(inbox.join("archive/e-good.csv").exists());
+}
