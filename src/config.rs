@@ -88,6 +88,9 @@ pub struct ConfigFile {
     pub sources: Vec<SourceConfig>,
     /// Mail settings: the sender always, the SMTP server when configured.
     pub mail: MailConfig,
+    /// Personal data: the variable holding the rater key, demo or not.
+    #[serde(default)]
+    pub privacy: crate::privacy::PrivacyConfig,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -699,6 +702,8 @@ pub struct Config {
     pub templates_dir: PathBuf,
     /// Jobs by name.
     pub jobs: BTreeMap<String, crate::schedule::JobDef>,
+    /// The secret key of rater hashes (required at load unless `[privacy] demo = true`).
+    pub rater_key: crate::privacy::RaterKey,
 }
 
 impl Config {
@@ -858,11 +863,13 @@ impl Config {
             );
         }
 
+        let rater_key = file.privacy.rater_key().map_err(|e| problems.push_near(path, &text, "[privacy]", e.to_string()));
         if !problems.0.is_empty() {
             return Err(ConfigError(problems.0));
         }
+        let Ok(rater_key) = rater_key else { return Err(ConfigError(problems.0)) };
         let data_dir = base_dir.join(&file.data_dir);
-        Ok(Config { base_dir, data_dir, tz, orgs, categories, offices, calendar, surveys, templates_dir, jobs, file })
+        Ok(Config { base_dir, data_dir, tz, orgs, categories, offices, calendar, surveys, templates_dir, jobs, file, rater_key })
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod collect;
 mod metrics;
+mod privacy;
 mod reports;
 mod serve;
 mod smtp;
