@@ -60,6 +60,13 @@ deadline_working_days = 15
 [metrics]
 min_n = 30
 
+# DEMO ONLY: without MANYI_RATER_KEY the published demo key hashes raters
+# (a warning says so). In production remove `demo = true` and export
+# MANYI_RATER_KEY="$(openssl rand -hex 32)"; see README “Personal data”.
+[privacy]
+rater_key_env = "MANYI_RATER_KEY"
+demo = true
+
 # 好差评 exports that streets and sections drop into the inbox.
 [[source]]
 name = "office-drop"

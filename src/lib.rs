@@ -15,6 +15,7 @@ pub mod demo;
 pub mod model;
 pub mod period;
 pub mod pipeline;
+pub mod privacy;
 pub mod render;
 pub mod retry;
 pub mod schedule;

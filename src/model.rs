@@ -102,7 +102,7 @@ impl FollowUp {
 
 /// One 好差评 rating in canonical form, as the curated store keeps it.
 ///
-/// Rater identity never reaches this struct in clear: `rater_hash` is a salted
+/// Rater identity never reaches this struct in clear: `rater_hash` is a keyed
 /// digest so that repeat raters can be counted without knowing who they are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rating {
@@ -130,7 +130,7 @@ pub struct Rating {
     pub comment: String,
     /// 匿名评价.
     pub anonymous: bool,
-    /// Salted SHA-256 of the rater's phone or id, if the source gave one.
+    /// HMAC-SHA256 of the rater's phone or id under the deployment's rater key, if the source gave one.
     pub rater_hash: Option<String>,
     /// 差评 follow-up state; `None` for levels 3–5.
     pub follow_up: Option<FollowUp>,

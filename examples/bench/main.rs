@@ -66,6 +66,10 @@ inbox = "inbox/ratings"
 "#;
 
 const MAIL_TOML: &str = r#"
+# Synthetic data: the demo rater key is fine (MANYI_RATER_KEY overrides it).
+[privacy]
+demo = true
+
 [mail]
 from = "示范市民政局满意度监测 <manyi@mzj.example.gov.cn>"
 "#;

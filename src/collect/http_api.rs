@@ -375,7 +375,6 @@ pub fn parse_haochaping_page(cfg: &Config, source: &SourceConfig, page: &Page, n
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let api = source.api.as_ref();
-    let salt = std::env::var("MANYI_HASH_SALT").unwrap_or_else(|_| "manyi".into());
     let mut parsed = Parsed { headers: api_quarantine_headers(), encoding: "JSON", ..Default::default() };
     for (i, rec) in page.records.iter().enumerate() {
         parsed.rows_read += 1;
@@ -427,7 +426,7 @@ pub fn parse_haochaping_page(cfg: &Config, source: &SourceConfig, page: &Page, n
             }
         }
         let get = |f: &str| vals.get(f).map(String::as_str).unwrap_or("");
-        match normalise_rating(cfg, &source.name, &get, now, &salt) {
+        match normalise_rating(cfg, &source.name, &get, now) {
             Ok(r) => parsed.ratings.push(r),
             Err((field, reason)) => {
                 let platform_field = fields.iter().find(|(c, _)| *c == field).map(|(_, p)| *p).unwrap_or(field.as_str());

@@ -11,7 +11,6 @@ use crate::config::{Config, SourceConfig};
 use crate::model::{FollowUp, Level, Rating};
 use crate::store::QuarantineRow;
 use chrono::{NaiveDate, NaiveDateTime};
-use sha2::{Digest, Sha256};
 
 /// Canonical fields a rating file can map, with the headers tried by default.
 const DEFAULT_HEADERS: [(&str, &[&str]); 16] = [
@@ -99,7 +98,6 @@ pub fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: &Ta
     if !ambiguous.is_empty() {
         return Err(CollectError::BadFile { file: file.into(), reason: ambiguous.join("；") });
     }
-    let salt = std::env::var("MANYI_HASH_SALT").unwrap_or_else(|_| "manyi".into());
     let mut parsed = Parsed { headers: table.headers.clone(), encoding: table.encoding, ..Default::default() };
     // Sized once: growing a vector of 800,000 ratings by doubling held two
     // copies of it at the peak.
@@ -107,7 +105,7 @@ pub fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: &Ta
     for (line, cells) in &table.rows {
         parsed.rows_read += 1;
         let get = |field: &str| idx.get(field).map(|&i| super::table::cell(cells, i)).unwrap_or("");
-        match normalise_rating(cfg, &source.name, &get, now, &salt) {
+        match normalise_rating(cfg, &source.name, &get, now) {
             Ok(r) => parsed.ratings.push(r),
             Err((field, reason)) => parsed.rejected.push(QuarantineRow { line: *line, field, reason, values: super::table::cells(cells) }),
         }
@@ -133,7 +131,6 @@ pub(crate) fn normalise_rating<'a>(
     source: &str,
     get: &dyn Fn(&str) -> &'a str,
     now: NaiveDateTime,
-    salt: &str,
 ) -> Result<Rating, Rejection> {
     let latest_ok = now + chrono::Duration::days(1);
     let reject = |field: &str, reason: String| (field.to_string(), reason);
@@ -201,7 +198,9 @@ pub(crate) fn normalise_rating<'a>(
         Some(t)
     };
     let phone = get("rater_phone");
-    let rater_hash = (!phone.is_empty()).then(|| hex::encode(&Sha256::digest(format!("{salt}:{phone}").as_bytes())[..12]));
+    // Keyed (HMAC) with the deployment's secret: a plain digest of an 11-digit
+    // phone is inverted by trying every number.
+    let rater_hash = cfg.rater_key.hash(phone);
     let anonymous = matches!(get("anonymous"), "是" | "1" | "true" | "Y");
     Ok(Rating {
         rating_id: format!("{project}-{times}"),
@@ -214,11 +213,12 @@ pub(crate) fn normalise_rating<'a>(
         channel,
         level,
         reason_tags: get("reason_tags").into(),
-        comment: get("comment").into(),
+        // Free text enters curated masked; landing keeps the raw payload.
+        comment: crate::privacy::mask(get("comment")).into(),
         anonymous,
         rater_hash,
         follow_up,
         rectified_at,
-        revisit: get("revisit").into(),
+        revisit: crate::privacy::mask(get("revisit")).into(),
     })
 }

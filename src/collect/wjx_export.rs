@@ -11,6 +11,8 @@ use super::table::clip;
 use super::{CollectError, Parsed, Table, parse_timestamp};
 use crate::config::{Config, QuestionDef, QuestionKind, SourceConfig, SurveyDef};
 use crate::model::{Answer, SurveyResponse};
+// Open answers enter curated masked; landing keeps the raw export.
+use crate::privacy::mask;
 use crate::store::QuarantineRow;
 
 /// Splits "其他〖加装电梯〗" into ("其他", "加装电梯").
@@ -121,7 +123,7 @@ pub fn parse_wjx_export(cfg: &Config, source: &SourceConfig, file: &str, table: 
                             if !q.options.iter().any(|o| o == opt) {
                                 return Err(not_option(opt));
                             }
-                            answers.push(Answer { question: qid.clone(), option: opt.into(), text: fill.into(), skipped: false });
+                            answers.push(Answer { question: qid.clone(), option: opt.into(), text: mask(fill).into(), skipped: false });
                         }
                         QuestionKind::Multi => {
                             // The text export joins the chosen options with ┋.
@@ -130,7 +132,7 @@ pub fn parse_wjx_export(cfg: &Config, source: &SourceConfig, file: &str, table: 
                                 if !q.options.iter().any(|o| o == opt) {
                                     return Err(not_option(opt));
                                 }
-                                answers.push(Answer { question: qid.clone(), option: opt.into(), text: fill.into(), skipped: false });
+                                answers.push(Answer { question: qid.clone(), option: opt.into(), text: mask(fill).into(), skipped: false });
                             }
                         }
                         QuestionKind::Text => {
@@ -138,7 +140,7 @@ pub fn parse_wjx_export(cfg: &Config, source: &SourceConfig, file: &str, table: 
                             answers.push(Answer {
                                 question: qid.clone(),
                                 option: String::new(),
-                                text: text.into(),
+                                text: mask(text).into(),
                                 skipped: text.is_empty(),
                             });
                         }

@@ -37,6 +37,9 @@ pub struct ConfigFile {
     pub sources: Vec<SourceConfig>,
     /// Mail settings: the sender always, the SMTP server when configured.
     pub mail: MailConfig,
+    /// Personal data: the variable holding the rater key, demo or not.
+    #[serde(default)]
+    pub privacy: crate::privacy::PrivacyConfig,
 }
 
 fn default_data_dir() -> PathBuf {

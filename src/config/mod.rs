@@ -95,6 +95,8 @@ pub struct Config {
     pub templates_dir: PathBuf,
     /// Jobs by name.
     pub jobs: BTreeMap<String, JobDef>,
+    /// The secret key of rater hashes (required at load unless `[privacy] demo = true`).
+    pub rater_key: crate::privacy::RaterKey,
 }
 
 impl Config {
@@ -154,8 +156,15 @@ fn compile(toml: &TomlFile<'_>, file: ConfigFile, now: DateTime<Utc>) -> (Config
     let known = Known { categories: &categories, surveys: &surveys, templates_dir: &templates_dir };
     problems.extend(check::check_sources(toml, &file.sources, &known));
     problems.extend(check::check_mail(toml, &file.mail, &base_dir));
+    // Without the key the config is unusable (a problem is pushed); the empty
+    // stand-in key never hashes anything because the config is not returned.
+    let rater_key = file.privacy.rater_key().unwrap_or_else(|e| {
+        let line = toml.lines.line(&[lines::Step::Key("privacy")]);
+        problems.push(Problem { file: toml.path.to_path_buf(), line, message: e.to_string() });
+        crate::privacy::RaterKey::from_bytes(&[])
+    });
     let data_dir = base_dir.join(&file.data_dir);
-    (Config { base_dir, data_dir, tz, orgs, categories, offices, calendar, surveys, templates_dir, jobs, file }, problems)
+    (Config { base_dir, data_dir, tz, orgs, categories, offices, calendar, surveys, templates_dir, jobs, file, rater_key }, problems)
 }
 
 /// Parses TOML, turning a syntax or shape error into a located problem.

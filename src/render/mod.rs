@@ -15,7 +15,6 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::LazyLock;
 use tera::{Tera, Value};
 
 /// Errors of rendering.
@@ -608,18 +607,12 @@ fn num_filter(v: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
     Ok(Value::String(format!("{:.1}", arg_f64(v, "num")?)))
 }
 
-static PHONE: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"(^|\D)(1[3-9]\d)(\d{4})(\d{4})(\D|$)").expect("static regex"));
-static ID_NO: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"(^|\D)(\d{6})\d{8}(\d{3}[\dXx])(\D|$)").expect("static regex"));
-static NAME_CALL: LazyLock<regex::Regex> =
-    LazyLock::new(|| regex::Regex::new(r"(我叫|本人|联系人[:：]?)([\p{Han}])([\p{Han}]{1,2})").expect("static regex"));
-
-/// Masks personal data in resident text: mobile numbers (138****1234), ID
-/// numbers (110101********1234) and self-introduced names (我叫张*).
+/// Masks personal data in resident text (phone and ID numbers, e-mail
+/// addresses, self-introduced names; bidirectional controls stripped): see
+/// [`crate::privacy::mask`]. Curated text is masked at ingest already; this
+/// covers stores written before that and any text that did not pass collect.
 pub fn mask_personal(text: &str) -> String {
-    let t = ID_NO.replace_all(text, "$1$2********$3$4");
-    let t = PHONE.replace_all(&t, "$1$2****$4$5");
-    let t = NAME_CALL.replace_all(&t, |c: &regex::Captures| format!("{}{}{}", &c[1], &c[2], "*".repeat(c[3].chars().count())));
-    t.into_owned()
+    crate::privacy::mask(text).into_owned()
 }
 
 fn mask_filter(v: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {

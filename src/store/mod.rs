@@ -204,6 +204,8 @@ impl Curated for Rating {
         // (escaping the Chinese text through serde_json was a tenth of the
         // ingest time). Changing this order changes every stored hash, so a
         // re-sent record would count once as a new version: keep it.
+        // rater_hash is left out: it is keyed, and a rotated key must not
+        // turn every re-sent rating into a new version.
         let mut h = Sha256::new();
         let mut text = |s: &str| {
             h.update((s.len() as u32).to_le_bytes());
@@ -217,7 +219,6 @@ impl Curated for Rating {
         text(&self.department);
         text(&self.reason_tags);
         text(&self.comment);
-        text(self.rater_hash.as_deref().unwrap_or("-"));
         text(self.follow_up.map(|f| f.name()).unwrap_or("-"));
         text(&self.revisit);
         let rectified = self.rectified_at.map(|t| t.and_utc().timestamp()).unwrap_or(i64::MIN);

@@ -10,6 +10,7 @@ mod exit_codes;
 mod hostile_files;
 mod layering;
 mod metrics;
+mod privacy;
 mod promises;
 mod reports;
 mod serve;
