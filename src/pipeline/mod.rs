@@ -75,11 +75,59 @@ pub fn run_job(
     as_of: Option<DateTime<Utc>>,
     opts: RunOptions,
 ) -> Result<JobOutcome> {
+    let run_id = new_run_id(&job.name);
+    let _lock = lock_job(store, job, period, &run_id)?;
+    // An alert run that failed (a recipient refused, the process killed)
+    // left its window partly delivered. "Run the job again" must serve only
+    // whom it missed: resume that window first, with its own as-of and so its
+    // own delivery key, then go on with the new one.
+    if job.kind == JobKind::Alert && as_of.is_none() {
+        if let Some(window) = store.unfinished_window(&job.name)? {
+            tracing::warn!(job = %job.name, as_of = %window.to_rfc3339(), "the last alert run did not finish; resuming its window first");
+            run_locked(cfg, store, job, period, window, opts, &new_run_id(&job.name))?;
+        }
+    }
+    // Taken after the lock: a run that waited for another reports on the
+    // data as it is when it starts.
     let as_of = as_of.unwrap_or_else(Utc::now);
     let as_of = DateTime::from_timestamp_millis(as_of.timestamp_millis()).unwrap_or(as_of);
-    let run_id = new_run_id(&job.name);
+    run_locked(cfg, store, job, period, as_of, opts, &run_id)
+}
+
+/// Takes the run lock of the job for this period (see `store::run_lock`):
+/// one live run per job and period, so two runs never both send; a run that
+/// finds the lock held waits, and says so.
+fn lock_job(store: &Store, job: &JobDef, period: Period, run_id: &str) -> Result<crate::store::RunLockGuard> {
+    // Alerts and collects work by commit time, not by period: one at a time per job.
+    let key = match job.kind {
+        JobKind::Report => period.key(),
+        JobKind::Alert | JobKind::Collect => "-".to_string(),
+    };
+    let guard = store.lock_run(&job.name, &key, run_id, &|h| {
+        tracing::warn!(
+            job = %job.name, period = %key, holder = %h.run_id, pid = h.pid, host = %h.host, since = %h.started_at,
+            "another run of this job and period is in progress; waiting for it to finish"
+        );
+    })?;
+    if let Some(dead) = &guard.took_over {
+        tracing::warn!(job = %job.name, period = %key, dead = %dead.run_id, pid = dead.pid, host = %dead.host,
+            "an earlier run of this job and period died without finishing; taking over");
+    }
+    Ok(guard)
+}
+
+/// One run in the ledger, the lock already held.
+fn run_locked(
+    cfg: &Config,
+    store: &mut Store,
+    job: &JobDef,
+    period: Period,
+    as_of: DateTime<Utc>,
+    opts: RunOptions,
+    run_id: &str,
+) -> Result<JobOutcome> {
     store.run_started(&NewRun {
-        run_id: &run_id,
+        run_id,
         job: &job.name,
         period: &period.key(),
         as_of,
@@ -89,20 +137,20 @@ pub fn run_job(
     })?;
     let result = match job.kind {
         JobKind::Collect => collect_all(cfg, store, None).map(JobOutcome::Collect),
-        JobKind::Report => report::run_report(cfg, store, job, period, as_of, opts, &run_id).map(JobOutcome::Report),
-        JobKind::Alert => alert::run_alert(cfg, store, job, as_of, opts, &run_id).map(JobOutcome::Alert),
+        JobKind::Report => report::run_report(cfg, store, job, period, as_of, opts, run_id).map(JobOutcome::Report),
+        JobKind::Alert => alert::run_alert(cfg, store, job, as_of, opts, run_id).map(JobOutcome::Alert),
     };
     if let Ok(JobOutcome::Report(summary)) = &result {
         if summary.reports.iter().any(|r| !r.failed.is_empty()) {
             let incomplete = DeliveryIncomplete { summary: summary.clone() };
             let counts = serde_json::to_value(summary).unwrap_or_default();
-            store.run_ended(&run_id, RunOutcome::Failed, &counts, Some(&incomplete.to_string()))?;
+            store.run_ended(run_id, RunOutcome::Failed, &counts, Some(&incomplete.to_string()))?;
             return Err(incomplete.into());
         }
     }
     match &result {
-        Ok(v) => store.run_ended(&run_id, RunOutcome::Ok, &serde_json::to_value(v).unwrap_or_default(), None)?,
-        Err(e) => store.run_ended(&run_id, RunOutcome::Failed, &serde_json::Value::Null, Some(&format!("{e:#}")))?,
+        Ok(v) => store.run_ended(run_id, RunOutcome::Ok, &serde_json::to_value(v).unwrap_or_default(), None)?,
+        Err(e) => store.run_ended(run_id, RunOutcome::Failed, &serde_json::Value::Null, Some(&format!("{e:#}")))?,
     }
     result
 }

@@ -221,6 +221,14 @@ pub(super) fn init(conn: &Connection) -> rusqlite::Result<()> {
             conn.execute_batch(&format!("ALTER TABLE runs ADD COLUMN {col} {ty}"))?;
         }
     }
+    // The Parquet row count of each file, checked before every read (a
+    // response is several rows, so `rows`, the records, cannot serve). NULL
+    // in files listed by versions before it: those are checked for presence.
+    let file_cols: Vec<String> =
+        conn.prepare("SELECT name FROM pragma_table_info('batch_files')")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    if !file_cols.iter().any(|c| c == "parquet_rows") {
+        conn.execute_batch("ALTER TABLE batch_files ADD COLUMN parquet_rows INTEGER")?;
+    }
     Ok(())
 }
 
@@ -440,6 +448,25 @@ impl Store {
             )
             .optional()?;
         Ok(text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc)))
+    }
+
+    /// The as-of of this job's latest run when that run did not succeed
+    /// (failed, or abandoned by a process that died): the window an alert
+    /// retry must resume. `None` when the latest run was ok, or there is none.
+    /// Skipped slots and runs still running do not count.
+    pub fn unfinished_window(&self, job: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let latest: Option<(String, RunOutcome)> = self
+            .conn
+            .query_row(
+                "SELECT as_of, outcome FROM runs WHERE job = ?1 AND outcome IN (?2, ?3, ?4) ORDER BY started_at DESC LIMIT 1",
+                params![job, RunOutcome::Ok, RunOutcome::Failed, RunOutcome::Abandoned],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(match latest {
+            Some((as_of, outcome)) if outcome != RunOutcome::Ok => DateTime::parse_from_rfc3339(&as_of).ok().map(|t| t.with_timezone(&Utc)),
+            _ => None,
+        })
     }
 
     /// The ledger, newest first, optionally for one job.

@@ -103,6 +103,8 @@ struct BatchFile {
     path: String,
     /// Records in the file.
     rows: usize,
+    /// Rows of the Parquet file (a response is several).
+    parquet_rows: usize,
 }
 
 /// A record a batch writes, with its content hash and what it is to the catalog.
@@ -372,9 +374,10 @@ impl Store {
         crash_point("after-parquet");
         let now = Utc::now();
         insert_batch(&tx, seq, kind, batch, &out, now)?;
-        let mut ins_file = tx.prepare_cached("INSERT INTO batch_files (batch_seq, month, path, rows) VALUES (?1, ?2, ?3, ?4)")?;
+        let mut ins_file =
+            tx.prepare_cached("INSERT INTO batch_files (batch_seq, month, path, rows, parquet_rows) VALUES (?1, ?2, ?3, ?4, ?5)")?;
         for f in &files {
-            ins_file.execute(params![seq, f.month, f.path, f.rows as i64])?;
+            ins_file.execute(params![seq, f.month, f.path, f.rows as i64, f.parquet_rows as i64])?;
         }
         drop(ins_file);
         write_keys(&tx, kind, seq, &to_write)?;
@@ -414,11 +417,12 @@ impl Store {
         let mut listed = Vec::new();
         {
             let mut stmt = self.conn.prepare_cached(
-                "SELECT f.path, f.rows FROM batch_files f JOIN batches b USING (batch_seq)
+                "SELECT f.path, f.parquet_rows FROM batch_files f JOIN batches b USING (batch_seq)
                  WHERE b.kind = ?1 AND f.month = ?2 AND b.committed_at_ms <= ?3 ORDER BY f.batch_seq",
             )?;
             for m in months {
-                let rows = stmt.query_map(params![kind.dir(), m, as_of_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                let rows =
+                    stmt.query_map(params![kind.dir(), m, as_of_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)))?;
                 for row in rows {
                     listed.push(row?);
                 }
@@ -476,10 +480,10 @@ impl Store {
         let mut listed = Vec::new();
         {
             let mut stmt = self.conn.prepare_cached(
-                "SELECT f.path, f.rows FROM batch_files f JOIN batches b USING (batch_seq)
+                "SELECT f.path, f.parquet_rows FROM batch_files f JOIN batches b USING (batch_seq)
                  WHERE b.kind = 'ratings' AND b.committed_at_ms > ?1 AND b.committed_at_ms <= ?2 ORDER BY f.batch_seq",
             )?;
-            for row in stmt.query_map(params![after_ms, until_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            for row in stmt.query_map(params![after_ms, until_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)))? {
                 listed.push(row?);
             }
         }
@@ -548,7 +552,7 @@ impl Store {
     /// Checks each file the catalog lists for a read: it exists and holds
     /// the rows the catalog recorded (the Parquet footer, not the data, is
     /// read). Returns the absolute paths.
-    fn check_listed_files(&self, listed: &[(String, i64)]) -> Result<Vec<PathBuf>, StoreError> {
+    fn check_listed_files(&self, listed: &[(String, Option<i64>)]) -> Result<Vec<PathBuf>, StoreError> {
         let mut paths = Vec::with_capacity(listed.len());
         for (rel, rows) in listed {
             let path = self.root.join(rel);
@@ -561,7 +565,9 @@ impl Store {
                 problem: format!("{}: not a readable Parquet file: {e}", path.display()),
                 remedy: remedy(),
             })?;
-            if found as i64 != *rows {
+            if let Some(rows) = rows
+                && found as i64 != *rows
+            {
                 return Err(StoreError::Inconsistent {
                     problem: format!(
                         "{} holds {found} rows, state.db recorded {rows} when it was committed (the file was replaced)",
@@ -668,7 +674,7 @@ fn write_parquet<T: Curated>(
         ParquetWriter::new(&mut buf).with_compression(ParquetCompression::Zstd(None)).finish(&mut df)?;
         write_atomic(&path, &buf)?;
         let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
-        files.push(BatchFile { month, path: rel, rows: rows.len() });
+        files.push(BatchFile { month, path: rel, rows: rows.len(), parquet_rows: df.height() });
     }
     Ok(files)
 }
