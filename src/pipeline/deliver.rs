@@ -47,6 +47,12 @@ impl std::fmt::Display for DeliveryIncomplete {
                 writeln!(f, "  {} {} → {}: {}", r.office, r.name, u.recipient, u.reason)?;
             }
         }
+        if !self.summary.not_built.is_empty() {
+            writeln!(f, "{} report(s) could not be built, so nobody of these offices got one:", self.summary.not_built.len())?;
+            for n in &self.summary.not_built {
+                writeln!(f, "  {} {}: {}", n.office, n.name, n.error)?;
+            }
+        }
         Ok(())
     }
 }

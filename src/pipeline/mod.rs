@@ -20,7 +20,7 @@ mod report;
 pub use alert::AlertSummary;
 pub use collect::{Progress, SourceSummary, collect_all, collect_all_with};
 pub use deliver::{AdminNotice, DeliveryIncomplete, Undelivered, notify_admins};
-pub use report::{ReportOutcome, ReportTimings, RunSummary};
+pub use report::{NotBuilt, ReportOutcome, ReportTimings, RunSummary};
 
 use crate::aggregate;
 use crate::config::Config;
@@ -141,7 +141,7 @@ fn run_locked(
         JobKind::Alert => alert::run_alert(cfg, store, job, as_of, opts, run_id).map(JobOutcome::Alert),
     };
     if let Ok(JobOutcome::Report(summary)) = &result {
-        if summary.reports.iter().any(|r| !r.failed.is_empty()) {
+        if summary.reports.iter().any(|r| !r.failed.is_empty()) || !summary.not_built.is_empty() {
             let incomplete = DeliveryIncomplete { summary: summary.clone() };
             let counts = serde_json::to_value(summary).unwrap_or_default();
             store.run_ended(run_id, RunOutcome::Failed, &counts, Some(&incomplete.to_string()))?;

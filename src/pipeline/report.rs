@@ -53,6 +53,20 @@ pub struct RunSummary {
     pub reports: Vec<ReportOutcome>,
     /// Where the run's time went, for the log and the benchmark.
     pub timings: ReportTimings,
+    /// Offices whose report could not be built (the others were still
+    /// written and delivered; the run fails naming these).
+    pub not_built: Vec<NotBuilt>,
+}
+
+/// An office whose report failed to build, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NotBuilt {
+    /// Office id.
+    pub office: String,
+    /// Office name.
+    pub name: String,
+    /// The error, with its causes.
+    pub error: String,
 }
 
 /// Wall time of each phase of a report run, in seconds. The pipeline reads
@@ -110,6 +124,7 @@ pub(super) fn run_report(
         city: aggregate::Counts::default().stats(),
         reports: Vec::new(),
         timings: ReportTimings { scan, ..ReportTimings::default() },
+        not_built: Vec::new(),
     };
     // One folder per report id (job, period, as-of): a rerun with another
     // as-of never touches what an earlier run reported.
@@ -125,12 +140,21 @@ pub(super) fn run_report(
         let mut built = build_chunk(&prep, &templates, chunk, &mut leadership, &mut summary)?;
         for office in chunk {
             let own;
+            // An office whose report failed to build is skipped here (it is in
+            // `not_built`): one bad record or template must not stop the
+            // reports of every other office.
             let rendered = match office.role {
-                OfficeRole::Leadership => leadership.as_ref().context("the leadership report was not built")?,
-                OfficeRole::Office => {
-                    own = built.remove(office.id.as_str()).context("an office report was not built")?;
-                    &own
-                }
+                OfficeRole::Leadership => match leadership.as_ref() {
+                    Some(r) => r,
+                    None => continue,
+                },
+                OfficeRole::Office => match built.remove(office.id.as_str()) {
+                    Some(r) => {
+                        own = r;
+                        &own
+                    }
+                    None => continue,
+                },
             };
             let html_path = timed(&mut summary.timings.write, || write_report(&reports_dir, office, rendered, run_id))?;
             let outcome = timed(&mut summary.timings.deliver, || deliver_office(&ctx, mailer.as_mut(), office, rendered))?;
@@ -159,7 +183,14 @@ fn build_chunk<'o>(
     let results: Vec<Result<Built>> = todo.par_iter().with_max_len(1).map(|o| prep.build(templates, o)).collect();
     let mut built = HashMap::new();
     for (office, result) in todo.iter().zip(results) {
-        let b = result?;
+        let b = match result {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(office = %office.id, error = %format!("{e:#}"), "the report of this office could not be built; the others go on");
+                summary.not_built.push(NotBuilt { office: office.id.clone(), name: office.name.clone(), error: format!("{e:#}") });
+                continue;
+            }
+        };
         summary.timings.aggregate += b.t_aggregate;
         summary.timings.render += b.t_render;
         summary.timings.rendered += 1;

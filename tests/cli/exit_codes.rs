@@ -36,7 +36,9 @@ fn exit_2_when_the_command_line_is_wrong_and_nothing_was_done() {
     let d = collected();
     let runs = "SELECT COUNT(*) FROM runs";
     let before = d.count(runs);
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 11] = [
+        (&["figures", "--period", "179000000-01"], "--period: period “179000000-01”"),
+        (&["run", "monthly-report", "--period", "179000000-01"], "--period: period “179000000-01”"),
         (&["run", "no-such-job"], "no job “no-such-job”"),
         (&["run", "monthly-report", "--period", "2026-13"], "--period: period “2026-13”"),
         (&["run", "monthly-report", "--period", "2026-10", "--as-of", "yesterday"], "--as-of “yesterday” is neither RFC 3339"),

@@ -183,3 +183,18 @@ fn a_job_name_that_is_a_path_is_refused_and_nothing_is_written_outside() {
     }
     assert!(!outside.exists() && !Path::new("/tmp/manyi_escape_abs").exists(), "nothing written outside the deployment");
 }
+
+#[test]
+fn an_office_report_that_fails_to_build_does_not_stop_the_others() {
+    let d = collected(10);
+    // Break the office template only: the leadership report must still be
+    // written and delivered, and the run must fail naming the office.
+    let path = d.dir.join("survey-templates/haochaping/office.html.tera");
+    let text = std::fs::read_to_string(&path).expect("office template");
+    std::fs::write(&path, text.replacen("{% block body %}", "{% block body %}{{ no_such_variable.field }}", 1)).expect("write");
+    let err = d.manyi(&["run", "monthly-report", "--period", "2026-10"]).code(1).stderr();
+    assert!(err.contains("1 report(s) could not be built") && err.contains("street-369901001 滨江街道办事处"), "{err}");
+    let emls = files_under(&d.dir.join("data/outbox"), "eml");
+    let names: Vec<String> = emls.iter().map(|p| p.file_name().expect("name").to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["monthly-report_2026-10_leadership.eml"], "the leadership report still went out");
+}
