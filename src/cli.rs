@@ -82,6 +82,10 @@ pub enum Command {
         /// Only data committed by then (RFC 3339 or local YYYY-MM-DD HH:MM:SS).
         #[arg(long)]
         as_of: Option<String>,
+        /// A questionnaire (a survey-templates folder): print each question's
+        /// option counts, shares and 95% intervals instead of the ratings.
+        #[arg(long)]
+        survey: Option<String>,
     },
     /// Run the jobs on their schedules until SIGTERM or Ctrl-C.
     Serve,
@@ -149,6 +153,17 @@ pub enum UsageError {
     /// `--by` names more than two dimensions.
     #[error("--by takes at most two dimensions (a cross table), got {0}")]
     TooManyDimensions(usize),
+    /// `--survey` names no survey folder.
+    #[error("--survey: no survey “{name}” in survey-templates/ (surveys: {known})")]
+    UnknownSurvey {
+        /// The name given.
+        name: String,
+        /// The surveys there, comma-separated.
+        known: String,
+    },
+    /// `--survey` with `--by`: questionnaire figures are the deployment's whole.
+    #[error("--survey prints each question of the whole deployment; it takes no --by")]
+    SurveyBy,
 }
 
 /// The exit code of a failed command: 2 when the configuration or the
@@ -211,7 +226,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Check => check(&config),
         Command::Collect { source } => collect(&config, source.as_deref()),
         Command::Run { job, period, as_of, dry_run, resend } => run_job(&config, job, period, as_of, dry_run, resend),
-        Command::Figures { period, by, as_of } => figures(&config, &period, &by, as_of),
+        Command::Figures { period, by, as_of, survey: None } => figures(&config, &period, &by, as_of),
+        Command::Figures { period, by, as_of, survey: Some(survey) } => survey_figures(&config, &period, &by, &survey, as_of),
         Command::Jobs { from } => jobs(&config, from),
         Command::History { job } => history(&config, job.as_deref()),
     }
@@ -279,6 +295,38 @@ fn run_job(path: &Path, job: String, period: Option<String>, as_of: Option<Strin
     let mut store = Store::open(&cfg.data_dir)?;
     let out = pipeline::run_job(&cfg, &mut store, def, period, as_of, RunOptions { dry_run, resend, ..RunOptions::default() })?;
     println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `manyi figures --survey S`: each question's options as CSV — question,
+/// label, kind, respondents who answered, skipped, option, count, share and
+/// its 95% Wilson interval (the share's denominator is the respondents who
+/// answered, as in the report).
+fn survey_figures(path: &Path, period: &str, by: &str, survey: &str, as_of: Option<String>) -> Result<()> {
+    let cfg = load(path)?;
+    let period = parse_period("--period", period)?;
+    if !by.trim().is_empty() {
+        return Err(UsageError::SurveyBy.into());
+    }
+    let def = cfg.surveys.get(survey).ok_or_else(|| UsageError::UnknownSurvey {
+        name: survey.into(),
+        known: cfg.surveys.keys().cloned().collect::<Vec<_>>().join(", "),
+    })?;
+    let as_of = as_of.map(|t| parse_time("--as-of", &t, &cfg.tz)).transpose()?;
+    let store = Store::open(&cfg.data_dir)?;
+    let tables = pipeline::survey_figures(&cfg, &store, period, def, as_of)?;
+    let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+    w.write_record(["question", "label", "kind", "answered", "skipped", "option", "count", "share", "share_lo", "share_hi"])?;
+    for q in &tables.questions {
+        for (option, count, share) in &q.options {
+            let (lo, hi) = crate::aggregate::wilson(*count, q.answered);
+            let mut rec = vec![q.id.clone(), q.text.clone(), q.kind.to_string(), q.answered.to_string(), q.skipped.to_string()];
+            rec.extend([option.clone(), count.to_string()]);
+            rec.extend([*share, lo, hi].iter().map(|x| format!("{x:.6}")));
+            w.write_record(&rec)?;
+        }
+    }
+    w.flush()?;
     Ok(())
 }
 

@@ -191,6 +191,22 @@ pub fn figures(
     Ok(aggregate::breakdown(store.ratings(&period.month_keys(), as_of)?, &refs, period, dims)?)
 }
 
+/// Each question of `survey` over the whole deployment in `period`, as seen
+/// at `as_of`: what `manyi figures --survey` prints.
+pub fn survey_figures(
+    cfg: &Config,
+    store: &Store,
+    period: Period,
+    survey: &crate::config::SurveyDef,
+    as_of: Option<DateTime<Utc>>,
+) -> Result<aggregate::SurveyTables> {
+    use polars::prelude::{col, lit};
+    let as_of = as_of.unwrap_or_else(Utc::now);
+    let responses = store.responses(&period.month_keys(), as_of)?.filter(col("survey").eq(lit(survey.id.clone())));
+    let everything = crate::config::Scope::default();
+    Ok(aggregate::survey_tables(responses, period, survey, &cfg.orgs, &cfg.categories, &everything)?)
+}
+
 /// The templates under `dir`, loaded once per process: `serve` runs many
 /// jobs, and parsing every template and registering the filters again for
 /// each run bought nothing. A load that fails is not kept, so a template

@@ -162,4 +162,19 @@ fn a_published_questionnaire_figure_is_reproduced_from_a_gbk_export() {
     // 其他〖…〗 fill-ins and suggestions feed the 需求清单: 23 texts each way, 46 in all.
     assert!(text.contains("需求清单（意见建议按关键词归类，共 46 条，未归类 0 条）"), "{text}");
     assert!(text.contains("- 便民服务：46 条"), "{text}");
+
+    // The same figures as data: `figures --survey`. Counts are the published
+    // shares × 230 (70.0% → 161, 26.1% → 60, 3.9% → 9); the intervals are
+    // Wilson's, worked out by hand in Python (z = 1.959964):
+    // 161/230 → [0.637888, 0.755541], 60/230 → [0.208380, 0.321216], 9/230 → [0.020721, 0.072682].
+    let csv = d.manyi(&["figures", "--survey", "community", "--period", "2026-10"]).success().stdout();
+    for row in [
+        "overall,您对社区工作的总体评价,single,230,0,满意,161,0.700000,0.637888,0.755541",
+        "overall,您对社区工作的总体评价,single,230,0,基本满意,60,0.260870,0.208380,0.321216",
+        "overall,您对社区工作的总体评价,single,230,0,不满意,9,0.039130,0.020721,0.072682",
+    ] {
+        assert!(csv.lines().any(|l| l == row), "{row} missing:\n{csv}");
+    }
+    assert!(csv.lines().any(|l| l.contains(",172,58,满意,172,1.000000,")), "question 5: 172 answered, 58 skipped:\n{csv}");
+    d.manyi(&["figures", "--survey", "no-such", "--period", "2026-10"]).code(2);
 }
