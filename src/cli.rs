@@ -412,14 +412,21 @@ fn history(path: &Path, job: Option<&str>) -> Result<()> {
         );
     }
     println!();
-    println!("{:<16} {:<8} {:<28} {:<36} {:<8} {:<32}", "job", "period", "office", "recipient", "state", "content hash");
+    // The history rows do not carry the channel; the current record of the
+    // same (job, period, office, recipient) does (smtp, outbox, wecom, dingtalk).
+    let channels: std::collections::HashMap<(String, String, String, String), String> =
+        store.deliveries(job)?.into_iter().map(|d| ((d.job, d.period, d.office, d.recipient), d.channel)).collect();
+    println!("{:<16} {:<8} {:<28} {:<36} {:<8} {:<8} {:<32}", "job", "period", "office", "recipient", "channel", "state", "content hash");
     for (d, run) in store.delivery_history(job)? {
+        let key = (d.job.clone(), d.period.clone(), d.office.clone(), d.recipient.clone());
+        let channel = channels.get(&key).map_or("-", String::as_str);
         println!(
-            "{:<16} {:<8} {:<28} {:<36} {:<8} {:<32} run {run}{}",
+            "{:<16} {:<8} {:<28} {:<36} {:<8} {:<8} {:<32} run {run}{}",
             d.job,
             d.period,
             d.office,
             d.recipient,
+            channel,
             d.state,
             d.content_hash,
             d.detail.map(|x| format!("  {x}")).unwrap_or_default()

@@ -4,6 +4,13 @@
 //! This stage builds and sends messages; whether a recipient should get one
 //! (the exactly-once rule) is decided by the pipeline from the delivery
 //! records in state.db, using [`content_hash`] to note what was sent.
+//!
+//! Group robots (企业微信 / 钉钉) are the second channel: [`robot`] sends,
+//! [`robot_text`] writes what they show.
+
+mod md5;
+pub mod robot;
+pub mod robot_text;
 
 use crate::config::{SmtpConfig, SmtpSecurity};
 use crate::render::{Attachment as ReportAttachment, Rendered};

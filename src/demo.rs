@@ -94,6 +94,12 @@ admins = ["xxzx@mzj.linjiang.gov.cn"]
 # port = 465
 # username = "manyi@mzj.linjiang.gov.cn"
 # password_env = "MANYI_SMTP_PASSWORD"
+
+# Group robots (企业微信 / 政务微信, 钉钉): a second channel for alerts and
+# summary cards. The demo points at nothing: every street office has a
+# commented robot below and a commented `robots = [...]` line in
+# reference/offices.toml; uncomment both and set the variables to use one.
+# Keys, tokens and secrets come only from the environment variables named here.
 "#;
 
 const DEMO_README: &str = "这是 manyi demo 生成的演示部署（临江市，虚构数据）。\n\
@@ -248,7 +254,8 @@ fn offices_toml(city: &City) -> String {
     for st in &city.streets {
         let _ = write!(
             s,
-            "[[office]]\nid = \"street-{code}\"\nname = \"{name}办事处\"\nrole = \"office\"\nrecipients = [\"jd{code}@linjiang.gov.cn\"]\nscope = {{ orgs = [\"{code}\"] }}\n\n",
+            "[[office]]\nid = \"street-{code}\"\nname = \"{name}办事处\"\nrole = \"office\"\nrecipients = [\"jd{code}@linjiang.gov.cn\"]\n\
+             # robots = [\"jiedao-{code}\"]\nscope = {{ orgs = [\"{code}\"] }}\n\n",
             code = st.code,
             name = st.name
         );
@@ -262,6 +269,30 @@ fn offices_toml(city: &City) -> String {
         let _ = write!(
             s,
             "[[office]]\nid = \"{id}\"\nname = \"{name}\"\nrole = \"office\"\nrecipients = [\"{id}@linjiang.gov.cn\"]\nscope = {{ categories = [\"{cat}\"] }}\n\n"
+        );
+    }
+    s
+}
+
+/// One commented `[[robot]]` per street office, pointing at nothing: the
+/// README says how to point one at a real intranet robot.
+fn robots_toml(city: &City) -> String {
+    let mut s = String::new();
+    for (k, st) in city.streets.iter().enumerate() {
+        let (kind, secrets) = if k % 2 == 0 {
+            ("wecom", format!("# key_env = \"MANYI_ROBOT_KEY_{code}\"\n", code = st.code))
+        } else {
+            (
+                "dingtalk",
+                format!("# token_env = \"MANYI_ROBOT_TOKEN_{code}\"\n# secret_env = \"MANYI_ROBOT_SECRET_{code}\"\n", code = st.code),
+            )
+        };
+        let base = if kind == "wecom" { "https://qyapi.weixin.qq.com" } else { "https://oapi.dingtalk.com" };
+        let _ = write!(
+            s,
+            "\n# {name}\n# [[robot]]\n# name = \"jiedao-{code}\"\n# kind = \"{kind}\"\n# base_url = \"{base}\"\n{secrets}",
+            name = st.name,
+            code = st.code
         );
     }
     s
@@ -330,6 +361,7 @@ pub fn generate(dir: &Path, seed: u64, through: Period) -> Result<Generated> {
     let city = build_city(&mut rng);
     write(dir, "reference/orgs.csv", orgs_csv(&city).as_bytes())?;
     write(dir, "reference/offices.toml", offices_toml(&city).as_bytes())?;
+    write(dir, "manyi.toml", format!("{MANYI_TOML}{}", robots_toml(&city)).as_bytes())?;
 
     let calendar = demo_calendar();
     let months = through.trailing_months(13);

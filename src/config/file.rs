@@ -40,6 +40,9 @@ pub struct ConfigFile {
     /// Personal data: the variable holding the rater key, demo or not.
     #[serde(default)]
     pub privacy: crate::privacy::PrivacyConfig,
+    /// Group robots (企业微信 / 钉钉), a second delivery channel: `[[robot]]`.
+    #[serde(default, rename = "robot")]
+    pub robots: Vec<super::RobotConfig>,
 }
 
 fn default_data_dir() -> PathBuf {

@@ -17,6 +17,7 @@ mod jobs;
 mod lines;
 pub mod names;
 mod reference;
+mod robots;
 mod survey;
 
 pub use file::{
@@ -25,6 +26,7 @@ pub use file::{
 };
 pub use jobs::{JobDef, JobKind, PeriodExpr};
 pub use reference::{Category, Office, OfficeRole, OrgTree, OrgUnit, Scope, read_calendar};
+pub use robots::{RobotConfig, RobotKind};
 pub use survey::{NeedDef, QuestionDef, QuestionKind, SurveyDef};
 
 use crate::calendar::WorkCalendar;
@@ -156,6 +158,7 @@ fn compile(toml: &TomlFile<'_>, file: ConfigFile, now: DateTime<Utc>) -> (Config
     let known = Known { categories: &categories, surveys: &surveys, templates_dir: &templates_dir };
     problems.extend(check::check_sources(toml, &file.sources, &known));
     problems.extend(check::check_mail(toml, &file.mail, &base_dir));
+    problems.extend(robots::check_robots(toml, &file.robots, &offices, &base_dir.join(&r.offices)));
     // Without the key the config is unusable (a problem is pushed); the empty
     // stand-in key never hashes anything because the config is not returned.
     let rater_key = file.privacy.rater_key().unwrap_or_else(|e| {

@@ -145,6 +145,9 @@ pub struct Office {
     pub role: OfficeRole,
     /// Email addresses.
     pub recipients: Vec<String>,
+    /// Group robots (names of `[[robot]]` in manyi.toml) that get its alerts and summary cards.
+    #[serde(default)]
+    pub robots: Vec<String>,
     /// What the office is responsible for.
     #[serde(default)]
     pub scope: Scope,

@@ -2,12 +2,14 @@
 //! committed since the last successful alert run.
 
 use super::RunOptions;
-use super::deliver::{DeliveryCtx, Undelivered, deliver_office, mailer_for};
+use super::deliver::{DeliveryCtx, RobotParts, Undelivered, deliver_office, deliver_to_robots, mailer_for, robots_for};
 use super::report::write_report_file;
 use crate::aggregate::{self, BadRating};
 use crate::config::JobDef;
-use crate::config::{Config, OfficeRole};
-use crate::render;
+use crate::config::{Config, OfficeRole, RobotConfig, RobotKind};
+use crate::deliver::robot::RobotMessage;
+use crate::deliver::robot_text;
+use crate::render::{self, AlertView};
 use crate::store::Store;
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
@@ -54,6 +56,7 @@ pub(super) fn run_alert(
     let outbox = store.root().join("outbox");
     let mut summary = AlertSummary { since, until: as_of, new_bad: bad.len(), offices: Vec::new(), quiet: 0, failed: Vec::new() };
     let mut mailer = mailer_for(cfg, opts)?;
+    let mut robots = robots_for(cfg, opts)?;
     let ctx = DeliveryCtx { cfg, store: &*store, job, key: key.clone(), outbox: &outbox, opts, run_id };
     for office in cfg.offices.iter().filter(|o| o.role == OfficeRole::Office && (job.offices.is_empty() || job.offices.contains(&o.id))) {
         let items: Vec<&BadRating> =
@@ -68,7 +71,9 @@ pub(super) fn run_alert(
         let rendered = templates.render_alert(template, &view)?;
         write_report_file(&dir.join(format!("{}.html", office.id)), rendered.html.as_bytes(), run_id)?;
         write_report_file(&dir.join(format!("{}.txt", office.id)), rendered.text.as_bytes(), run_id)?;
-        let outcome = deliver_office(&ctx, mailer.as_mut(), office, &rendered)?;
+        let mut outcome = deliver_office(&ctx, mailer.as_mut(), office, &rendered)?;
+        let parts = |robot: &RobotConfig| alert_parts(cfg, robot, &view, as_of_local.date_naive());
+        deliver_to_robots(&ctx, robots.as_mut(), office, &parts, &mut outcome)?;
         summary.failed.extend(outcome.failed.into_iter().map(|u| (office.id.clone(), u)));
         summary.offices.push((office.id.clone(), items.len()));
     }
@@ -78,4 +83,17 @@ pub(super) fn run_alert(
         bail!("差评 alert not delivered to {} recipient(s); run the job again to retry them:\n{}", summary.failed.len(), list.join("\n"));
     }
     Ok(summary)
+}
+
+/// What an office's robot gets of its alert: the markdown, most urgent
+/// first; for 企业微信 a text @-ing the robot's mobiles too, since its
+/// markdown cannot mention by mobile (钉钉's markdown can, and does).
+fn alert_parts(cfg: &Config, robot: &RobotConfig, view: &AlertView, today: chrono::NaiveDate) -> RobotParts {
+    let (title, text) = robot_text::alert_markdown(view, robot.kind, &robot.mention_mobiles, &cfg.calendar, today);
+    let mut parts = vec![("", RobotMessage::Markdown { title, text, mention: true })];
+    if robot.kind == RobotKind::Wecom && !robot.mention_mobiles.is_empty() && !view.items.is_empty() {
+        let content = format!("{}：新增差评{}条，请及时处理。", view.audience, view.items.len());
+        parts.push(("/mention", RobotMessage::Text { content, mention: true }));
+    }
+    parts
 }

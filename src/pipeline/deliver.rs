@@ -2,11 +2,18 @@
 //! (job, period, office, recipient), SMTP batches or the outbox, and the
 //! admins' failure mail. The deliver stage builds and sends messages; it never
 //! reads these records, this module decides.
+//!
+//! Group robots share the records: each message to a robot is recorded as
+//! recipient `robot:<name>` (the card or alert), `robot:<name>/chart`,
+//! `robot:<name>/xlsx` or `robot:<name>/mention`, channel `wecom` or
+//! `dingtalk`, so a rerun after a partial failure sends only the messages
+//! that did not arrive.
 
 use super::RunOptions;
 use super::report::ReportOutcome;
 use crate::config::JobDef;
-use crate::config::{Config, Office};
+use crate::config::{Config, Office, RobotConfig};
+use crate::deliver::robot::{RobotClient, RobotMessage};
 use crate::deliver::{self, Mailer, SendFailure};
 use crate::render::Rendered;
 use crate::store::{DeliveryRecord, DeliveryState, Store};
@@ -89,16 +96,28 @@ struct Parcel<'a> {
     resend_mark: String,
 }
 
+/// What a delivery record says beyond its (job, period) key.
+struct Entry<'a> {
+    office: &'a str,
+    recipient: &'a str,
+    hash: &'a str,
+    channel: &'a str,
+}
+
 impl DeliveryCtx<'_> {
     fn record(&self, p: &Parcel, recipient: &str, state: DeliveryState, channel: &str, detail: Option<String>) -> Result<()> {
+        self.record_entry(&Entry { office: &p.office.id, recipient, hash: &p.hash, channel }, state, detail)
+    }
+
+    fn record_entry(&self, e: &Entry<'_>, state: DeliveryState, detail: Option<String>) -> Result<()> {
         let record = DeliveryRecord {
             job: self.job.name.clone(),
             period: self.key.clone(),
-            office: p.office.id.clone(),
-            recipient: recipient.into(),
+            office: e.office.into(),
+            recipient: e.recipient.into(),
             state,
-            content_hash: p.hash.clone(),
-            channel: channel.into(),
+            content_hash: e.hash.into(),
+            channel: e.channel.into(),
             detail,
             updated_at: String::new(),
         };
@@ -142,6 +161,110 @@ pub(super) fn deliver_office(
         None => deliver_to_outbox(ctx, &parcel, &to, &mut outcome)?,
     }
     Ok(outcome)
+}
+
+/// The robot client of a run, or none (a dry run, or no `[[robot]]`).
+pub(super) fn robots_for(cfg: &Config, opts: RunOptions) -> Result<Option<RobotClient>> {
+    if opts.dry_run || cfg.file.robots.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(RobotClient::new()?))
+}
+
+/// The messages of one robot: (recipient suffix, message); the suffix is
+/// empty for the main one.
+pub(super) type RobotParts = Vec<(&'static str, RobotMessage)>;
+
+/// Sends an office's robots the messages `parts` makes for each of them,
+/// skipping those already delivered (unless `--resend`). Without a client
+/// (a dry run) the JSON bodies are written to the outbox instead.
+pub(super) fn deliver_to_robots(
+    ctx: &DeliveryCtx<'_>,
+    mut client: Option<&mut RobotClient>,
+    office: &Office,
+    parts: &dyn Fn(&RobotConfig) -> RobotParts,
+    outcome: &mut ReportOutcome,
+) -> Result<()> {
+    for name in &office.robots {
+        let Some(robot) = ctx.cfg.file.robots.iter().find(|r| &r.name == name) else { continue };
+        let mut dry = Vec::new();
+        for (suffix, msg) in parts(robot) {
+            let recipient = format!("robot:{name}{suffix}");
+            let hash = deliver::robot::message_hash(&msg);
+            let entry = Entry { office: &office.id, recipient: &recipient, hash: &hash, channel: robot.kind.as_str() };
+            if already_served(ctx, &entry)? {
+                outcome.already_delivered += 1;
+                continue;
+            }
+            match client.as_deref_mut() {
+                None => dry.push(dry_run_body(robot, &msg)),
+                Some(client) => match send_to_robot(ctx, client, robot, &msg, &entry)? {
+                    None => outcome.sent += 1,
+                    Some(reason) => outcome.failed.push(Undelivered { recipient, reason }),
+                },
+            }
+        }
+        if !dry.is_empty() {
+            outcome.sent += dry.len();
+            let file = format!("dry-run_{}_{}_{}_robot-{name}.json", ctx.job.name, ctx.key, office.id);
+            crate::store::write_atomic(&ctx.outbox.join(file), serde_json::to_string_pretty(&dry)?.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether a robot message is on record as delivered (and not to be resent).
+/// A message recorded `sending` by a dead run is sent again, as for email.
+fn already_served(ctx: &DeliveryCtx<'_>, e: &Entry<'_>) -> Result<bool> {
+    match ctx.store.delivery(&ctx.job.name, &ctx.key, e.office, e.recipient)? {
+        Some(d) if !ctx.opts.resend && d.state.is_delivered() => {
+            if d.content_hash != e.hash && !ctx.opts.dry_run {
+                let held = DeliveryRecord {
+                    state: DeliveryState::Held,
+                    content_hash: e.hash.into(),
+                    detail: Some(format!("content changed since delivery of {}", d.content_hash)),
+                    ..d
+                };
+                ctx.store.record_delivery_history(&held, ctx.run_id)?;
+            }
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// One robot message, recorded `sending` before the request and `sent` or
+/// `failed` (with the errcode and errmsg) after it; the failure, if any.
+fn send_to_robot(
+    ctx: &DeliveryCtx<'_>,
+    client: &mut RobotClient,
+    robot: &RobotConfig,
+    msg: &RobotMessage,
+    e: &Entry<'_>,
+) -> Result<Option<String>> {
+    ctx.record_entry(e, DeliveryState::Sending, None)?;
+    match client.send(robot, msg) {
+        Ok(reply) => {
+            ctx.record_entry(e, DeliveryState::Sent, Some(reply))?;
+            Ok(None)
+        }
+        Err(f) => {
+            let why = format!("{} {}: {f}", robot.kind.as_str(), msg.what());
+            tracing::error!(office = %e.office, recipient = %e.recipient, reason = %why, "robot message not delivered");
+            ctx.record_entry(e, DeliveryState::Failed, Some(why.clone()))?;
+            Ok(Some(why))
+        }
+    }
+}
+
+/// What a dry run shows of a robot message: where it would go (key hidden) and its body.
+fn dry_run_body(robot: &RobotConfig, msg: &RobotMessage) -> serde_json::Value {
+    let media = match msg {
+        RobotMessage::File { filename, bytes } => format!("(media_id of the upload of {filename}, {} bytes)", bytes.len()),
+        _ => String::new(),
+    };
+    let body = deliver::robot::body(robot, msg, &media).unwrap_or_else(|f| serde_json::json!({ "not sendable": f.to_string() }));
+    serde_json::json!({ "robot": robot.name, "kind": robot.kind.as_str(), "url": deliver::robot::redacted_url(robot), "body": body })
 }
 
 /// The recipients to serve now, and how many already have the report.

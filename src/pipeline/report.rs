@@ -3,10 +3,12 @@
 //! write (the browsable copies) → deliver, in the order of `offices.toml`.
 
 use super::RunOptions;
-use super::deliver::{DeliveryCtx, Undelivered, deliver_office, mailer_for};
+use super::deliver::{DeliveryCtx, RobotParts, Undelivered, deliver_office, deliver_to_robots, mailer_for, robots_for};
 use crate::aggregate::{self, BadRating};
 use crate::config::JobDef;
-use crate::config::{Config, Office, OfficeRole, Scope, SurveyDef};
+use crate::config::{Config, Office, OfficeRole, RobotConfig, RobotKind, Scope, SurveyDef};
+use crate::deliver::robot::RobotMessage;
+use crate::deliver::robot_text::{self, SummaryCard};
 use crate::model::OrgLevel;
 use crate::render::{self, Footer, ReportKind, Templates};
 use crate::schedule::Period;
@@ -132,6 +134,7 @@ pub(super) fn run_report(
     let outbox = store.root().join("outbox");
     // One mailer for the whole run, so the connection is reused across offices.
     let mut mailer = mailer_for(cfg, opts)?;
+    let mut robots = robots_for(cfg, opts)?;
     let ctx = DeliveryCtx { cfg, store: &*store, job, key: period.key(), outbox: &outbox, opts, run_id };
     let offices: Vec<&Office> = cfg.offices.iter().filter(|o| job.offices.is_empty() || job.offices.contains(&o.id)).collect();
     // Every leadership office gets the same report: built once.
@@ -143,7 +146,7 @@ pub(super) fn run_report(
             // An office whose report failed to build is skipped here (it is in
             // `not_built`): one bad record or template must not stop the
             // reports of every other office.
-            let rendered = match office.role {
+            let report = match office.role {
                 OfficeRole::Leadership => match leadership.as_ref() {
                     Some(r) => r,
                     None => continue,
@@ -156,8 +159,14 @@ pub(super) fn run_report(
                     None => continue,
                 },
             };
+            let rendered = &report.rendered;
             let html_path = timed(&mut summary.timings.write, || write_report(&reports_dir, office, rendered, run_id))?;
-            let outcome = timed(&mut summary.timings.deliver, || deliver_office(&ctx, mailer.as_mut(), office, rendered))?;
+            let outcome = timed(&mut summary.timings.deliver, || -> Result<ReportOutcome> {
+                let mut outcome = deliver_office(&ctx, mailer.as_mut(), office, rendered)?;
+                let parts = |robot: &RobotConfig| report_parts(robot, report);
+                deliver_to_robots(&ctx, robots.as_mut(), office, &parts, &mut outcome)?;
+                Ok(outcome)
+            })?;
             summary.reports.push(ReportOutcome { html_path, ..outcome });
         }
     }
@@ -170,9 +179,9 @@ fn build_chunk<'o>(
     prep: &Prepared<'_>,
     templates: &Templates,
     chunk: &[&'o Office],
-    leadership: &mut Option<render::Rendered>,
+    leadership: &mut Option<Report>,
     summary: &mut RunSummary,
-) -> Result<HashMap<&'o str, render::Rendered>> {
+) -> Result<HashMap<&'o str, Report>> {
     let clock = Instant::now();
     // The first leadership office not yet built is built; the others reuse it.
     let mut leadership_wanted = leadership.is_none();
@@ -196,9 +205,9 @@ fn build_chunk<'o>(
         summary.timings.rendered += 1;
         if office.role == OfficeRole::Leadership {
             summary.city = b.total;
-            *leadership = Some(b.rendered);
+            *leadership = Some(b.report);
         } else {
-            built.insert(office.id.as_str(), b.rendered);
+            built.insert(office.id.as_str(), b.report);
         }
     }
     summary.timings.build += clock.elapsed().as_secs_f64();
@@ -241,9 +250,32 @@ pub(super) fn write_report_file(path: &Path, bytes: &[u8], run_id: &str) -> Resu
     }
 }
 
+/// One office's report as delivered: the email, and the robots' summary card.
+struct Report {
+    rendered: render::Rendered,
+    card: SummaryCard,
+}
+
+/// What an office's robot gets of its report: the summary card; for
+/// 企业微信 the trend chart and the XLSX too (钉钉 takes no files; its card
+/// points to the email's attachments).
+fn report_parts(robot: &RobotConfig, report: &Report) -> RobotParts {
+    let (title, text) = robot_text::card_markdown(&report.card, robot.kind);
+    let mut parts = vec![("", RobotMessage::Markdown { title, text, mention: false })];
+    if robot.kind == RobotKind::Wecom {
+        if let Some(trend) = report.rendered.images.iter().find(|i| i.filename == "trend.png") {
+            parts.push(("/chart", RobotMessage::Image { png: trend.png.clone() }));
+        }
+        if let Some(xlsx) = report.rendered.attachments.iter().find(|a| a.filename.ends_with(".xlsx")) {
+            parts.push(("/xlsx", RobotMessage::File { filename: xlsx.filename.clone(), bytes: xlsx.bytes.clone() }));
+        }
+    }
+    parts
+}
+
 /// One office's report, built, with what building it took.
 struct Built {
-    rendered: render::Rendered,
+    report: Report,
     /// Totals of the office's scope (the city's for leadership).
     total: aggregate::Stats,
     t_aggregate: f64,
@@ -267,6 +299,9 @@ struct Prepared<'a> {
     city: String,
     rules: aggregate::Rules,
     everything: Scope,
+    /// Every ranked unit's (rank, ranked peers, peer word), for the robots'
+    /// cards; empty when no office has a robot.
+    ranks: HashMap<String, (usize, usize, String)>,
 }
 
 impl<'a> Prepared<'a> {
@@ -308,6 +343,7 @@ impl<'a> Prepared<'a> {
         let city = cfg.orgs.at_level(OrgLevel::City).next().map(|u| u.name.clone()).unwrap_or_else(|| cfg.file.organisation.clone());
         let rules = aggregate::Rules { min_n: cfg.file.metrics.min_n as u64, prior_weight: cfg.file.metrics.prior_weight };
         let bad_lineage = bad.iter().map(|b| cfg.orgs.lineage(&b.org_code)).collect();
+        let ranks = if cfg.offices.iter().any(|o| !o.robots.is_empty()) { unit_ranks(cfg, &grain, period, rules) } else { HashMap::new() };
         let prep = Prepared {
             cfg,
             template,
@@ -322,6 +358,7 @@ impl<'a> Prepared<'a> {
             city,
             rules,
             everything: Scope::default(),
+            ranks,
         };
         Ok((prep, scan))
     }
@@ -366,10 +403,37 @@ impl<'a> Prepared<'a> {
             scheme: cfg.surveys.get(self.template),
         };
         let view = render::build_view(cfg, input);
+        let card = self.card(office, &view);
         let t_aggregate = clock.elapsed().as_secs_f64();
         let clock = Instant::now();
         let rendered = templates.render(self.template, &view)?;
-        Ok(Built { rendered, total, t_aggregate, t_render: clock.elapsed().as_secs_f64() })
+        Ok(Built { report: Report { rendered, card }, total, t_aggregate, t_render: clock.elapsed().as_secs_f64() })
+    }
+
+    /// The robots' summary card of a report: its headline figures, and the
+    /// office's rank when its scope is one ranked unit.
+    fn card(&self, office: &Office, view: &render::ReportView) -> SummaryCard {
+        let total = &view.ratings.total;
+        let rank = match (office.role, office.scope.orgs.as_slice(), office.scope.categories.is_empty()) {
+            (OfficeRole::Office, [code], true) => self.ranks.get(code).cloned(),
+            _ => None,
+        };
+        SummaryCard {
+            title: view.subject.clone(),
+            n: total.n,
+            satisfied_rate: total.satisfied_rate,
+            good_rate: total.good_rate,
+            bad: total.bad,
+            change_pp: view.change_pp,
+            significant: view.change_significant,
+            previous_label: view.previous_label.clone(),
+            previous_n: view.ratings.previous.n,
+            rank,
+            due: view.follow_up.due,
+            overdue: view.follow_up.overdue,
+            rectified_rate: view.follow_up.rectified_rate,
+            report_id: view.footer.report_id.clone(),
+        }
     }
 
     /// Overdue 差评 per office, worst first, for the leadership report.
@@ -393,4 +457,21 @@ impl<'a> Prepared<'a> {
         v.sort_by(|a, b| b.overdue.cmp(&a.overdue).then_with(|| a.name.cmp(&b.name)));
         v
     }
+}
+
+/// Every district, street and community ranked city-wide: code → (rank,
+/// ranked peers, what the peers are). One extra roll-up of the whole city,
+/// done only when some office has a robot.
+fn unit_ranks(cfg: &Config, grain: &aggregate::Grain, period: Period, rules: aggregate::Rules) -> HashMap<String, (usize, usize, String)> {
+    let city = aggregate::rating_tables(grain, &cfg.orgs, &cfg.categories, &Scope::default(), period, 12, rules);
+    let mut ranks = HashMap::new();
+    for (rows, peers) in [(&city.districts, "区"), (&city.streets, "街道"), (&city.communities, "社区")] {
+        let ranked = rows.iter().filter(|r| r.rank.is_some()).count();
+        for r in rows {
+            if let Some(k) = r.rank {
+                ranks.insert(r.code.clone(), (k, ranked, peers.to_string()));
+            }
+        }
+    }
+    ranks
 }

@@ -13,6 +13,7 @@ mod metrics;
 mod privacy;
 mod promises;
 mod reports;
+mod robots;
 mod serve;
 mod smtp;
 mod support;
