@@ -266,7 +266,7 @@ fn collect(path: &Path, source: Option<&str>) -> Result<()> {
     let bar = CollectBar::new();
     let sums = pipeline::collect_all_with(&cfg, &mut store, source, &|p| bar.update(p))?;
     bar.finish();
-    print_collect(&sums);
+    print_collect(&cfg, &sums);
     let failed: Vec<String> = sums.iter().filter_map(|s| s.error.as_ref().map(|e| format!("source “{}”: {e}", s.source))).collect();
     if !failed.is_empty() {
         return Err(anyhow!(
@@ -560,7 +560,7 @@ impl CollectBar {
     }
 }
 
-fn print_collect(sums: &[SourceSummary]) {
+fn print_collect(cfg: &Config, sums: &[SourceSummary]) {
     println!(
         "{:<16} {:>9} {:>9} {:>9} {:>8} {:>10} {:>12}  quarantine",
         "source", "files/pp", "fetched", "new", "updated", "unchanged", "quarantined"
@@ -587,10 +587,66 @@ fn print_collect(sums: &[SourceSummary]) {
         if let Some(w) = &s.watermark {
             println!("{:<16} watermark {w}", "");
         }
+        for note in &s.notes {
+            println!("{:<16} note: {note}", "");
+        }
+        let src = cfg.file.sources.iter().find(|c| c.name == s.source);
+        print_unrecognised(s, src);
         if let Some(e) = &s.error {
             println!("{:<16} FAILED: {e}", "");
         }
     }
+}
+
+/// The values of coded fields a source sent that nothing maps, with their
+/// counts, and a `[source.values.*]` snippet to paste and fill in.
+fn print_unrecognised(s: &SourceSummary, src: Option<&crate::config::SourceConfig>) {
+    if s.unrecognised.is_empty() {
+        return;
+    }
+    let pad = "";
+    println!("{pad:<16} unrecognised values (their rows are in quarantine):");
+    for (field, values) in &s.unrecognised {
+        for (value, n) in values {
+            println!("{pad:<16}   {field:<10} “{value}” ×{n}");
+        }
+    }
+    println!("{pad:<16} to map them, paste into source “{}” in manyi.toml (below its other keys) and fill in each value:", s.source);
+    for (field, values) in &s.unrecognised {
+        if src.and_then(|c| c.values.of(field)).is_some_and(|m| !m.is_empty()) {
+            println!("{pad:<16}   # add below the [source.values.{field}] table the source already has:");
+        } else {
+            println!("{pad:<16}   [source.values.{field}]");
+        }
+        for (value, n) in values {
+            println!("{pad:<16}   \"{}\" = \"\"  # {n} row(s); {}", toml_escape(value), value_hint(field));
+        }
+    }
+}
+
+/// What a value of a coded field may be mapped to.
+fn value_hint(field: &str) -> &'static str {
+    match field {
+        "channel" => "1 PC端, 2 移动端, 3 二维码, 4 政务大厅平板电脑, 5 政务大厅其他终端, 6 电话, 7 短信",
+        "level" => "非常满意, 满意, 基本满意, 不满意 or 非常不满意",
+        "category" => "a code or name of categories.csv",
+        "follow_up" => "待核实, 有效, 无效, 整改中, 已整改 or 无法整改",
+        _ => "",
+    }
+}
+
+/// `text` inside a TOML basic string.
+fn toml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn demo(dir: &Path, seed: u64, through: Option<&str>) -> Result<()> {
@@ -606,7 +662,7 @@ fn demo(dir: &Path, seed: u64, through: Option<&str>) -> Result<()> {
     let mut store = Store::open(&cfg.data_dir)?;
     println!();
     let sums = pipeline::collect_all(&cfg, &mut store, None)?;
-    print_collect(&sums);
+    print_collect(&cfg, &sums);
     let job = cfg.jobs.get("monthly-report").ok_or_else(|| anyhow!("the demo's jobs/monthly-report.toml is missing"))?;
     let out = pipeline::run_job(&cfg, &mut store, job, through, None, RunOptions::default())?;
     let pipeline::JobOutcome::Report(summary) = out else { return Err(anyhow!("monthly-report is not a report job")) };

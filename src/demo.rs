@@ -72,6 +72,14 @@ demo = true
 name = "office-drop"
 kind = "rating_file"
 inbox = "inbox/ratings"
+# Which way this office's numeric 满意度 runs: "ascending" (1 = 非常不满意,
+# 5 = 非常满意) or "gbt39046" (1 = 非常满意, the national coding). Words
+# (非常满意 …) are read as words either way.
+level_codes = "ascending"
+# Feed words or codes manyi does not know, mapped to its own (collect prints
+# a ready-to-paste snippet for every value it did not recognise):
+# [source.values.channel]
+# "窗口评价器" = "4"
 # Headers of this office's export, when they differ from the defaults:
 # [source.columns]
 # org = "社区名称"

@@ -21,16 +21,40 @@ impl Level {
     }
 
     /// A level from the text a platform or an office export uses: the Chinese
-    /// name (非常满意 … 非常不满意) or the digit.
+    /// name (非常满意 … 非常不满意) or the digit read in manyi's own
+    /// ascending order (1 非常不满意 … 5 非常满意). Feeds go through
+    /// [`Level::read`], which knows the source's direction.
     pub fn parse(text: &str) -> Option<Level> {
+        Level::from_word(text).or_else(|| Level::read(text, Some(LevelCodes::Ascending)).ok())
+    }
+
+    /// A level from a word: the five names of GB/T 39046 and the variants
+    /// exports print (很满意, 比较满意, 一般, 很不满意 …). 好评/差评 are not
+    /// read: each stands for two levels, and guessing one would bend the shares.
+    pub fn from_word(text: &str) -> Option<Level> {
+        match text.trim() {
+            "非常满意" | "很满意" | "十分满意" => Some(Level(5)),
+            "满意" | "比较满意" | "较满意" => Some(Level(4)),
+            "基本满意" | "一般" | "一般满意" => Some(Level(3)),
+            "不满意" | "不太满意" | "较不满意" => Some(Level(2)),
+            "非常不满意" | "很不满意" | "十分不满意" => Some(Level(1)),
+            _ => None,
+        }
+    }
+
+    /// Reads a feed's level cell: a word whatever the direction, a number
+    /// 1–5 in the source's direction `codes`.
+    pub fn read(text: &str, codes: Option<LevelCodes>) -> Result<Level, LevelReadError> {
+        if let Some(level) = Level::from_word(text) {
+            return Ok(level);
+        }
         let t = text.trim();
-        match t {
-            "非常满意" => Some(Level(5)),
-            "满意" => Some(Level(4)),
-            "基本满意" => Some(Level(3)),
-            "不满意" => Some(Level(2)),
-            "非常不满意" => Some(Level(1)),
-            _ => t.parse::<f64>().ok().filter(|v| v.fract() == 0.0 && (1.0..=5.0).contains(v)).map(|v| Level(v as u8)),
+        let code = t.parse::<f64>().ok().filter(|v| v.fract() == 0.0 && (1.0..=5.0).contains(v)).map(|v| v as u8);
+        match (code, codes) {
+            (None, _) => Err(LevelReadError::Unknown),
+            (Some(_), None) => Err(LevelReadError::Direction),
+            (Some(c), Some(LevelCodes::Ascending)) => Ok(Level(c)),
+            (Some(c), Some(LevelCodes::Gbt39046)) => Ok(Level(6 - c)),
         }
     }
 
@@ -48,6 +72,70 @@ impl Level {
             2 => "不满意",
             _ => "非常不满意",
         }
+    }
+}
+
+/// The direction a source codes levels in, when it sends numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum LevelCodes {
+    /// GB/T 39046-2020 table A.8: 1 非常满意, 2 满意, 3 基本满意, 4 不满意, 5 非常不满意.
+    #[serde(rename = "gbt39046")]
+    Gbt39046,
+    /// Star widgets: 1 非常不满意 … 5 非常满意 (manyi's own order).
+    #[serde(rename = "ascending")]
+    Ascending,
+}
+
+impl LevelCodes {
+    /// The value as `level_codes` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LevelCodes::Gbt39046 => "gbt39046",
+            LevelCodes::Ascending => "ascending",
+        }
+    }
+}
+
+/// Why a level cell could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LevelReadError {
+    /// Neither a level word nor a number 1–5.
+    #[error("not a level word or a number 1–5")]
+    Unknown,
+    /// A number, but the source does not say which way its numbers run.
+    #[error("a numeric level, but the source has no level_codes setting")]
+    Direction,
+}
+
+/// Channel codes of GB/T 39046 with their names, in code order.
+pub const CHANNELS: [(u8, &str); 7] =
+    [(1, "PC端"), (2, "移动端"), (3, "二维码"), (4, "政务大厅平板电脑"), (5, "政务大厅其他终端"), (6, "电话"), (7, "短信")];
+
+/// A channel from a code 1–7 or a name exports print (GB/T 39046 numbering,
+/// with the common variants: 微信/小程序/APP → 移动端, 12345/热线 → 电话,
+/// 政务大厅平板 → 平板电脑, 自助终端/一体机 → 其他终端). Empty is 0 (unknown).
+pub fn channel_code(text: &str) -> Option<u8> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Some(0);
+    }
+    if let Ok(n) = t.parse::<u8>() {
+        return (1..=7).contains(&n).then_some(n);
+    }
+    if let Some((code, _)) = CHANNELS.iter().find(|(_, name)| *name == t) {
+        return Some(*code);
+    }
+    match t.to_uppercase().as_str() {
+        "PC" | "网页" | "网站" | "电脑" | "网上办事大厅" | "政务服务网" => Some(1),
+        "APP" | "移动端" | "手机" | "手机端" | "小程序" | "微信" | "微信小程序" | "公众号" | "微信公众号" | "支付宝" => {
+            Some(2)
+        }
+        "扫码" | "二维码" | "扫码评价" => Some(3),
+        "政务大厅平板" | "大厅平板" | "平板" | "平板电脑" | "评价器" | "窗口评价器" => Some(4),
+        "大厅其他终端" | "自助终端" | "一体机" | "自助一体机" | "其他终端" => Some(5),
+        "12345" | "12345热线" | "热线" | "电话回访" | "政务热线" => Some(6),
+        "SMS" => Some(7),
+        _ => None,
     }
 }
 
@@ -138,6 +226,8 @@ pub struct Rating {
     pub rectified_at: Option<NaiveDateTime>,
     /// 回访结果.
     pub revisit: String,
+    /// 系统默认评价: filled in by the system because the resident did not rate.
+    pub default_rating: bool,
 }
 
 /// One answer of a questionnaire response, in long form.
@@ -269,6 +359,23 @@ mod tests {
         assert_eq!(Level::parse("7"), None);
         assert_eq!(Level::parse("2.5"), None);
         assert_eq!(Level::parse("很好"), None);
+        assert_eq!(Level::read("1", Some(LevelCodes::Gbt39046)), Ok(Level(5)));
+        assert_eq!(Level::read("5", Some(LevelCodes::Gbt39046)), Ok(Level(1)));
+        assert_eq!(Level::read("1", Some(LevelCodes::Ascending)), Ok(Level(1)));
+        assert_eq!(Level::read("2", None), Err(LevelReadError::Direction));
+        assert_eq!(Level::read("很满意", None), Ok(Level(5)));
+        assert_eq!(Level::read("好评", Some(LevelCodes::Gbt39046)), Err(LevelReadError::Unknown));
+    }
+
+    #[test]
+    fn channels_from_codes_names_and_variants() {
+        assert_eq!(channel_code("政务大厅平板"), Some(4));
+        assert_eq!(channel_code("微信"), Some(2));
+        assert_eq!(channel_code("app"), Some(2));
+        assert_eq!(channel_code("12345热线"), Some(6));
+        assert_eq!(channel_code("一体机"), Some(5));
+        assert_eq!(channel_code("8"), None);
+        assert_eq!(channel_code(""), Some(0));
     }
 
     #[test]

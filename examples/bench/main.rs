@@ -63,6 +63,7 @@ min_n = 30
 name = "office-drop"
 kind = "rating_file"
 inbox = "inbox/ratings"
+level_codes = "ascending"
 "#;
 
 const MAIL_TOML: &str = r#"
@@ -224,7 +225,7 @@ fn ingest_json(work: &Path, rows: u64, seed: u64, through: Period) -> Result<ser
     let toml = format!(
         "organisation = \"示范市民政局\"\ndata_dir = \"data\"\ntime_zone = \"Asia/Shanghai\"\ntemplates_dir = \"{t}\"\njobs_dir = \"{j}\"\n\
          [reference]\norgs = \"{r}/orgs.csv\"\ncategories = \"{r}/categories.csv\"\noffices = \"{r}/offices.toml\"\ncalendar = \"{r}/calendar.csv\"\n\
-         [[source]]\nname = \"platform\"\nkind = \"haochaping_api\"\n[source.api]\nbase_url = \"http://127.0.0.1:{port}\"\n\
+         [[source]]\nname = \"platform\"\nkind = \"haochaping_api\"\nlevel_codes = \"ascending\"\n[source.api]\nbase_url = \"http://127.0.0.1:{port}\"\n\
          path = \"/api/evaluation/list\"\napp_key = \"bench\"\nsecret_env = \"BENCH_HCP_SECRET\"\npage_size = 1000\npage_limit = 1000000\n\
          commit_every = 100\nstart = \"2025-01-01 00:00:00\"\n{MAIL_TOML}",
         t = site.join("survey-templates").display(),

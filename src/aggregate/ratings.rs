@@ -558,7 +558,7 @@ mod tests {
     }
 
     fn cats() -> Vec<Category> {
-        vec![Category { code: "property".into(), name: "物业管理".into(), parent: String::new() }]
+        vec![Category { code: "property".into(), name: "物业管理".into(), parent: String::new(), synonyms: Vec::new() }]
     }
 
     /// `count` ratings of `level` for `org` on `day` of 2026.
@@ -581,6 +581,7 @@ mod tests {
                 follow_up: None,
                 rectified_at: None,
                 revisit: String::new(),
+                default_rating: false,
             });
         }
     }

@@ -67,6 +67,7 @@ impl ApiBatch {
 
     fn add(&mut self, number: u32, parsed: Parsed) {
         self.pages.push(number);
+        self.parsed.absorb_findings(&parsed);
         self.parsed.rows_read += parsed.rows_read;
         self.parsed.ratings.extend(parsed.ratings);
         self.parsed.responses.extend(parsed.responses);

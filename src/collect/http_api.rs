@@ -6,9 +6,9 @@
 //! This module fetches and parses; it never writes the store. The pipeline
 //! lands every page as received and commits the parsed records.
 
-use super::rating_file::normalise_rating;
+use super::rating_file::{DEFAULT_MARK, Rules, normalise_rating};
 use super::{Parsed, parse_timestamp};
-use crate::config::{ApiConfig, Config, SignatureEncoding, SourceConfig};
+use crate::config::{ApiConfig, Config, SignatureEncoding, SourceConfig, find_category};
 use crate::retry::Backoff;
 use crate::store::QuarantineRow;
 use chrono::{Duration, NaiveDateTime, TimeZone};
@@ -367,17 +367,15 @@ pub fn parse_haochaping_page(cfg: &Config, source: &SourceConfig, page: &Page, n
     let fields: Vec<(&str, &str)> = HAOCHAPING_FIELDS
         .iter()
         .map(|(canon, default)| (*canon, source.columns.get(*canon).map(String::as_str).unwrap_or(default)))
+        .chain(source.columns.iter().filter(|(k, _)| !HAOCHAPING_FIELDS.iter().any(|(c, _)| c == k)).map(|(k, v)| (k.as_str(), v.as_str())))
+        .chain(source.default_rating.as_ref().map(|r| (DEFAULT_MARK, r.field.as_str())))
         .collect();
-    let extra_fields: Vec<(&str, &str)> = source
-        .columns
-        .iter()
-        .filter(|(k, _)| !HAOCHAPING_FIELDS.iter().any(|(c, _)| c == k))
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let api = source.api.as_ref();
+    let channel_field = fields.iter().find(|(c, _)| *c == "channel").map(|(_, f)| *f);
+    let default_in_channel = source.default_rating.as_ref().is_some_and(|r| Some(r.field.as_str()) == channel_field);
+    let rules = Rules { cfg, source, now, default_in_channel };
     let mut parsed = Parsed { headers: api_quarantine_headers(), encoding: "JSON", ..Default::default() };
+    parsed.notes = missing_fields(source, &fields, page);
     for (i, rec) in page.records.iter().enumerate() {
-        parsed.rows_read += 1;
         let quarantine = |field: &str, reason: String| QuarantineRow {
             line: i + 1,
             field: field.into(),
@@ -385,56 +383,76 @@ pub fn parse_haochaping_page(cfg: &Config, source: &SourceConfig, page: &Page, n
             values: vec![page.number.to_string(), (i + 1).to_string(), rec.to_string()],
         };
         let Some(obj) = rec.as_object() else {
+            parsed.rows_read += 1;
             parsed.rejected.push(quarantine("", "记录不是JSON对象".into()));
             continue;
         };
         let mut vals: HashMap<&str, String> = HashMap::new();
-        for (canon, field) in fields.iter().chain(extra_fields.iter()) {
+        for (canon, field) in &fields {
             vals.insert(*canon, obj.get(*field).map(text_of).unwrap_or_default());
         }
-        // Platform codes → the words the shared normaliser reads.
-        if let Some(t) = vals.get_mut("rated_at") {
-            if let Some(local) = epoch_ms_to_local(t, cfg) {
-                *t = local;
-            }
-        }
-        if let Some(t) = vals.get_mut("rectified_at") {
-            if let Some(local) = epoch_ms_to_local(t, cfg) {
-                *t = local;
-            }
-        }
-        if let Some(f) = vals.get_mut("follow_up") {
-            // Rectification status of the open-source module: 0 —, 1 整改中, 2 整改完成, 3 无法整改.
-            let word = match f.as_str() {
-                "0" => "",
-                "1" => "整改中",
-                "2" => "已整改",
-                "3" => "无法整改",
-                other => other,
-            };
-            *f = word.to_string();
-        }
-        if let Some(api) = api {
-            if let Some(c) = vals.get_mut("category") {
-                if let Some(code) = api.category_map.get(c.as_str()) {
-                    *c = code.clone();
-                } else if !cfg.categories.iter().any(|k| k.code == *c || k.name == *c) {
-                    if let Some(d) = &api.default_category {
-                        *c = d.clone();
-                    }
-                }
-            }
-        }
+        platform_codes_to_words(cfg, source, &mut vals);
         let get = |f: &str| vals.get(f).map(String::as_str).unwrap_or("");
-        match normalise_rating(cfg, &source.name, &get, now) {
-            Ok(r) => parsed.ratings.push(r),
+        match normalise_rating(&rules, &get, &mut parsed.unrecognised) {
+            Ok(read) => parsed.add_rating(read),
             Err((field, reason)) => {
+                parsed.rows_read += 1;
                 let platform_field = fields.iter().find(|(c, _)| *c == field).map(|(_, p)| *p).unwrap_or(field.as_str());
                 parsed.rejected.push(quarantine(platform_field, reason))
             }
         }
     }
     parsed
+}
+
+/// Fields the source's `columns` names that no record of the page carries:
+/// reported, never silently left empty.
+fn missing_fields(source: &SourceConfig, fields: &[(&str, &str)], page: &Page) -> Vec<String> {
+    if page.records.is_empty() {
+        return Vec::new();
+    }
+    fields
+        .iter()
+        .filter(|(canon, field)| {
+            source.columns.contains_key(*canon) && !page.records.iter().any(|r| r.get(*field).is_some_and(|v| !v.is_null()))
+        })
+        .map(|(canon, field)| {
+            format!("page {}: {}: field {field} not found in any record, left empty", page.number, super::rating_file::field_label(canon))
+        })
+        .collect()
+}
+
+/// Platform codes → the words the shared normaliser reads, unless the
+/// source's own `[source.values.*]` maps the value.
+fn platform_codes_to_words(cfg: &Config, source: &SourceConfig, vals: &mut HashMap<&str, String>) {
+    for key in ["rated_at", "rectified_at"] {
+        if let Some(t) = vals.get_mut(key) {
+            if let Some(local) = epoch_ms_to_local(t, cfg) {
+                *t = local;
+            }
+        }
+    }
+    if let Some(f) = vals.get_mut("follow_up").filter(|f| !source.values.follow_up.contains_key(f.as_str())) {
+        // Rectification status of the open-source module: 0 —, 1 整改中, 2 整改完成, 3 无法整改.
+        let word = match f.as_str() {
+            "0" => "",
+            "1" => "整改中",
+            "2" => "已整改",
+            "3" => "无法整改",
+            other => other,
+        };
+        *f = word.to_string();
+    }
+    let Some(api) = source.api.as_ref() else { return };
+    if let Some(c) = vals.get_mut("category") {
+        if let Some(code) = api.category_map.get(c.as_str()) {
+            *c = code.clone();
+        } else if find_category(&cfg.categories, c).is_none() && !source.values.category.contains_key(c.as_str()) {
+            if let Some(d) = &api.default_category {
+                *c = d.clone();
+            }
+        }
+    }
 }
 
 /// `1759473725000` (Unix milliseconds, as some platforms send times) → local wall time text.

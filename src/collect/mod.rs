@@ -29,6 +29,7 @@ pub use crate::model::parse_timestamp;
 
 use crate::model::{Rating, SurveyResponse};
 use crate::store::QuarantineRow;
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,15 @@ pub enum CollectError {
         /// The file.
         file: String,
         /// Why, in words a clerk can act on.
+        reason: String,
+    },
+    /// The file cannot be read as the source is configured (numeric levels
+    /// without `level_codes`): it stays in the inbox until the setting is fixed.
+    #[error("{file}: {reason}")]
+    Held {
+        /// The file.
+        file: String,
+        /// What to change, in words a clerk can act on.
         reason: String,
     },
     /// The inbox could not be read or a file could not be moved.
@@ -81,6 +91,86 @@ pub struct Parsed {
     pub rows_read: usize,
     /// Encoding that was detected.
     pub encoding: &'static str,
+    /// Values of coded fields that neither the source's maps nor the
+    /// built-in synonyms know, with the rows that carried them.
+    pub unrecognised: Unrecognised,
+    /// Things the clerk must know about the payload (a mapped optional
+    /// column the file lacks …), one line each.
+    pub notes: Vec<String>,
+    /// What the inversion guard looks at.
+    pub guard: GuardCounts,
+}
+
+/// Canonical field → value as the feed sent it → rows.
+pub type Unrecognised = BTreeMap<String, BTreeMap<String, usize>>;
+
+/// Adds `more` into `into`.
+pub fn merge_unrecognised(into: &mut Unrecognised, more: &Unrecognised) {
+    for (field, values) in more {
+        let slot = into.entry(field.clone()).or_default();
+        for (value, n) in values {
+            *slot.entry(value.clone()).or_default() += n;
+        }
+    }
+}
+
+/// Ratings with a numeric level that carry a reason code or a comment, by side.
+///
+/// The inversion guard: in real data 差评 carry reason codes (evalDetail)
+/// and comments far more often than 好评. A batch with at least
+/// [`GuardCounts::MIN_CARRYING`] such ratings of which more than 70 % are on
+/// the good side (非常满意/满意 as the numbers were read) is taken for an
+/// inverted level direction and held. Levels given as words cannot be
+/// inverted and are not counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GuardCounts {
+    /// Numeric-level ratings with a reason code or a non-empty comment.
+    pub carrying: usize,
+    /// Of those, read as 非常满意 or 满意.
+    pub good: usize,
+    /// Of those, read as 不满意 or 非常不满意.
+    pub bad: usize,
+}
+
+impl GuardCounts {
+    /// Fewer carrying ratings than this say nothing either way.
+    pub const MIN_CARRYING: usize = 20;
+
+    /// Adds `other`.
+    pub fn add(&mut self, other: GuardCounts) {
+        self.carrying += other.carrying;
+        self.good += other.good;
+        self.bad += other.bad;
+    }
+
+    /// Whether the batch looks inverted: ≥ 20 carrying and good > 70 % of them.
+    pub fn suspicious(&self) -> bool {
+        self.carrying >= Self::MIN_CARRYING && self.good * 10 > self.carrying * 7
+    }
+}
+
+impl Parsed {
+    /// Keeps a good rating and counts it for the inversion guard.
+    pub(crate) fn add_rating(&mut self, read: rating_file::ReadRating) {
+        self.rows_read += 1;
+        let r = &read.rating;
+        if read.numeric_level && (!r.reason_tags.trim().is_empty() || !r.comment.trim().is_empty()) {
+            self.guard.carrying += 1;
+            match r.level.code() {
+                4 | 5 => self.guard.good += 1,
+                1 | 2 => self.guard.bad += 1,
+                _ => {}
+            }
+        }
+        self.ratings.push(read.rating);
+    }
+
+    /// Adds another payload's unrecognised values, notes and guard counts.
+    pub fn absorb_findings(&mut self, other: &Parsed) {
+        merge_unrecognised(&mut self.unrecognised, &other.unrecognised);
+        self.notes.extend(other.notes.iter().cloned());
+        self.guard.add(other.guard);
+    }
 }
 
 /// A file waiting in an inbox, not read yet: a month of a province's ratings

@@ -6,11 +6,12 @@
 //! and the reason; the rest of the file is ingested.
 
 use super::table::clip;
-use super::{CollectError, Parsed, Table, parse_timestamp};
-use crate::config::{Config, SourceConfig};
-use crate::model::{FollowUp, Level, Rating};
+use super::{CollectError, Parsed, Table, Unrecognised, parse_timestamp};
+use crate::config::{Config, SourceConfig, find_category};
+use crate::model::{FollowUp, Level, LevelReadError, Rating, channel_code};
 use crate::store::QuarantineRow;
 use chrono::{NaiveDate, NaiveDateTime};
+use std::collections::HashMap;
 
 /// Canonical fields a rating file can map, with the headers tried by default.
 const DEFAULT_HEADERS: [(&str, &[&str]); 16] = [
@@ -34,33 +35,17 @@ const DEFAULT_HEADERS: [(&str, &[&str]); 16] = [
 
 const REQUIRED: [&str; 5] = ["project_no", "rated_at", "org", "category", "level"];
 
-/// Channel names as exports print them (GB/T 39046 numbering).
-fn channel_code(text: &str) -> Option<u8> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Some(0);
-    }
-    if let Ok(n) = t.parse::<u8>() {
-        return (1..=7).contains(&n).then_some(n);
-    }
-    match t {
-        "PC端" | "网页" | "PC" => Some(1),
-        "移动端" | "APP" | "小程序" => Some(2),
-        "二维码" => Some(3),
-        "政务大厅平板电脑" | "大厅平板" | "评价器" => Some(4),
-        "政务大厅其他终端" | "大厅其他终端" => Some(5),
-        "电话" | "12345" | "12345热线" => Some(6),
-        "短信" => Some(7),
-        _ => None,
-    }
+/// The Chinese name of a canonical field, for messages (the first default header).
+pub(crate) fn field_label(field: &str) -> &'static str {
+    DEFAULT_HEADERS.iter().find(|(f, _)| *f == field).map(|(_, h)| h[0]).unwrap_or("")
 }
 
-/// Parses a rating table from `source`. `now` is the collect time: ratings
-/// dated more than a day after it are rejected as clock errors.
-pub fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: &Table, now: NaiveDateTime) -> Result<Parsed, CollectError> {
-    let mut idx = std::collections::HashMap::new();
-    let mut missing = Vec::new();
-    let mut ambiguous = Vec::new();
+/// Finds the column of every canonical field. Errors: a required field
+/// missing, or a header that appears twice. Optional fields the source's
+/// map names but the file lacks are noted, never silently left empty.
+fn locate_columns(source: &SourceConfig, file: &str, table: &Table) -> Result<(HashMap<&'static str, usize>, Vec<String>), CollectError> {
+    let mut idx = HashMap::new();
+    let (mut missing, mut ambiguous, mut notes) = (Vec::new(), Vec::new(), Vec::new());
     for (field, defaults) in DEFAULT_HEADERS {
         let found = match source.columns.get(field) {
             Some(h) => table.column(&[h.as_str()]),
@@ -81,7 +66,19 @@ pub fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: &Ta
                     .unwrap_or_else(|| defaults.iter().map(|d| format!("“{d}”")).collect::<Vec<_>>().join("或"));
                 missing.push(format!("{field}（表头{wanted}）"));
             }
-            None => {}
+            None => {
+                if let Some(h) = source.columns.get(field) {
+                    notes.push(format!("{file}: {}: column {h} not found, left empty", defaults[0]));
+                }
+            }
+        }
+    }
+    if let Some(rule) = &source.default_rating {
+        match table.column(&[rule.field.as_str()]) {
+            Some(i) => {
+                idx.insert(DEFAULT_MARK, i);
+            }
+            None => missing.push(format!("default_rating.field（表头“{}”，用来识别系统默认评价）", rule.field)),
         }
     }
     if !missing.is_empty() {
@@ -98,19 +95,85 @@ pub fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: &Ta
     if !ambiguous.is_empty() {
         return Err(CollectError::BadFile { file: file.into(), reason: ambiguous.join("；") });
     }
-    let mut parsed = Parsed { headers: table.headers.clone(), encoding: table.encoding, ..Default::default() };
+    Ok((idx, notes))
+}
+
+/// Parses a rating table from `source`. `now` is the collect time: ratings
+/// dated more than a day after it are rejected as clock errors.
+pub fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: &Table, now: NaiveDateTime) -> Result<Parsed, CollectError> {
+    let (idx, notes) = locate_columns(source, file, table)?;
+    if let Some(&i) = idx.get("level") {
+        check_level_direction(source, file, table, i)?;
+    }
+    let default_in_channel = idx.get(DEFAULT_MARK).is_some_and(|i| idx.get("channel") == Some(i));
+    let rules = Rules { cfg, source, now, default_in_channel };
+    let mut parsed = Parsed { headers: table.headers.clone(), encoding: table.encoding, notes, ..Default::default() };
     // Sized once: growing a vector of 800,000 ratings by doubling held two
     // copies of it at the peak.
     parsed.ratings.reserve_exact(table.rows.len());
     for (line, cells) in &table.rows {
-        parsed.rows_read += 1;
         let get = |field: &str| idx.get(field).map(|&i| super::table::cell(cells, i)).unwrap_or("");
-        match normalise_rating(cfg, &source.name, &get, now) {
-            Ok(r) => parsed.ratings.push(r),
-            Err((field, reason)) => parsed.rejected.push(QuarantineRow { line: *line, field, reason, values: super::table::cells(cells) }),
+        match normalise_rating(&rules, &get, &mut parsed.unrecognised) {
+            Ok(read) => parsed.add_rating(read),
+            Err((field, reason)) => {
+                parsed.rows_read += 1;
+                parsed.rejected.push(QuarantineRow { line: *line, field, reason, values: super::table::cells(cells) })
+            }
         }
     }
     Ok(parsed)
+}
+
+/// A file with numeric levels from a source that does not say which way they
+/// run is held: guessing turns 好评 into 差评 without a word.
+fn check_level_direction(source: &SourceConfig, file: &str, table: &Table, col: usize) -> Result<(), CollectError> {
+    if source.level_codes().is_some() {
+        return Ok(());
+    }
+    let numeric = |text: &str| {
+        let text = source.values.level.get(text).map(String::as_str).unwrap_or(text);
+        Level::read(text, None) == Err(LevelReadError::Direction)
+    };
+    let hits: Vec<usize> = table.rows.iter().filter(|(_, cells)| numeric(super::table::cell(cells, col))).map(|(l, _)| *l).collect();
+    match hits.first() {
+        None => Ok(()),
+        Some(first) => Err(CollectError::Held {
+            file: file.into(),
+            reason: format!(
+                "{} row(s) give 满意度 as a number (first on line {first}) and source “{}” does not say which way its numbers run: add \
+                 level_codes = \"gbt39046\" (1 = 非常满意, the national coding) or level_codes = \"ascending\" (1 = 非常不满意) to its \
+                 [[source]] in manyi.toml and run collect again; the file stays in the inbox",
+                hits.len(),
+                source.name
+            ),
+        }),
+    }
+}
+
+/// What normalising a record needs besides the record.
+pub(crate) struct Rules<'a> {
+    /// The deployment (orgs, categories, rater key).
+    pub cfg: &'a Config,
+    /// The source's settings (maps, level direction, default-rating rule).
+    pub source: &'a SourceConfig,
+    /// The collect time, local.
+    pub now: NaiveDateTime,
+    /// The default-rating mark sits in the channel's own field (e.g. `pf` = 7):
+    /// such a record's channel is unknown, not 短信.
+    pub default_in_channel: bool,
+}
+
+/// The field under which readers hand over the raw value of the
+/// source's `default_rating.field`.
+pub(crate) const DEFAULT_MARK: &str = "__default_rating";
+
+/// A normalised rating and whether its level came as a number (the ratings
+/// the inversion guard can speak about).
+pub(crate) struct ReadRating {
+    /// The rating.
+    pub rating: Rating,
+    /// The level was a number read in the source's direction.
+    pub numeric_level: bool,
 }
 
 /// Why a record was rejected: the canonical field at fault and the reason.
@@ -125,13 +188,14 @@ pub(crate) fn earliest_plausible() -> NaiveDateTime {
 
 /// Turns one record, read field by field through `get` (canonical field name
 /// → raw text, empty when absent), into a canonical rating. Shared by office
-/// files and the platform API so that both normalise identically.
+/// files and the platform API so that both normalise identically. Values of
+/// coded fields that nothing maps are counted in `unknown`.
 pub(crate) fn normalise_rating<'a>(
-    cfg: &Config,
-    source: &str,
+    rules: &Rules<'_>,
     get: &dyn Fn(&str) -> &'a str,
-    now: NaiveDateTime,
-) -> Result<Rating, Rejection> {
+    unknown: &mut Unrecognised,
+) -> Result<ReadRating, Rejection> {
+    let (cfg, now) = (rules.cfg, rules.now);
     let latest_ok = now + chrono::Duration::days(1);
     let reject = |field: &str, reason: String| (field.to_string(), reason);
     let project = get("project_no");
@@ -154,71 +218,123 @@ pub(crate) fn normalise_rating<'a>(
         return Err(reject("rated_at", format!("评价时间“{rated_at_text}”早于2000-01-01，不是可信的日期（常见于占位值或年份录错）")));
     }
     let org = cfg.orgs.resolve_rated_unit(get("org")).map_err(|e| reject("org", clip(&e).into_owned()))?;
-    let cat_text = get("category");
-    let category = cfg
-        .categories
-        .iter()
-        .find(|c| c.code == cat_text || c.name == cat_text)
-        .ok_or_else(|| reject("category", format!("服务类别“{}”不在 categories.csv 中", clip(cat_text))))?;
-    let level_text = get("level");
-    let level = Level::parse(level_text)
-        .ok_or_else(|| reject("level", format!("满意度“{}”应为1–5或非常满意/满意/基本满意/不满意/非常不满意", clip(level_text))))?;
-    let channel_text = get("channel");
-    let channel =
-        channel_code(channel_text).ok_or_else(|| reject("channel", format!("评价渠道“{}”不是1–7或已知的渠道名称", clip(channel_text))))?;
-    let follow_text = get("follow_up");
-    let follow_up = if level.code() <= 2 {
-        if follow_text.is_empty() {
-            Some(FollowUp::Pending)
-        } else {
-            Some(FollowUp::parse(follow_text).ok_or_else(|| {
-                reject("follow_up", format!("整改状态“{}”不是待核实/有效/无效/整改中/已整改/无法整改", clip(follow_text)))
-            })?)
+    let codes = read_codes(rules, get).map_err(|miss| {
+        if !miss.value.is_empty() {
+            *unknown.entry(miss.field.into()).or_default().entry(miss.value.clone()).or_default() += 1;
         }
-    } else {
-        None
-    };
-    let rect_text = get("rectified_at");
-    let rectified_at = if rect_text.is_empty() {
-        None
-    } else {
-        let t = parse_timestamp(rect_text).ok_or_else(|| reject("rectified_at", format!("整改完成时间“{}”无法识别", clip(rect_text))))?;
-        // Up to a year ahead: a planned date typed into the column is
-        // plausible, 9999-12-31 is not.
-        let latest = now + chrono::Duration::days(366);
-        if t < earliest_plausible() || t > latest {
-            return Err(reject(
-                "rectified_at",
-                format!(
-                    "整改完成时间“{rect_text}”不在2000-01-01至{}之间，不是可信的日期（常见于占位值9999-12-31或年份录错）",
-                    latest.format("%Y-%m-%d")
-                ),
-            ));
-        }
-        Some(t)
-    };
+        reject(miss.field, miss.reason)
+    })?;
+    let rectified_at = read_rectified(get("rectified_at"), now)?;
     let phone = get("rater_phone");
     // Keyed (HMAC) with the deployment's secret: a plain digest of an 11-digit
     // phone is inverted by trying every number.
     let rater_hash = cfg.rater_key.hash(phone);
     let anonymous = matches!(get("anonymous"), "是" | "1" | "true" | "Y");
-    Ok(Rating {
+    let rating = Rating {
         rating_id: format!("{project}-{times}"),
-        source: source.to_string(),
+        source: rules.source.name.clone(),
         rated_at,
         org_code: org.code.clone(),
-        category: category.code.clone(),
+        category: codes.category,
         service_item: get("service_item").into(),
         department: get("department").into(),
-        channel,
-        level,
+        channel: codes.channel,
+        level: codes.level,
         reason_tags: get("reason_tags").into(),
         // Free text enters curated masked; landing keeps the raw payload.
         comment: crate::privacy::mask(get("comment")).into(),
         anonymous,
         rater_hash,
-        follow_up,
+        follow_up: codes.follow_up,
         rectified_at,
         revisit: crate::privacy::mask(get("revisit")).into(),
-    })
+        default_rating: codes.default_rating,
+    };
+    Ok(ReadRating { rating, numeric_level: codes.numeric_level })
+}
+
+/// The coded fields of a record, read through the source's value maps and the built-in synonyms.
+struct Codes {
+    category: String,
+    channel: u8,
+    level: Level,
+    numeric_level: bool,
+    follow_up: Option<FollowUp>,
+    default_rating: bool,
+}
+
+/// A coded value nothing maps: the field, the value as the feed sent it, and the reason.
+struct Miss {
+    field: &'static str,
+    value: String,
+    reason: String,
+}
+
+fn read_codes<'a>(rules: &Rules<'_>, get: &dyn Fn(&str) -> &'a str) -> Result<Codes, Miss> {
+    let values = &rules.source.values;
+    // A mapped value replaces the feed's; an unmapped one is read as sent.
+    let mapped = |field: &'static str| -> (&'a str, String) {
+        let raw = get(field);
+        let to = values.of(field).and_then(|m| m.get(raw)).cloned().unwrap_or_else(|| raw.to_string());
+        (raw, to)
+    };
+    let miss = |field: &'static str, raw: &str, reason: String| Miss { field, value: raw.to_string(), reason };
+    let (raw, cat_text) = mapped("category");
+    let category = find_category(&rules.cfg.categories, &cat_text)
+        .ok_or_else(|| {
+            let reason =
+                format!("服务类别“{}”不在 categories.csv 中（代码、名称或 synonyms 列），也不在 [source.values.category] 中", clip(raw));
+            miss("category", raw, reason)
+        })?
+        .code
+        .clone();
+    let (raw, level_text) = mapped("level");
+    let level = Level::read(&level_text, rules.source.level_codes()).map_err(|e| {
+        let reason = match e {
+            LevelReadError::Direction => format!("满意度“{}”是数字，但来源没有设置 level_codes", clip(raw)),
+            LevelReadError::Unknown => format!("满意度“{}”应为1–5或非常满意/满意/基本满意/不满意/非常不满意", clip(raw)),
+        };
+        miss("level", raw, reason)
+    })?;
+    let numeric_level = Level::from_word(&level_text).is_none();
+    let default_rating = rules.source.default_rating.as_ref().is_some_and(|r| get(DEFAULT_MARK).trim() == r.value.trim());
+    let (raw, channel_text) = mapped("channel");
+    let channel = if default_rating && rules.default_in_channel {
+        0
+    } else {
+        channel_code(&channel_text).ok_or_else(|| miss("channel", raw, format!("评价渠道“{}”不是1–7或已知的渠道名称", clip(raw))))?
+    };
+    let (raw, follow_text) = mapped("follow_up");
+    let follow_up = if level.code() > 2 {
+        None
+    } else if follow_text.is_empty() {
+        Some(FollowUp::Pending)
+    } else {
+        Some(
+            FollowUp::parse(&follow_text)
+                .ok_or_else(|| miss("follow_up", raw, format!("整改状态“{}”不是待核实/有效/无效/整改中/已整改/无法整改", clip(raw))))?,
+        )
+    };
+    Ok(Codes { category, channel, level, numeric_level, follow_up, default_rating })
+}
+
+/// 整改完成时间: empty, or a plausible time up to a year ahead.
+fn read_rectified(text: &str, now: NaiveDateTime) -> Result<Option<NaiveDateTime>, Rejection> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let t = parse_timestamp(text).ok_or_else(|| ("rectified_at".to_string(), format!("整改完成时间“{}”无法识别", clip(text))))?;
+    // Up to a year ahead: a planned date typed into the column is
+    // plausible, 9999-12-31 is not.
+    let latest = now + chrono::Duration::days(366);
+    if t < earliest_plausible() || t > latest {
+        return Err((
+            "rectified_at".to_string(),
+            format!(
+                "整改完成时间“{text}”不在2000-01-01至{}之间，不是可信的日期（常见于占位值9999-12-31或年份录错）",
+                latest.format("%Y-%m-%d")
+            ),
+        ));
+    }
+    Ok(Some(t))
 }

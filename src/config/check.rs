@@ -2,10 +2,10 @@
 //! file, each returning its own list of problems located at the exact line of
 //! the key (so a problem in the second `[[source]]` is reported there).
 
-use super::file::{ApiConfig, ConfigFile, MAX_BATCH, MailConfig, SmtpSecurity, SourceConfig, SourceKind, is_loopback_host};
+use super::file::{ApiConfig, ConfigFile, MAX_BATCH, MailConfig, SmtpSecurity, SourceConfig, SourceKind, ValueMaps, is_loopback_host};
 use super::lines::{Step, TomlLines};
 use super::{Category, Problem, Problems, SurveyDef};
-use crate::model::{RATING_FIELDS, parse_timestamp};
+use crate::model::{FollowUp, Level, RATING_FIELDS, parse_timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -93,6 +93,52 @@ fn check_source_records(at: &SourceAt<'_, '_>, s: &SourceConfig, known: &Known<'
                 let message = format!("source “{name}”: unknown column key “{key}”; expected one of {}", RATING_FIELDS.join(", "));
                 problems.push(at.problem(&[Key("columns"), Key(key)], message));
             }
+            problems.extend(check_source_values(at, s, known.categories));
+        }
+    }
+    if !matches!(s.kind, SourceKind::RatingFile | SourceKind::HaochapingApi) {
+        let set = [
+            ("level_codes", s.level_codes.is_some()),
+            ("default_rating", s.default_rating.is_some()),
+            ("values", ValueMaps::FIELDS.iter().any(|f| s.values.of(f).is_some_and(|m| !m.is_empty()))),
+        ];
+        for (key, _) in set.iter().filter(|(_, on)| *on) {
+            let message = format!("source “{name}”: `{key}` is only for rating_file and haochaping_api sources");
+            problems.push(at.problem(&[Key(key)], message));
+        }
+    }
+    problems
+}
+
+/// `[source.values.*]` (every target must be a value manyi knows) and `default_rating`.
+fn check_source_values(at: &SourceAt<'_, '_>, s: &SourceConfig, categories: &[Category]) -> Vec<Problem> {
+    let name = &s.name;
+    let mut problems = Vec::new();
+    for field in ValueMaps::FIELDS {
+        let Some(map) = s.values.of(field) else { continue };
+        for (from, to) in map {
+            let ok = match field {
+                "channel" => crate::model::channel_code(to).is_some_and(|c| c > 0),
+                "level" => Level::from_word(to).is_some(),
+                "category" => super::find_category(categories, to).is_some(),
+                _ => FollowUp::parse(to).is_some(),
+            };
+            if !ok {
+                let expected = match field {
+                    "channel" => "a channel code 1–7 (1 PC端 2 移动端 3 二维码 4 政务大厅平板电脑 5 政务大厅其他终端 6 电话 7 短信)",
+                    "level" => "a level name: 非常满意, 满意, 基本满意, 不满意 or 非常不满意",
+                    "category" => "a code or name of categories.csv",
+                    _ => "a follow-up state: 待核实, 有效, 无效, 整改中, 已整改 or 无法整改",
+                };
+                let message = format!("source “{name}”: values.{field} “{from}” = “{to}”: expected {expected}");
+                problems.push(at.problem(&[Key("values"), Key(field), Key(from)], message));
+            }
+        }
+    }
+    if let Some(rule) = &s.default_rating {
+        if rule.field.trim().is_empty() || rule.value.trim().is_empty() {
+            let message = format!("source “{name}”: default_rating needs both `field` (the column or JSON field) and `value`");
+            problems.push(at.problem(&[Key("default_rating")], message));
         }
     }
     problems

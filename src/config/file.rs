@@ -140,6 +140,81 @@ pub struct SourceConfig {
     /// For the API kinds: where and how to fetch (`[source.api]`).
     #[serde(default)]
     pub api: Option<ApiConfig>,
+    /// Which way the source's numeric levels run: `"gbt39046"` (1 非常满意)
+    /// or `"ascending"` (1 非常不满意). Default for `haochaping_api`:
+    /// gbt39046; a `rating_file` with numbers and no setting is held.
+    #[serde(default)]
+    pub level_codes: Option<crate::model::LevelCodes>,
+    /// Feed value → canonical value, per coded field (`[source.values.channel]` …),
+    /// on top of the built-in synonyms.
+    #[serde(default)]
+    pub values: ValueMaps,
+    /// How the source marks 系统默认评价 (a rating the system filled in).
+    #[serde(default)]
+    pub default_rating: Option<DefaultRatingRule>,
+    /// The inversion guard (a batch whose reason-carrying ratings are mostly
+    /// good is held); on by default, off only for a feed known to tag 好评.
+    #[serde(default = "default_true")]
+    pub inversion_guard: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl SourceConfig {
+    /// The direction of numeric levels: the setting, or the national coding
+    /// for the 好差评 platform (GB/T 39046 table A.8).
+    pub fn level_codes(&self) -> Option<crate::model::LevelCodes> {
+        self.level_codes.or((self.kind == SourceKind::HaochapingApi).then_some(crate::model::LevelCodes::Gbt39046))
+    }
+}
+
+/// `[source.values.*]`: a feed's own words or codes for each coded field.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueMaps {
+    /// Feed value → channel code 1–7 (or a channel name).
+    #[serde(default)]
+    pub channel: BTreeMap<String, String>,
+    /// Feed value → level name (非常满意 … 非常不满意).
+    #[serde(default)]
+    pub level: BTreeMap<String, String>,
+    /// Feed value → category code or name of categories.csv.
+    #[serde(default)]
+    pub category: BTreeMap<String, String>,
+    /// Feed value → follow-up state (待核实, 有效, 无效, 整改中, 已整改, 无法整改).
+    #[serde(default)]
+    pub follow_up: BTreeMap<String, String>,
+}
+
+impl ValueMaps {
+    /// The coded fields a source may map.
+    pub const FIELDS: [&'static str; 4] = ["channel", "level", "category", "follow_up"];
+
+    /// The map of a coded field, by its canonical name.
+    pub fn of(&self, field: &str) -> Option<&BTreeMap<String, String>> {
+        match field {
+            "channel" => Some(&self.channel),
+            "level" => Some(&self.level),
+            "category" => Some(&self.category),
+            "follow_up" => Some(&self.follow_up),
+            _ => None,
+        }
+    }
+}
+
+/// `default_rating = { field = "pf", value = "7" }`: records whose `field`
+/// (a column header, or a JSON field of an API record) holds `value` are
+/// 系统默认评价. When `field` is also the channel's field, the channel of
+/// such a record is stored as 0 (unknown): the code said "default", not how.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultRatingRule {
+    /// The column or JSON field carrying the mark.
+    pub field: String,
+    /// The value that marks a default rating (compared trimmed).
+    pub value: String,
 }
 
 impl SourceKind {

@@ -21,11 +21,11 @@ mod robots;
 mod survey;
 
 pub use file::{
-    ApiConfig, ConfigFile, FollowUpRules, MAX_BATCH, MailConfig, MetricRules, ReferenceFiles, SignatureEncoding, SmtpConfig, SmtpSecurity,
-    SourceConfig, SourceKind, is_loopback_host,
+    ApiConfig, ConfigFile, DefaultRatingRule, FollowUpRules, MAX_BATCH, MailConfig, MetricRules, ReferenceFiles, SignatureEncoding,
+    SmtpConfig, SmtpSecurity, SourceConfig, SourceKind, ValueMaps, is_loopback_host,
 };
 pub use jobs::{JobDef, JobKind, PeriodExpr};
-pub use reference::{Category, Office, OfficeRole, OrgTree, OrgUnit, Scope, read_calendar};
+pub use reference::{Category, Office, OfficeRole, OrgTree, OrgUnit, Scope, find_category, read_calendar};
 pub use robots::{RobotConfig, RobotKind};
 pub use survey::{NeedDef, QuestionDef, QuestionKind, SurveyDef};
 

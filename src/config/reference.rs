@@ -121,6 +121,14 @@ pub struct Category {
     pub name: String,
     /// Parent code, empty at the top.
     pub parent: String,
+    /// Other words feeds use for it (optional 4th column `synonyms`, `|`-separated).
+    pub synonyms: Vec<String>,
+}
+
+/// The category a feed's value names: by code, by name, or by one of its synonyms.
+pub fn find_category<'a>(categories: &'a [Category], text: &str) -> Option<&'a Category> {
+    let t = text.trim();
+    categories.iter().find(|c| c.code == t || c.name == t).or_else(|| categories.iter().find(|c| c.synonyms.iter().any(|s| s == t)))
 }
 
 /// Whether an office gets the leadership report or its own slice.
@@ -247,16 +255,25 @@ pub(super) fn load_categories(path: &Path, problems: &mut Problems) -> Vec<Categ
             }
         };
         let line = rec.position().map(|p| p.line() as usize);
-        if rec.len() != 3 {
-            problems.push(path, line, format!("expected 3 columns code,name,parent, found {}", rec.len()));
+        if rec.len() != 3 && rec.len() != 4 {
+            problems.push(path, line, format!("expected 3 columns code,name,parent (and optionally synonyms), found {}", rec.len()));
             continue;
         }
-        let c = Category { code: rec[0].trim().into(), name: rec[1].trim().into(), parent: rec[2].trim().into() };
+        let synonyms = rec.get(3).map(|s| s.split('|').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect());
+        let c = Category {
+            code: rec[0].trim().into(),
+            name: rec[1].trim().into(),
+            parent: rec[2].trim().into(),
+            synonyms: synonyms.unwrap_or_default(),
+        };
         if c.code.is_empty() || c.name.is_empty() {
             problems.push(path, line, "code and name must not be empty");
         }
         if cats.iter().any(|o| o.code == c.code || o.name == c.name) {
             problems.push(path, line, format!("category “{}”/“{}” appears twice", c.code, c.name));
+        }
+        for syn in c.synonyms.iter().filter(|s| cats.iter().any(|o| o.code == **s || o.name == **s || o.synonyms.contains(s))) {
+            problems.push(path, line, format!("synonym “{syn}” of category {} already names another category", c.code));
         }
         cats.push(c);
         lines.push(line);

@@ -40,6 +40,13 @@ pub struct SourceSummary {
     pub watermark: Option<String>,
     /// Why the source failed, if it did; what was committed before stays.
     pub error: Option<String>,
+    /// Values of coded fields nothing maps (field → value → rows), over every payload.
+    pub unrecognised: collect::Unrecognised,
+    /// Notes on payloads (a mapped optional column the file lacks …).
+    pub notes: Vec<String>,
+    /// Payloads read but not committed (level direction unknown or looking
+    /// inverted), each with why; a file stays in the inbox to be read again.
+    pub held: Vec<String>,
 }
 
 impl SourceSummary {
@@ -48,6 +55,30 @@ impl SourceSummary {
         self.updated += outcome.updated;
         self.unchanged += outcome.unchanged;
     }
+
+    fn absorb(&mut self, parsed: &collect::Parsed) {
+        collect::merge_unrecognised(&mut self.unrecognised, &parsed.unrecognised);
+        self.notes.extend(parsed.notes.iter().cloned());
+    }
+}
+
+/// Why a payload's ratings look inverted, or `None` (the guard is off, or
+/// the counts say nothing).
+fn inversion_evidence(src: &SourceConfig, what: &str, guard: collect::GuardCounts) -> Option<String> {
+    if !src.inversion_guard || !guard.suspicious() {
+        return None;
+    }
+    let codes = src.level_codes().map(|c| c.name()).unwrap_or("-");
+    Some(format!(
+        "{what}: {good} of the {carrying} ratings that carry a reason code or a comment were read as 满意/非常满意 (only {bad} as \
+         不满意/非常不满意) with level_codes = \"{codes}\", but in real data 差评 carry them far more often: the level numbers look \
+         inverted, so nothing of it was stored. Check level_codes of source “{name}” (\"gbt39046\": 1 = 非常满意; \"ascending\": \
+         1 = 非常不满意) and run collect again; if this feed really tags 好评 with reasons, set inversion_guard = false",
+        good = guard.good,
+        carrying = guard.carrying,
+        bad = guard.bad,
+        name = src.name,
+    ))
 }
 
 /// Progress of long collect work, for a progress bar.
@@ -138,6 +169,10 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
         Ok(())
     })?;
     tracing::info!(source = %src.name, files = sum.files, new = sum.new, updated = sum.updated, unchanged = sum.unchanged, quarantined = sum.quarantined, "collected");
+    // A held file stored nothing and waits in the inbox: the run fails.
+    if !sum.held.is_empty() {
+        bail!("{} file(s) held in the inbox, nothing of them stored:\n    {}", sum.held.len(), sum.held.join("\n    "));
+    }
     // A file rejected whole stored nothing: the run must not look successful.
     if !sum.rejected_names.is_empty() {
         bail!(
@@ -168,6 +203,9 @@ fn ingest_file(
     let batch_id = format!("{}-{}-{k:03}", src.name, now_utc.format("%Y%m%dT%H%M%S%3fZ"));
     let landing = store.land(&src.name, now_local.date(), &batch_id, &fetched.ext, &fetched.bytes)?;
     crate::store::crash_point("after-land");
+    if let Ok(p) = &parsed {
+        sum.absorb(p);
+    }
     match commit_file(store, src, fetched, parsed, &batch_id, landing) {
         Ok(outcome) => {
             sum.fetched += outcome.rows_read;
@@ -176,6 +214,11 @@ fn ingest_file(
             sum.quarantine_files.extend(outcome.quarantine_file);
             crate::store::crash_point("after-commit");
             collect::finish_file(inbox, fetched, None)?;
+        }
+        Err(FileFailure::Held(reason)) => {
+            // Left in the inbox: after the setting is fixed it is read again.
+            tracing::warn!(source = %src.name, file = %fetched.name, %reason, "file held");
+            sum.held.push(reason);
         }
         Err(FileFailure::Rejected(reason)) => {
             tracing::warn!(source = %src.name, file = %fetched.name, %reason, "file rejected");
@@ -228,8 +271,14 @@ fn commit_api_batch(
     landing: Option<PathBuf>,
     sum: &mut SourceSummary,
 ) -> Result<()> {
+    sum.absorb(&batch.parsed);
     if batch.is_empty() {
         return Ok(());
+    }
+    let what = format!("pages {:?} (landed, watermark not moved)", batch.pages);
+    if let Some(why) = inversion_evidence(src, &what, batch.parsed.guard) {
+        sum.held.push(why.clone());
+        bail!("{why}");
     }
     let parsed = batch.parsed;
     let quarantine = store.quarantine(&src.name, batch_id, &parsed.headers, &parsed.rejected)?;
@@ -256,6 +305,7 @@ fn commit_api_batch(
 
 enum FileFailure {
     Rejected(String),
+    Held(String),
     Other(anyhow::Error),
 }
 
@@ -297,8 +347,12 @@ fn commit_file(
     let parsed = match parsed {
         Ok(p) => p,
         Err(collect::CollectError::BadFile { file, reason }) => return Err(FileFailure::Rejected(format!("{file}: {reason}"))),
+        Err(collect::CollectError::Held { file, reason }) => return Err(FileFailure::Held(format!("{file}: {reason}"))),
         Err(e) => return Err(e.into()),
     };
+    if let Some(why) = inversion_evidence(src, &format!("file {} (it stays in the inbox)", fetched.name), parsed.guard) {
+        return Err(FileFailure::Held(why));
+    }
     let quarantine = store.quarantine(&src.name, batch_id, &parsed.headers, &parsed.rejected)?;
     if let Some(q) = &quarantine {
         tracing::warn!(source = %src.name, file = %fetched.name, rows = parsed.rejected.len(), quarantine = %q.display(), "rows quarantined");

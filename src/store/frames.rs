@@ -10,7 +10,7 @@ use polars::prelude::*;
 use std::borrow::Borrow;
 
 /// Column names of the curated ratings, in file order.
-pub const RATING_COLUMNS: [&str; 17] = [
+pub const RATING_COLUMNS: [&str; 18] = [
     "rating_id",
     "source",
     "rated_at",
@@ -27,6 +27,7 @@ pub const RATING_COLUMNS: [&str; 17] = [
     "follow_up",
     "rectified_at",
     "revisit",
+    "default_rating",
     "batch_seq",
 ];
 
@@ -62,6 +63,7 @@ pub fn ratings_frame<R: Borrow<Rating>>(rows: &[R], batch_seq: i64) -> PolarsRes
             Column::new("follow_up".into(), rs.iter().map(|r| r.follow_up.map(|f| f.name())).collect::<Vec<_>>()),
             datetime("rectified_at", rs.iter().map(|r| r.rectified_at.as_ref().map(ms)).collect())?,
             Column::new("revisit".into(), s(|r| &r.revisit)),
+            Column::new("default_rating".into(), rs.iter().map(|r| r.default_rating).collect::<Vec<_>>()),
             Column::new("batch_seq".into(), vec![batch_seq; n]),
         ],
     )
@@ -105,4 +107,69 @@ pub fn responses_frame<R: Borrow<SurveyResponse>>(source: &str, rows: &[R], batc
             Column::new("batch_seq".into(), vec![batch_seq; n]),
         ],
     )
+}
+
+/// Scans curated rating files written by any version of manyi. Files from
+/// before the `default_rating` column lack it: the scan is given the current
+/// schema, reads the missing column as null, and null means "not a default
+/// rating" (no such mark existed then).
+pub fn scan_ratings(sources: Vec<PlRefPath>) -> PolarsResult<LazyFrame> {
+    let schema = ratings_frame::<Rating>(&[], 0)?.schema().clone();
+    let args = ScanArgsParquet {
+        hive_options: HiveOptions::new_disabled(),
+        schema: Some(schema),
+        allow_missing_columns: true,
+        ..Default::default()
+    };
+    let lf = LazyFrame::scan_parquet_files(sources.into_iter().collect(), args)?;
+    Ok(lf.with_column(col("default_rating").fill_null(lit(false))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Level;
+
+    fn rating(id: &str, default_rating: bool) -> Rating {
+        Rating {
+            rating_id: id.into(),
+            source: "s".into(),
+            rated_at: NaiveDateTime::default(),
+            org_code: "369901001001".into(),
+            category: "health".into(),
+            service_item: String::new(),
+            department: String::new(),
+            channel: 1,
+            level: Level::ALL_DESC[0],
+            reason_tags: String::new(),
+            comment: String::new(),
+            anonymous: false,
+            rater_hash: None,
+            follow_up: None,
+            rectified_at: None,
+            revisit: String::new(),
+            default_rating,
+        }
+    }
+
+    #[test]
+    fn files_without_the_default_column_read_as_not_default() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let write = |name: &str, mut df: DataFrame| {
+            let path = dir.path().join(name);
+            let mut f = std::fs::File::create(&path).expect("create");
+            ParquetWriter::new(&mut f).finish(&mut df).expect("write");
+            PlRefPath::try_from_path(&path).expect("path")
+        };
+        let old = ratings_frame(&[rating("a", false)], 1).expect("frame").drop("default_rating").expect("drop");
+        let new = ratings_frame(&[rating("b", true)], 2).expect("frame");
+        for order in [[0, 1], [1, 0]] {
+            let files = [write("old.parquet", old.clone()), write("new.parquet", new.clone())];
+            let paths = order.iter().map(|&i| files[i].clone()).collect();
+            let df = scan_ratings(paths).expect("scan").sort(["rating_id"], Default::default()).collect().expect("collect");
+            let col = df.column("default_rating").expect("col").bool().expect("bool").clone();
+            let marks: Vec<Option<bool>> = (0..col.len()).map(|i| col.get(i)).collect();
+            assert_eq!(marks, [Some(false), Some(true)]);
+        }
+    }
 }

@@ -227,6 +227,11 @@ impl Curated for Rating {
         h.update(self.rated_at.and_utc().timestamp().to_le_bytes());
         h.update(rectified.to_le_bytes());
         h.update([self.channel, self.level.code(), u8::from(self.anonymous)]);
+        // Only a default rating adds to the digest, so the hashes of every
+        // rating stored before the mark existed stay what they were.
+        if self.default_rating {
+            h.update(b"default");
+        }
         hex::encode(&h.finalize()[..16])
     }
 }
@@ -432,11 +437,15 @@ impl Store {
         if paths.is_empty() {
             return Ok(empty()?.lazy());
         }
-        self.latest_versions(kind, self.scan(&paths)?, as_of_ms)
+        self.latest_versions(kind, self.scan(kind, &paths)?, as_of_ms)
     }
 
-    fn scan(&self, paths: &[PathBuf]) -> Result<LazyFrame, StoreError> {
+    fn scan(&self, kind: RecordKind, paths: &[PathBuf]) -> Result<LazyFrame, StoreError> {
         let sources: Vec<PlRefPath> = paths.iter().map(|p| PlRefPath::try_from_path(p)).collect::<PolarsResult<_>>()?;
+        if kind == RecordKind::Ratings {
+            // Older files lack newer columns; see `frames::scan_ratings`.
+            return Ok(frames::scan_ratings(sources)?);
+        }
         let args = ScanArgsParquet { hive_options: HiveOptions::new_disabled(), ..Default::default() };
         Ok(LazyFrame::scan_parquet_files(sources.into_iter().collect(), args)?)
     }
@@ -491,7 +500,7 @@ impl Store {
         if paths.is_empty() {
             return Ok(ratings_frame::<Rating>(&[], 0)?.lazy());
         }
-        let lf = self.latest_versions(RecordKind::Ratings, self.scan(&paths)?, until_ms)?;
+        let lf = self.latest_versions(RecordKind::Ratings, self.scan(RecordKind::Ratings, &paths)?, until_ms)?;
         let seen = self.version_ids(
             RecordKind::Ratings,
             "SELECT v.source, v.record_id, MIN(v.batch_seq) FROM record_versions v JOIN batches b USING (batch_seq)
@@ -862,6 +871,7 @@ mod tests {
             follow_up: None,
             rectified_at: None,
             revisit: String::new(),
+            default_rating: false,
         }
     }
 

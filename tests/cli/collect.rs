@@ -64,7 +64,9 @@ fn with_sources(d: &Deployment, sources: &str) {
 
 fn api_source(port: u16, extra: &str) -> String {
     format!(
-        "[[source]]\nname = \"hcp\"\nkind = \"haochaping_api\"\n\n[source.api]\nbase_url = \"http://127.0.0.1:{port}\"\n\
+        "[[source]]\nname = \"hcp\"\nkind = \"haochaping_api\"\n\
+         # The loopback platform codes levels as star widgets do (1 = 非常不满意).\nlevel_codes = \"ascending\"\n\n\
+         [source.api]\nbase_url = \"http://127.0.0.1:{port}\"\n\
          path = \"/api/evaluation/list\"\napp_key = \"linjiang-app\"\nsecret_env = \"{SECRET_ENV}\"\npage_size = 10\n\
          start = \"2026-09-01 00:00:00\"\noverlap_hours = 240\nbackoff_ms = 50\nmax_backoff_ms = 3000\ntimeout_secs = 10\n{extra}\n\
          [source.api.category_map]\nYL = \"elderly_care\"\nWS = \"health\"\n"

@@ -7,6 +7,7 @@
 
 mod collect;
 mod exit_codes;
+mod feeds;
 mod hostile_files;
 mod layering;
 mod metrics;

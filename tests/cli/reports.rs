@@ -66,6 +66,7 @@ fn fixture_ratings() -> Vec<Rating> {
                         follow_up: (level <= 2).then(|| statuses[k % statuses.len()]),
                         rectified_at: None,
                         revisit: String::new(),
+                        default_rating: false,
                     });
                 }
             }

@@ -1,0 +1,330 @@
+//! Real-world feed shapes (issue 14): a national-coded platform feed (1 =
+//! 非常满意), an "ascending" office file, channel and category words instead
+//! of codes, 系统默认评价, a mapped column the file lacks, and the inversion
+//! guard that holds a batch whose level direction looks wrong until the
+//! setting is fixed.
+
+use crate::collect::Platform;
+use crate::support::Deployment;
+use polars::prelude::*;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+const SECRET_ENV: &str = "HCP_FEED_SECRET";
+const SECRET: &str = "feed-secret";
+
+/// Adds `sources` (TOML `[[source]]` blocks) before `[mail]` of the small deployment's config.
+fn with_sources(d: &Deployment, sources: &str) {
+    let path = d.dir.join("manyi.toml");
+    let text = std::fs::read_to_string(&path).expect("manyi.toml");
+    let at = text.find("[mail]").expect("[mail] in manyi.toml");
+    std::fs::write(&path, format!("{}{sources}\n{}", &text[..at], &text[at..])).expect("write manyi.toml");
+}
+
+/// Replaces `old` with `new` in manyi.toml (fixing a setting between runs).
+fn edit_config(d: &Deployment, old: &str, new: &str) {
+    let path = d.dir.join("manyi.toml");
+    let text = std::fs::read_to_string(&path).expect("manyi.toml");
+    assert!(text.contains(old), "{old} not in manyi.toml");
+    std::fs::write(&path, text.replacen(old, new, 1)).expect("write manyi.toml");
+}
+
+/// A small deployment whose demo office-drop source is replaced by `source`.
+fn file_deployment(source: &str) -> Deployment {
+    let d = Deployment::small();
+    let path = d.dir.join("manyi.toml");
+    let text = std::fs::read_to_string(&path).expect("manyi.toml");
+    let start = text.find("[[source]]\nname = \"office-drop\"").expect("office-drop source");
+    let end = start + text[start..].find("\n# 问卷星").expect("next source");
+    std::fs::write(&path, format!("{}{source}\n{}", &text[..start], &text[end..])).expect("write manyi.toml");
+    d
+}
+
+/// Every stored rating version by id: (level, channel, default mark), read from the curated Parquet files.
+fn curated(d: &Deployment) -> BTreeMap<String, (i32, i32, bool)> {
+    let mut out = BTreeMap::new();
+    let dir = d.dir.join("data/curated/ratings");
+    if !dir.exists() {
+        return out;
+    }
+    for f in crate::walk(&dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")) {
+        let df = ParquetReader::new(std::fs::File::open(&f).expect("open")).finish().expect("parquet");
+        let id = df.column("rating_id").expect("id").str().expect("str").clone();
+        let level = df.column("level").expect("level").i32().expect("i32").clone();
+        let channel = df.column("channel").expect("channel").i32().expect("i32").clone();
+        let default = df.column("default_rating").expect("default_rating").bool().expect("bool").clone();
+        for i in 0..df.height() {
+            let key = id.get(i).expect("id").to_string();
+            out.insert(key, (level.get(i).expect("level"), channel.get(i).expect("channel"), default.get(i).expect("default")));
+        }
+    }
+    out
+}
+
+fn stored(d: &Deployment) -> i64 {
+    d.count("SELECT COUNT(*) FROM record_keys WHERE kind = 'ratings'")
+}
+
+/// The data lines of every quarantine file of `source`.
+fn quarantine_lines(d: &Deployment, source: &str) -> Vec<String> {
+    let dir = d.dir.join("data/quarantine").join(source);
+    if !dir.exists() {
+        return Vec::new();
+    }
+    crate::walk(&dir)
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).expect("quarantine file");
+            text.trim_start_matches('\u{feff}').lines().skip(1).map(String::from).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn platform_source(port: u16, extra: &str) -> String {
+    format!(
+        "[[source]]\nname = \"prov\"\nkind = \"haochaping_api\"\n{extra}\n[source.api]\nbase_url = \"http://127.0.0.1:{port}\"\n\
+         path = \"/api/evaluation/list\"\napp_key = \"prov-app\"\nsecret_env = \"{SECRET_ENV}\"\npage_size = 50\n\
+         start = \"2026-09-01 00:00:00\"\nbackoff_ms = 50\nmax_backoff_ms = 500\ntimeout_secs = 10\n\
+         [source.api.category_map]\nYL = \"elderly_care\"\n"
+    )
+}
+
+/// A provincial record in the national coding: `code` is 满意度代码 (1 非常满意 … 5 非常不满意);
+/// 差评 carry reason codes and a comment, as in real data.
+fn national(no: usize, code: u8, pf: u8) -> Value {
+    let bad = code >= 4;
+    json!({
+        "projectNo": format!("SD-2026-{no:05}"),
+        "assessNumber": 1,
+        "areaCode": "369901001002",
+        "deptCode": "11369901MB0000000X",
+        "taskCode": "YL",
+        "taskHandleItem": "高龄津贴申领",
+        "pf": pf,
+        "satisfaction": code,
+        "evalDetail": if bad { "501,503" } else { "" },
+        "writingEvaluation": if bad { "材料反复要求补交" } else { "" },
+        "assessTime": format!("2026-10-{:02} {:02}:20:00", 1 + no % 20, 8 + no % 9),
+        "anonymityFlag": 2,
+        "reformStatus": if bad { 1 } else { 0 },
+    })
+}
+
+fn run(d: &Deployment, args: &[&str]) -> crate::support::Ran {
+    d.manyi_env(args, &[(SECRET_ENV, SECRET)])
+}
+
+#[test]
+fn a_national_coded_platform_feed_reads_1_as_very_satisfied_and_marks_default_ratings() {
+    let d = Deployment::small();
+    // 30 records: codes 1,2,3 good or neutral, every fifth a 4 or 5 with reasons;
+    // pf 7 is this province's 系统默认评价.
+    let recs: Vec<Value> = (0..30).map(|i| national(i, [1, 2, 1, 3, 4 + (i % 2) as u8][i % 5], if i % 10 == 3 { 7 } else { 2 })).collect();
+    let p = Platform::start(&d.dir.join("platform.json"), &json!({"app_key": "prov-app", "secret": SECRET, "records": recs}));
+    with_sources(&d, &platform_source(p.port, "default_rating = { field = \"pf\", value = \"7\" }\n"));
+    run(&d, &["collect", "prov"]).success();
+    let rows = curated(&d);
+    assert_eq!(rows.len(), 30);
+    // National code 1 is 非常满意 (5 in manyi's order), 5 is 非常不满意 (1).
+    assert_eq!(rows["SD-2026-00000-1"].0, 5);
+    assert_eq!(rows["SD-2026-00001-1"].0, 4);
+    assert_eq!(rows["SD-2026-00003-1"].0, 3);
+    assert_eq!(rows["SD-2026-00004-1"].0, 2);
+    assert_eq!(rows["SD-2026-00009-1"].0, 1);
+    // pf = 7 marks a default rating: stored with the mark, channel unknown (0), not 短信.
+    let defaults: Vec<&String> = rows.iter().filter(|(_, v)| v.2).map(|(k, _)| k).collect();
+    assert_eq!(defaults, ["SD-2026-00003-1", "SD-2026-00013-1", "SD-2026-00023-1"]);
+    assert_eq!(rows["SD-2026-00003-1"].1, 0);
+    assert_eq!(rows["SD-2026-00000-1"], (5, 2, false));
+    assert!(quarantine_lines(&d, "prov").is_empty());
+}
+
+#[test]
+fn an_inverted_platform_feed_is_held_and_ingested_once_the_setting_is_fixed() {
+    let d = Deployment::small();
+    // The platform codes as star widgets (1 = 非常不满意) but the source does not
+    // say so: read as the national coding, every 差评 with its reasons would be 好评.
+    let recs: Vec<Value> = (0..40)
+        .map(|i| {
+            let star = if i % 2 == 0 { 1 } else { 5 };
+            let mut r = national(i, 3, 2);
+            r["satisfaction"] = json!(star);
+            let bad = star == 1;
+            r["evalDetail"] = json!(if bad { "501" } else { "" });
+            r["writingEvaluation"] = json!(if bad { "排队两个小时" } else { "" });
+            r["reformStatus"] = json!(if bad { 1 } else { 0 });
+            r
+        })
+        .collect();
+    let p = Platform::start(&d.dir.join("platform.json"), &json!({"app_key": "prov-app", "secret": SECRET, "records": recs}));
+    with_sources(&d, &platform_source(p.port, ""));
+    let ran = run(&d, &["collect", "prov"]).code(1);
+    let all = format!("{}{}", ran.stdout(), ran.stderr());
+    assert!(all.contains("prov") && all.contains("level_codes"), "names the source and the setting:\n{all}");
+    assert!(all.contains("20 of the 20 ratings that carry a reason code or a comment"), "gives the evidence:\n{all}");
+    assert_eq!(stored(&d), 0, "nothing of the held batch is committed");
+    assert!(!crate::walk(&d.dir.join("data/landing/prov")).is_empty(), "the payload stays landed");
+    let mark: Option<String> = {
+        use rusqlite::OptionalExtension;
+        d.db().query_row("SELECT value FROM watermarks WHERE source = 'prov'", [], |r| r.get(0)).optional().expect("watermark")
+    };
+    assert_eq!(mark, None, "the watermark does not move past a held batch");
+
+    edit_config(&d, "kind = \"haochaping_api\"\n", "kind = \"haochaping_api\"\nlevel_codes = \"ascending\"\n");
+    run(&d, &["collect", "prov"]).success();
+    let rows = curated(&d);
+    assert_eq!(rows.len(), 40);
+    assert_eq!(rows.values().filter(|v| v.0 == 1).count(), 20, "the 20 with reasons are 非常不满意");
+    assert_eq!(rows["SD-2026-00001-1"].0, 5);
+}
+
+const OFFICE_HEAD: &str = "办件编号,评价次数,评价时间,区划代码,服务类别,评价渠道,满意度,评价标签,文字评价,整改状态\n";
+
+fn office_row(no: usize, channel: &str, category: &str, level: &str, comment: &str) -> String {
+    let tag = if comment.is_empty() { "" } else { "办理慢" };
+    format!("JD{no:04},1,2026-10-{:02} 10:{:02}:00,369901001001,{category},{channel},{level},{tag},{comment},\n", 1 + no % 25, no % 60)
+}
+
+#[test]
+fn an_ascending_office_file_is_read_in_its_direction_and_numbers_without_the_setting_are_held() {
+    let source = "[[source]]\nname = \"office-drop\"\nkind = \"rating_file\"\ninbox = \"inbox/ratings\"\n";
+    let d = file_deployment(source);
+    let mut csv = OFFICE_HEAD.to_string();
+    for no in 0..12 {
+        let level = ["5", "4", "5", "3", "1", "非常满意"][no % 6];
+        csv.push_str(&office_row(no, "1", "养老服务", level, if level == "1" { "没人接待" } else { "" }));
+    }
+    d.file("inbox/ratings/街道_10月.csv", &csv);
+    // Numbers and no level_codes: the file is held, named, with the setting to add.
+    let ran = d.manyi(&["collect"]).code(1);
+    let all = format!("{}{}", ran.stdout(), ran.stderr());
+    assert!(all.contains("街道_10月.csv") && all.contains("level_codes = \"ascending\""), "{all}");
+    assert!(all.contains("first on line"), "{all}");
+    assert_eq!(stored(&d), 0);
+    assert!(d.dir.join("inbox/ratings/街道_10月.csv").exists(), "the held file stays in the inbox");
+
+    edit_config(&d, "inbox = \"inbox/ratings\"\n", "inbox = \"inbox/ratings\"\nlevel_codes = \"ascending\"\n");
+    d.manyi(&["collect"]).success();
+    let rows = curated(&d);
+    assert_eq!(rows.len(), 12);
+    assert_eq!(rows["JD0000-1"].0, 5);
+    assert_eq!(rows["JD0004-1"].0, 1, "ascending: 1 = 非常不满意");
+    assert_eq!(rows["JD0005-1"].0, 5, "words are words whatever the setting");
+    assert!(d.dir.join("inbox/ratings/archive/街道_10月.csv").exists());
+}
+
+#[test]
+fn channel_and_category_words_are_understood_and_unknown_ones_listed_with_a_snippet() {
+    let source = "[[source]]\nname = \"office-drop\"\nkind = \"rating_file\"\ninbox = \"inbox/ratings\"\nlevel_codes = \"gbt39046\"\n\
+                  [source.values.category]\n\"居家养老\" = \"elderly_care\"\n";
+    let d = file_deployment(source);
+    // A synonym column in categories.csv.
+    let cats = std::fs::read_to_string(d.dir.join("reference/categories.csv")).expect("categories");
+    let mut with_syn = String::new();
+    for (k, line) in cats.lines().enumerate() {
+        let extra = if k == 0 {
+            ",synonyms"
+        } else if line.starts_with("health,") {
+            ",卫生健康|医疗"
+        } else {
+            ","
+        };
+        with_syn.push_str(&format!("{line}{extra}\n"));
+    }
+    d.file("reference/categories.csv", &with_syn);
+    let channels = ["政务大厅平板", "微信", "12345热线", "自助终端", "扫码", "PC", "窗口"];
+    let categories = ["养老服务", "卫生健康", "居家养老", "health", "老干部服务"];
+    let mut csv = OFFICE_HEAD.to_string();
+    for no in 0..35 {
+        csv.push_str(&office_row(no, channels[no % 7], categories[no % 5], ["满意", "1", "一般"][no % 3], ""));
+    }
+    d.file("inbox/ratings/words.csv", &csv);
+    let out = d.manyi(&["collect"]).success().stdout();
+    // 窗口 (5 rows) and 老干部服务 (7 rows) are unknown; row 34 has both and counts under category, read first.
+    let bad = (0..35).filter(|n| n % 7 == 6 || n % 5 == 4).count();
+    assert_eq!(stored(&d), 35 - bad as i64);
+    let rows = curated(&d);
+    assert_eq!(rows["JD0000-1"].1, 4, "政务大厅平板 → 4");
+    assert_eq!(rows["JD0001-1"].1, 2, "微信 → 2");
+    assert_eq!(rows["JD0002-1"].1, 6, "12345热线 → 6");
+    assert_eq!(rows["JD0003-1"].1, 5, "自助终端 → 5");
+    assert_eq!(rows["JD0001-1"].0, 5, "gbt39046: 1 = 非常满意");
+    let q = quarantine_lines(&d, "office-drop");
+    assert_eq!(q.len(), bad, "{q:?}");
+    assert!(q.iter().any(|l| l.contains("JD0006") && l.contains("窗口")), "{q:?}");
+    // The table lists the unknown values with counts and a snippet to paste.
+    assert!(out.contains("unrecognised values"), "{out}");
+    assert!(out.contains("“老干部服务” ×7"), "{out}");
+    assert!(out.contains("[source.values.channel]") && out.contains("\"窗口\" = \"\""), "{out}");
+    assert!(out.contains("below the [source.values.category] table") && out.contains("\"老干部服务\" = \"\""), "{out}");
+}
+
+#[test]
+fn default_ratings_by_a_flag_column_are_stored_with_the_mark() {
+    let source = "[[source]]\nname = \"office-drop\"\nkind = \"rating_file\"\ninbox = \"inbox/ratings\"\nlevel_codes = \"ascending\"\n\
+                  default_rating = { field = \"是否默认评价\", value = \"是\" }\n";
+    let d = file_deployment(source);
+    let mut csv = OFFICE_HEAD.trim_end().to_string() + ",是否默认评价\n";
+    for no in 0..10 {
+        let flag = if no % 4 == 0 { "是" } else { "否" };
+        csv.push_str(&format!("{},{flag}\n", office_row(no, "2", "养老服务", "基本满意", "").trim_end()));
+    }
+    d.file("inbox/ratings/default.csv", &csv);
+    d.manyi(&["collect"]).success();
+    let rows = curated(&d);
+    assert_eq!(rows.len(), 10);
+    let marked: Vec<&str> = rows.iter().filter(|(_, v)| v.2).map(|(k, _)| k.as_str()).collect();
+    assert_eq!(marked, ["JD0000-1", "JD0004-1", "JD0008-1"]);
+    assert_eq!(rows["JD0000-1"], (3, 2, true), "a flag column leaves the channel as sent");
+    // A declared mark column the file lacks stops the file: default ratings would pass as real.
+    d.file("inbox/ratings/no-flag.csv", &format!("{OFFICE_HEAD}{}", office_row(50, "2", "养老服务", "满意", "")));
+    let err = d.manyi(&["collect"]).code(1).stderr();
+    assert!(err.contains("no-flag.csv"), "{err}");
+    let why = std::fs::read_to_string(d.dir.join("inbox/ratings/rejected/no-flag.csv.reason.txt")).expect("reason");
+    assert!(why.contains("是否默认评价") && why.contains("default_rating"), "{why}");
+}
+
+#[test]
+fn a_mapped_optional_column_the_file_lacks_is_reported_not_silently_empty() {
+    let source = "[[source]]\nname = \"office-drop\"\nkind = \"rating_file\"\ninbox = \"inbox/ratings\"\nlevel_codes = \"ascending\"\n\
+                  [source.columns]\nservice_item = \"办理事项\"\n";
+    let d = file_deployment(source);
+    let mut csv = OFFICE_HEAD.to_string();
+    for no in 0..5 {
+        csv.push_str(&office_row(no, "1", "养老服务", "4", ""));
+    }
+    d.file("inbox/ratings/short.csv", &csv);
+    let out = d.manyi(&["collect"]).success().stdout();
+    assert!(out.contains("short.csv: 服务事项: column 办理事项 not found, left empty"), "{out}");
+    assert_eq!(stored(&d), 5);
+    // A required field mapped to a missing column stops the file.
+    edit_config(&d, "service_item = \"办理事项\"", "service_item = \"办理事项\"\nlevel = \"评价结果\"");
+    d.file("inbox/ratings/short2.csv", &csv.replace("JD", "JE"));
+    let err = d.manyi(&["collect"]).code(1).stderr();
+    assert!(err.contains("short2.csv"), "{err}");
+    let why = std::fs::read_to_string(d.dir.join("inbox/ratings/rejected/short2.csv.reason.txt")).expect("reason");
+    assert!(why.contains("level") && why.contains("评价结果"), "{why}");
+}
+
+#[test]
+fn an_inverted_office_file_is_held_in_the_inbox_and_read_after_the_fix() {
+    let source = "[[source]]\nname = \"office-drop\"\nkind = \"rating_file\"\ninbox = \"inbox/ratings\"\nlevel_codes = \"gbt39046\"\n";
+    let d = file_deployment(source);
+    let mut csv = OFFICE_HEAD.to_string();
+    // Star coding (5 = 非常满意) declared as national: the 24 complaints read as 好评.
+    for no in 0..60 {
+        let (level, comment) = if no % 5 < 2 { ("1", "窗口人员态度差") } else { ("5", "") };
+        csv.push_str(&office_row(no, "4", "养老服务", level, comment));
+    }
+    d.file("inbox/ratings/inverted.csv", &csv);
+    let ran = d.manyi(&["collect"]).code(1);
+    let all = format!("{}{}", ran.stdout(), ran.stderr());
+    assert!(all.contains("inverted.csv") && all.contains("24 of the 24") && all.contains("level_codes"), "{all}");
+    assert_eq!(stored(&d), 0);
+    assert!(d.dir.join("inbox/ratings/inverted.csv").exists(), "the file waits in the inbox");
+    edit_config(&d, "level_codes = \"gbt39046\"", "level_codes = \"ascending\"");
+    d.manyi(&["collect"]).success();
+    let rows = curated(&d);
+    assert_eq!(rows.len(), 60);
+    assert_eq!(rows.values().filter(|v| v.0 == 1).count(), 24);
+}
