@@ -137,6 +137,16 @@ pub struct SourceConfig {
     /// For the API kinds: where and how to fetch (`[source.api]`).
     #[serde(default)]
     pub api: Option<ApiConfig>,
+    /// The largest share of a file's (or an API batch's) rows that may be
+    /// quarantined before the run fails (default 0.05): the good rows are
+    /// still committed, but a file that is mostly unreadable means a changed
+    /// export, and must not pass as a quiet run with a thin report.
+    #[serde(default = "default_max_quarantine_share")]
+    pub max_quarantine_share: f64,
+}
+
+fn default_max_quarantine_share() -> f64 {
+    0.05
 }
 
 impl SourceKind {
