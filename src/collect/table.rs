@@ -85,10 +85,11 @@ pub fn read_table(file: &str, bytes: &[u8]) -> Result<Table, CollectError> {
         .map(|h| h.trim().to_string())
         .collect();
     let mut rows = Vec::new();
+    let mut lines = LineCounter::new(text.as_bytes());
     for rec in rdr.records() {
         match rec {
             Ok(r) => {
-                let line = r.position().map(|p| p.line() as usize).unwrap_or(0);
+                let line = r.position().map(|p| lines.line_at(p.byte() as usize)).unwrap_or(0);
                 if r.iter().all(|c| c.trim().is_empty()) {
                     continue;
                 }
@@ -98,12 +99,51 @@ pub fn read_table(file: &str, bytes: &[u8]) -> Result<Table, CollectError> {
                 rows.push((line, r));
             }
             Err(e) => {
-                let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
+                let line = e.position().map(|p| lines.line_at(p.byte() as usize)).unwrap_or(0);
                 return Err(CollectError::BadFile { file: file.into(), reason: format!("第{line}行无法解析为CSV: {e}") });
             }
         }
     }
     Ok(Table { headers, rows, encoding })
+}
+
+/// The physical line (1-based, as a text editor numbers it) at which a CSV
+/// record starts, from the byte offset the reader gives.
+///
+/// The reader's own line count is one short in files with CRLF line ends,
+/// as Excel on Windows saves them: it stops a record at the `\r` and counts
+/// the `\n` only when it reads the next record, so every row of such a file
+/// was quarantined under the line above it. Counting `\n` bytes ourselves
+/// also counts the lines of a quoted multi-line cell. Offsets only grow, so
+/// the whole file is scanned once.
+pub struct LineCounter<'a> {
+    text: &'a [u8],
+    at: usize,
+    line: usize,
+}
+
+impl<'a> LineCounter<'a> {
+    /// A counter at the start of `text` (line 1).
+    pub fn new(text: &'a [u8]) -> Self {
+        LineCounter { text, at: 0, line: 1 }
+    }
+
+    /// The line of the first byte of the record at `byte`, after the line
+    /// ends (the `\n` of a CRLF, empty lines) the reader left before it.
+    pub fn line_at(&mut self, byte: usize) -> usize {
+        let mut start = byte.min(self.text.len());
+        while start < self.text.len() && matches!(self.text[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        if start < self.at {
+            // A position before the last one asked: count afresh rather than go wrong.
+            self.at = 0;
+            self.line = 1;
+        }
+        self.line += self.text[self.at..start].iter().filter(|&&b| b == b'\n').count();
+        self.at = start;
+        self.line
+    }
 }
 
 /// A row whose cell holds line breaks followed by what looks like further
@@ -266,6 +306,35 @@ mod tests {
         let long = "表".repeat(1000);
         let c = clip(&long);
         assert!(c.chars().count() < ECHO_CHARS + 20 && c.ends_with("（共3000字节）"), "{c}");
+    }
+
+    #[test]
+    fn rows_carry_their_physical_line_whatever_the_line_ends() {
+        // Header = line 1; CRLF as Excel saves; a quoted cell over three
+        // lines; an empty line; the last row without a line end.
+        let text = "办件编号,文字评价\r\nA1,好\r\nA2,\"第一行\r\n第二行\r\n第三行\"\r\n\r\nA3,差\r\nA4,中";
+        let t = read_table("x.csv", text.as_bytes()).expect("table");
+        let lines: Vec<(usize, String)> = t.rows.iter().map(|(l, r)| (*l, cell(r, 0).to_string())).collect();
+        assert_eq!(lines, [(2, "A1".into()), (3, "A2".into()), (7, "A3".into()), (8, "A4".into())]);
+        let lf = text.replace("\r\n", "\n");
+        let t = read_table("x.csv", lf.as_bytes()).expect("table");
+        assert_eq!(t.rows.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [2, 3, 7, 8]);
+    }
+
+    #[test]
+    fn an_xlsx_row_is_its_excel_row_number() {
+        let mut wb = rust_xlsxwriter::Workbook::new();
+        let ws = wb.add_worksheet();
+        // Header on Excel row 2 (index 1), data on rows 3 and 5 (row 4 blank).
+        for (row, cells) in [(1u32, ["办件编号", "满意度"]), (2, ["A1", "5"]), (4, ["A2", "1"])] {
+            for (c, v) in cells.iter().enumerate() {
+                ws.write_string(row, c as u16, *v).expect("write");
+            }
+        }
+        let bytes = wb.save_to_buffer().expect("xlsx");
+        let t = read_table("x.xlsx", &bytes).expect("table");
+        assert_eq!(t.headers, ["办件编号", "满意度"]);
+        assert_eq!(t.rows.iter().map(|(l, r)| (*l, cell(r, 0).to_string())).collect::<Vec<_>>(), [(3, "A1".into()), (5, "A2".into())]);
     }
 
     #[test]

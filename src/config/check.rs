@@ -58,6 +58,11 @@ pub(super) fn check_sources(toml: &TomlFile<'_>, sources: &[SourceConfig], known
         if let Err(message) = super::names::check_plain_name("source name", &s.name) {
             problems.push(at.problem(&[Key("name")], message));
         }
+        if !(0.0..=1.0).contains(&s.max_quarantine_share) {
+            let message =
+                format!("source “{}”: max_quarantine_share {} must be a share between 0 and 1 (0.05 = 5%)", s.name, s.max_quarantine_share);
+            problems.push(at.problem(&[Key("max_quarantine_share")], message));
+        }
         problems.extend(check_source_transport(&at, s, known.categories));
         problems.extend(check_source_records(&at, s, known));
     }

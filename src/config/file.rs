@@ -156,6 +156,16 @@ pub struct SourceConfig {
     /// good is held); on by default, off only for a feed known to tag 好评.
     #[serde(default = "default_true")]
     pub inversion_guard: bool,
+    /// The largest share of a file's (or an API batch's) rows that may be
+    /// quarantined before the run fails (default 0.05): the good rows are
+    /// still committed, but a file that is mostly unreadable means a changed
+    /// export, and must not pass as a quiet run with a thin report.
+    #[serde(default = "default_max_quarantine_share")]
+    pub max_quarantine_share: f64,
+}
+
+fn default_max_quarantine_share() -> f64 {
+    0.05
 }
 
 fn default_true() -> bool {

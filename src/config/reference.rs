@@ -181,9 +181,25 @@ struct OfficesFile {
     offices: Vec<Office>,
 }
 
-fn read_csv(path: &Path, problems: &mut Problems) -> Option<csv::Reader<std::fs::File>> {
-    match csv::ReaderBuilder::new().flexible(true).from_path(path) {
-        Ok(r) => Some(r),
+/// A reference CSV ready to read, its line ends made `\n`: the CSV reader
+/// counts a CRLF file's lines one short (it counts the `\n` of a CRLF with
+/// the next record), so `manyi check` said `orgs.csv:1:` for a problem on
+/// line 2 of a file saved by Excel on Windows.
+fn read_csv(path: &Path, problems: &mut Problems) -> Option<csv::Reader<std::io::Cursor<Vec<u8>>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            // Byte by byte, so that text that is not UTF-8 is still refused
+            // row by row as before (no GBK byte is a \r or \n).
+            let mut unix = Vec::with_capacity(bytes.len());
+            for (i, &b) in bytes.iter().enumerate() {
+                match b {
+                    b'\r' if bytes.get(i + 1) == Some(&b'\n') => {}
+                    b'\r' => unix.push(b'\n'),
+                    _ => unix.push(b),
+                }
+            }
+            Some(csv::ReaderBuilder::new().flexible(true).from_reader(std::io::Cursor::new(unix)))
+        }
         Err(e) => {
             problems.push(path, None, format!("cannot read: {e}"));
             None
@@ -223,11 +239,14 @@ pub(super) fn load_orgs(path: &Path, problems: &mut Problems) -> OrgTree {
         units.push((OrgUnit { code, name: rec[1].trim().to_string(), parent: rec[2].trim().to_string(), level }, line));
     }
     let codes: HashMap<&str, OrgLevel> = units.iter().map(|(u, _)| (u.code.as_str(), u.level)).collect();
+    let city = missing_city(path, &units, problems);
     for (u, line) in &units {
         if u.level == OrgLevel::City {
             continue;
         }
         match codes.get(u.parent.as_str()) {
+            // Already said once, with what to add, by `missing_city`.
+            None if u.level == OrgLevel::District && city.as_deref() == Some(u.parent.as_str()) => {}
             None => problems.push(path, *line, format!("parent “{}” of {} is not in the file", u.parent, u.code)),
             Some(pl) if *pl >= u.level => problems.push(path, *line, format!("parent “{}” of {} is not a higher level", u.parent, u.code)),
             Some(pl) if *pl != OrgLevel::City && !u.code.starts_with(&u.parent) => {
@@ -240,6 +259,36 @@ pub(super) fn load_orgs(path: &Path, problems: &mut Problems) -> OrgTree {
         problems.push(path, None, "no org units");
     }
     OrgTree::new(units.into_iter().map(|(u, _)| u).collect())
+}
+
+/// When `orgs.csv` has no city row: one problem saying what line to add
+/// (with the code the districts name as their parent, when they agree), in
+/// place of one "parent is not in the file" per district. Returns that code.
+fn missing_city(path: &Path, units: &[(OrgUnit, Option<usize>)], problems: &mut Problems) -> Option<String> {
+    if units.is_empty() || units.iter().any(|(u, _)| u.level == OrgLevel::City) {
+        return None;
+    }
+    let mut parents: Vec<&str> = units.iter().filter(|(u, _)| u.level == OrgLevel::District).map(|(u, _)| u.parent.as_str()).collect();
+    parents.sort_unstable();
+    parents.dedup();
+    let code = match parents.as_slice() {
+        [one] if !one.is_empty() && !units.iter().any(|(u, _)| u.code == *one) => Some(one.to_string()),
+        _ => None,
+    };
+    let example = code.as_deref().unwrap_or("369900");
+    let named = match &code {
+        Some(c) => format!(" (the districts name {c} as their parent)"),
+        None => String::new(),
+    };
+    problems.push(
+        path,
+        None,
+        format!(
+            "no city row: add one line for the city, e.g. “{example},XX市,,city” (code, the city's name, an empty parent, level city){named}, \
+             and give every district the city's code as its parent"
+        ),
+    );
+    code
 }
 
 pub(super) fn load_categories(path: &Path, problems: &mut Problems) -> Vec<Category> {

@@ -36,6 +36,10 @@ pub struct SourceSummary {
     pub quarantined: usize,
     /// Quarantine files written.
     pub quarantine_files: Vec<PathBuf>,
+    /// Files and API batches with more than `max_quarantine_share` of their
+    /// rows quarantined, each with its share and top reasons (they make the
+    /// run fail; their good rows were committed).
+    pub over_quarantined: Vec<String>,
     /// The source's watermark after the run (API sources).
     pub watermark: Option<String>,
     /// Why the source failed, if it did; what was committed before stays.
@@ -169,20 +173,57 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
         Ok(())
     })?;
     tracing::info!(source = %src.name, files = sum.files, new = sum.new, updated = sum.updated, unchanged = sum.unchanged, quarantined = sum.quarantined, "collected");
-    // A held file stored nothing and waits in the inbox: the run fails.
+    // A held file stored nothing and waits in the inbox, a file rejected
+    // whole stored nothing, a file mostly quarantined stored little: the run
+    // must not look successful.
+    let mut failures = Vec::new();
     if !sum.held.is_empty() {
-        bail!("{} file(s) held in the inbox, nothing of them stored:\n    {}", sum.held.len(), sum.held.join("\n    "));
+        failures.push(format!("{} file(s) held in the inbox, nothing of them stored:\n    {}", sum.held.len(), sum.held.join("\n    ")));
     }
-    // A file rejected whole stored nothing: the run must not look successful.
     if !sum.rejected_names.is_empty() {
-        bail!(
+        failures.push(format!(
             "{} file(s) rejected whole, nothing of them stored: {} (moved to {}, the reason beside each in a .reason.txt)",
             sum.rejected_names.len(),
             sum.rejected_names.join(", "),
             inbox.join("rejected").display()
-        );
+        ));
+    }
+    failures.extend(sum.over_quarantined.iter().cloned());
+    if !failures.is_empty() {
+        bail!("{}", failures.join("; "));
     }
     Ok(())
+}
+
+/// Why a file or API batch (`what`) fails the run: more than `limit` of its
+/// rows quarantined. Names the share, the quarantine file and the three most
+/// frequent reasons (by their exact text, so that 81 rows with the same
+/// unknown channel word count as one reason).
+fn over_quarantined(what: &str, parsed: &collect::Parsed, limit: f64, quarantine: Option<&std::path::Path>) -> Option<String> {
+    let bad = parsed.rejected.len();
+    let rows = bad + parsed.ratings.len() + parsed.responses.len();
+    if bad == 0 || (bad as f64) <= limit * rows as f64 {
+        return None;
+    }
+    let mut counts: Vec<(&str, &str, usize)> = Vec::new();
+    for r in &parsed.rejected {
+        match counts.iter_mut().find(|(f, why, _)| *f == r.field && *why == r.reason) {
+            Some(c) => c.2 += 1,
+            None => counts.push((&r.field, &r.reason, 1)),
+        }
+    }
+    // Stable: equal counts keep the order the rows came in.
+    counts.sort_by_key(|c| std::cmp::Reverse(c.2));
+    let top: Vec<String> = counts.iter().take(3).map(|(f, why, n)| format!("{n} row(s) {f}: {why}")).collect();
+    Some(format!(
+        "{what}: {bad} of {rows} rows quarantined ({:.1}%, more than max_quarantine_share {:.1}%); the {} good rows were committed. \
+         Top reasons: {}. The rows and their reasons are in {}; correct them at the source and send them again",
+        100.0 * bad as f64 / rows as f64,
+        100.0 * limit,
+        rows - bad,
+        top.join("; "),
+        quarantine.map(|q| q.display().to_string()).unwrap_or_default()
+    ))
 }
 
 /// Lands the `k`th file of a run, commits what parsed, and archives it (or
@@ -212,6 +253,7 @@ fn ingest_file(
             sum.add(&outcome.batch);
             sum.quarantined += outcome.quarantined;
             sum.quarantine_files.extend(outcome.quarantine_file);
+            sum.over_quarantined.extend(outcome.over_quarantined);
             crate::store::crash_point("after-commit");
             collect::finish_file(inbox, fetched, None)?;
         }
@@ -258,6 +300,9 @@ fn collect_api(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut So
         }
     }
     tracing::info!(source = %src.name, pages = sum.pages, new = sum.new, updated = sum.updated, unchanged = sum.unchanged, quarantined = sum.quarantined, "collected");
+    if !sum.over_quarantined.is_empty() {
+        bail!("{}", sum.over_quarantined.join("; "));
+    }
     Ok(())
 }
 
@@ -286,6 +331,8 @@ fn commit_api_batch(
         tracing::warn!(source = %src.name, pages = ?batch.pages, rows = parsed.rejected.len(), quarantine = %q.display(), "records quarantined");
         sum.quarantine_files.push(q.clone());
     }
+    let what = format!("batch {batch_id} (pages {:?})", batch.pages);
+    sum.over_quarantined.extend(over_quarantined(&what, &parsed, src.max_quarantine_share, quarantine.as_deref()));
     let meta = BatchMeta {
         batch_id: batch_id.into(),
         source: src.name.clone(),
@@ -325,6 +372,8 @@ struct FileOutcome {
     quarantined: usize,
     /// The quarantine file, when rows were rejected.
     quarantine_file: Option<PathBuf>,
+    /// Why the file fails the run although committed (see [`over_quarantined`]).
+    over_quarantined: Option<String>,
 }
 
 /// Reads a file's table and normalises its rows (no side effects).
@@ -357,6 +406,7 @@ fn commit_file(
     if let Some(q) = &quarantine {
         tracing::warn!(source = %src.name, file = %fetched.name, rows = parsed.rejected.len(), quarantine = %q.display(), "rows quarantined");
     }
+    let over = over_quarantined(&fetched.name, &parsed, src.max_quarantine_share, quarantine.as_deref());
     let meta = BatchMeta {
         batch_id: batch_id.into(),
         source: src.name.clone(),
@@ -369,5 +419,11 @@ fn commit_file(
         SourceKind::RatingFile | SourceKind::HaochapingApi => store.commit_ratings(&meta, &parsed.ratings)?,
         SourceKind::WjxExport | SourceKind::WjxApi => store.commit_responses(&meta, &parsed.responses)?,
     };
-    Ok(FileOutcome { rows_read: parsed.rows_read, batch, quarantined: parsed.rejected.len(), quarantine_file: quarantine })
+    Ok(FileOutcome {
+        rows_read: parsed.rows_read,
+        batch,
+        quarantined: parsed.rejected.len(),
+        quarantine_file: quarantine,
+        over_quarantined: over,
+    })
 }

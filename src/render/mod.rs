@@ -181,18 +181,21 @@ fn communities_csv(view: &ReportView) -> Attachment {
         String::from("\u{feff}社区代码,社区,所属街道,评价数n,满意率,满意率95%下限,满意率95%上限,好评率,差评率,满意度得分,样本不足\r\n");
     for r in &view.ratings.communities {
         let st = &r.stats;
+        // A community without ratings has no rates: "—", as in the mail.
+        let figures = if st.n == 0 {
+            [NO_DATA; 6].join(",")
+        } else {
+            format!(
+                "{:.4},{:.4},{:.4},{:.4},{:.4},{:.2}",
+                st.satisfied_rate, st.satisfied_lo, st.satisfied_hi, st.good_rate, st.bad_rate, st.score
+            )
+        };
         s.push_str(&format!(
-            "{},{},{},{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.2},{}\r\n",
+            "{},{},{},{},{figures},{}\r\n",
             r.code,
             r.name.replace(',', "，"),
             r.parent.replace(',', "，"),
             st.n,
-            st.satisfied_rate,
-            st.satisfied_lo,
-            st.satisfied_hi,
-            st.good_rate,
-            st.bad_rate,
-            st.score,
             if r.low_n { "是" } else { "" }
         ));
     }
@@ -579,20 +582,41 @@ fn arg_f64(v: &Value, name: &str) -> tera::Result<f64> {
     v.as_f64().ok_or_else(|| tera::Error::msg(format!("filter {name} expects a number, got {v}")))
 }
 
-/// 0.9612 → "96.1%".
-fn pct_filter(v: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
+/// What a figure of an empty cell shows: a rate of nothing is not 0.0%.
+pub const NO_DATA: &str = "—";
+
+/// Whether the filter was given `n = 0` (the count the figure is a share of,
+/// or a product of counts): the figure does not exist and shows [`NO_DATA`].
+/// Without `n` the figure is shown as it is.
+fn of_nothing(args: &HashMap<String, Value>) -> bool {
+    args.get("n").and_then(Value::as_f64) == Some(0.0)
+}
+
+/// 0.9612 → "96.1%"; with `n=0` (`{{ x.satisfied_rate | pct(n=x.n) }}`), "—".
+fn pct_filter(v: &Value, args: &HashMap<String, Value>) -> tera::Result<Value> {
+    if of_nothing(args) || v.is_null() {
+        return Ok(Value::String(NO_DATA.into()));
+    }
     Ok(Value::String(format!("{:.1}%", arg_f64(v, "pct")? * 100.0)))
 }
 
-/// A change in percentage points with its sign: 0.43 → "+0.4个百分点".
-fn pp_filter(v: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
+/// A change in percentage points with its sign: 0.43 → "+0.4个百分点";
+/// with `n=0` (either period empty), "—".
+fn pp_filter(v: &Value, args: &HashMap<String, Value>) -> tera::Result<Value> {
+    if of_nothing(args) {
+        return Ok(Value::String(NO_DATA.into()));
+    }
     let x = arg_f64(v, "pp")?;
     let x = if x.abs() < 0.05 { 0.0 } else { x };
     Ok(Value::String(format!("{x:+.1}个百分点")))
 }
 
-/// Integers with thousands separators: 12345 → "12,345"; floats to 1 decimal.
-fn num_filter(v: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
+/// Integers with thousands separators: 12345 → "12,345"; floats to 1
+/// decimal; with `n=0` (a score of no ratings), "—".
+fn num_filter(v: &Value, args: &HashMap<String, Value>) -> tera::Result<Value> {
+    if of_nothing(args) {
+        return Ok(Value::String(NO_DATA.into()));
+    }
     if let Some(i) = v.as_u64() {
         let s = i.to_string();
         let mut out = String::new();

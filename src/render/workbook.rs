@@ -49,6 +49,20 @@ fn header(ws: &mut Worksheet, cols: &[&str], bold: &Format) -> Result<(), XlsxEr
     Ok(())
 }
 
+/// Writes a rate (with the percentage format) or a score of a cell of `n`
+/// ratings; a cell without ratings has neither and gets "—", as in the mail.
+fn figure(ws: &mut Worksheet, row: u32, col: u16, n: u64, v: f64, format: Option<&Format>) -> Result<(), XlsxError> {
+    match (n, format) {
+        (0, _) => ws.write_string(row, col, super::NO_DATA).map(|_| ()),
+        (_, Some(f)) => ws.write_number_with_format(row, col, v, f).map(|_| ()),
+        (_, None) => ws.write_number(row, col, v).map(|_| ()),
+    }
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
 fn rows_sheet(wb: &mut Workbook, name: &str, first: &str, rows: &[Row], bold: &Format, pct: &Format) -> Result<(), XlsxError> {
     let ws = wb.add_worksheet().set_name(name)?;
     header(
@@ -79,18 +93,13 @@ fn rows_sheet(wb: &mut Workbook, name: &str, first: &str, rows: &[Row], bold: &F
         ws.write_string(row, 1, cell_text(&r.code))?;
         ws.write_string(row, 2, cell_text(&r.parent))?;
         ws.write_number(row, 3, s.n as f64)?;
-        for (c, v) in [
-            (4u16, s.satisfied_rate),
-            (5, s.satisfied_lo),
-            (6, s.satisfied_hi),
-            (7, s.good_rate),
-            (8, s.bad_rate),
-            (10, r.previous.satisfied_rate),
-        ] {
-            ws.write_number_with_format(row, c, v, pct)?;
+        for (c, v) in [(4u16, s.satisfied_rate), (5, s.satisfied_lo), (6, s.satisfied_hi), (7, s.good_rate), (8, s.bad_rate)] {
+            figure(ws, row, c, s.n, v, Some(pct))?;
         }
-        ws.write_number(row, 9, (s.score * 10.0).round() / 10.0)?;
-        ws.write_number(row, 11, (r.change_pp * 10.0).round() / 10.0)?;
+        figure(ws, row, 10, r.previous.n, r.previous.satisfied_rate, Some(pct))?;
+        figure(ws, row, 9, s.n, round1(s.score), None)?;
+        // A change needs both periods.
+        figure(ws, row, 11, s.n.min(r.previous.n), round1(r.change_pp), None)?;
         ws.write_string(row, 12, if r.significant { "是" } else { "" })?;
         if let Some(rank) = r.rank {
             ws.write_number(row, 13, rank as f64)?;
@@ -119,8 +128,11 @@ fn build(view: &ReportView, created: NaiveDateTime) -> Result<Vec<u8>, XlsxError
     {
         let ws = wb.add_worksheet().set_name("总体")?;
         header(ws, &["指标", "本期", "上期"], &bold)?;
-        let lines: [(&str, f64, f64, bool); 7] = [
-            ("评价数n", r.total.n as f64, r.previous.n as f64, false),
+        let (cur_n, prev_n) = (r.total.n, r.previous.n);
+        ws.write_string(1, 0, "评价数n")?;
+        ws.write_number(1, 1, cur_n as f64)?;
+        ws.write_number(1, 2, prev_n as f64)?;
+        let lines: [(&str, f64, f64, bool); 6] = [
             ("满意率", r.total.satisfied_rate, r.previous.satisfied_rate, true),
             ("满意率95%下限", r.total.satisfied_lo, r.previous.satisfied_lo, true),
             ("满意率95%上限", r.total.satisfied_hi, r.previous.satisfied_hi, true),
@@ -129,15 +141,11 @@ fn build(view: &ReportView, created: NaiveDateTime) -> Result<Vec<u8>, XlsxError
             ("满意度得分", r.total.score, r.previous.score, false),
         ];
         for (i, (name, cur, prev, is_pct)) in lines.iter().enumerate() {
-            let row = (i + 1) as u32;
+            let row = (i + 2) as u32;
             ws.write_string(row, 0, *name)?;
-            if *is_pct {
-                ws.write_number_with_format(row, 1, *cur, &pct)?;
-                ws.write_number_with_format(row, 2, *prev, &pct)?;
-            } else {
-                ws.write_number(row, 1, *cur)?;
-                ws.write_number(row, 2, *prev)?;
-            }
+            let format = is_pct.then_some(&pct);
+            figure(ws, row, 1, cur_n, *cur, format)?;
+            figure(ws, row, 2, prev_n, *prev, format)?;
         }
         ws.write_string(9, 0, "统计期")?;
         ws.write_string(9, 1, &view.period_label)?;
@@ -161,9 +169,9 @@ fn build(view: &ReportView, created: NaiveDateTime) -> Result<Vec<u8>, XlsxError
             ws.write_string(row, 1, cell_text(&c.category))?;
             ws.write_number(row, 2, c.stats.n as f64)?;
             for (col, v) in [(3u16, c.stats.satisfied_rate), (4, c.stats.satisfied_lo), (5, c.stats.satisfied_hi), (6, c.stats.bad_rate)] {
-                ws.write_number_with_format(row, col, v, &pct)?;
+                figure(ws, row, col, c.stats.n, v, Some(&pct))?;
             }
-            ws.write_number(row, 7, (c.stats.score * 10.0).round() / 10.0)?;
+            figure(ws, row, 7, c.stats.n, round1(c.stats.score), None)?;
             ws.write_string(row, 8, if c.low_n { "是" } else { "" })?;
         }
     }
@@ -175,9 +183,9 @@ fn build(view: &ReportView, created: NaiveDateTime) -> Result<Vec<u8>, XlsxError
             ws.write_string(row, 0, m)?;
             ws.write_number(row, 1, s.n as f64)?;
             for (col, v) in [(2u16, s.satisfied_rate), (3, s.good_rate), (4, s.bad_rate)] {
-                ws.write_number_with_format(row, col, v, &pct)?;
+                figure(ws, row, col, s.n, v, Some(&pct))?;
             }
-            ws.write_number(row, 5, (s.score * 10.0).round() / 10.0)?;
+            figure(ws, row, 5, s.n, round1(s.score), None)?;
         }
     }
     if view.kind == ReportKind::Office {

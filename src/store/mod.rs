@@ -590,23 +590,92 @@ impl Store {
         Ok(paths)
     }
 
-    /// Counts for a report footer: committed batches and quarantined rows up to `as_of`.
+    /// Counts for a report footer, per source, of what was committed up to
+    /// `as_of`: batches, **distinct** records stored and **distinct** rows
+    /// quarantined.
+    ///
+    /// A record is stored once however often it is received: `rows_new`
+    /// counts each (source, record id) the first time only, so their sum is
+    /// the number of distinct records (a new version of a record is not
+    /// another record; the figures count each record once too). A rejected
+    /// row fetched again (the overlap window of an API, a file sent twice) is
+    /// quarantined again: it is counted once by its content, the header and
+    /// value of every cell (which includes the record id), whatever its line
+    /// or the order of the columns (see [`Store::distinct_quarantined`]).
     pub fn provenance(&self, as_of: DateTime<Utc>) -> Result<Vec<SourceProvenance>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT source, COUNT(*), SUM(rows_new), SUM(rows_updated), SUM(rows_quarantined), MAX(committed_at)
+            "SELECT source, COUNT(*), SUM(rows_new), MAX(committed_at)
              FROM batches WHERE committed_at_ms <= ?1 GROUP BY source ORDER BY source",
         )?;
         let rows = stmt.query_map(params![as_of.timestamp_millis()], |r| {
-            Ok(SourceProvenance {
-                source: r.get(0)?,
-                batches: r.get(1)?,
-                records: r.get::<_, i64>(2)? + r.get::<_, i64>(3)?,
-                quarantined: r.get(4)?,
-                last_commit: r.get(5)?,
-            })
+            Ok(SourceProvenance { source: r.get(0)?, batches: r.get(1)?, records: r.get(2)?, quarantined: 0, last_commit: r.get(3)? })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut out: Vec<SourceProvenance> = rows.collect::<Result<_, _>>()?;
+        for p in &mut out {
+            p.quarantined = self.distinct_quarantined(&p.source, as_of)?;
+        }
+        Ok(out)
     }
+
+    /// The distinct rows in the quarantine files of `source`'s batches
+    /// committed up to `as_of`. A row is its cells keyed by header (the
+    /// columns 行号, 问题字段 and 原因, and an API record's 页码 and 页内序号,
+    /// left out: the same row has another place in another payload). A quarantine file that is gone or unreadable
+    /// counts its batch's `rows_quarantined` as they were recorded.
+    fn distinct_quarantined(&self, source: &str, as_of: DateTime<Utc>) -> Result<i64, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT quarantine, rows_quarantined FROM batches
+             WHERE source = ?1 AND committed_at_ms <= ?2 AND rows_quarantined > 0 ORDER BY batch_seq",
+        )?;
+        let batches =
+            stmt.query_map(params![source, as_of.timestamp_millis()], |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut seen = std::collections::HashSet::new();
+        let mut unreadable = 0i64;
+        for batch in batches {
+            let (file, rows) = batch?;
+            // The file's own folder under this data directory: the path was
+            // recorded as the data directory was named then.
+            let path = file.as_deref().and_then(|f| Path::new(f).file_name()).map(|n| self.root.join("quarantine").join(source).join(n));
+            match path.map(|p| quarantine_keys(&p)) {
+                Some(Ok(keys)) => seen.extend(keys),
+                Some(Err(e)) => {
+                    tracing::warn!(source, error = %e, "quarantine file unreadable; its rows are counted as recorded");
+                    unreadable += rows;
+                }
+                None => unreadable += rows,
+            }
+        }
+        Ok(seen.len() as i64 + unreadable)
+    }
+}
+
+/// Columns of a quarantine file that say where a row was, not what it was:
+/// the page and position of an API record, which change when it is fetched again.
+const POSITION_COLUMNS: [&str; 2] = ["页码", "页内序号"];
+
+/// The content key of each row of a quarantine file (see [`Store::distinct_quarantined`]).
+fn quarantine_keys(path: &Path) -> Result<Vec<[u8; 32]>, csv::Error> {
+    let bytes = fs::read(path)?;
+    let body = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&bytes);
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(body);
+    let headers = rdr.headers()?.clone();
+    let mut keys = Vec::new();
+    for rec in rdr.records() {
+        let rec = rec?;
+        let mut cells: Vec<(&str, &str)> =
+            headers.iter().zip(rec.iter()).skip(3).filter(|(name, _)| !POSITION_COLUMNS.contains(name)).collect();
+        cells.sort_unstable();
+        let mut h = Sha256::new();
+        for (name, value) in cells {
+            // Lengths first, so that no two rows of cells run into the same bytes.
+            for part in [name, value] {
+                h.update((part.len() as u64).to_le_bytes());
+                h.update(part.as_bytes());
+            }
+        }
+        keys.push(h.finalize().into());
+    }
+    Ok(keys)
 }
 
 /// The stored key of each record listed in `order` (indices of `records`
@@ -774,9 +843,9 @@ pub struct SourceProvenance {
     pub source: String,
     /// Batches committed.
     pub batches: i64,
-    /// Record versions stored.
+    /// Distinct records stored (a record with several versions counts once).
     pub records: i64,
-    /// Rows quarantined.
+    /// Distinct rows quarantined (a row received twice counts once).
     pub quarantined: i64,
     /// Last commit time (UTC, RFC 3339).
     pub last_commit: String,

@@ -73,6 +73,8 @@ fn implausible_dates_are_quarantined_at_ingest() {
          T005,1,2026-10-03 09:00:00,369901001001,政务办事,1,1,,已整改,2026-10-05 10:00:00\n"
     );
     d.file("inbox/ratings/dates.csv", &csv);
+    // Four of five rows are bad on purpose: more than max_quarantine_share's 5%.
+    crate::loud::allow_quarantine(&d, 1.0);
     d.manyi(&["collect"]).success();
     assert_eq!(stored(&d), 1, "only the plausible rating is stored");
     let qdir = d.dir.join("data/quarantine/office-drop");

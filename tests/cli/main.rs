@@ -10,6 +10,7 @@ mod exit_codes;
 mod feeds;
 mod hostile_files;
 mod layering;
+mod loud;
 mod metrics;
 mod privacy;
 mod promises;
@@ -196,6 +197,8 @@ fn malformed_rows_are_quarantined_and_the_rest_ingested() {
          A006,2,2026-10-05 11:00:00,369901001002,环境卫生,3,3,,\n"
     );
     d.file("inbox/ratings/drop.csv", &csv);
+    // Half the rows are bad on purpose: more than max_quarantine_share's 5%.
+    loud::allow_quarantine(&d, 0.5);
     let out = d.manyi(&["collect", "office-drop"]).success().stdout();
     assert!(out.contains("office-drop"), "{out}");
 
