@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Files that ship inside the binary so that `demo` works from any folder.
-pub const EMBEDDED: [(&str, &str); 20] = [
+pub const EMBEDDED: [(&str, &str); 22] = [
     ("reference/calendar.csv", include_str!("../reference/calendar.csv")),
     ("reference/categories.csv", include_str!("../reference/categories.csv")),
     ("jobs/monthly-report.toml", include_str!("../jobs/monthly-report.toml")),
@@ -27,6 +27,8 @@ pub const EMBEDDED: [(&str, &str); 20] = [
     ("survey-templates/_layout/macros.html.tera", include_str!("../survey-templates/_layout/macros.html.tera")),
     ("survey-templates/_layout/footer.txt.tera", include_str!("../survey-templates/_layout/footer.txt.tera")),
     ("survey-templates/_layout/parts.txt.tera", include_str!("../survey-templates/_layout/parts.txt.tera")),
+    ("survey-templates/_layout/scrutiny.html.tera", include_str!("../survey-templates/_layout/scrutiny.html.tera")),
+    ("survey-templates/_layout/scrutiny.txt.tera", include_str!("../survey-templates/_layout/scrutiny.txt.tera")),
     ("survey-templates/haochaping/survey.toml", include_str!("../survey-templates/haochaping/survey.toml")),
     ("survey-templates/haochaping/leadership.html.tera", include_str!("../survey-templates/haochaping/leadership.html.tera")),
     ("survey-templates/haochaping/leadership.txt.tera", include_str!("../survey-templates/haochaping/leadership.txt.tera")),
@@ -56,6 +58,14 @@ calendar = "reference/calendar.csv"
 
 [follow_up]
 deadline_working_days = 15
+# Deadlines per follow-up step in working days (核实 / 整改 / 反馈 = 回访);
+# a category or parent category may have its own: [follow_up.category.<code>].
+[follow_up.steps]
+verify = 1
+rectify = 15
+feedback = 15
+[follow_up.category.elderly_care]
+rectify = 10
 
 [metrics]
 min_n = 30
@@ -534,9 +544,32 @@ pub fn generate(dir: &Path, seed: u64, through: Period) -> Result<Generated> {
         write(dir, &format!("inbox/ratings/好差评导出_{}.csv", p.key()), &bytes)?;
     }
 
+    ratings += write_scripted_burst(dir, &city, through)?;
     let responses = write_wjx(dir, &mut rng, &city, &months)?;
     let config = dir.join("manyi.toml");
     Ok(Generated { dir: dir.to_path_buf(), config, ratings, responses, through })
+}
+
+/// One scripted burst in the report month, so the leadership report's
+/// 疑似刷评 line and workbook sheet show something: 12 非常满意 from one phone
+/// by 二维码 at one community within eight minutes (both burst rules fire).
+/// A file of its own, so the main export's columns stay as they are.
+fn write_scripted_burst(dir: &Path, city: &City, through: Period) -> Result<usize> {
+    let Some(comm) = city.communities.get(2) else { return Ok(0) };
+    let start = demo_calendar().add_working_days(through.start_date(), 2).and_hms_opt(10, 0, 0).unwrap_or_default();
+    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
+    w.write_record(["办件编号", "评价次数", "评价时间", "区划代码", "服务类别", "评价渠道", "满意度", "是否匿名", "联系电话"])?;
+    let n = 12;
+    for k in 0..n {
+        let at = start + chrono::Duration::seconds(40 * k);
+        let at = at.format("%Y-%m-%d %H:%M:%S").to_string();
+        let id = format!("LJSM{}{k:03}", through.key().replace('-', ""));
+        w.write_record([id.as_str(), "1", at.as_str(), comm.unit.code.as_str(), "政务办事", "3", "5", "否", "13900001234"])?;
+    }
+    let mut bytes = "\u{feff}".as_bytes().to_vec();
+    bytes.extend(w.into_inner().context("CSV buffer")?);
+    write(dir, &format!("inbox/ratings/好差评导出_{}_扫码补录.csv", through.key()), &bytes)?;
+    Ok(n as usize)
 }
 
 fn demo_calendar() -> WorkCalendar {

@@ -24,6 +24,7 @@ pub use file::{
     ApiConfig, ConfigFile, DefaultRatingRule, FollowUpRules, MAX_BATCH, MailConfig, MetricRules, ReferenceFiles, SignatureEncoding,
     SmtpConfig, SmtpSecurity, SourceConfig, SourceKind, ValueMaps, is_loopback_host,
 };
+pub use file::{BurstRules, StepDays};
 pub use jobs::{JobDef, JobKind, PeriodExpr};
 pub use reference::{Category, Office, OfficeRole, OrgTree, OrgUnit, Scope, find_category, read_calendar};
 pub use robots::{RobotConfig, RobotKind};

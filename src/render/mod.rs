@@ -7,6 +7,7 @@
 //! data and as-of time gives the same bytes — HTML, text, charts, workbook.
 
 mod charts;
+mod scrutiny;
 mod workbook;
 
 use crate::aggregate::{BadRating, Concentration, FollowUpSummary, RatingTables, Row, Stats, SurveyTables};
@@ -16,6 +17,8 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
 use tera::{Tera, Value};
+
+pub use scrutiny::{ChannelRow, FlaggedView, ScrutinyInput, ScrutinyView, build_scrutiny};
 
 /// Errors of rendering.
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +284,8 @@ pub struct ReportView {
     pub survey: Option<SurveyTables>,
     /// Footer: sources, counts, as-of, report id.
     pub footer: Footer,
+    /// Follow-up steps, 实名差评回访率, channels and bursts (set by the pipeline through [`build_scrutiny`]).
+    pub scrutiny: ScrutinyView,
 }
 
 /// A community × category cell of the weakest list.
@@ -575,6 +580,7 @@ pub fn build_view(cfg: &Config, input: ViewInput<'_>) -> ReportView {
         survey,
         footer,
         ratings: tables,
+        scrutiny: ScrutinyView::default(),
     }
 }
 

@@ -204,7 +204,42 @@ fn build(view: &ReportView, created: NaiveDateTime) -> Result<Vec<u8>, XlsxError
             ws.write_string(row, 8, if b.rating.overdue { "逾期" } else { "" })?;
         }
     }
+    if view.kind == ReportKind::Leadership {
+        bursts_sheet(&mut wb, view, &bold)?;
+    }
     wb.save_to_buffer()
+}
+
+/// The 疑似刷评复核 sheet of the leadership workbook: every rating a burst
+/// rule flagged, with the rule and its run. The ratings stay in the figures.
+fn bursts_sheet(wb: &mut Workbook, view: &ReportView, bold: &Format) -> Result<(), XlsxError> {
+    let ws = wb.add_worksheet().set_name("疑似刷评复核")?;
+    header(ws, &["评价编号", "评价时间", "社区", "街道", "渠道", "规则", "连串条数", "阈值", "连串起止"], bold)?;
+    let s = &view.scrutiny;
+    for (i, f) in s.flagged.iter().enumerate() {
+        let row = (i + 1) as u32;
+        ws.write_string(row, 0, cell_text(&f.rating_id))?;
+        ws.write_string(row, 1, &f.rated_at)?;
+        ws.write_string(row, 2, cell_text(&f.community))?;
+        ws.write_string(row, 3, cell_text(&f.street))?;
+        ws.write_string(row, 4, cell_text(&f.channel))?;
+        ws.write_string(row, 5, &f.rule)?;
+        ws.write_number(row, 6, f.run_size as f64)?;
+        ws.write_number(row, 7, f.threshold as f64)?;
+        ws.write_string(row, 8, &f.run)?;
+    }
+    // The rules under the list, so the sheet explains itself when forwarded.
+    let below = s.flagged.len() as u32 + 2;
+    let note = match (s.flagged.is_empty(), s.burst_rules.is_empty()) {
+        (_, true) => "疑似刷评检测未启用（[bursts] enabled = false）。",
+        (true, false) => "本期未发现疑似刷评。",
+        (false, false) => "以上评价仍计入各项指标，仅供复核。",
+    };
+    ws.write_string(below, 0, note)?;
+    for (k, rule) in s.burst_rules.iter().enumerate() {
+        ws.write_string(below + 1 + k as u32, 0, rule)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
