@@ -14,16 +14,20 @@
 //! - [`ratings`]: breakdowns, the report tables, rankings and changes.
 //! - [`follow_up`]: 差评 deadlines on the working-day calendar, 整改率, overdue.
 //! - [`survey`]: questionnaire distributions, multi-select, matrix rows, 需求清单.
+//! - [`watch`]: the watch list (连续落后): units at the bottom month after month.
 
 pub mod follow_up;
 pub mod ratings;
 pub mod survey;
+pub mod watch;
 
 pub use follow_up::{BadRating, Concentration, FollowUpSummary, bad_ratings, concentration, follow_up_summary};
 pub use ratings::{
-    Breakdown, Cross, Dim, Grain, RatingTables, RefFrames, Row, Rules, breakdown, grain, in_scope, lineage_in_scope, rating_tables,
+    Apart, Breakdown, Cell, Cross, Dim, Grain, RatingTables, RefFrames, Row, Rules, breakdown, evaluation_of, grain, in_scope,
+    lineage_in_scope, project_of, rating_tables,
 };
 pub use survey::{NeedItem, QuestionStats, SurveyTables, survey_tables};
+pub use watch::{WatchEntry, WatchMonth, office_rows, watch_list};
 
 use polars::prelude::PolarsError;
 use serde::Serialize;
