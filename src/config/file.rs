@@ -188,6 +188,56 @@ pub struct MetricRules {
     /// 20, a community with 2 ratings scores near its street's rate.
     #[serde(default = "default_prior_weight")]
     pub prior_weight: f64,
+    /// Whether 系统默认评价 count in the rates. Off by default: a default
+    /// rating is what the platform filled in, not what a resident said, so
+    /// the rates are over 主动评价 and the defaults are shown apart.
+    #[serde(default)]
+    pub include_default: bool,
+    /// The figure rankings order by (shrunk toward the parent's).
+    #[serde(default)]
+    pub rank_by: RankBy,
+    /// Share of ranked peers at the bottom of a month's ranking that puts a
+    /// unit on the watch list (连续落后) when it stays there two months or more.
+    #[serde(default = "default_watch_bottom")]
+    pub watch_bottom: f64,
+    /// A 满意率 below which a unit is behind whatever its rank (none by default).
+    #[serde(default)]
+    pub watch_threshold: Option<f64>,
+}
+
+/// The figure a ranking orders by. Every one is shrunk toward the parent's
+/// figure with `prior_weight`, so a tiny cell cannot top or tail a table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RankBy {
+    /// 差评率, lowest first: real 好评率 sit at 99%+, so 差评 are what
+    /// tells units apart.
+    #[default]
+    BadRate,
+    /// 满意率 (基本满意以上), highest first.
+    SatisfiedRate,
+    /// 满意度得分, highest first.
+    Score,
+}
+
+impl RankBy {
+    /// The Chinese name of the figure, as tables print it.
+    pub fn label(self) -> &'static str {
+        match self {
+            RankBy::BadRate => "差评率（低者在前）",
+            RankBy::SatisfiedRate => "满意率（高者在前）",
+            RankBy::Score => "满意度得分（高者在前）",
+        }
+    }
+
+    /// Whether a lower figure ranks better.
+    pub fn lower_is_better(self) -> bool {
+        self == RankBy::BadRate
+    }
+}
+
+fn default_watch_bottom() -> f64 {
+    0.10
 }
 
 fn default_prior_weight() -> f64 {
@@ -200,7 +250,14 @@ fn default_min_n() -> u32 {
 
 impl Default for MetricRules {
     fn default() -> Self {
-        MetricRules { min_n: default_min_n(), prior_weight: default_prior_weight() }
+        MetricRules {
+            min_n: default_min_n(),
+            prior_weight: default_prior_weight(),
+            include_default: false,
+            rank_by: RankBy::default(),
+            watch_bottom: default_watch_bottom(),
+            watch_threshold: None,
+        }
     }
 }
 

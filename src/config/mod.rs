@@ -21,7 +21,7 @@ mod robots;
 mod survey;
 
 pub use file::{
-    ApiConfig, ConfigFile, DefaultRatingRule, FollowUpRules, MAX_BATCH, MailConfig, MetricRules, ReferenceFiles, SignatureEncoding,
+    ApiConfig, ConfigFile, DefaultRatingRule, FollowUpRules, MAX_BATCH, MailConfig, MetricRules, RankBy, ReferenceFiles, SignatureEncoding,
     SmtpConfig, SmtpSecurity, SourceConfig, SourceKind, ValueMaps, is_loopback_host,
 };
 pub use file::{BurstRules, StepDays};

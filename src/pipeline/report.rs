@@ -302,6 +302,10 @@ struct Prepared<'a> {
     /// Every ranked unit's (rank, ranked peers, peer word), for the robots'
     /// cards; empty when no office has a robot.
     ranks: HashMap<String, (usize, usize, String)>,
+    /// The city's watch list (连续落后); each report shows its scope's entries.
+    watch: Vec<aggregate::WatchEntry>,
+    /// Offices ranked among themselves this period, for the leadership report.
+    offices: Vec<aggregate::Row>,
     /// Channel counts and flagged bursts of the period.
     scrutiny: ScrutinyData<'a>,
 }
@@ -374,9 +378,13 @@ impl<'a> Prepared<'a> {
             deadline_days,
         };
         let city = cfg.orgs.at_level(OrgLevel::City).next().map(|u| u.name.clone()).unwrap_or_else(|| cfg.file.organisation.clone());
-        let rules = aggregate::Rules { min_n: cfg.file.metrics.min_n as u64, prior_weight: cfg.file.metrics.prior_weight };
+        let rules = aggregate::Rules::from(&cfg.file.metrics);
         let bad_lineage = bad.iter().map(|b| cfg.orgs.lineage(&b.org_code)).collect();
         let ranks = if cfg.offices.iter().any(|o| !o.robots.is_empty()) { unit_ranks(cfg, &grain, period, rules) } else { HashMap::new() };
+        let office_scopes: Vec<(String, String, Scope)> =
+            cfg.offices.iter().filter(|o| o.role == OfficeRole::Office).map(|o| (o.id.clone(), o.name.clone(), o.scope.clone())).collect();
+        let watch = aggregate::watch_list(&grain, &cfg.orgs, &cfg.categories, &office_scopes, period, rules);
+        let offices = aggregate::office_rows(&grain, &cfg.orgs, &cfg.categories, &office_scopes, period, rules);
         let prep = Prepared {
             cfg,
             template,
@@ -393,6 +401,8 @@ impl<'a> Prepared<'a> {
             everything: Scope::default(),
             ranks,
             scrutiny,
+            watch,
+            offices,
         };
         Ok((prep, scan))
     }
@@ -406,7 +416,11 @@ impl<'a> Prepared<'a> {
             OfficeRole::Office => (ReportKind::Office, &office.scope, office.name.as_str()),
         };
         let clock = Instant::now();
-        let tables = aggregate::rating_tables(&self.grain, &cfg.orgs, &cfg.categories, scope, self.period, 12, self.rules);
+        let mut tables = aggregate::rating_tables(&self.grain, &cfg.orgs, &cfg.categories, scope, self.period, 12, self.rules);
+        tables.watch = self.watch_of(office);
+        if kind == ReportKind::Leadership {
+            tables.offices = self.offices.clone();
+        }
         let total = tables.total;
         let bad_in: Vec<&BadRating> = self
             .bad
@@ -484,6 +498,19 @@ impl<'a> Prepared<'a> {
         }
         let input = render::ScrutinyInput { steps, channels, bursts, scheme: self.cfg.surveys.get(self.template) };
         render::build_scrutiny(self.cfg, input)
+    }
+
+    /// The watch entries an office sees: all of them for leadership; for an
+    /// office its own entry and the units inside its org scope.
+    fn watch_of(&self, office: &Office) -> Vec<aggregate::WatchEntry> {
+        if office.role == OfficeRole::Leadership {
+            return self.watch.clone();
+        }
+        let scope = &office.scope;
+        let inside = |code: &str| {
+            scope.categories.is_empty() && !scope.orgs.is_empty() && scope.orgs.iter().any(|s| self.cfg.orgs.is_within(code, s))
+        };
+        self.watch.iter().filter(|e| if e.level == "科室/单位" { e.code == office.id } else { inside(&e.code) }).cloned().collect()
     }
 
     /// Overdue 差评 per office, worst first, for the leadership report.

@@ -517,8 +517,11 @@ pub fn build_view(cfg: &Config, input: ViewInput<'_>) -> ReportView {
     weakest.truncate(10);
     let low_n_count = tables.communities.iter().filter(|r| r.low_n).count();
     let mut ranked_cells: Vec<&crate::aggregate::Cross> = tables.cross.iter().filter(|c| !c.low_n).collect();
-    // Stable, so equal scores keep the table's (community, category) order.
-    ranked_cells.sort_by(|a, b| a.shrunk.total_cmp(&b.shrunk));
+    // Weakest first in the ranking's own direction (the highest shrunk
+    // 差评率, or the lowest 满意率 or score). Stable, so equal scores keep
+    // the table's (community, category) order.
+    let lower = tables.rank_by.lower_is_better();
+    ranked_cells.sort_by(|a, b| if lower { b.shrunk.total_cmp(&a.shrunk) } else { a.shrunk.total_cmp(&b.shrunk) });
     let community_name = |code: &str| cfg.orgs.get(code).map(|u| u.name.clone()).unwrap_or_else(|| code.to_string());
     let weak_cells = ranked_cells
         .iter()
@@ -703,6 +706,7 @@ mod tests {
             significant: false,
             shrunk: 0.0,
             rank,
+            apart: crate::aggregate::Apart::of(&Default::default()),
         }
     }
 
