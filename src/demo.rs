@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Files that ship inside the binary so that `demo` works from any folder.
-pub const EMBEDDED: [(&str, &str); 22] = [
+pub const EMBEDDED: [(&str, &str); 24] = [
     ("reference/calendar.csv", include_str!("../reference/calendar.csv")),
     ("reference/categories.csv", include_str!("../reference/categories.csv")),
     ("jobs/monthly-report.toml", include_str!("../jobs/monthly-report.toml")),

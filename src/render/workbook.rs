@@ -173,35 +173,7 @@ fn build(view: &ReportView, created: NaiveDateTime) -> Result<Vec<u8>, XlsxError
     let bold = Format::new().set_bold();
     let pct = Format::new().set_num_format("0.0%");
     let r = &view.ratings;
-    {
-        let ws = wb.add_worksheet().set_name("总体")?;
-        header(ws, &["指标", "本期", "上期"], &bold)?;
-        let (cur_n, prev_n) = (r.total.n, r.previous.n);
-        ws.write_string(1, 0, "评价数n")?;
-        ws.write_number(1, 1, cur_n as f64)?;
-        ws.write_number(1, 2, prev_n as f64)?;
-        let lines: [(&str, f64, f64, bool); 6] = [
-            ("满意率", r.total.satisfied_rate, r.previous.satisfied_rate, true),
-            ("满意率95%下限", r.total.satisfied_lo, r.previous.satisfied_lo, true),
-            ("满意率95%上限", r.total.satisfied_hi, r.previous.satisfied_hi, true),
-            ("好评率", r.total.good_rate, r.previous.good_rate, true),
-            ("差评率", r.total.bad_rate, r.previous.bad_rate, true),
-            ("满意度得分", r.total.score, r.previous.score, false),
-        ];
-        for (i, (name, cur, prev, is_pct)) in lines.iter().enumerate() {
-            let row = (i + 2) as u32;
-            ws.write_string(row, 0, *name)?;
-            let format = is_pct.then_some(&pct);
-            figure(ws, row, 1, cur_n, *cur, format)?;
-            figure(ws, row, 2, prev_n, *prev, format)?;
-        }
-        ws.write_string(9, 0, "统计期")?;
-        ws.write_string(9, 1, &view.period_label)?;
-        ws.write_string(10, 0, "数据截至")?;
-        ws.write_string(10, 1, &view.footer.as_of)?;
-        ws.write_string(11, 0, "报告编号")?;
-        ws.write_string(11, 1, &view.footer.report_id)?;
-    }
+    overall_sheet(&mut wb, view, &bold, &pct)?;
     if view.kind == ReportKind::Leadership {
         rows_sheet(&mut wb, "各区", "区县", &r.districts, &bold, &pct)?;
         rows_sheet(&mut wb, "各街道", "街道", &r.streets, &bold, &pct)?;
@@ -209,54 +181,130 @@ fn build(view: &ReportView, created: NaiveDateTime) -> Result<Vec<u8>, XlsxError
     rows_sheet(&mut wb, "各社区", "社区", &r.communities, &bold, &pct)?;
     watch_sheets(&mut wb, r, &bold, &pct)?;
     rows_sheet(&mut wb, "服务类别", "服务类别", &r.categories, &bold, &pct)?;
-    {
-        let ws = wb.add_worksheet().set_name("社区×服务类别")?;
-        header(ws, &["社区代码", "服务类别", "评价数n", "满意率", "95%下限", "95%上限", "差评率", "满意度得分", "样本不足"], &bold)?;
-        for (i, c) in r.cross.iter().enumerate() {
-            let row = (i + 1) as u32;
-            ws.write_string(row, 0, cell_text(&c.community))?;
-            ws.write_string(row, 1, cell_text(&c.category))?;
-            ws.write_number(row, 2, c.stats.n as f64)?;
-            for (col, v) in [(3u16, c.stats.satisfied_rate), (4, c.stats.satisfied_lo), (5, c.stats.satisfied_hi), (6, c.stats.bad_rate)] {
-                figure(ws, row, col, c.stats.n, v, Some(&pct))?;
-            }
-            figure(ws, row, 7, c.stats.n, round1(c.stats.score), None)?;
-            ws.write_string(row, 8, if c.low_n { "是" } else { "" })?;
-        }
-    }
-    {
-        let ws = wb.add_worksheet().set_name("近12个月")?;
-        header(ws, &["月份", "评价数n", "满意率", "好评率", "差评率", "满意度得分"], &bold)?;
-        for (i, (m, s)) in r.trend.iter().enumerate() {
-            let row = (i + 1) as u32;
-            ws.write_string(row, 0, m)?;
-            ws.write_number(row, 1, s.n as f64)?;
-            for (col, v) in [(2u16, s.satisfied_rate), (3, s.good_rate), (4, s.bad_rate)] {
-                figure(ws, row, col, s.n, v, Some(&pct))?;
-            }
-            figure(ws, row, 5, s.n, round1(s.score), None)?;
-        }
-    }
+    cross_sheet(&mut wb, r, &bold, &pct)?;
+    trend_sheet(&mut wb, r, &bold, &pct)?;
     if view.kind == ReportKind::Office {
-        let ws = wb.add_worksheet().set_name("差评清单")?;
-        header(ws, &["评价编号", "评价时间", "社区", "服务类别", "等级", "评价内容", "整改期限", "状态", "逾期"], &bold)?;
-        for (i, b) in view.bad_list.iter().enumerate() {
-            let row = (i + 1) as u32;
-            ws.write_string(row, 0, cell_text(&b.rating.rating_id))?;
-            ws.write_string(row, 1, b.rating.rated_at.format("%Y-%m-%d %H:%M").to_string())?;
-            ws.write_string(row, 2, cell_text(&b.community))?;
-            ws.write_string(row, 3, cell_text(&b.category_name))?;
-            ws.write_string(row, 4, if b.rating.level == 1 { "非常不满意" } else { "不满意" })?;
-            ws.write_string(row, 5, cell_text(&mask_personal(&b.rating.comment)))?;
-            ws.write_string(row, 6, b.rating.deadline.format("%Y-%m-%d").to_string())?;
-            ws.write_string(row, 7, cell_text(&b.rating.status))?;
-            ws.write_string(row, 8, if b.rating.overdue { "逾期" } else { "" })?;
-        }
+        bad_list_sheet(&mut wb, view, &bold)?;
+    }
+    if let Some(survey) = &view.survey {
+        survey_sheet(&mut wb, survey, &bold, &pct)?;
     }
     if view.kind == ReportKind::Leadership {
         bursts_sheet(&mut wb, view, &bold)?;
     }
     wb.save_to_buffer()
+}
+
+/// 总体: the headline figures against the previous period, and what the report is.
+fn overall_sheet(wb: &mut Workbook, view: &ReportView, bold: &Format, pct: &Format) -> Result<(), XlsxError> {
+    let r = &view.ratings;
+    let ws = wb.add_worksheet().set_name("总体")?;
+    header(ws, &["指标", "本期", "上期"], bold)?;
+    let (cur_n, prev_n) = (r.total.n, r.previous.n);
+    ws.write_string(1, 0, "评价数n")?;
+    ws.write_number(1, 1, cur_n as f64)?;
+    ws.write_number(1, 2, prev_n as f64)?;
+    let lines: [(&str, f64, f64, bool); 6] = [
+        ("满意率", r.total.satisfied_rate, r.previous.satisfied_rate, true),
+        ("满意率95%下限", r.total.satisfied_lo, r.previous.satisfied_lo, true),
+        ("满意率95%上限", r.total.satisfied_hi, r.previous.satisfied_hi, true),
+        ("好评率", r.total.good_rate, r.previous.good_rate, true),
+        ("差评率", r.total.bad_rate, r.previous.bad_rate, true),
+        ("满意度得分", r.total.score, r.previous.score, false),
+    ];
+    for (i, (name, cur, prev, is_pct)) in lines.iter().enumerate() {
+        let row = (i + 2) as u32;
+        ws.write_string(row, 0, *name)?;
+        let format = is_pct.then_some(pct);
+        figure(ws, row, 1, cur_n, *cur, format)?;
+        figure(ws, row, 2, prev_n, *prev, format)?;
+    }
+    ws.write_string(9, 0, "统计期")?;
+    ws.write_string(9, 1, &view.period_label)?;
+    ws.write_string(10, 0, "数据截至")?;
+    ws.write_string(10, 1, &view.footer.as_of)?;
+    ws.write_string(11, 0, "报告编号")?;
+    ws.write_string(11, 1, &view.footer.report_id)?;
+    Ok(())
+}
+
+/// 社区×服务类别: every cell of the cross table.
+fn cross_sheet(wb: &mut Workbook, r: &crate::aggregate::RatingTables, bold: &Format, pct: &Format) -> Result<(), XlsxError> {
+    let ws = wb.add_worksheet().set_name("社区×服务类别")?;
+    header(ws, &["社区代码", "服务类别", "评价数n", "满意率", "95%下限", "95%上限", "差评率", "满意度得分", "样本不足"], bold)?;
+    for (i, c) in r.cross.iter().enumerate() {
+        let row = (i + 1) as u32;
+        ws.write_string(row, 0, cell_text(&c.community))?;
+        ws.write_string(row, 1, cell_text(&c.category))?;
+        ws.write_number(row, 2, c.stats.n as f64)?;
+        for (col, v) in [(3u16, c.stats.satisfied_rate), (4, c.stats.satisfied_lo), (5, c.stats.satisfied_hi), (6, c.stats.bad_rate)] {
+            figure(ws, row, col, c.stats.n, v, Some(pct))?;
+        }
+        figure(ws, row, 7, c.stats.n, round1(c.stats.score), None)?;
+        ws.write_string(row, 8, if c.low_n { "是" } else { "" })?;
+    }
+    Ok(())
+}
+
+/// 近12个月: the trend.
+fn trend_sheet(wb: &mut Workbook, r: &crate::aggregate::RatingTables, bold: &Format, pct: &Format) -> Result<(), XlsxError> {
+    let ws = wb.add_worksheet().set_name("近12个月")?;
+    header(ws, &["月份", "评价数n", "满意率", "好评率", "差评率", "满意度得分"], bold)?;
+    for (i, (m, s)) in r.trend.iter().enumerate() {
+        let row = (i + 1) as u32;
+        ws.write_string(row, 0, m)?;
+        ws.write_number(row, 1, s.n as f64)?;
+        for (col, v) in [(2u16, s.satisfied_rate), (3, s.good_rate), (4, s.bad_rate)] {
+            figure(ws, row, col, s.n, v, Some(pct))?;
+        }
+        figure(ws, row, 5, s.n, round1(s.score), None)?;
+    }
+    Ok(())
+}
+
+/// 差评清单: an office's 差评 with their deadlines, comments masked.
+fn bad_list_sheet(wb: &mut Workbook, view: &ReportView, bold: &Format) -> Result<(), XlsxError> {
+    let ws = wb.add_worksheet().set_name("差评清单")?;
+    header(ws, &["评价编号", "评价时间", "社区", "服务类别", "等级", "评价内容", "整改期限", "状态", "逾期"], bold)?;
+    for (i, b) in view.bad_list.iter().enumerate() {
+        let row = (i + 1) as u32;
+        ws.write_string(row, 0, cell_text(&b.rating.rating_id))?;
+        ws.write_string(row, 1, b.rating.rated_at.format("%Y-%m-%d %H:%M").to_string())?;
+        ws.write_string(row, 2, cell_text(&b.community))?;
+        ws.write_string(row, 3, cell_text(&b.category_name))?;
+        ws.write_string(row, 4, if b.rating.level == 1 { "非常不满意" } else { "不满意" })?;
+        ws.write_string(row, 5, cell_text(&mask_personal(&b.rating.comment)))?;
+        ws.write_string(row, 6, b.rating.deadline.format("%Y-%m-%d").to_string())?;
+        ws.write_string(row, 7, cell_text(&b.rating.status))?;
+        ws.write_string(row, 8, if b.rating.overdue { "逾期" } else { "" })?;
+    }
+    Ok(())
+}
+
+/// 问卷: each question's options with counts, shares of those who answered
+/// and the share's 95% Wilson interval, and the question's 满意率.
+fn survey_sheet(wb: &mut Workbook, survey: &crate::aggregate::SurveyTables, bold: &Format, pct: &Format) -> Result<(), XlsxError> {
+    let ws = wb.add_worksheet().set_name("问卷")?;
+    header(ws, &["题目", "作答人数", "跳过人数", "选项", "人数", "占比", "95%下限", "95%上限", "满意率"], bold)?;
+    let mut row = 1u32;
+    for q in &survey.questions {
+        for (option, count, share) in &q.options {
+            let (lo, hi) = crate::aggregate::wilson(*count, q.answered);
+            ws.write_string(row, 0, cell_text(&q.text))?;
+            ws.write_number(row, 1, q.answered as f64)?;
+            ws.write_number(row, 2, q.skipped as f64)?;
+            ws.write_string(row, 3, cell_text(option))?;
+            ws.write_number(row, 4, *count as f64)?;
+            for (col, v) in [(5u16, *share), (6, lo), (7, hi)] {
+                figure(ws, row, col, q.answered, v, Some(pct))?;
+            }
+            if let Some(rate) = q.satisfied_rate {
+                figure(ws, row, 8, q.answered, rate, Some(pct))?;
+            }
+            row += 1;
+        }
+    }
+    Ok(())
 }
 
 /// The 疑似刷评复核 sheet of the leadership workbook: every rating a burst

@@ -187,4 +187,22 @@ fn a_published_questionnaire_figure_is_reproduced_from_a_gbk_export() {
     }
     assert!(csv.lines().any(|l| l.contains(",172,58,满意,172,1.000000,")), "question 5: 172 answered, 58 skipped:\n{csv}");
     d.manyi(&["figures", "--survey", "no-such", "--period", "2026-10"]).code(2);
+    // And in the leadership XLSX, sheet 问卷.
+    let xlsx = std::fs::read_dir(&folder)
+        .expect("report folder")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "xlsx") && p.to_string_lossy().contains("leadership"))
+        .expect("the leadership workbook");
+    use calamine::Reader;
+    let mut wb: calamine::Xlsx<_> = calamine::open_workbook(&xlsx).expect("open xlsx");
+    let sheet = wb.worksheet_range("问卷").expect("sheet 问卷");
+    let row = sheet
+        .rows()
+        .find(|r| r.first().is_some_and(|c| c.to_string() == "您对社区工作的总体评价") && r.get(3).is_some_and(|c| c.to_string() == "满意"))
+        .expect("the 满意 row of question 2");
+    assert_eq!(row.get(1).map(|c| c.to_string()), Some("230".into()));
+    assert_eq!(row.get(4).map(|c| c.to_string()), Some("161".into()));
+    let lo = row.get(6).and_then(calamine::DataType::get_float).expect("lower bound");
+    assert!((lo - 0.637888).abs() < 1e-6, "{lo}");
 }
