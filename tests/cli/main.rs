@@ -9,6 +9,7 @@ mod collect;
 mod exit_codes;
 mod feeds;
 mod hostile_files;
+mod intake;
 mod layering;
 mod loud;
 mod metrics;
