@@ -143,9 +143,9 @@ async fn point_form(Ext(st): Ext<Arc<State>>, Path(point): Path<String>) -> Resp
 }
 
 /// A checked slip, or the page that refuses it.
-fn check_slip(st: &State, tok: &str) -> Result<token::Slip, Response> {
+fn check_slip(st: &State, tok: &str) -> Result<token::Slip, Box<Response>> {
     let Some(secret) = &st.secret else {
-        return Err(message(st, StatusCode::SERVICE_UNAVAILABLE, "暂时无法评价，请稍后再试。"));
+        return Err(Box::new(message(st, StatusCode::SERVICE_UNAVAILABLE, "暂时无法评价，请稍后再试。")));
     };
     let slip = token::verify(secret, tok, Utc::now().timestamp()).map_err(|e| {
         // Logged without the token or anything personal: only the kind of failure.
@@ -154,14 +154,14 @@ fn check_slip(st: &State, tok: &str) -> Result<token::Slip, Response> {
             TokenError::Expired => "此评价码已过期，无法评价。",
             TokenError::Malformed | TokenError::BadSignature => "此评价码无效，无法评价。",
         };
-        message(st, StatusCode::FORBIDDEN, text)
+        Box::new(message(st, StatusCode::FORBIDDEN, text))
     })?;
     if !st.points.contains_key(&slip.point) {
         tracing::warn!("case-slip token names an unknown point");
-        return Err(message(st, StatusCode::FORBIDDEN, "此评价码无效，无法评价。"));
+        return Err(Box::new(message(st, StatusCode::FORBIDDEN, "此评价码无效，无法评价。")));
     }
     if st.used.lock().map(|u| u.contains(&slip.slip_id)).unwrap_or(false) {
-        return Err(message(st, StatusCode::OK, "已评价，感谢您的参与。"));
+        return Err(Box::new(message(st, StatusCode::OK, "已评价，感谢您的参与。")));
     }
     Ok(slip)
 }
@@ -172,7 +172,7 @@ async fn slip_form(Ext(st): Ext<Arc<State>>, Path(tok): Path<String>) -> Respons
             let title = st.points.get(&slip.point).map(|(_, t)| t.clone()).unwrap_or_default();
             form(&st, &title, &format!("/s/{tok}"))
         }
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
@@ -210,7 +210,7 @@ async fn slip_submit(
 ) -> Response {
     let slip = match check_slip(&st, &tok) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let client = client_of(&st, peer, &headers);
     let point = slip.point.clone();
