@@ -510,6 +510,12 @@ fn print_figures(cfg: &Config, b: &crate::aggregate::Breakdown) -> Result<()> {
             "bad_lo",
             "bad_hi",
             "score",
+            "active",
+            "default",
+            "active_rate",
+            "second",
+            "second_satisfied_rate",
+            "second_orphan",
         ]
         .map(String::from),
     );
@@ -545,6 +551,10 @@ fn print_figures(cfg: &Config, b: &crate::aggregate::Breakdown) -> Result<()> {
             .iter()
             .map(|x| format!("{x:.6}")),
         );
+        // Shown apart from the rates (issue 15): 主动/默认评价 and the second evaluations.
+        let a = b.apart.get(key).copied().unwrap_or_else(|| crate::aggregate::Apart::of(&Default::default()));
+        rec.extend([a.active.to_string(), a.default.to_string(), format!("{:.6}", a.active_rate), a.second.n.to_string()]);
+        rec.extend([format!("{:.6}", a.second.satisfied_rate), a.orphan_second.to_string()]);
         w.write_record(&rec)?;
     }
     w.flush()?;

@@ -8,7 +8,6 @@
 //! Group robots (企业微信 / 钉钉) are the second channel: [`robot`] sends,
 //! [`robot_text`] writes what they show.
 
-mod md5;
 pub mod robot;
 pub mod robot_text;
 

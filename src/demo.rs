@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Files that ship inside the binary so that `demo` works from any folder.
-pub const EMBEDDED: [(&str, &str); 20] = [
+pub const EMBEDDED: [(&str, &str); 22] = [
     ("reference/calendar.csv", include_str!("../reference/calendar.csv")),
     ("reference/categories.csv", include_str!("../reference/categories.csv")),
     ("jobs/monthly-report.toml", include_str!("../jobs/monthly-report.toml")),
@@ -27,11 +27,15 @@ pub const EMBEDDED: [(&str, &str); 20] = [
     ("survey-templates/_layout/macros.html.tera", include_str!("../survey-templates/_layout/macros.html.tera")),
     ("survey-templates/_layout/footer.txt.tera", include_str!("../survey-templates/_layout/footer.txt.tera")),
     ("survey-templates/_layout/parts.txt.tera", include_str!("../survey-templates/_layout/parts.txt.tera")),
+    ("survey-templates/_layout/scrutiny.html.tera", include_str!("../survey-templates/_layout/scrutiny.html.tera")),
+    ("survey-templates/_layout/scrutiny.txt.tera", include_str!("../survey-templates/_layout/scrutiny.txt.tera")),
     ("survey-templates/haochaping/survey.toml", include_str!("../survey-templates/haochaping/survey.toml")),
     ("survey-templates/haochaping/leadership.html.tera", include_str!("../survey-templates/haochaping/leadership.html.tera")),
     ("survey-templates/haochaping/leadership.txt.tera", include_str!("../survey-templates/haochaping/leadership.txt.tera")),
     ("survey-templates/haochaping/office.html.tera", include_str!("../survey-templates/haochaping/office.html.tera")),
     ("survey-templates/haochaping/office.txt.tera", include_str!("../survey-templates/haochaping/office.txt.tera")),
+    ("survey-templates/haochaping/_metrics.html.tera", include_str!("../survey-templates/haochaping/_metrics.html.tera")),
+    ("survey-templates/haochaping/_metrics.txt.tera", include_str!("../survey-templates/haochaping/_metrics.txt.tera")),
     ("survey-templates/haochaping/alert.html.tera", include_str!("../survey-templates/haochaping/alert.html.tera")),
     ("survey-templates/haochaping/alert.txt.tera", include_str!("../survey-templates/haochaping/alert.txt.tera")),
     ("survey-templates/community/survey.toml", include_str!("../survey-templates/community/survey.toml")),
@@ -56,6 +60,14 @@ calendar = "reference/calendar.csv"
 
 [follow_up]
 deadline_working_days = 15
+# Deadlines per follow-up step in working days (核实 / 整改 / 反馈 = 回访);
+# a category or parent category may have its own: [follow_up.category.<code>].
+[follow_up.steps]
+verify = 1
+rectify = 15
+feedback = 15
+[follow_up.category.elderly_care]
+rectify = 10
 
 [metrics]
 min_n = 30
@@ -72,6 +84,9 @@ demo = true
 name = "office-drop"
 kind = "rating_file"
 inbox = "inbox/ratings"
+# Ratings the platform filled in by itself are marked “系统默认评价” in the
+# export's 评价渠道 column; they are kept out of the rates and shown apart.
+default_rating = { field = "评价渠道", value = "系统默认评价" }
 # Which way this office's numeric 满意度 runs: "ascending" (1 = 非常不满意,
 # 5 = 非常满意) or "gbt39046" (1 = 非常满意, the national coding). Words
 # (非常满意 …) are read as words either way.
@@ -378,6 +393,36 @@ const RATING_HEADERS: [&str; 17] = [
     "整改完成时间",
 ];
 
+/// Share of ratings the platform fills in by default (always 非常满意).
+const DEFAULT_SHARE: f64 = 0.06;
+/// Share of rectified 差评 whose resident rates the 办件 again (追评).
+const SECOND_SHARE: f64 = 0.6;
+
+/// The resident's second evaluation (评价次数 2) of a rectified 差评: the
+/// day after the rectification, if that is still within the export's month.
+fn second_evaluation(
+    rng: &mut ChaCha8Rng,
+    first: &[String],
+    done: NaiveDateTime,
+    month_end: NaiveDate,
+    badness: f64,
+) -> Option<(NaiveDateTime, Vec<String>)> {
+    let at = (done + Duration::days(1)).date().and_time(NaiveTime::from_hms_opt(10, 15, 0).unwrap_or(NaiveTime::MIN));
+    // Only a first evaluation is followed by a second one.
+    if first[1] != "1" || at.date() > month_end || !rng.gen_bool(SECOND_SHARE) {
+        return None;
+    }
+    // After the office acted most residents are content; some are not.
+    let level = draw_level(rng, badness * 0.5);
+    let mut row = first.to_vec();
+    row[1] = "2".into();
+    row[2] = at.format("%Y-%m-%d %H:%M:%S").to_string();
+    row[9] = level.to_string();
+    (row[10], row[11]) = (String::new(), if level <= 2 { "整改后仍不满意".into() } else { "已经处理好了，谢谢".into() });
+    (row[15], row[16]) = (if level <= 2 { "有效".into() } else { String::new() }, String::new());
+    Some((at, row))
+}
+
 /// Writes the deployment and the file drops into `dir`.
 pub fn generate(dir: &Path, seed: u64, through: Period) -> Result<Generated> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -414,7 +459,8 @@ pub fn generate(dir: &Path, seed: u64, through: Period) -> Result<Generated> {
             let ki = pick(&mut rng, &CATEGORIES, |c| c.2);
             let (cat_code, cat_name, _, cat_bad) = CATEGORIES[ki];
             let summer = if cat_code == "sanitation" && matches!(p.start_date().month(), 7 | 8) { 0.2 } else { 0.0 };
-            let level = draw_level(&mut rng, comm.badness + cat_bad + summer);
+            let is_default = rng.gen_bool(DEFAULT_SHARE);
+            let level = if is_default { 5 } else { draw_level(&mut rng, comm.badness + cat_bad + summer) };
             let day = loop {
                 let d = days[rng.gen_range(0..days.len())];
                 if calendar.is_working_day(d) || rng.gen_bool(0.3) {
@@ -424,7 +470,9 @@ pub fn generate(dir: &Path, seed: u64, through: Period) -> Result<Generated> {
             let t = NaiveTime::from_num_seconds_from_midnight_opt(rng.gen_range(8 * 3600 + 1800..18 * 3600), 0).unwrap_or(NaiveTime::MIN);
             let at = day.and_time(t);
             project += 1;
-            let times = if rng.gen_bool(0.04) { 2 } else { 1 };
+            // A few 追评 arrive without their first evaluation (it was rated
+            // before the export began): counted and reported, not dropped.
+            let times = if rng.gen_bool(0.002) { 2 } else { 1 };
             let channel = pick(&mut rng, &[0.15, 0.35, 0.15, 0.25, 0.03, 0.05, 0.02], |x| *x) + 1;
             let anonymous = rng.gen_bool(0.2);
             let phone = format!("1{}{:09}", [3, 5, 7, 8, 9][rng.gen_range(0..5)], rng.gen_range(0..1_000_000_000u64));
@@ -486,7 +534,7 @@ pub fn generate(dir: &Path, seed: u64, through: Period) -> Result<Generated> {
                 }
             } else if level == 3 && rng.gen_bool(0.2) {
                 comment = "还可以，希望再快一点".into();
-            } else if level == 5 && rng.gen_bool(0.08) {
+            } else if level == 5 && !is_default && rng.gen_bool(0.08) {
                 comment = "工作人员很耐心，点赞".into();
             }
             let level_text = if rng.gen_bool(0.5) {
@@ -506,7 +554,7 @@ pub fn generate(dir: &Path, seed: u64, through: Period) -> Result<Generated> {
                     cat_name.into(),
                     ITEMS[ki].into(),
                     format!("{street}便民服务中心"),
-                    channel.to_string(),
+                    if is_default { "系统默认评价".to_string() } else { channel.to_string() },
                     level_text,
                     tags,
                     comment,
@@ -517,6 +565,13 @@ pub fn generate(dir: &Path, seed: u64, through: Period) -> Result<Generated> {
                     rectified,
                 ],
             ));
+            let done = NaiveDateTime::parse_from_str(&rows[rows.len() - 1].1[16], "%Y-%m-%d %H:%M:%S").ok();
+            if let (Some(done), Some(last)) = (done, days.last()) {
+                let first = rows[rows.len() - 1].1.clone();
+                if let Some(second) = second_evaluation(&mut rng, &first, done, *last, comm.badness + cat_bad) {
+                    rows.push(second);
+                }
+            }
         }
         rows.sort_by_key(|a| a.0);
         for (_, r) in &rows {
@@ -553,9 +608,32 @@ pub fn generate(dir: &Path, seed: u64, through: Period) -> Result<Generated> {
         write(dir, &format!("inbox/ratings/好差评导出_{}.csv", p.key()), &bytes)?;
     }
 
+    ratings += write_scripted_burst(dir, &city, through)?;
     let responses = write_wjx(dir, &mut rng, &city, &months)?;
     let config = dir.join("manyi.toml");
     Ok(Generated { dir: dir.to_path_buf(), config, ratings, responses, through, intake_url })
+}
+
+/// One scripted burst in the report month, so the leadership report's
+/// 疑似刷评 line and workbook sheet show something: 12 非常满意 from one phone
+/// by 二维码 at one community within eight minutes (both burst rules fire).
+/// A file of its own, so the main export's columns stay as they are.
+fn write_scripted_burst(dir: &Path, city: &City, through: Period) -> Result<usize> {
+    let Some(comm) = city.communities.get(2) else { return Ok(0) };
+    let start = demo_calendar().add_working_days(through.start_date(), 2).and_hms_opt(10, 0, 0).unwrap_or_default();
+    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
+    w.write_record(["办件编号", "评价次数", "评价时间", "区划代码", "服务类别", "评价渠道", "满意度", "是否匿名", "联系电话"])?;
+    let n = 12;
+    for k in 0..n {
+        let at = start + chrono::Duration::seconds(40 * k);
+        let at = at.format("%Y-%m-%d %H:%M:%S").to_string();
+        let id = format!("LJSM{}{k:03}", through.key().replace('-', ""));
+        w.write_record([id.as_str(), "1", at.as_str(), comm.unit.code.as_str(), "政务办事", "3", "5", "否", "13900001234"])?;
+    }
+    let mut bytes = "\u{feff}".as_bytes().to_vec();
+    bytes.extend(w.into_inner().context("CSV buffer")?);
+    write(dir, &format!("inbox/ratings/好差评导出_{}_扫码补录.csv", through.key()), &bytes)?;
+    Ok(n as usize)
 }
 
 fn demo_calendar() -> WorkCalendar {

@@ -284,7 +284,7 @@ fn aggregate_month(site: &Path, month: Period) -> Result<serde_json::Value> {
     let frames = buckets.iter().map(|b| Ok((*b, store.ratings(&b.month_keys(), as_of)?))).collect::<Result<Vec<_>>>()?;
     let grain = aggregate::grain(frames, &refs)?;
     let t_grain = t0.elapsed().as_secs_f64();
-    let rules = Rules { min_n: 30, prior_weight: 20.0 };
+    let rules = Rules::default();
     let t1 = Instant::now();
     let lead = aggregate::rating_tables(&grain, &cfg.orgs, &cfg.categories, &Scope::default(), month, 12, rules);
     let mut cells = 0;

@@ -13,17 +13,25 @@
 //!
 //! - [`ratings`]: breakdowns, the report tables, rankings and changes.
 //! - [`follow_up`]: 差评 deadlines on the working-day calendar, 整改率, overdue.
+//! - [`channels`]: shares by 评价渠道 and the suspicious-burst detector.
 //! - [`survey`]: questionnaire distributions, multi-select, matrix rows, 需求清单.
+//! - [`watch`]: the watch list (连续落后): units at the bottom month after month.
 
+pub mod channels;
 pub mod follow_up;
 pub mod ratings;
 pub mod survey;
+pub mod watch;
 
+pub use channels::{Burst, BurstRule, ChannelCell, ChannelMix, Flagged, burst_candidates, bursts, channel_cells, channel_mix};
 pub use follow_up::{BadRating, Concentration, FollowUpSummary, bad_ratings, concentration, follow_up_summary};
+pub use follow_up::{Deadlines, Step, StepsSummary, bad_ratings_with, steps_summary};
 pub use ratings::{
-    Breakdown, Cross, Dim, Grain, RatingTables, RefFrames, Row, Rules, breakdown, grain, in_scope, lineage_in_scope, rating_tables,
+    Apart, Breakdown, Cell, Cross, Dim, Grain, RatingTables, RefFrames, Row, Rules, breakdown, evaluation_of, grain, in_scope,
+    lineage_in_scope, project_of, rating_tables,
 };
 pub use survey::{NeedItem, QuestionStats, SurveyTables, survey_tables};
+pub use watch::{WatchEntry, WatchMonth, office_rows, watch_list};
 
 use polars::prelude::PolarsError;
 use serde::Serialize;

@@ -2,8 +2,8 @@
 //! tables of a scope, rankings by a shrunk rate, and changes against the
 //! previous period.
 
-use super::{AggregateError, Counts, Stats, shrunk_rate, significant_difference};
-use crate::config::{Category, OrgTree, Scope};
+use super::{AggregateError, Counts, Stats, significant_difference};
+use crate::config::{Category, OrgTree, RankBy, Scope};
 use crate::model::OrgLevel;
 use crate::period::Period;
 use polars::prelude::*;
@@ -166,20 +166,47 @@ fn read_counts(df: &DataFrame, keys: &[&str]) -> Result<BTreeMap<Vec<String>, Co
 pub struct Breakdown {
     /// The dimensions, in key order.
     pub dims: Vec<Dim>,
-    /// Key values (one per dimension) → counts.
+    /// Key values (one per dimension) → the counts the rates use (first
+    /// evaluations; default ones only with `include_default`).
     pub cells: BTreeMap<Vec<String>, Counts>,
+    /// Key values → what is shown apart (主动/默认评价, second evaluations).
+    pub apart: BTreeMap<Vec<String>, Apart>,
 }
 
 /// Counts the ratings of `period` by `dims` (one or two, or none for the total).
-pub fn breakdown(ratings: LazyFrame, refs: &RefFrames, period: Period, dims: &[Dim]) -> Result<Breakdown, AggregateError> {
+pub fn breakdown(
+    ratings: LazyFrame,
+    refs: &RefFrames,
+    period: Period,
+    dims: &[Dim],
+    include_default: bool,
+) -> Result<Breakdown, AggregateError> {
     let keys: Vec<&str> = dims.iter().map(|d| d.column()).collect();
-    let lf = refs.with_dims(within(ratings, period));
-    let df = if keys.is_empty() {
-        lf.select(level_counts()).collect()?
-    } else {
-        lf.group_by(keys.iter().map(|k| col(*k)).collect::<Vec<_>>()).agg(level_counts()).collect()?
-    };
-    Ok(Breakdown { dims: dims.to_vec(), cells: read_counts(&df, &keys)? })
+    let lf = with_evaluation(refs.with_dims(within(ratings, period)));
+    let mut by: Vec<Expr> = keys.iter().map(|k| col(*k)).collect();
+    by.push(kind_expr());
+    let df = lf.group_by(by).agg(level_counts()).collect()?;
+    let mut with_kind = keys.clone();
+    with_kind.push("kind");
+    let mut cells: BTreeMap<Vec<String>, Cell> = BTreeMap::new();
+    if keys.is_empty() {
+        // The total has its row even when nothing was rated.
+        cells.insert(Vec::new(), Cell::default());
+    }
+    for (mut key, counts) in read_counts(&df, &with_kind)? {
+        let kind = key.pop().unwrap_or_default();
+        let cell = cells.entry(key).or_default();
+        match kind.as_str() {
+            "second" => cell.second.add(&counts),
+            "default" => cell.default.add(&counts),
+            _ => cell.active.add(&counts),
+        }
+    }
+    Ok(Breakdown {
+        dims: dims.to_vec(),
+        apart: cells.iter().map(|(k, c)| (k.clone(), Apart::of(c))).collect(),
+        cells: cells.into_iter().map(|(k, c)| (k, c.counted(include_default))).collect(),
+    })
 }
 
 /// The grain of the reports: counts per (bucket, community, category), where
@@ -188,8 +215,122 @@ pub fn breakdown(ratings: LazyFrame, refs: &RefFrames, period: Period, dims: &[D
 /// communities in its scope.
 #[derive(Debug, Clone, Default)]
 pub struct Grain {
-    /// Community code → (period key, category code, counts).
-    pub by_community: BTreeMap<String, Vec<(String, String, Counts)>>,
+    /// Community code → (period key, category code, counts kept apart).
+    pub by_community: BTreeMap<String, Vec<(String, String, Cell)>>,
+}
+
+/// The counts of one grain cell, kept apart by what kind of rating they are:
+/// only [`Cell::counted`] enters the rates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Cell {
+    /// 主动评价: first evaluations a resident gave.
+    pub active: Counts,
+    /// 系统默认评价: first evaluations the platform filled in.
+    pub default: Counts,
+    /// 追评: second (and later) evaluations of a 办件, given after a 差评
+    /// was handled. Never in the rates; they give 回访满意度.
+    pub second: Counts,
+    /// Of `second`, those whose first evaluation is not in the window read.
+    pub orphan_second: u64,
+}
+
+impl Cell {
+    /// Adds another cell.
+    pub fn add(&mut self, other: &Cell) {
+        self.active.add(&other.active);
+        self.default.add(&other.default);
+        self.second.add(&other.second);
+        self.orphan_second += other.orphan_second;
+    }
+
+    /// The counts the rates are computed from: first evaluations, the
+    /// default ones only when `include_default`.
+    pub fn counted(&self, include_default: bool) -> Counts {
+        let mut c = self.active;
+        if include_default {
+            c.add(&self.default);
+        }
+        c
+    }
+}
+
+/// What is shown apart from the rates: 主动评价 and 默认评价 counts,
+/// 主动评价率, and the second evaluations (回访满意度 = their 满意率).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Apart {
+    /// 主动评价数 (first evaluations).
+    pub active: u64,
+    /// 默认评价数 (first evaluations).
+    pub default: u64,
+    /// 主动评价率 = active / (active + default); 0 when both are 0.
+    pub active_rate: f64,
+    /// Figures of the second evaluations; `satisfied_rate` is 回访满意度.
+    pub second: Stats,
+    /// Second evaluations whose first was not found (counted in `second`).
+    pub orphan_second: u64,
+}
+
+impl Apart {
+    /// The figures shown apart of a cell.
+    pub fn of(c: &Cell) -> Apart {
+        let (active, default) = (c.active.n(), c.default.n());
+        let all = active + default;
+        Apart {
+            active,
+            default,
+            active_rate: if all == 0 { 0.0 } else { active as f64 / all as f64 },
+            second: c.second.stats(),
+            orphan_second: c.orphan_second,
+        }
+    }
+}
+
+/// 评价次数 of a rating id: the number after its last “-” (the id is
+/// 办件编号 + "-" + 评价次数); an id without one is a first evaluation.
+pub fn evaluation_of(rating_id: &str) -> u32 {
+    split_id(rating_id).map(|(_, n)| n).unwrap_or(1)
+}
+
+/// 办件编号 of a rating id: the id without its 评价次数.
+pub fn project_of(rating_id: &str) -> &str {
+    split_id(rating_id).map(|(p, _)| p).unwrap_or(rating_id)
+}
+
+fn split_id(id: &str) -> Option<(&str, u32)> {
+    let (project, times) = id.rsplit_once('-')?;
+    let n = times.parse::<u32>().ok().filter(|n| (1..=99).contains(n))?;
+    (!project.is_empty()).then_some((project, n))
+}
+
+/// Adds `evaluation` (评价次数) and `project` (办件编号) read from `rating_id`.
+/// They live in the id rather than in columns of their own, so curated files
+/// of every version read alike.
+fn with_evaluation(ratings: LazyFrame) -> LazyFrame {
+    let evaluation = col("rating_id").map(
+        |c| {
+            let out: UInt32Chunked = c.str()?.downcast_iter().flat_map(|a| a.iter()).map(|id| id.map(evaluation_of)).collect();
+            Ok(out.with_name(c.name().clone()).into_column())
+        },
+        |_, f| Ok(Field::new(f.name().clone(), DataType::UInt32)),
+    );
+    let project = col("rating_id").map(
+        |c| {
+            let out: StringChunked = c.str()?.downcast_iter().flat_map(|a| a.iter()).map(|id| id.map(project_of)).collect();
+            Ok(out.with_name(c.name().clone()).into_column())
+        },
+        |_, f| Ok(Field::new(f.name().clone(), DataType::String)),
+    );
+    ratings.with_columns([evaluation.alias("evaluation"), project.alias("project")])
+}
+
+/// The kind of a rating as the grain keeps it apart: `second`, `default` or `active`.
+fn kind_expr() -> Expr {
+    when(col("evaluation").gt(lit(1u32)))
+        .then(lit("second"))
+        .when(col("default_rating"))
+        .then(lit("default"))
+        .otherwise(lit("active"))
+        .alias("kind")
 }
 
 /// Computes the grain for each bucket period from its ratings. Each bucket
@@ -198,35 +339,74 @@ pub struct Grain {
 /// counted once.
 pub fn grain(buckets: Vec<(Period, LazyFrame)>, refs: &RefFrames) -> Result<Grain, AggregateError> {
     let mut seen = std::collections::BTreeSet::new();
-    let mut frames = Vec::new();
+    let (mut frames, mut all) = (Vec::new(), Vec::new());
     for (b, ratings) in buckets {
         if !seen.insert(b.key()) {
             continue;
         }
+        let rated = with_evaluation(within(ratings.clone(), b)).with_column(lit(b.key()).alias("bucket"));
         // Group on the raw codes first and map grids to communities on the
         // small result: joining reference data onto every rating costs more
         // than the whole group-by.
-        let lf =
-            within(ratings, b).group_by([col("org_code"), col("category")]).agg(level_counts()).with_column(lit(b.key()).alias("bucket"));
-        frames.push(lf);
+        frames.push(rated.clone().group_by([col("bucket"), col("org_code"), col("category"), kind_expr()]).agg(level_counts()));
+        all.push((rated, with_evaluation(ratings)));
     }
     let mut g = Grain::default();
     if frames.is_empty() {
         return Ok(g);
     }
     let df = concat(frames, UnionArgs::default())?.collect()?;
-    let mut merged: BTreeMap<(String, String, String), Counts> = BTreeMap::new();
-    for (key, counts) in read_counts(&df, &["bucket", "org_code", "category"])? {
-        if let [b, o, k] = key.as_slice() {
+    let mut merged: BTreeMap<(String, String, String), Cell> = BTreeMap::new();
+    let community = |o: &String| refs.community_of.get(o).cloned().unwrap_or_else(|| o.clone());
+    for (key, counts) in read_counts(&df, &["bucket", "org_code", "category", "kind"])? {
+        if let [b, o, k, kind] = key.as_slice() {
             // An org code no longer in the reference data stays its own community.
-            let community = refs.community_of.get(o).cloned().unwrap_or_else(|| o.clone());
-            merged.entry((community, b.clone(), k.clone())).or_default().add(&counts);
+            let cell = merged.entry((community(o), b.clone(), k.clone())).or_default();
+            match kind.as_str() {
+                "second" => cell.second.add(&counts),
+                "default" => cell.default.add(&counts),
+                _ => cell.active.add(&counts),
+            }
         }
     }
-    for ((c, b, k), counts) in merged {
-        g.by_community.entry(c).or_default().push((b, k, counts));
+    for ((b, o, k), n) in orphan_seconds(all)? {
+        merged.entry((community(&o), b, k)).or_default().orphan_second += n;
+    }
+    for ((c, b, k), cell) in merged {
+        g.by_community.entry(c).or_default().push((b, k, cell));
     }
     Ok(g)
+}
+
+/// Second evaluations whose 办件 has no first evaluation anywhere in the
+/// frames read, per (bucket, org code, category). They are few, so they are
+/// joined against the first evaluations of their own 办件 only.
+fn orphan_seconds(frames: Vec<(LazyFrame, LazyFrame)>) -> Result<BTreeMap<(String, String, String), u64>, AggregateError> {
+    let (seconds, firsts): (Vec<LazyFrame>, Vec<LazyFrame>) = frames
+        .into_iter()
+        .map(|(rated, whole)| {
+            let second =
+                rated.filter(col("evaluation").gt(lit(1u32))).select([col("bucket"), col("org_code"), col("category"), col("project")]);
+            (second, whole.filter(col("evaluation").eq(lit(1u32))).select([col("project")]))
+        })
+        .unzip();
+    let firsts = concat(firsts, UnionArgs::default())?.unique(None, UniqueKeepStrategy::First).with_column(lit(true).alias("has_first"));
+    let df = concat(seconds, UnionArgs::default())?
+        .join(firsts, [col("project")], [col("project")], JoinArgs::new(JoinType::Left))
+        .filter(col("has_first").is_null())
+        .group_by([col("bucket"), col("org_code"), col("category")])
+        .agg([len().alias("n")])
+        .collect()?;
+    let keys: Vec<&StringChunked> =
+        ["bucket", "org_code", "category"].iter().map(|k| df.column(k).and_then(|c| c.str())).collect::<PolarsResult<_>>()?;
+    let n = df.column("n")?.cast(&DataType::UInt64)?;
+    let n = n.u64()?;
+    let mut out = BTreeMap::new();
+    for i in 0..df.height() {
+        let key = |j: usize| keys[j].get(i).unwrap_or_default().to_string();
+        *out.entry((key(0), key(1), key(2))).or_default() += n.get(i).unwrap_or(0);
+    }
+    Ok(out)
 }
 
 /// Whether a community and category lie in an office's scope.
@@ -260,10 +440,12 @@ pub struct Row {
     pub change_pp: f64,
     /// Whether the change is significant (two-proportion test, 95%).
     pub significant: bool,
-    /// 满意率 shrunk toward the parent's, the ranking score.
+    /// The ranking figure (`Rules::rank_by`) shrunk toward the parent's.
     pub shrunk: f64,
     /// Rank by `shrunk`, 1 = best; `None` when n is under the minimum.
     pub rank: Option<usize>,
+    /// 主动/默认评价 and second evaluations, shown apart from `stats`.
+    pub apart: Apart,
 }
 
 /// A community × category cell of the main table.
@@ -277,8 +459,10 @@ pub struct Cross {
     pub stats: Stats,
     /// n under the minimum.
     pub low_n: bool,
-    /// 满意率 shrunk toward the category's figure in the scope.
+    /// The ranking figure shrunk toward the category's figure in the scope.
     pub shrunk: f64,
+    /// 主动/默认评价 and second evaluations of the cell.
+    pub apart: Apart,
 }
 
 /// How figures are ranked and flagged.
@@ -288,6 +472,56 @@ pub struct Rules {
     pub min_n: u64,
     /// Prior weight (in ratings) of the parent's rate in the shrunk score.
     pub prior_weight: f64,
+    /// Whether default ratings count in the rates.
+    pub include_default: bool,
+    /// The figure rankings order by.
+    pub rank_by: RankBy,
+    /// Share of ranked peers at the bottom that counts as behind (watch list).
+    pub watch_bottom: f64,
+    /// A 满意率 under which a unit is behind whatever its rank.
+    pub watch_threshold: Option<f64>,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        let m = crate::config::MetricRules::default();
+        Rules::from(&m)
+    }
+}
+
+impl From<&crate::config::MetricRules> for Rules {
+    fn from(m: &crate::config::MetricRules) -> Self {
+        Rules {
+            min_n: u64::from(m.min_n),
+            prior_weight: m.prior_weight,
+            include_default: m.include_default,
+            rank_by: m.rank_by,
+            watch_bottom: m.watch_bottom,
+            watch_threshold: m.watch_threshold,
+        }
+    }
+}
+
+/// The sum a ranking figure is a mean of: 差评, 满意 or score points (0–100 each).
+fn metric_sum(c: &Counts, by: RankBy) -> f64 {
+    match by {
+        RankBy::BadRate => (c.levels[0] + c.levels[1]) as f64,
+        RankBy::SatisfiedRate => c.satisfied() as f64,
+        RankBy::Score => (1..=5).map(|k| c.levels[k - 1] as f64 * (k as f64 - 1.0) * 25.0).sum(),
+    }
+}
+
+/// The ranking figure of a cell (0 when empty).
+pub(crate) fn metric_rate(c: &Counts, by: RankBy) -> f64 {
+    if c.n() == 0 { 0.0 } else { metric_sum(c, by) / c.n() as f64 }
+}
+
+/// The ranking figure shrunk toward `parent`: (sum + m·parent) / (n + m).
+fn metric_shrunk(c: &Counts, by: RankBy, parent: f64, prior_weight: f64) -> f64 {
+    if c.n() == 0 && prior_weight <= 0.0 {
+        return parent;
+    }
+    (metric_sum(c, by) + prior_weight * parent) / (c.n() as f64 + prior_weight)
 }
 
 /// The rating tables of one period for one scope.
@@ -299,6 +533,20 @@ pub struct RatingTables {
     pub total: Stats,
     /// Totals of the previous period.
     pub previous: Stats,
+    /// 主动/默认评价 and second evaluations of the scope, shown apart.
+    pub apart: Apart,
+    /// Whether default ratings are in the rates (`metrics.include_default`).
+    pub include_default: bool,
+    /// The figure the tables are ranked by.
+    pub rank_by: RankBy,
+    /// Its Chinese name, as the tables print it.
+    pub rank_label: &'static str,
+    /// The watch list (连续落后) entries of the scope; filled by the caller
+    /// from [`super::watch_list`], which ranks the whole city.
+    pub watch: Vec<super::WatchEntry>,
+    /// The offices ranked among themselves (leadership report); filled by
+    /// the caller from [`super::office_rows`].
+    pub offices: Vec<Row>,
     /// By district.
     pub districts: Vec<Row>,
     /// By street. Not in a template's context (a province has hundreds):
@@ -319,17 +567,19 @@ pub struct RatingTables {
 }
 
 fn make_rows(
-    cur: &BTreeMap<String, Counts>,
-    prev: &BTreeMap<String, Counts>,
+    cur: &BTreeMap<String, Cell>,
+    prev: &BTreeMap<String, Cell>,
     name: impl Fn(&str) -> (String, String),
     parent_rate: impl Fn(&str) -> f64,
     rules: Rules,
 ) -> Vec<Row> {
+    let inc = rules.include_default;
     let mut rows: Vec<Row> = cur
         .iter()
-        .map(|(code, c)| {
+        .map(|(code, cell)| {
+            let c = cell.counted(inc);
             let stats = c.stats();
-            let p = prev.get(code).copied().unwrap_or_default();
+            let p = prev.get(code).map(|p| p.counted(inc)).unwrap_or_default();
             let (name, parent) = name(code);
             Row {
                 code: code.clone(),
@@ -339,14 +589,20 @@ fn make_rows(
                 change_pp: if p.n() == 0 { 0.0 } else { (stats.satisfied_rate - p.stats().satisfied_rate) * 100.0 },
                 significant: significant_difference(c.satisfied(), c.n(), p.satisfied(), p.n()),
                 previous: p.stats(),
-                shrunk: shrunk_rate(c.satisfied(), c.n(), parent_rate(code), rules.prior_weight),
+                shrunk: metric_shrunk(&c, rules.rank_by, parent_rate(code), rules.prior_weight),
                 rank: None,
+                apart: Apart::of(cell),
                 stats,
             }
         })
         .collect();
     let mut ranked: Vec<usize> = (0..rows.len()).filter(|&i| !rows[i].low_n).collect();
-    ranked.sort_by(|&a, &b| rows[b].shrunk.total_cmp(&rows[a].shrunk).then_with(|| rows[a].code.cmp(&rows[b].code)));
+    let lower = rules.rank_by.lower_is_better();
+    ranked.sort_by(|&a, &b| {
+        let (x, y) = (rows[a].shrunk, rows[b].shrunk);
+        let order = if lower { x.total_cmp(&y) } else { y.total_cmp(&x) };
+        order.then_with(|| rows[a].code.cmp(&rows[b].code))
+    });
     for (r, i) in ranked.into_iter().enumerate() {
         rows[i].rank = Some(r + 1);
     }
@@ -377,15 +633,15 @@ impl Lineage {
 /// of each table.
 #[derive(Default)]
 struct Tally {
-    districts: BTreeMap<String, Counts>,
-    streets: BTreeMap<String, Counts>,
-    communities: BTreeMap<String, Counts>,
+    districts: BTreeMap<String, Cell>,
+    streets: BTreeMap<String, Cell>,
+    communities: BTreeMap<String, Cell>,
     /// Every category with its ancestors: a parent's row sums its children.
-    categories: BTreeMap<String, Counts>,
+    categories: BTreeMap<String, Cell>,
 }
 
 impl Tally {
-    fn add(&mut self, lineage: &Lineage, categories: &[&str], counts: &Counts) {
+    fn add(&mut self, lineage: &Lineage, categories: &[&str], counts: &Cell) {
         for (map, code) in
             [(&mut self.districts, &lineage.district), (&mut self.streets, &lineage.street), (&mut self.communities, &lineage.community)]
         {
@@ -402,26 +658,26 @@ impl Tally {
 /// The grain of one scope summed for the tables: the report's period, the
 /// previous one and the trend months.
 struct Sums {
-    total: Counts,
-    previous: Counts,
+    total: Cell,
+    previous: Cell,
     cur: Tally,
     prev: Tally,
     /// (community, category) → counts of the report's period.
-    cross: BTreeMap<(String, String), Counts>,
+    cross: BTreeMap<(String, String), Cell>,
     /// Month key → counts, every trend month present.
-    trend: BTreeMap<String, Counts>,
+    trend: BTreeMap<String, Cell>,
 }
 
 fn sum_scope(grain: &Grain, orgs: &OrgTree, categories: &[Category], scope: &Scope, period: Period, trend_months: usize) -> Sums {
     let (key, prev_key) = (period.key(), period.previous().key());
     let trend_keys: Vec<String> = period.trailing_months(trend_months).iter().map(|p| p.key()).collect();
     let mut sums = Sums {
-        total: Counts::default(),
-        previous: Counts::default(),
+        total: Cell::default(),
+        previous: Cell::default(),
         cur: Tally::default(),
         prev: Tally::default(),
         cross: BTreeMap::new(),
-        trend: trend_keys.iter().map(|k| (k.clone(), Counts::default())).collect(),
+        trend: trend_keys.iter().map(|k| (k.clone(), Cell::default())).collect(),
     };
     // Each category's chain of ancestors (parent rollup), resolved once.
     let chains: BTreeMap<&str, Vec<&str>> = categories
@@ -478,8 +734,9 @@ pub fn rating_tables(
     rules: Rules,
 ) -> RatingTables {
     let Sums { total, previous, cur, prev, cross: cross_counts, trend } = sum_scope(grain, orgs, categories, scope, period, trend_months);
-    let total_rate = total.stats().satisfied_rate;
-    let rate_of = |map: &BTreeMap<String, Counts>, code: &str| map.get(code).map(|c| c.stats().satisfied_rate).unwrap_or(total_rate);
+    let (inc, by) = (rules.include_default, rules.rank_by);
+    let total_rate = metric_rate(&total.counted(inc), by);
+    let rate_of = |map: &BTreeMap<String, Cell>, code: &str| map.get(code).map(|c| metric_rate(&c.counted(inc), by)).unwrap_or(total_rate);
     let org_name = |code: &str| {
         let unit = orgs.get(code);
         (
@@ -511,41 +768,49 @@ pub fn rating_tables(
     cat_rows.sort_by_key(|r| categories.iter().position(|c| c.code == r.code).unwrap_or(usize::MAX));
     let cross = cross_counts
         .into_iter()
-        .map(|((community, category), c)| {
+        .map(|((community, category), cell)| {
+            let c = cell.counted(inc);
             let stats = c.stats();
             Cross {
-                shrunk: shrunk_rate(c.satisfied(), c.n(), rate_of(&cur.categories, &category), rules.prior_weight),
+                shrunk: metric_shrunk(&c, by, rate_of(&cur.categories, &category), rules.prior_weight),
                 community,
                 category,
                 low_n: stats.n < rules.min_n,
+                apart: Apart::of(&cell),
                 stats,
             }
         })
         .collect();
     RatingTables {
         period: period.key(),
-        total: total.stats(),
-        previous: previous.stats(),
+        total: total.counted(inc).stats(),
+        previous: previous.counted(inc).stats(),
+        apart: Apart::of(&total),
+        include_default: inc,
+        rank_by: by,
+        rank_label: by.label(),
+        watch: Vec::new(),
+        offices: Vec::new(),
         districts,
         streets,
         communities,
         categories: cat_rows,
         cross,
-        trend: trend.into_iter().map(|(k, v)| (k, v.stats())).collect(),
+        trend: trend.into_iter().map(|(k, v)| (k, v.counted(inc).stats())).collect(),
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::OrgUnit;
     use crate::model::{Level, Rating};
 
-    fn unit(code: &str, parent: &str, level: OrgLevel) -> OrgUnit {
+    pub(crate) fn unit(code: &str, parent: &str, level: OrgLevel) -> OrgUnit {
         OrgUnit { code: code.into(), name: format!("U{code}"), parent: parent.into(), level }
     }
 
-    fn tree() -> OrgTree {
+    pub(crate) fn tree() -> OrgTree {
         OrgTree::new(vec![
             unit("369900", "", OrgLevel::City),
             unit("369901", "369900", OrgLevel::District),
@@ -557,32 +822,38 @@ mod tests {
         ])
     }
 
-    fn cats() -> Vec<Category> {
+    pub(crate) fn cats() -> Vec<Category> {
         vec![Category { code: "property".into(), name: "物业管理".into(), parent: String::new(), synonyms: Vec::new() }]
     }
 
-    /// `count` ratings of `level` for `org` on `day` of 2026.
-    fn ratings(out: &mut Vec<Rating>, org: &str, month: u32, level: u8, count: usize) {
+    /// `count` ratings of `level` for `org` on the 10th of `month` 2026, each
+    /// the first evaluation of its own 办件.
+    pub(crate) fn ratings(out: &mut Vec<Rating>, org: &str, month: u32, level: u8, count: usize) {
         for i in 0..count {
-            out.push(Rating {
-                rating_id: format!("{org}-{month}-{level}-{i}"),
-                source: "t".into(),
-                rated_at: chrono::NaiveDate::from_ymd_opt(2026, month, 10).and_then(|d| d.and_hms_opt(9, 0, 0)).expect("time"),
-                org_code: org.into(),
-                category: "property".into(),
-                service_item: String::new(),
-                department: String::new(),
-                channel: 2,
-                level: Level::from_code(level).expect("level"),
-                reason_tags: String::new(),
-                comment: String::new(),
-                anonymous: false,
-                rater_hash: None,
-                follow_up: None,
-                rectified_at: None,
-                revisit: String::new(),
-                default_rating: false,
-            });
+            out.push(one(&format!("{org}{month:02}{level}{i:04}-1"), org, month, level, false));
+        }
+    }
+
+    /// One rating with its id (办件编号-评价次数) and default mark.
+    pub(crate) fn one(id: &str, org: &str, month: u32, level: u8, default_rating: bool) -> Rating {
+        Rating {
+            rating_id: id.into(),
+            source: "t".into(),
+            rated_at: chrono::NaiveDate::from_ymd_opt(2026, month, 10).and_then(|d| d.and_hms_opt(9, 0, 0)).expect("time"),
+            org_code: org.into(),
+            category: "property".into(),
+            service_item: String::new(),
+            department: String::new(),
+            channel: 2,
+            level: Level::from_code(level).expect("level"),
+            reason_tags: String::new(),
+            comment: String::new(),
+            anonymous: false,
+            rater_hash: None,
+            follow_up: None,
+            rectified_at: None,
+            revisit: String::new(),
+            default_rating,
         }
     }
 
@@ -601,7 +872,8 @@ mod tests {
         let refs = RefFrames::new(&orgs, &cats).expect("refs");
         let period: Period = "2026-10".parse().expect("period");
         let g = grain(vec![(period, lf.clone()), (period.previous(), lf.clone())], &refs).expect("grain");
-        let t = rating_tables(&g, &orgs, &cats, &Scope::default(), period, 12, Rules { min_n: 30, prior_weight: 20.0 });
+        let by_satisfied = Rules { min_n: 30, prior_weight: 20.0, rank_by: RankBy::SatisfiedRate, ..Rules::default() };
+        let t = rating_tables(&g, &orgs, &cats, &Scope::default(), period, 12, by_satisfied);
         let row = |code: &str| t.communities.iter().find(|r| r.code == code).expect("row").clone();
         let (a, b, c) = (row("369901001001"), row("369901001002"), row("369901001003"));
         assert_eq!((a.stats.n, a.low_n, a.rank), (2, true, None), "100% of 2 is shown, flagged, not ranked");
@@ -617,7 +889,79 @@ mod tests {
         assert_eq!(t.previous.n, 20);
         assert_eq!(t.streets[0].stats.n, 82);
         // Every breakdown of the same data adds up to the same total.
-        let by_channel = breakdown(lf, &refs, period, &[Dim::Channel]).expect("breakdown");
+        let by_channel = breakdown(lf, &refs, period, &[Dim::Channel], false).expect("breakdown");
         assert_eq!(by_channel.cells.get(&vec!["2".to_string()]).map(|c| c.n()), Some(82));
+
+        // Ranked by 差评率 (the default), lowest first. Street 差评率 12/82 =
+        // 0.146341; B has 4 差评 of 40: (4 + 20·0.146341)/60 = 0.115447; C 8 of
+        // 40: (8 + 2.926829)/60 = 0.182114. B first, C second.
+        let t = rating_tables(&g, &orgs, &cats, &Scope::default(), period, 12, Rules { min_n: 30, ..Rules::default() });
+        let row = |code: &str| t.communities.iter().find(|r| r.code == code).expect("row").clone();
+        let (b, c) = (row("369901001002"), row("369901001003"));
+        assert_eq!(format!("{:.6} {:.6}", b.shrunk, c.shrunk), "0.115447 0.182114");
+        assert_eq!((b.rank, c.rank, t.rank_label), (Some(1), Some(2), "差评率（低者在前）"));
+    }
+
+    #[test]
+    fn evaluation_and_project_come_from_the_rating_id() {
+        assert_eq!((evaluation_of("3601-2026-0001-2"), project_of("3601-2026-0001-2")), (2, "3601-2026-0001"));
+        assert_eq!((evaluation_of("3601-2026-0001-1"), project_of("3601-2026-0001-1")), (1, "3601-2026-0001"));
+        // No 评价次数 suffix: a first evaluation, the id its own 办件.
+        assert_eq!((evaluation_of("R000001"), project_of("R000001")), (1, "R000001"));
+        assert_eq!((evaluation_of("X-0"), evaluation_of("-2"), evaluation_of("X-12")), (1, 1, 12));
+    }
+
+    /// Community A in October (with one 办件 first rated in September):
+    /// P1-1 5, P2-1 1 → P2-2 4, P3-1 2 → P3-2 2, P4-1 5 default, P5-1 5 default,
+    /// P6-2 3 (its first never came), P7-1 4; P8-1 1 in September → P8-2 5.
+    fn twice_rated() -> Vec<Rating> {
+        let a = "369901001001";
+        vec![
+            one("P1-1", a, 10, 5, false),
+            one("P2-1", a, 10, 1, false),
+            one("P2-2", a, 10, 4, false),
+            one("P3-1", a, 10, 2, false),
+            one("P3-2", a, 10, 2, false),
+            one("P4-1", a, 10, 5, true),
+            one("P5-1", a, 10, 5, true),
+            one("P6-2", a, 10, 3, false),
+            one("P7-1", a, 10, 4, false),
+            one("P8-1", a, 9, 1, false),
+            one("P8-2", a, 10, 5, false),
+        ]
+    }
+
+    #[test]
+    fn default_ratings_and_second_evaluations_are_kept_apart() {
+        let lf = crate::store::ratings_frame(&twice_rated(), 1).expect("frame").lazy();
+        let (orgs, cats) = (tree(), cats());
+        let refs = RefFrames::new(&orgs, &cats).expect("refs");
+        let period: Period = "2026-10".parse().expect("period");
+        let g = grain(vec![(period, lf.clone()), (period.previous(), lf.clone())], &refs).expect("grain");
+        let rules = Rules { min_n: 1, ..Rules::default() };
+        let t = rating_tables(&g, &orgs, &cats, &Scope::default(), period, 12, rules);
+        // First evaluations, active: P1 5, P2 1, P3 2, P7 4 → n 4, 差评 2 → 50%, 满意 2 → 50%.
+        assert_eq!((t.total.n, t.total.bad, t.total.levels), (4, 2, [1, 1, 0, 1, 1]));
+        assert_eq!(format!("{:.6} {:.6}", t.total.bad_rate, t.total.satisfied_rate), "0.500000 0.500000");
+        // 主动 4, 默认 2 (P4, P5): 主动评价率 4/6.
+        let a = t.apart;
+        assert_eq!((a.active, a.default, format!("{:.6}", a.active_rate)), (4, 2, "0.666667".to_string()));
+        // Second evaluations P2-2 4, P3-2 2, P6-2 3, P8-2 5: n 4, 基本满意以上 3 → 回访满意度 75%;
+        // P6-2 has no first (counted, reported), P8-2's first is September's P8-1.
+        assert_eq!((a.second.n, a.second.levels[2..].iter().sum::<u64>(), a.orphan_second), (4, 3, 1));
+        assert_eq!(format!("{:.2}", a.second.satisfied_rate), "0.75");
+        // The community row and the category row carry the same figures.
+        let row = t.communities.iter().find(|r| r.code == "369901001001").expect("row");
+        assert_eq!((row.stats.n, row.apart.second.n, row.apart.orphan_second), (4, 4, 1));
+        assert_eq!(t.categories[0].apart.default, 2);
+        // With include_default the defaults count: n 6, 差评 2 → 1/3, 满意 4/6.
+        let t = rating_tables(&g, &orgs, &cats, &Scope::default(), period, 12, Rules { include_default: true, ..rules });
+        assert_eq!((t.total.n, format!("{:.6}", t.total.bad_rate)), (6, "0.333333".to_string()));
+        assert!(t.include_default);
+        // The breakdown `manyi figures` prints agrees.
+        let b = breakdown(lf, &refs, period, &[Dim::Community], false).expect("breakdown");
+        let key = vec!["369901001001".to_string()];
+        assert_eq!(b.cells.get(&key).map(|c| c.n()), Some(4));
+        assert_eq!(b.apart.get(&key).map(|a| (a.active, a.default, a.second.n)), Some((4, 2, 4)));
     }
 }

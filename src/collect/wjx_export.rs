@@ -45,6 +45,10 @@ fn matrix_column(table: &Table, number: u32, row: &str) -> Option<usize> {
     table.headers.iter().position(|h| *h == a || *h == b)
 }
 
+/// The columns of each question: one, or one per row of a matrix, each with
+/// the id its answers are stored under.
+type QuestionColumns<'s> = Vec<(&'s QuestionDef, Vec<(String, usize)>)>;
+
 /// Parses a 问卷星 export for the survey of `source`.
 pub fn parse_wjx_export(cfg: &Config, source: &SourceConfig, file: &str, table: &Table) -> Result<Parsed, CollectError> {
     let survey_id = source.survey.as_deref().unwrap_or_default();
@@ -60,107 +64,115 @@ pub fn parse_wjx_export(cfg: &Config, source: &SourceConfig, file: &str, table: 
             return Err(bad(why));
         }
     }
-    // Each question maps to its columns: one, or one per row of a matrix,
-    // each with the id its answers are stored under.
-    let mut cols: Vec<(&QuestionDef, Vec<(String, usize)>)> = Vec::new();
-    for q in &survey.questions {
-        if q.kind == QuestionKind::Matrix {
-            let mut v = Vec::new();
-            for row in &q.rows {
-                let c = matrix_column(table, q.number, row)
-                    .ok_or_else(|| bad(format!("缺少第{}题矩阵行“{row}”的列（表头应为“第{}题({row})”）", q.number, q.number)))?;
-                if let Some(why) = table.ambiguous(c) {
-                    return Err(bad(why));
-                }
-                v.push((format!("{}/{row}", q.id), c));
-            }
-            cols.push((q, v));
-        } else {
-            let c = question_column(table, q.number)
-                .map_err(&bad)?
-                .ok_or_else(|| bad(format!("缺少第{}题（“{}、{}”）的列", q.number, q.number, q.text)))?;
-            cols.push((q, vec![(q.id.clone(), c)]));
-        }
-    }
+    let cols = question_columns(table, survey).map_err(bad)?;
     let mut parsed = Parsed { headers: table.headers.clone(), encoding: table.encoding, ..Default::default() };
     // Answers dated more than a day ahead are clock errors, as for ratings.
     let latest_ok = chrono::Utc::now().with_timezone(&cfg.tz).naive_local() + chrono::Duration::days(1);
+    let layout = Layout { survey, id_col, time_col, cols: &cols, latest_ok };
     for (line, cells) in &table.rows {
         parsed.rows_read += 1;
-        let cell = |i: usize| super::table::cell(cells, i);
-        let reject =
-            |field: &str, reason: String| QuarantineRow { line: *line, field: field.into(), reason, values: super::table::cells(cells) };
-        let row = (|| {
-            let id = cell(id_col);
-            if id.is_empty() {
-                return Err(reject("序号", "序号为空".into()));
-            }
-            let submitted_at = parse_timestamp(cell(time_col))
-                .ok_or_else(|| reject("提交答卷时间", format!("提交答卷时间“{}”无法识别", clip(cell(time_col)))))?;
-            if submitted_at < earliest_plausible() || submitted_at > latest_ok {
-                return Err(reject(
-                    "提交答卷时间",
-                    format!("提交答卷时间“{}”早于2000-01-01或晚于采集时间，不是可信的日期", cell(time_col)),
-                ));
-            }
-            let mut org_code = None;
-            let mut answers = Vec::new();
-            for (q, qcols) in &cols {
-                let field = format!("{}、{}", q.number, q.text);
-                for (qid, c) in qcols {
-                    let raw = cell(*c);
-                    let not_option = |opt: &str| reject(&field, format!("选项“{}”不是该题的选项（{}）", clip(opt), q.options.join("/")));
-                    match q.kind {
-                        QuestionKind::Community => {
-                            let unit = cfg.orgs.resolve_rated_unit(raw).map_err(|e| reject(&field, clip(&e).into_owned()))?;
-                            org_code = Some(unit.code.clone());
-                        }
-                        _ if is_skipped(raw) => {
-                            answers.push(Answer { question: qid.clone(), option: String::new(), text: String::new(), skipped: true })
-                        }
-                        QuestionKind::Single | QuestionKind::Matrix => {
-                            let (opt, fill) = split_fill_in(raw);
-                            if !q.options.iter().any(|o| o == opt) {
-                                return Err(not_option(opt));
-                            }
-                            answers.push(Answer { question: qid.clone(), option: opt.into(), text: mask(fill).into(), skipped: false });
-                        }
-                        QuestionKind::Multi => {
-                            // The text export joins the chosen options with ┋.
-                            for part in raw.split('┋').map(str::trim).filter(|p| !p.is_empty()) {
-                                let (opt, fill) = split_fill_in(part);
-                                if !q.options.iter().any(|o| o == opt) {
-                                    return Err(not_option(opt));
-                                }
-                                answers.push(Answer { question: qid.clone(), option: opt.into(), text: mask(fill).into(), skipped: false });
-                            }
-                        }
-                        QuestionKind::Text => {
-                            let text = if raw == "(空)" { "" } else { raw };
-                            answers.push(Answer {
-                                question: qid.clone(),
-                                option: String::new(),
-                                text: mask(text).into(),
-                                skipped: text.is_empty(),
-                            });
-                        }
-                    }
-                }
-            }
-            Ok(SurveyResponse {
-                response_id: id.into(),
-                survey: survey.id.clone(),
-                submitted_at,
-                org_code: org_code.unwrap_or_default(),
-                answers,
-            })
-        })();
-        match row {
+        match parse_response(cfg, &layout, *line, cells) {
             Ok(r) => parsed.responses.push(r),
             Err(q) => parsed.rejected.push(q),
         }
     }
     Ok(parsed)
+}
+
+/// Each question's columns, or why the file does not fit the survey.
+fn question_columns<'s>(table: &Table, survey: &'s SurveyDef) -> Result<QuestionColumns<'s>, String> {
+    let mut cols: QuestionColumns<'s> = Vec::new();
+    for q in &survey.questions {
+        if q.kind == QuestionKind::Matrix {
+            let mut v = Vec::new();
+            for row in &q.rows {
+                let c = matrix_column(table, q.number, row)
+                    .ok_or_else(|| format!("缺少第{}题矩阵行“{row}”的列（表头应为“第{}题({row})”）", q.number, q.number))?;
+                if let Some(why) = table.ambiguous(c) {
+                    return Err(why);
+                }
+                v.push((format!("{}/{row}", q.id), c));
+            }
+            cols.push((q, v));
+        } else {
+            let c = question_column(table, q.number)?.ok_or_else(|| format!("缺少第{}题（“{}、{}”）的列", q.number, q.number, q.text))?;
+            cols.push((q, vec![(q.id.clone(), c)]));
+        }
+    }
+    Ok(cols)
+}
+
+/// Where a response's parts are in the export.
+struct Layout<'a, 's> {
+    survey: &'s SurveyDef,
+    id_col: usize,
+    time_col: usize,
+    cols: &'a QuestionColumns<'s>,
+    latest_ok: chrono::NaiveDateTime,
+}
+
+/// One row of the export as a response, or the row quarantined with why.
+fn parse_response(cfg: &Config, layout: &Layout<'_, '_>, line: usize, cells: &csv::StringRecord) -> Result<SurveyResponse, QuarantineRow> {
+    let cell = |i: usize| super::table::cell(cells, i);
+    let reject = |field: &str, reason: String| QuarantineRow { line, field: field.into(), reason, values: super::table::cells(cells) };
+    let id = cell(layout.id_col);
+    if id.is_empty() {
+        return Err(reject("序号", "序号为空".into()));
+    }
+    let raw_time = cell(layout.time_col);
+    let submitted_at =
+        parse_timestamp(raw_time).ok_or_else(|| reject("提交答卷时间", format!("提交答卷时间“{}”无法识别", clip(raw_time))))?;
+    if submitted_at < earliest_plausible() || submitted_at > layout.latest_ok {
+        return Err(reject("提交答卷时间", format!("提交答卷时间“{raw_time}”早于2000-01-01或晚于采集时间，不是可信的日期")));
+    }
+    let mut org_code = None;
+    let mut answers = Vec::new();
+    for (q, qcols) in layout.cols {
+        let field = format!("{}、{}", q.number, q.text);
+        for (qid, c) in qcols {
+            let raw = cell(*c);
+            if q.kind == QuestionKind::Community {
+                let unit = cfg.orgs.resolve_rated_unit(raw).map_err(|e| reject(&field, clip(&e).into_owned()))?;
+                org_code = Some(unit.code.clone());
+                continue;
+            }
+            answers.extend(
+                answers_of(q, qid, raw)
+                    .map_err(|opt| reject(&field, format!("选项“{}”不是该题的选项（{}）", clip(&opt), q.options.join("/"))))?,
+            );
+        }
+    }
+    Ok(SurveyResponse {
+        response_id: id.into(),
+        survey: layout.survey.id.clone(),
+        submitted_at,
+        org_code: org_code.unwrap_or_default(),
+        answers,
+    })
+}
+
+/// The answers of one cell (a multi-select cell holds several); `Err` with
+/// the text that is not an option of the question.
+fn answers_of(q: &QuestionDef, qid: &str, raw: &str) -> Result<Vec<Answer>, String> {
+    let answer =
+        |option: &str, text: &str, skipped: bool| Answer { question: qid.into(), option: option.into(), text: mask(text).into(), skipped };
+    if is_skipped(raw) {
+        return Ok(vec![answer("", "", true)]);
+    }
+    let chosen = |part: &str| {
+        let (opt, fill) = split_fill_in(part);
+        if q.options.iter().any(|o| o == opt) { Ok(answer(opt, fill, false)) } else { Err(opt.to_string()) }
+    };
+    match q.kind {
+        QuestionKind::Single | QuestionKind::Matrix => Ok(vec![chosen(raw)?]),
+        // The text export joins the chosen options with ┋.
+        QuestionKind::Multi => raw.split('┋').map(str::trim).filter(|p| !p.is_empty()).map(chosen).collect(),
+        QuestionKind::Text => {
+            let text = if raw == "(空)" { "" } else { raw };
+            Ok(vec![answer("", text, text.is_empty())])
+        }
+        QuestionKind::Community => Ok(Vec::new()),
+    }
 }
 
 #[cfg(test)]

@@ -32,6 +32,9 @@ pub struct ConfigFile {
     /// Metric thresholds.
     #[serde(default)]
     pub metrics: MetricRules,
+    /// Thresholds of the suspicious-burst detector: `[bursts]`.
+    #[serde(default)]
+    pub bursts: BurstRules,
     /// Sources to collect from.
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
@@ -162,6 +165,89 @@ pub struct FollowUpRules {
     /// Working days allowed to rectify a valid 差评 (15 in Sichuan, 5 in some cities).
     #[serde(default = "default_deadline")]
     pub deadline_working_days: u32,
+    /// Deadlines per follow-up step for every category: `[follow_up.steps]`.
+    /// A step left out has no deadline, except 整改, which falls back to
+    /// `deadline_working_days` so that older files keep their meaning.
+    #[serde(default)]
+    pub steps: StepDays,
+    /// Deadlines per category code (or parent category code), each step
+    /// falling back to the parent's, then to `steps`: `[follow_up.category.<code>]`.
+    #[serde(default)]
+    pub category: BTreeMap<String, StepDays>,
+}
+
+/// Working days allowed for each follow-up step, counted from the rating's
+/// day (核实 the 差评, 整改 it, 反馈/回访 the resident).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepDays {
+    /// 核实: working days to confirm or reject the 差评.
+    pub verify: Option<u32>,
+    /// 整改: working days to rectify it.
+    pub rectify: Option<u32>,
+    /// 反馈: working days to report back to (回访) the resident.
+    pub feedback: Option<u32>,
+}
+
+impl StepDays {
+    /// Each step of `self`, else the one of `fallback`.
+    pub fn or(self, fallback: StepDays) -> StepDays {
+        StepDays {
+            verify: self.verify.or(fallback.verify),
+            rectify: self.rectify.or(fallback.rectify),
+            feedback: self.feedback.or(fallback.feedback),
+        }
+    }
+}
+
+/// Thresholds of the suspicious-burst detector (`[bursts]`). Flagged
+/// ratings stay in every figure; they are only listed for review.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BurstRules {
+    /// Whether the detector runs at all.
+    #[serde(default = "default_bursts_enabled")]
+    pub enabled: bool,
+    /// The sliding window, in minutes, of both rules.
+    #[serde(default = "default_burst_window")]
+    pub window_minutes: u32,
+    /// Rule `同一评价人`: this many 非常满意 from one rater hash within the window.
+    #[serde(default = "default_rater_min")]
+    pub rater_min: u32,
+    /// Rule `同一渠道`: at least this many 好评 from one channel at one community within the window …
+    #[serde(default = "default_channel_min")]
+    pub channel_min: u32,
+    /// … and at least this many times the pair's usual count for such a window.
+    #[serde(default = "default_channel_factor")]
+    pub channel_factor: f64,
+}
+
+fn default_bursts_enabled() -> bool {
+    true
+}
+fn default_burst_window() -> u32 {
+    10
+}
+fn default_rater_min() -> u32 {
+    5
+}
+fn default_channel_min() -> u32 {
+    10
+}
+fn default_channel_factor() -> f64 {
+    5.0
+}
+
+impl Default for BurstRules {
+    fn default() -> Self {
+        BurstRules {
+            enabled: true,
+            window_minutes: default_burst_window(),
+            rater_min: default_rater_min(),
+            channel_min: default_channel_min(),
+            channel_factor: default_channel_factor(),
+        }
+    }
 }
 
 fn default_deadline() -> u32 {
@@ -170,7 +256,7 @@ fn default_deadline() -> u32 {
 
 impl Default for FollowUpRules {
     fn default() -> Self {
-        FollowUpRules { deadline_working_days: default_deadline() }
+        FollowUpRules { deadline_working_days: default_deadline(), steps: StepDays::default(), category: BTreeMap::new() }
     }
 }
 
@@ -185,6 +271,56 @@ pub struct MetricRules {
     /// 20, a community with 2 ratings scores near its street's rate.
     #[serde(default = "default_prior_weight")]
     pub prior_weight: f64,
+    /// Whether 系统默认评价 count in the rates. Off by default: a default
+    /// rating is what the platform filled in, not what a resident said, so
+    /// the rates are over 主动评价 and the defaults are shown apart.
+    #[serde(default)]
+    pub include_default: bool,
+    /// The figure rankings order by (shrunk toward the parent's).
+    #[serde(default)]
+    pub rank_by: RankBy,
+    /// Share of ranked peers at the bottom of a month's ranking that puts a
+    /// unit on the watch list (连续落后) when it stays there two months or more.
+    #[serde(default = "default_watch_bottom")]
+    pub watch_bottom: f64,
+    /// A 满意率 below which a unit is behind whatever its rank (none by default).
+    #[serde(default)]
+    pub watch_threshold: Option<f64>,
+}
+
+/// The figure a ranking orders by. Every one is shrunk toward the parent's
+/// figure with `prior_weight`, so a tiny cell cannot top or tail a table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RankBy {
+    /// 差评率, lowest first: real 好评率 sit at 99%+, so 差评 are what
+    /// tells units apart.
+    #[default]
+    BadRate,
+    /// 满意率 (基本满意以上), highest first.
+    SatisfiedRate,
+    /// 满意度得分, highest first.
+    Score,
+}
+
+impl RankBy {
+    /// The Chinese name of the figure, as tables print it.
+    pub fn label(self) -> &'static str {
+        match self {
+            RankBy::BadRate => "差评率（低者在前）",
+            RankBy::SatisfiedRate => "满意率（高者在前）",
+            RankBy::Score => "满意度得分（高者在前）",
+        }
+    }
+
+    /// Whether a lower figure ranks better.
+    pub fn lower_is_better(self) -> bool {
+        self == RankBy::BadRate
+    }
+}
+
+fn default_watch_bottom() -> f64 {
+    0.10
 }
 
 fn default_prior_weight() -> f64 {
@@ -197,7 +333,14 @@ fn default_min_n() -> u32 {
 
 impl Default for MetricRules {
     fn default() -> Self {
-        MetricRules { min_n: default_min_n(), prior_weight: default_prior_weight() }
+        MetricRules {
+            min_n: default_min_n(),
+            prior_weight: default_prior_weight(),
+            include_default: false,
+            rank_by: RankBy::default(),
+            watch_bottom: default_watch_bottom(),
+            watch_threshold: None,
+        }
     }
 }
 

@@ -21,9 +21,10 @@ mod robots;
 mod survey;
 
 pub use file::{
-    ApiConfig, ConfigFile, DefaultRatingRule, FollowUpRules, IntakeConfig, MAX_BATCH, MailConfig, MetricRules, ReferenceFiles,
+    ApiConfig, ConfigFile, DefaultRatingRule, FollowUpRules, IntakeConfig, MAX_BATCH, MailConfig, MetricRules, RankBy, ReferenceFiles,
     ServicePoint, SignatureEncoding, SmtpConfig, SmtpSecurity, SourceConfig, SourceKind, ValueMaps, is_loopback_host,
 };
+pub use file::{BurstRules, StepDays};
 pub use jobs::{JobDef, JobKind, PeriodExpr};
 pub use reference::{Category, Office, OfficeRole, OrgTree, OrgUnit, Scope, find_category, read_calendar};
 pub use robots::{RobotConfig, RobotKind};

@@ -5,7 +5,6 @@
 //! [`Backoff`]; whether a robot should get a message at all is decided by the
 //! pipeline from the delivery records, as for email.
 
-use super::md5::md5_hex;
 use crate::config::{RobotConfig, RobotKind};
 use crate::retry::Backoff;
 use base64::Engine as _;
@@ -428,6 +427,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn md5_of_the_rfc_1321_examples() {
+        assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
+        assert_eq!(md5_hex(b"abc"), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(md5_hex(b"message digest"), "f96b697d7cb7938d525a2f31aaf161d0");
+    }
+
+    #[test]
     fn dingtalk_signature_matches_a_known_vector() {
         // Computed independently with Python:
         // base64(hmac.new(b"SECtest", b"1700000000000\nSECtest", sha256).digest()), then URL-encoded.
@@ -439,4 +445,10 @@ mod tests {
         assert_eq!(url_encode("a+b/c=="), "a%2Bb%2Fc%3D%3D");
         assert_eq!(url_encode("k-1_2.3~"), "k-1_2.3~");
     }
+}
+
+/// The MD5 (lower-case hex) 企业微信 asks of an image message.
+fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(data))
 }

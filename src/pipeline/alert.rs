@@ -48,7 +48,9 @@ pub(super) fn run_alert(
     let since = store.last_ok_as_of(&job.name)?.filter(|t| *t < as_of).unwrap_or(as_of - chrono::Duration::days(1));
     let as_of_local = as_of.with_timezone(&cfg.tz);
     let lf = store.ratings_new_between(since, as_of)?;
-    let bad = aggregate::bad_ratings(lf, None, &cfg.calendar, cfg.file.follow_up.deadline_working_days, as_of_local.date_naive())?;
+    // 整改 deadlines by category when `[follow_up.category.*]` says so.
+    let deadlines = aggregate::Deadlines::from_rules(&cfg.file.follow_up, &cfg.categories);
+    let bad = aggregate::bad_ratings_with(lf, None, &cfg.calendar, &deadlines, as_of_local.date_naive())?;
     // The delivery key is the window's end to the millisecond, like as-of:
     // each night's alert is its own message, and two runs never share a key.
     let key = as_of_local.format("%Y-%m-%dT%H%M%S%3f").to_string();

@@ -188,7 +188,7 @@ pub fn figures(
 ) -> Result<aggregate::Breakdown> {
     let as_of = as_of.unwrap_or_else(Utc::now);
     let refs = aggregate::RefFrames::new(&cfg.orgs, &cfg.categories)?;
-    Ok(aggregate::breakdown(store.ratings(&period.month_keys(), as_of)?, &refs, period, dims)?)
+    Ok(aggregate::breakdown(store.ratings(&period.month_keys(), as_of)?, &refs, period, dims, cfg.file.metrics.include_default)?)
 }
 
 /// Each question of `survey` over the whole deployment in `period`, as seen

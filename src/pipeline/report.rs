@@ -302,6 +302,41 @@ struct Prepared<'a> {
     /// Every ranked unit's (rank, ranked peers, peer word), for the robots'
     /// cards; empty when no office has a robot.
     ranks: HashMap<String, (usize, usize, String)>,
+    /// The city's watch list (连续落后); each report shows its scope's entries.
+    watch: Vec<aggregate::WatchEntry>,
+    /// Offices ranked among themselves this period, for the leadership report.
+    offices: Vec<aggregate::Row>,
+    /// Channel counts and flagged bursts of the period.
+    scrutiny: ScrutinyData<'a>,
+}
+
+/// The period's ratings by org, category and channel (each cell with its org
+/// lineage) and the runs the burst rules flagged, read once per run.
+struct ScrutinyData<'a> {
+    cells: Vec<aggregate::ChannelCell>,
+    lineage: Vec<&'a [(String, OrgLevel)]>,
+    bursts: Vec<aggregate::Burst>,
+}
+
+impl<'a> ScrutinyData<'a> {
+    fn read(cfg: &'a Config, store: &Store, period: Period, as_of: DateTime<Utc>) -> Result<ScrutinyData<'a>> {
+        let cells = aggregate::channel_cells(store.ratings(&period.month_keys(), as_of)?, period)?;
+        let lineage = cells.iter().map(|c| cfg.orgs.lineage(&c.org_code)).collect();
+        let bursts = if cfg.file.bursts.enabled {
+            let marks = aggregate::burst_candidates(store.ratings(&period.month_keys(), as_of)?, period)?;
+            aggregate::bursts(&marks, &cfg.file.bursts)
+        } else {
+            Vec::new()
+        };
+        Ok(ScrutinyData { cells, lineage, bursts })
+    }
+
+    /// The channel mix of a scope.
+    fn mix(&self, scope: &Scope) -> aggregate::ChannelMix {
+        let cells =
+            self.cells.iter().zip(&self.lineage).filter(|(c, l)| aggregate::lineage_in_scope(scope, l, &c.category)).map(|(c, _)| c);
+        aggregate::channel_mix(cells)
+    }
 }
 
 impl<'a> Prepared<'a> {
@@ -324,8 +359,10 @@ impl<'a> Prepared<'a> {
         let refs = aggregate::RefFrames::new(&cfg.orgs, &cfg.categories)?;
         let grain = aggregate::grain(bucket_frames, &refs)?;
         let deadline_days = cfg.file.follow_up.deadline_working_days;
+        let deadlines = aggregate::Deadlines::from_rules(&cfg.file.follow_up, &cfg.categories);
         let bad =
-            aggregate::bad_ratings(store.ratings(&period.month_keys(), as_of)?, Some(period), &cfg.calendar, deadline_days, as_of_date)?;
+            aggregate::bad_ratings_with(store.ratings(&period.month_keys(), as_of)?, Some(period), &cfg.calendar, &deadlines, as_of_date)?;
+        let scrutiny = ScrutinyData::read(cfg, store, period, as_of)?;
         let scan = clock.elapsed().as_secs_f64();
         let survey_def = job.questionnaire.as_ref().and_then(|q| cfg.surveys.get(q));
         let responses = match survey_def {
@@ -341,9 +378,13 @@ impl<'a> Prepared<'a> {
             deadline_days,
         };
         let city = cfg.orgs.at_level(OrgLevel::City).next().map(|u| u.name.clone()).unwrap_or_else(|| cfg.file.organisation.clone());
-        let rules = aggregate::Rules { min_n: cfg.file.metrics.min_n as u64, prior_weight: cfg.file.metrics.prior_weight };
+        let rules = aggregate::Rules::from(&cfg.file.metrics);
         let bad_lineage = bad.iter().map(|b| cfg.orgs.lineage(&b.org_code)).collect();
         let ranks = if cfg.offices.iter().any(|o| !o.robots.is_empty()) { unit_ranks(cfg, &grain, period, rules) } else { HashMap::new() };
+        let office_scopes: Vec<(String, String, Scope)> =
+            cfg.offices.iter().filter(|o| o.role == OfficeRole::Office).map(|o| (o.id.clone(), o.name.clone(), o.scope.clone())).collect();
+        let watch = aggregate::watch_list(&grain, &cfg.orgs, &cfg.categories, &office_scopes, period, rules);
+        let offices = aggregate::office_rows(&grain, &cfg.orgs, &cfg.categories, &office_scopes, period, rules);
         let prep = Prepared {
             cfg,
             template,
@@ -359,6 +400,9 @@ impl<'a> Prepared<'a> {
             rules,
             everything: Scope::default(),
             ranks,
+            scrutiny,
+            watch,
+            offices,
         };
         Ok((prep, scan))
     }
@@ -372,7 +416,11 @@ impl<'a> Prepared<'a> {
             OfficeRole::Office => (ReportKind::Office, &office.scope, office.name.as_str()),
         };
         let clock = Instant::now();
-        let tables = aggregate::rating_tables(&self.grain, &cfg.orgs, &cfg.categories, scope, self.period, 12, self.rules);
+        let mut tables = aggregate::rating_tables(&self.grain, &cfg.orgs, &cfg.categories, scope, self.period, 12, self.rules);
+        tables.watch = self.watch_of(office);
+        if kind == ReportKind::Leadership {
+            tables.offices = self.offices.clone();
+        }
         let total = tables.total;
         let bad_in: Vec<&BadRating> = self
             .bad
@@ -382,6 +430,7 @@ impl<'a> Prepared<'a> {
             .map(|(b, _)| b)
             .collect();
         let follow_up = aggregate::follow_up_summary(bad_in.iter().copied(), self.as_of_date);
+        let steps = aggregate::steps_summary(bad_in.iter().copied(), self.as_of_date);
         let survey = match (self.survey_def, &self.responses) {
             (Some(def), Some(lf)) => Some(aggregate::survey_tables(lf.clone(), self.period, def, &cfg.orgs, &cfg.categories, scope)?),
             _ => None,
@@ -402,7 +451,8 @@ impl<'a> Prepared<'a> {
             period: self.period,
             scheme: cfg.surveys.get(self.template),
         };
-        let view = render::build_view(cfg, input);
+        let mut view = render::build_view(cfg, input);
+        view.scrutiny = self.scrutiny_view(kind, scope, audience, steps);
         let card = self.card(office, &view);
         let t_aggregate = clock.elapsed().as_secs_f64();
         let clock = Instant::now();
@@ -434,6 +484,33 @@ impl<'a> Prepared<'a> {
             rectified_rate: view.follow_up.rectified_rate,
             report_id: view.footer.report_id.clone(),
         }
+    }
+
+    /// Steps, channels and (leadership) bursts of a report: the scope's own
+    /// channel mix first, then, for leadership, each office's.
+    fn scrutiny_view(&self, kind: ReportKind, scope: &Scope, audience: &str, steps: aggregate::StepsSummary) -> render::ScrutinyView {
+        let mut channels = vec![(audience.to_string(), self.scrutiny.mix(scope))];
+        let mut bursts: &[aggregate::Burst] = &[];
+        if kind == ReportKind::Leadership {
+            let offices = self.cfg.offices.iter().filter(|o| o.role == OfficeRole::Office);
+            channels.extend(offices.map(|o| (o.name.clone(), self.scrutiny.mix(&o.scope))));
+            bursts = &self.scrutiny.bursts;
+        }
+        let input = render::ScrutinyInput { steps, channels, bursts, scheme: self.cfg.surveys.get(self.template) };
+        render::build_scrutiny(self.cfg, input)
+    }
+
+    /// The watch entries an office sees: all of them for leadership; for an
+    /// office its own entry and the units inside its org scope.
+    fn watch_of(&self, office: &Office) -> Vec<aggregate::WatchEntry> {
+        if office.role == OfficeRole::Leadership {
+            return self.watch.clone();
+        }
+        let scope = &office.scope;
+        let inside = |code: &str| {
+            scope.categories.is_empty() && !scope.orgs.is_empty() && scope.orgs.iter().any(|s| self.cfg.orgs.is_within(code, s))
+        };
+        self.watch.iter().filter(|e| if e.level == "科室/单位" { e.code == office.id } else { inside(&e.code) }).cloned().collect()
     }
 
     /// Overdue 差评 per office, worst first, for the leadership report.

@@ -7,6 +7,7 @@
 //! data and as-of time gives the same bytes — HTML, text, charts, workbook.
 
 mod charts;
+mod scrutiny;
 mod workbook;
 
 use crate::aggregate::{BadRating, Concentration, FollowUpSummary, RatingTables, Row, Stats, SurveyTables};
@@ -16,6 +17,8 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
 use tera::{Tera, Value};
+
+pub use scrutiny::{ChannelRow, FlaggedView, ScrutinyInput, ScrutinyView, build_scrutiny};
 
 /// Errors of rendering.
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +284,8 @@ pub struct ReportView {
     pub survey: Option<SurveyTables>,
     /// Footer: sources, counts, as-of, report id.
     pub footer: Footer,
+    /// Follow-up steps, 实名差评回访率, channels and bursts (set by the pipeline through [`build_scrutiny`]).
+    pub scrutiny: ScrutinyView,
 }
 
 /// A community × category cell of the weakest list.
@@ -512,8 +517,11 @@ pub fn build_view(cfg: &Config, input: ViewInput<'_>) -> ReportView {
     weakest.truncate(10);
     let low_n_count = tables.communities.iter().filter(|r| r.low_n).count();
     let mut ranked_cells: Vec<&crate::aggregate::Cross> = tables.cross.iter().filter(|c| !c.low_n).collect();
-    // Stable, so equal scores keep the table's (community, category) order.
-    ranked_cells.sort_by(|a, b| a.shrunk.total_cmp(&b.shrunk));
+    // Weakest first in the ranking's own direction (the highest shrunk
+    // 差评率, or the lowest 满意率 or score). Stable, so equal scores keep
+    // the table's (community, category) order.
+    let lower = tables.rank_by.lower_is_better();
+    ranked_cells.sort_by(|a, b| if lower { b.shrunk.total_cmp(&a.shrunk) } else { a.shrunk.total_cmp(&b.shrunk) });
     let community_name = |code: &str| cfg.orgs.get(code).map(|u| u.name.clone()).unwrap_or_else(|| code.to_string());
     let weak_cells = ranked_cells
         .iter()
@@ -575,6 +583,7 @@ pub fn build_view(cfg: &Config, input: ViewInput<'_>) -> ReportView {
         survey,
         footer,
         ratings: tables,
+        scrutiny: ScrutinyView::default(),
     }
 }
 
@@ -697,6 +706,7 @@ mod tests {
             significant: false,
             shrunk: 0.0,
             rank,
+            apart: crate::aggregate::Apart::of(&Default::default()),
         }
     }
 

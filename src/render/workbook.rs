@@ -83,6 +83,13 @@ fn rows_sheet(wb: &mut Workbook, name: &str, first: &str, rows: &[Row], bold: &F
             "变化显著",
             "排名",
             "样本不足",
+            "排名得分(收缩后)",
+            "主动评价数",
+            "默认评价数",
+            "主动评价率",
+            "追评数",
+            "回访满意度",
+            "追评缺首评",
         ],
         bold,
     )?;
@@ -105,6 +112,47 @@ fn rows_sheet(wb: &mut Workbook, name: &str, first: &str, rows: &[Row], bold: &F
             ws.write_number(row, 13, rank as f64)?;
         }
         ws.write_string(row, 14, if r.low_n { "是" } else { "" })?;
+        // Shown apart from the rates: 主动/默认评价 and the second evaluations.
+        let a = &r.apart;
+        ws.write_number(row, 15, r.shrunk)?;
+        ws.write_number(row, 16, a.active as f64)?;
+        ws.write_number(row, 17, a.default as f64)?;
+        figure(ws, row, 18, a.active + a.default, a.active_rate, Some(pct))?;
+        ws.write_number(row, 19, a.second.n as f64)?;
+        figure(ws, row, 20, a.second.n, a.second.satisfied_rate, Some(pct))?;
+        ws.write_number(row, 21, a.orphan_second as f64)?;
+    }
+    Ok(())
+}
+
+/// The offices ranked among themselves (leadership) and the watch list
+/// (连续落后): one row per unit, its run and its monthly ranks.
+fn watch_sheets(wb: &mut Workbook, r: &crate::aggregate::RatingTables, bold: &Format, pct: &Format) -> Result<(), XlsxError> {
+    if !r.offices.is_empty() {
+        rows_sheet(wb, "责任单位", "责任单位", &r.offices, bold, pct)?;
+    }
+    let watch = &r.watch;
+    if watch.is_empty() {
+        return Ok(());
+    }
+    let ws = wb.add_worksheet().set_name("连续落后")?;
+    let months: Vec<String> = watch.first().map(|e| e.history.iter().map(|h| h.month.clone()).collect()).unwrap_or_default();
+    let mut cols: Vec<&str> = vec!["单位", "层级", "上级", "连续落后期数"];
+    cols.extend(months.iter().map(String::as_str));
+    header(ws, &cols, bold)?;
+    for (i, e) in watch.iter().enumerate() {
+        let row = (i + 1) as u32;
+        ws.write_string(row, 0, cell_text(&e.name))?;
+        ws.write_string(row, 1, e.level)?;
+        ws.write_string(row, 2, cell_text(&e.parent))?;
+        ws.write_number(row, 3, e.periods as f64)?;
+        for (c, h) in e.history.iter().enumerate() {
+            let text = match h.rank {
+                Some(k) => format!("{k}/{}{}", h.ranked, if h.behind { " 落后" } else { "" }),
+                None => super::NO_DATA.to_string(),
+            };
+            ws.write_string(row, 4 + c as u16, text)?;
+        }
     }
     Ok(())
 }
@@ -159,6 +207,7 @@ fn build(view: &ReportView, created: NaiveDateTime) -> Result<Vec<u8>, XlsxError
         rows_sheet(&mut wb, "各街道", "街道", &r.streets, &bold, &pct)?;
     }
     rows_sheet(&mut wb, "各社区", "社区", &r.communities, &bold, &pct)?;
+    watch_sheets(&mut wb, r, &bold, &pct)?;
     rows_sheet(&mut wb, "服务类别", "服务类别", &r.categories, &bold, &pct)?;
     {
         let ws = wb.add_worksheet().set_name("社区×服务类别")?;
@@ -204,7 +253,42 @@ fn build(view: &ReportView, created: NaiveDateTime) -> Result<Vec<u8>, XlsxError
             ws.write_string(row, 8, if b.rating.overdue { "逾期" } else { "" })?;
         }
     }
+    if view.kind == ReportKind::Leadership {
+        bursts_sheet(&mut wb, view, &bold)?;
+    }
     wb.save_to_buffer()
+}
+
+/// The 疑似刷评复核 sheet of the leadership workbook: every rating a burst
+/// rule flagged, with the rule and its run. The ratings stay in the figures.
+fn bursts_sheet(wb: &mut Workbook, view: &ReportView, bold: &Format) -> Result<(), XlsxError> {
+    let ws = wb.add_worksheet().set_name("疑似刷评复核")?;
+    header(ws, &["评价编号", "评价时间", "社区", "街道", "渠道", "规则", "连串条数", "阈值", "连串起止"], bold)?;
+    let s = &view.scrutiny;
+    for (i, f) in s.flagged.iter().enumerate() {
+        let row = (i + 1) as u32;
+        ws.write_string(row, 0, cell_text(&f.rating_id))?;
+        ws.write_string(row, 1, &f.rated_at)?;
+        ws.write_string(row, 2, cell_text(&f.community))?;
+        ws.write_string(row, 3, cell_text(&f.street))?;
+        ws.write_string(row, 4, cell_text(&f.channel))?;
+        ws.write_string(row, 5, &f.rule)?;
+        ws.write_number(row, 6, f.run_size as f64)?;
+        ws.write_number(row, 7, f.threshold as f64)?;
+        ws.write_string(row, 8, &f.run)?;
+    }
+    // The rules under the list, so the sheet explains itself when forwarded.
+    let below = s.flagged.len() as u32 + 2;
+    let note = match (s.flagged.is_empty(), s.burst_rules.is_empty()) {
+        (_, true) => "疑似刷评检测未启用（[bursts] enabled = false）。",
+        (true, false) => "本期未发现疑似刷评。",
+        (false, false) => "以上评价仍计入各项指标，仅供复核。",
+    };
+    ws.write_string(below, 0, note)?;
+    for (k, rule) in s.burst_rules.iter().enumerate() {
+        ws.write_string(below + 1 + k as u32, 0, rule)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

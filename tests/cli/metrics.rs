@@ -68,14 +68,24 @@ fn community_by_category_agrees_with_duckdb_cell_by_cell() {
     let (ours, theirs) = (keyed(&ours, "community", "category"), keyed(&duck, "community", "category"));
     assert!(ours.len() > 500, "a real table, not a handful of cells: {}", ours.len());
     assert_eq!(ours.keys().collect::<Vec<_>>(), theirs.keys().collect::<Vec<_>>(), "the same cells");
+    // The rates are over first evaluations that are not default ratings;
+    // DuckDB reads 评价次数 from the rating id and the default mark itself.
+    let (mut defaults, mut seconds) = (0.0, 0.0);
     for (key, a) in &ours {
         let b = &theirs[key];
-        for c in ["n", "c1", "c2", "c3", "c4", "c5"] {
+        for c in ["n", "c1", "c2", "c3", "c4", "c5", "active", "default", "second"] {
             assert_eq!(a[c], b[c], "{key:?} {c}");
         }
         assert!((num(a, "satisfied_rate") - num(b, "satisfied_rate")).abs() < 1e-6, "{key:?} 满意率");
+        assert!((num(a, "bad_rate") - num(b, "bad_rate")).abs() < 1e-6, "{key:?} 首次评价差评率");
         assert!((num(a, "score") - num(b, "score")).abs() < 1e-4, "{key:?} 得分");
+        // 主动评价率 of a cell with no first evaluation is empty in SQL, 0 in manyi.
+        let theirs_active = if matches!(b["active_rate"].as_str(), "" | "None") { 0.0 } else { num(b, "active_rate") };
+        assert!((num(a, "active_rate") - theirs_active).abs() < 1e-6, "{key:?} 主动评价率");
+        defaults += num(a, "default");
+        seconds += num(a, "second");
     }
+    assert!(defaults > 300.0 && seconds > 50.0, "the demo has default ratings ({defaults}) and second evaluations ({seconds})");
 }
 
 #[test]

@@ -95,7 +95,7 @@ fn render_all() -> Vec<(String, Rendered)> {
         report_id: render::report_id("monthly-report", "2026-10", as_of),
         deadline_days: 15,
     };
-    let rules = Rules { min_n: 5, prior_weight: 20.0 };
+    let rules = Rules { min_n: 5, ..Rules::default() };
     let mut out = Vec::new();
     for office in &cfg.offices {
         let (kind, scope, audience) = match office.role {
