@@ -23,4 +23,18 @@ fi
 # the main table straight from the Parquet files.
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore duckdb
 
+# The intake's browser test drives Debian's chromium through Selenium.
+if ! command -v chromedriver >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "scripts/test.sh: the browser test needs chromium and chromedriver; install them" >&2
+        exit 1
+    fi
+fi
+if ! python3 -c 'import selenium' >/dev/null 2>&1; then
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore selenium \
+        || python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --break-system-packages selenium
+fi
+
 cargo test --locked --all-targets "$@"

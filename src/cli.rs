@@ -87,8 +87,25 @@ pub enum Command {
         #[arg(long)]
         survey: Option<String>,
     },
-    /// Run the jobs on their schedules until SIGTERM or Ctrl-C.
+    /// Run the jobs on their schedules until SIGTERM or Ctrl-C (and the intake page, if `[intake]` is configured).
     Serve,
+    /// Run only the QR-code intake page until SIGTERM or Ctrl-C.
+    Intake,
+    /// Write printable QR-code sheets: one code per service point, and optionally a batch of single-use case slips.
+    Qr {
+        /// Folder for the HTML page and the PNGs.
+        #[arg(long, default_value = "qr")]
+        out: PathBuf,
+        /// Also issue case slips for this service point.
+        #[arg(long)]
+        slips_for: Option<String>,
+        /// How many slips.
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+        /// 办件编号 to bind, one slip each (repeatable; overrides --count).
+        #[arg(long = "case-no")]
+        case_nos: Vec<String>,
+    },
     /// List the jobs with their next three fire times in local time.
     Jobs {
         /// Fire times after this instead of now (RFC 3339 or local `YYYY-MM-DD HH:MM:SS`), to plan around holidays.
@@ -191,7 +208,7 @@ fn classify(e: &anyhow::Error) -> (u8, &(dyn std::error::Error + 'static)) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The service's log is its record of what it did; one-shot commands print a summary instead.
-    let default_level = if matches!(cli.command, Command::Serve) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command::Serve | Command::Intake) { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MANYI_LOG").unwrap_or_else(|_| default_level.into()))
         .with_writer(std::io::stderr)
@@ -223,6 +240,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo { seed, dir, through } => demo(&dir, seed, through.as_deref()),
         Command::Serve => crate::serve::serve(load(&config)?),
+        Command::Intake => crate::intake::run_standalone(load(&config)?),
+        Command::Qr { out, slips_for, count, case_nos } => qr(&config, &out, slips_for, count, case_nos),
         Command::Check => check(&config),
         Command::Collect { source } => collect(&config, source.as_deref()),
         Command::Run { job, period, as_of, dry_run, resend } => run_job(&config, job, period, as_of, dry_run, resend),
@@ -231,6 +250,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Jobs { from } => jobs(&config, from),
         Command::History { job } => history(&config, job.as_deref()),
     }
+}
+
+/// `manyi qr`: writes the sheets and names them.
+fn qr(path: &Path, out: &Path, slips_for: Option<String>, count: usize, case_nos: Vec<String>) -> Result<()> {
+    let cfg = load(path)?;
+    let req = slips_for.map(|point| crate::intake::qr::SlipRequest { point, count, case_nos });
+    for page in crate::intake::qr::write_sheets(&cfg, out, req.as_ref())? {
+        println!("{}", page.display());
+    }
+    Ok(())
 }
 
 /// `manyi check`: loads everything a run needs and prints what it found.
@@ -705,6 +734,11 @@ fn demo(dir: &Path, seed: u64, through: Option<&str>) -> Result<()> {
         println!("  leadership       {}", first.html_path.display());
     }
     println!("  outbox (.eml)    {}", data.join("outbox").display());
+    if !generated.intake_url.is_empty() {
+        println!();
+        println!("Rate a service from a browser: run `manyi -c {} intake`, then open", generated.config.display());
+        println!("  {}", generated.intake_url);
+    }
     println!("done in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -353,6 +353,24 @@ pub struct Generated {
     pub responses: usize,
     /// The report month.
     pub through: Period,
+    /// The local URL of the first service point's code (`manyi intake` serves it).
+    pub intake_url: String,
+}
+
+/// The demo's QR-code intake: a source, the server on loopback, and two
+/// service points of the first community; returns the TOML and the first URL.
+fn intake_toml(city: &City) -> (String, String) {
+    let Some(c) = city.communities.first() else { return (String::new(), String::new()) };
+    let code = &c.unit.code;
+    let toml = format!(
+        "\n# Residents rate a service by scanning a QR code (`manyi intake`, or inside `manyi serve`;\n\
+         # `manyi qr` prints the codes). Case slips are signed with the secret in MANYI_INTAKE_SECRET.\n\
+         [[source]]\nname = \"qr-code\"\nkind = \"intake\"\n\n\
+         [intake]\nlisten = \"127.0.0.1:8088\"\nsource = \"qr-code\"\nsecret_env = \"MANYI_INTAKE_SECRET\"\n\n\
+         [[intake.point]]\nid = \"c{code}-meals\"\norg = \"{code}\"\ncategory = \"elderly_care\"\nservice_item = \"老年助餐\"\n\n\
+         [[intake.point]]\nid = \"c{code}-culture\"\norg = \"{code}\"\ncategory = \"culture\"\nservice_item = \"文体活动\"\n"
+    );
+    (toml, format!("http://127.0.0.1:8088/p/c{code}-meals"))
 }
 
 const RATING_HEADERS: [&str; 17] = [
@@ -414,7 +432,8 @@ pub fn generate(dir: &Path, seed: u64, through: Period) -> Result<Generated> {
     let city = build_city(&mut rng);
     write(dir, "reference/orgs.csv", orgs_csv(&city).as_bytes())?;
     write(dir, "reference/offices.toml", offices_toml(&city).as_bytes())?;
-    write(dir, "manyi.toml", format!("{MANYI_TOML}{}", robots_toml(&city)).as_bytes())?;
+    let (intake, intake_url) = intake_toml(&city);
+    write(dir, "manyi.toml", format!("{MANYI_TOML}{}{intake}", robots_toml(&city)).as_bytes())?;
 
     let calendar = demo_calendar();
     let months = through.trailing_months(13);
@@ -592,7 +611,7 @@ pub fn generate(dir: &Path, seed: u64, through: Period) -> Result<Generated> {
     ratings += write_scripted_burst(dir, &city, through)?;
     let responses = write_wjx(dir, &mut rng, &city, &months)?;
     let config = dir.join("manyi.toml");
-    Ok(Generated { dir: dir.to_path_buf(), config, ratings, responses, through })
+    Ok(Generated { dir: dir.to_path_buf(), config, ratings, responses, through, intake_url })
 }
 
 /// One scripted burst in the report month, so the leadership report's

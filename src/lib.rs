@@ -12,6 +12,7 @@ pub mod collect;
 pub mod config;
 pub mod deliver;
 pub mod demo;
+pub mod intake;
 pub mod model;
 pub mod period;
 pub mod pipeline;

@@ -100,8 +100,19 @@ fn run_service(cfg: &Arc<Config>, store: &Store, holder: &str) -> Result<()> {
         let next = sched.next_fires(job, Utc::now(), 1);
         tracing::info!(job, next = ?next.first().map(|t| t.with_timezone(&cfg.tz).to_rfc3339()), "scheduled");
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().context("starting the runtime")?;
-    rt.block_on(event_loop(cfg, store, holder, &mut sched, &stop))
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(async {
+        // The intake page shares the runtime; its landing and commits run on their own threads.
+        let intake = match cfg.file.intake {
+            Some(_) => Some(crate::intake::start(Arc::clone(cfg)).await?),
+            None => None,
+        };
+        let result = event_loop(cfg, store, holder, &mut sched, &stop).await;
+        if let Some(i) = intake {
+            i.stop().await;
+        }
+        result
+    })
 }
 
 async fn event_loop(cfg: &Arc<Config>, store: &Store, holder: &str, sched: &mut Scheduler, stop: &AtomicBool) -> Result<()> {

@@ -100,6 +100,7 @@ fn check_source_records(at: &SourceAt<'_, '_>, s: &SourceConfig, known: &Known<'
             }
             problems.extend(check_source_values(at, s, known.categories));
         }
+        SourceKind::Intake => {}
     }
     if !matches!(s.kind, SourceKind::RatingFile | SourceKind::HaochapingApi) {
         let set = [
@@ -153,6 +154,9 @@ fn check_source_values(at: &SourceAt<'_, '_>, s: &SourceConfig, categories: &[Ca
 fn check_source_transport(at: &SourceAt<'_, '_>, s: &SourceConfig, categories: &[Category]) -> Vec<Problem> {
     let name = &s.name;
     let mut problems = Vec::new();
+    if s.kind == SourceKind::Intake {
+        return problems;
+    }
     if !s.kind.is_api() {
         if s.inbox.as_os_str().is_empty() {
             problems.push(at.problem(&[Key("inbox")], format!("source “{name}”: a file source needs `inbox = \"…\"`")));

@@ -46,6 +46,89 @@ pub struct ConfigFile {
     /// Group robots (企业微信 / 钉钉), a second delivery channel: `[[robot]]`.
     #[serde(default, rename = "robot")]
     pub robots: Vec<super::RobotConfig>,
+    /// The QR-code intake page (`[intake]`), if residents rate through manyi itself.
+    #[serde(default)]
+    pub intake: Option<IntakeConfig>,
+}
+
+/// One service point (`[[intake.point]]`): a static QR code posted at a
+/// counter or activity room. Org and category come from here, never from
+/// the resident's form.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePoint {
+    /// Plain name that appears in the URL (`/p/<id>`).
+    pub id: String,
+    /// 12-digit community (or 15-digit grid) code.
+    pub org: String,
+    /// Service category code.
+    pub category: String,
+    /// 服务事项 (optional).
+    #[serde(default)]
+    pub service_item: String,
+    /// What the page shows as the service's name (default: the item or the category's name).
+    #[serde(default)]
+    pub title: String,
+}
+
+/// Settings of the intake server (`[intake]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeConfig {
+    /// Address to listen on, e.g. `127.0.0.1:8088`.
+    pub listen: String,
+    /// The `[[source]]` of `kind = "intake"` the ratings belong to.
+    pub source: String,
+    /// The public base URL printed in QR codes (e.g. `https://manyi.example.gov.cn`);
+    /// default `http://<listen>`.
+    #[serde(default)]
+    pub public_url: String,
+    /// NAME of the environment variable holding the secret that signs case slips.
+    #[serde(default = "default_intake_secret_env")]
+    pub secret_env: String,
+    /// Reason tags offered for 不满意/非常不满意 (default: a built-in list).
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    /// Milliseconds between commits of landed submissions to the store.
+    #[serde(default = "default_commit_every_ms")]
+    pub commit_every_ms: u64,
+    /// Days a case slip stays valid.
+    #[serde(default = "default_slip_days")]
+    pub slip_days: u32,
+    /// Submissions one client may make per minute.
+    #[serde(default = "default_per_client")]
+    pub per_client_per_minute: u32,
+    /// Submissions one code (service point) may receive per minute.
+    #[serde(default = "default_per_code")]
+    pub per_code_per_minute: u32,
+    /// Minutes within which a second rating of the same point from the same client is refused.
+    #[serde(default = "default_repeat_window")]
+    pub repeat_window_minutes: u32,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted reverse proxy).
+    #[serde(default)]
+    pub trust_proxy: bool,
+    /// The service points.
+    #[serde(default, rename = "point")]
+    pub points: Vec<ServicePoint>,
+}
+
+fn default_intake_secret_env() -> String {
+    "MANYI_INTAKE_SECRET".into()
+}
+fn default_commit_every_ms() -> u64 {
+    2000
+}
+fn default_slip_days() -> u32 {
+    30
+}
+fn default_per_client() -> u32 {
+    20
+}
+fn default_per_code() -> u32 {
+    600
+}
+fn default_repeat_window() -> u32 {
+    10
 }
 
 fn default_data_dir() -> PathBuf {
@@ -389,6 +472,9 @@ pub enum SourceKind {
     HaochapingApi,
     /// 问卷星 OpenAPI, action 1001002 (answers of one survey).
     WjxApi,
+    /// Ratings residents submit on manyi's own QR-code page (`[intake]`);
+    /// the intake server commits them, collect has nothing to fetch.
+    Intake,
 }
 
 /// How the signature bytes are written into the header.

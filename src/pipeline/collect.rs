@@ -124,6 +124,8 @@ pub fn collect_all_with(cfg: &Config, store: &mut Store, only: Option<&str>, pro
         let res = match src.kind {
             SourceKind::RatingFile | SourceKind::WjxExport => collect_source(cfg, store, src, &mut sum, progress),
             SourceKind::HaochapingApi | SourceKind::WjxApi => collect_api(cfg, store, src, &mut sum, progress),
+            // The intake server commits its own submissions every few seconds.
+            SourceKind::Intake => Ok(()),
         };
         if let Err(e) = res {
             tracing::error!(source = %src.name, error = %format!("{e:#}"), "collect failed");
@@ -380,7 +382,9 @@ struct FileOutcome {
 fn parse_payload(cfg: &Config, src: &SourceConfig, fetched: &Fetched, now_local: chrono::NaiveDateTime) -> ParseResult {
     collect::read_table(&fetched.name, &fetched.bytes).and_then(|table| match src.kind {
         SourceKind::WjxExport | SourceKind::WjxApi => collect::parse_wjx_export(cfg, src, &fetched.name, &table),
-        SourceKind::RatingFile | SourceKind::HaochapingApi => collect::parse_ratings(cfg, src, &fetched.name, &table, now_local),
+        SourceKind::RatingFile | SourceKind::HaochapingApi | SourceKind::Intake => {
+            collect::parse_ratings(cfg, src, &fetched.name, &table, now_local)
+        }
     })
 }
 
@@ -416,7 +420,7 @@ fn commit_file(
         watermark: None,
     };
     let batch = match src.kind {
-        SourceKind::RatingFile | SourceKind::HaochapingApi => store.commit_ratings(&meta, &parsed.ratings)?,
+        SourceKind::RatingFile | SourceKind::HaochapingApi | SourceKind::Intake => store.commit_ratings(&meta, &parsed.ratings)?,
         SourceKind::WjxExport | SourceKind::WjxApi => store.commit_responses(&meta, &parsed.responses)?,
     };
     Ok(FileOutcome {

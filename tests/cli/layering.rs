@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cli                                                       roof
-//! serve
+//! serve, intake
 //! pipeline, demo                                            orchestrators
 //! collect, store, aggregate, render, deliver, schedule      stages
 //! config
@@ -22,7 +22,7 @@ fn layer(module: &str) -> Option<u8> {
         "config" => 1,
         "collect" | "store" | "aggregate" | "render" | "deliver" | "schedule" => 2,
         "pipeline" | "demo" => 3,
-        "serve" => 4,
+        "serve" | "intake" => 4,
         "cli" => 5,
         _ => return None,
     })

@@ -10,6 +10,7 @@ mod exit_codes;
 mod feeds;
 mod followup;
 mod hostile_files;
+mod intake;
 mod layering;
 mod loud;
 mod metrics;
