@@ -422,6 +422,12 @@ fn describe(e: reqwest::Error) -> String {
     s
 }
 
+/// The MD5 (lower-case hex) 企业微信 asks of an image message.
+fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(data))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,10 +451,4 @@ mod tests {
         assert_eq!(url_encode("a+b/c=="), "a%2Bb%2Fc%3D%3D");
         assert_eq!(url_encode("k-1_2.3~"), "k-1_2.3~");
     }
-}
-
-/// The MD5 (lower-case hex) 企业微信 asks of an image message.
-fn md5_hex(data: &[u8]) -> String {
-    use md5::Digest;
-    hex::encode(md5::Md5::digest(data))
 }

@@ -199,7 +199,7 @@ fn a_published_questionnaire_figure_is_reproduced_from_a_gbk_export() {
     let sheet = wb.worksheet_range("问卷").expect("sheet 问卷");
     let row = sheet
         .rows()
-        .find(|r| r.first().is_some_and(|c| c.to_string() == "您对社区工作的总体评价") && r.get(3).is_some_and(|c| c.to_string() == "满意"))
+        .find(|r| r.first().is_some_and(|c| *c == "您对社区工作的总体评价") && r.get(3).is_some_and(|c| *c == "满意"))
         .expect("the 满意 row of question 2");
     assert_eq!(row.get(1).map(|c| c.to_string()), Some("230".into()));
     assert_eq!(row.get(4).map(|c| c.to_string()), Some("161".into()));
