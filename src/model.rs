@@ -230,6 +230,34 @@ pub struct Rating {
     pub default_rating: bool,
 }
 
+#[cfg(test)]
+impl Rating {
+    /// A plain rating for unit tests: the given keys, every optional field
+    /// empty, channel 1, not default. Tests change what they need with
+    /// struct-update syntax.
+    pub(crate) fn example(id: &str, source: &str, org: &str, category: &str, rated_at: NaiveDateTime, level: Level) -> Rating {
+        Rating {
+            rating_id: id.into(),
+            source: source.into(),
+            rated_at,
+            org_code: org.into(),
+            category: category.into(),
+            service_item: String::new(),
+            department: String::new(),
+            channel: 1,
+            level,
+            reason_tags: String::new(),
+            comment: String::new(),
+            anonymous: false,
+            rater_hash: None,
+            follow_up: None,
+            rectified_at: None,
+            revisit: String::new(),
+            default_rating: false,
+        }
+    }
+}
+
 /// One answer of a questionnaire response, in long form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Answer {

@@ -836,25 +836,8 @@ pub(crate) mod tests {
 
     /// One rating with its id (办件编号-评价次数) and default mark.
     pub(crate) fn one(id: &str, org: &str, month: u32, level: u8, default_rating: bool) -> Rating {
-        Rating {
-            rating_id: id.into(),
-            source: "t".into(),
-            rated_at: chrono::NaiveDate::from_ymd_opt(2026, month, 10).and_then(|d| d.and_hms_opt(9, 0, 0)).expect("time"),
-            org_code: org.into(),
-            category: "property".into(),
-            service_item: String::new(),
-            department: String::new(),
-            channel: 2,
-            level: Level::from_code(level).expect("level"),
-            reason_tags: String::new(),
-            comment: String::new(),
-            anonymous: false,
-            rater_hash: None,
-            follow_up: None,
-            rectified_at: None,
-            revisit: String::new(),
-            default_rating,
-        }
+        let at = chrono::NaiveDate::from_ymd_opt(2026, month, 10).and_then(|d| d.and_hms_opt(9, 0, 0)).expect("time");
+        Rating { channel: 2, default_rating, ..Rating::example(id, "t", org, "property", at, Level::from_code(level).expect("level")) }
     }
 
     #[test]

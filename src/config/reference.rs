@@ -185,6 +185,20 @@ struct OfficesFile {
 /// counts a CRLF file's lines one short (it counts the `\n` of a CRLF with
 /// the next record), so `manyi check` said `orgs.csv:1:` for a problem on
 /// line 2 of a file saved by Excel on Windows.
+/// The readable rows of a reference CSV with their lines; an unreadable row
+/// is a problem at its line and is left out.
+fn csv_records(path: &Path, problems: &mut Problems) -> Option<Vec<(Option<usize>, csv::StringRecord)>> {
+    let mut rdr = read_csv(path, problems)?;
+    let mut out = Vec::new();
+    for rec in rdr.records() {
+        match rec {
+            Ok(r) => out.push((r.position().map(|p| p.line() as usize), r)),
+            Err(e) => problems.push(path, e.position().map(|p| p.line() as usize), format!("unreadable row: {e}")),
+        }
+    }
+    Some(out)
+}
+
 fn read_csv(path: &Path, problems: &mut Problems) -> Option<csv::Reader<std::io::Cursor<Vec<u8>>>> {
     match std::fs::read(path) {
         Ok(bytes) => {
@@ -209,16 +223,8 @@ fn read_csv(path: &Path, problems: &mut Problems) -> Option<csv::Reader<std::io:
 
 pub(super) fn load_orgs(path: &Path, problems: &mut Problems) -> OrgTree {
     let mut units = Vec::new();
-    let Some(mut rdr) = read_csv(path, problems) else { return OrgTree::default() };
-    for rec in rdr.records() {
-        let rec = match rec {
-            Ok(r) => r,
-            Err(e) => {
-                problems.push(path, e.position().map(|p| p.line() as usize), format!("unreadable row: {e}"));
-                continue;
-            }
-        };
-        let line = rec.position().map(|p| p.line() as usize);
+    let Some(records) = csv_records(path, problems) else { return OrgTree::default() };
+    for (line, rec) in records {
         if rec.len() != 4 {
             problems.push(path, line, format!("expected 4 columns code,name,parent,level, found {}", rec.len()));
             continue;
@@ -293,17 +299,9 @@ fn missing_city(path: &Path, units: &[(OrgUnit, Option<usize>)], problems: &mut 
 
 pub(super) fn load_categories(path: &Path, problems: &mut Problems) -> Vec<Category> {
     let mut cats: Vec<Category> = Vec::new();
-    let Some(mut rdr) = read_csv(path, problems) else { return cats };
+    let Some(records) = csv_records(path, problems) else { return cats };
     let mut lines = Vec::new();
-    for rec in rdr.records() {
-        let rec = match rec {
-            Ok(r) => r,
-            Err(e) => {
-                problems.push(path, e.position().map(|p| p.line() as usize), format!("unreadable row: {e}"));
-                continue;
-            }
-        };
-        let line = rec.position().map(|p| p.line() as usize);
+    for (line, rec) in records {
         if rec.len() != 3 && rec.len() != 4 {
             problems.push(path, line, format!("expected 3 columns code,name,parent (and optionally synonyms), found {}", rec.len()));
             continue;

@@ -319,11 +319,12 @@ struct ScrutinyData<'a> {
 }
 
 impl<'a> ScrutinyData<'a> {
-    fn read(cfg: &'a Config, store: &Store, period: Period, as_of: DateTime<Utc>) -> Result<ScrutinyData<'a>> {
-        let cells = aggregate::channel_cells(store.ratings(&period.month_keys(), as_of)?, period)?;
+    /// `ratings` is the period's ratings as of the run (read once by the caller).
+    fn read(cfg: &'a Config, ratings: &LazyFrame, period: Period) -> Result<ScrutinyData<'a>> {
+        let cells = aggregate::channel_cells(ratings.clone(), period)?;
         let lineage = cells.iter().map(|c| cfg.orgs.lineage(&c.org_code)).collect();
         let bursts = if cfg.file.bursts.enabled {
-            let marks = aggregate::burst_candidates(store.ratings(&period.month_keys(), as_of)?, period)?;
+            let marks = aggregate::burst_candidates(ratings.clone(), period)?;
             aggregate::bursts(&marks, &cfg.file.bursts)
         } else {
             Vec::new()
@@ -360,9 +361,11 @@ impl<'a> Prepared<'a> {
         let grain = aggregate::grain(bucket_frames, &refs)?;
         let deadline_days = cfg.file.follow_up.deadline_working_days;
         let deadlines = aggregate::Deadlines::from_rules(&cfg.file.follow_up, &cfg.categories);
-        let bad =
-            aggregate::bad_ratings_with(store.ratings(&period.month_keys(), as_of)?, Some(period), &cfg.calendar, &deadlines, as_of_date)?;
-        let scrutiny = ScrutinyData::read(cfg, store, period, as_of)?;
+        // One read of the period (each read checks the catalog against the
+        // files), shared by the 差评 list, the channels and the burst rules.
+        let period_ratings = store.ratings(&period.month_keys(), as_of)?;
+        let bad = aggregate::bad_ratings_with(period_ratings.clone(), Some(period), &cfg.calendar, &deadlines, as_of_date)?;
+        let scrutiny = ScrutinyData::read(cfg, &period_ratings, period)?;
         let scan = clock.elapsed().as_secs_f64();
         let survey_def = job.questionnaire.as_ref().and_then(|q| cfg.surveys.get(q));
         let responses = match survey_def {

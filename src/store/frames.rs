@@ -131,25 +131,7 @@ mod tests {
     use crate::model::Level;
 
     fn rating(id: &str, default_rating: bool) -> Rating {
-        Rating {
-            rating_id: id.into(),
-            source: "s".into(),
-            rated_at: NaiveDateTime::default(),
-            org_code: "369901001001".into(),
-            category: "health".into(),
-            service_item: String::new(),
-            department: String::new(),
-            channel: 1,
-            level: Level::ALL_DESC[0],
-            reason_tags: String::new(),
-            comment: String::new(),
-            anonymous: false,
-            rater_hash: None,
-            follow_up: None,
-            rectified_at: None,
-            revisit: String::new(),
-            default_rating,
-        }
+        Rating { default_rating, ..Rating::example(id, "s", "369901001001", "health", NaiveDateTime::default(), Level::ALL_DESC[0]) }
     }
 
     #[test]

@@ -923,25 +923,9 @@ mod tests {
     use crate::model::Level;
 
     fn rating(id: usize, level: u8) -> Rating {
-        Rating {
-            rating_id: format!("R{id:06}"),
-            source: "drop".into(),
-            rated_at: NaiveDate::from_ymd_opt(2026, 10, 1 + (id % 28) as u32).and_then(|d| d.and_hms_opt(9, 0, 0)).unwrap_or_default(),
-            org_code: "369901001001".into(),
-            category: "health".into(),
-            service_item: String::new(),
-            department: String::new(),
-            channel: 1,
-            level: Level::from_code(level).unwrap_or(Level::ALL_DESC[0]),
-            reason_tags: String::new(),
-            comment: String::new(),
-            anonymous: false,
-            rater_hash: None,
-            follow_up: None,
-            rectified_at: None,
-            revisit: String::new(),
-            default_rating: false,
-        }
+        let at = NaiveDate::from_ymd_opt(2026, 10, 1 + (id % 28) as u32).and_then(|d| d.and_hms_opt(9, 0, 0)).unwrap_or_default();
+        let level = Level::from_code(level).unwrap_or(Level::ALL_DESC[0]);
+        Rating::example(&format!("R{id:06}"), "drop", "369901001001", "health", at, level)
     }
 
     fn meta(id: &str) -> BatchMeta {
