@@ -20,7 +20,7 @@ pub(super) struct TomlFile<'a> {
 }
 
 impl TomlFile<'_> {
-    fn problem(&self, at: &[Step<'_>], message: impl Into<String>) -> Problem {
+    pub(super) fn problem(&self, at: &[Step<'_>], message: impl Into<String>) -> Problem {
         Problem { file: self.path.to_path_buf(), line: self.lines.line(at), message: message.into() }
     }
 }

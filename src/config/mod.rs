@@ -18,6 +18,7 @@ mod lines;
 pub mod names;
 mod reference;
 mod robots;
+mod rules;
 mod survey;
 
 pub use file::{
@@ -159,6 +160,8 @@ fn compile(toml: &TomlFile<'_>, file: ConfigFile, now: DateTime<Utc>) -> (Config
     let known = Known { categories: &categories, surveys: &surveys, templates_dir: &templates_dir };
     problems.extend(check::check_sources(toml, &file.sources, &known));
     problems.extend(check::check_mail(toml, &file.mail, &base_dir));
+    problems.extend(rules::check_rules(toml, &file, &categories));
+    problems.extend(rules::check_intake(toml, &file, &orgs, &categories));
     problems.extend(robots::check_robots(toml, &file.robots, &offices, &base_dir.join(&r.offices)));
     // Without the key the config is unusable (a problem is pushed); the empty
     // stand-in key never hashes anything because the config is not returned.

@@ -12,7 +12,7 @@ pub mod qr;
 pub mod token;
 mod web;
 
-use crate::config::{Config, IntakeConfig, SourceKind};
+use crate::config::{Config, IntakeConfig};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,17 +25,6 @@ pub enum IntakeError {
     /// No `[intake]` table in manyi.toml.
     #[error("no [intake] table in the configuration: add listen, source and [[intake.point]] entries (README, “QR-code intake”)")]
     NotConfigured,
-    /// `[intake] source` names no `kind = "intake"` source.
-    #[error("[intake] source = “{0}” names no [[source]] with kind = \"intake\"")]
-    Source(String),
-    /// A service point is wrong.
-    #[error("[[intake.point]] “{id}”: {reason}")]
-    Point {
-        /// The point id.
-        id: String,
-        /// What is wrong.
-        reason: String,
-    },
     /// The listen address does not parse or cannot be bound.
     #[error("[intake] listen = “{addr}”: {reason}")]
     Listen {
@@ -60,23 +49,11 @@ pub enum IntakeError {
     Landing(String),
 }
 
-/// The intake settings, checked against the rest of the configuration.
+/// The intake settings. `manyi check` (config::rules) has already checked
+/// its source, address and points against the rest of the configuration: a
+/// config with a wrong point never loads.
 pub fn settings(cfg: &Config) -> Result<&IntakeConfig, IntakeError> {
-    let ic = cfg.file.intake.as_ref().ok_or(IntakeError::NotConfigured)?;
-    if !cfg.file.sources.iter().any(|s| s.name == ic.source && s.kind == SourceKind::Intake) {
-        return Err(IntakeError::Source(ic.source.clone()));
-    }
-    for p in &ic.points {
-        let bad = |reason: String| IntakeError::Point { id: p.id.clone(), reason };
-        crate::config::names::check_plain_name("point id", &p.id).map_err(bad)?;
-        if cfg.orgs.get(&p.org).is_none() {
-            return Err(bad(format!("org “{}” is not in the org tree", p.org)));
-        }
-        if cfg.category(&p.category).is_none() {
-            return Err(bad(format!("category “{}” is not in the categories", p.category)));
-        }
-    }
-    Ok(ic)
+    cfg.file.intake.as_ref().ok_or(IntakeError::NotConfigured)
 }
 
 /// The slip secret from the environment variable `secret_env`.

@@ -93,6 +93,39 @@ fn stop(child: &mut Child) {
 }
 
 #[test]
+fn check_lists_every_wrong_intake_point_and_rule_at_its_line() {
+    // A second point with a duplicate id, an unknown org and an unknown category,
+    // a listen without a port, a watch share written as a percentage and a
+    // follow-up category code with a typo: all of them, each at its own line.
+    let d = intake_deployment(free_port(), "");
+    let toml = std::fs::read_to_string(d.dir.join("manyi.toml")).expect("manyi.toml");
+    let toml = toml
+        .replace("listen = \"127.0.0.1:", "listen = \"127.0.0.1-")
+        .replace("[metrics]\n", "[metrics]\nwatch_bottom = 10\n")
+        .replace("[follow_up.category.elderly_care]", "[follow_up.category.elderly]");
+    let toml = format!("{toml}\n[[intake.point]]\nid = \"{POINT}\"\norg = \"369999999999\"\ncategory = \"elderly\"\n");
+    d.file("manyi.toml", &toml);
+    let err = d.manyi(&["check"]).code(2).stderr();
+    let line_of = |needle: &str| toml.lines().position(|l| l.starts_with(needle)).map(|k| k + 1).expect(needle);
+    let expect = [
+        (line_of("listen = "), "intake.listen = “127.0.0.1-"),
+        (line_of("[metrics]") + 1, "metrics.watch_bottom = 10 must be a share between 0 and 1"),
+        (line_of("[follow_up.category.elderly]"), "“elderly” is not a category code"),
+        (line_of("org = \"369999999999\""), "org “369999999999” is not in orgs.csv"),
+        (line_of("category = \"elderly\""), "category “elderly” is not a code"),
+    ];
+    for (line, text) in expect {
+        assert!(err.lines().any(|l| l.contains(&format!("manyi.toml:{line}:")) && l.contains(text)), "line {line} {text}: {err}");
+    }
+    let dup = toml.lines().enumerate().filter(|(_, l)| l.starts_with(&format!("id = \"{POINT}\""))).nth(1).map(|(k, _)| k + 1);
+    let dup = dup.expect("the second point's id line");
+    assert!(err.contains(&format!("manyi.toml:{dup}: intake point id “{POINT}” is used twice")), "{err}");
+    // The service itself refuses to start on such a config, naming the same problem.
+    let run = d.manyi(&["intake"]).code(2).stderr();
+    assert!(run.contains("org “369999999999” is not in orgs.csv"), "{run}");
+}
+
+#[test]
 fn intake_submits_shows_in_figures_and_guards_slips() {
     let port = free_port();
     let d = intake_deployment(port, "");
