@@ -93,13 +93,13 @@ pub(super) fn check_intake(toml: &TomlFile<'_>, file: &ConfigFile, orgs: &OrgTre
     problems
 }
 
-/// The intake's counts and periods that make no sense at zero.
-fn numbers(ic: &IntakeConfig) -> [(&'static str, u64); 5] {
+/// The intake's counts and periods that make no sense at zero
+/// (`repeat_window_minutes = 0` is meaningful: no repeat is refused).
+fn numbers(ic: &IntakeConfig) -> [(&'static str, u64); 4] {
     [
         ("commit_every_ms", ic.commit_every_ms),
         ("slip_days", u64::from(ic.slip_days)),
         ("per_client_per_minute", u64::from(ic.per_client_per_minute)),
         ("per_code_per_minute", u64::from(ic.per_code_per_minute)),
-        ("repeat_window_minutes", u64::from(ic.repeat_window_minutes)),
     ]
 }
