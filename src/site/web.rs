@@ -343,6 +343,14 @@ fn report_page(st: &State, s: &Session, r: &ReportRef, html: &str) -> Response {
     secure(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response(), CSP_REPORT)
 }
 
+/// A stored UTC time in the locality's zone, to the second (the text as
+/// stored when it does not parse).
+fn local(st: &State, text: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&st.cfg.tz).format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|_| text.to_string())
+}
+
 /// A file to save, its Chinese name in RFC 5987 form (the ASCII fallback is generic).
 fn download(file: &str, ext: &str, bytes: Vec<u8>) -> Response {
     let encoded: String = file
@@ -370,7 +378,14 @@ async fn inspect(
     let command = format!("manyi run {} --period {} --as-of {}", r.job, r.period, r.as_of_exact);
     let deliveries: Vec<serde_json::Value> = deliveries
         .iter()
-        .map(|(d, _)| serde_json::json!({"recipient": d.recipient, "state": d.state.as_str(), "hash": d.content_hash, "at": d.updated_at}))
+        .map(|(d, _)| serde_json::json!({"recipient": d.recipient, "state": d.state.as_str(), "hash": d.content_hash, "at": local(&st, &d.updated_at)}))
+        .collect();
+    let runs: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|run| {
+            let ended = run.ended_at.as_deref().map(|t| local(&st, t)).unwrap_or_default();
+            serde_json::json!({"trigger": run.trigger, "started_at": local(&st, &run.started_at), "ended_at": ended, "outcome": run.outcome.as_str()})
+        })
         .collect();
     let mut ctx = tera::Context::new();
     ctx.insert("r", &r);
@@ -409,13 +424,19 @@ async fn bad_list(
     statuses.dedup();
     let status = q.get("status").cloned().unwrap_or_default();
     let overdue = q.get("overdue").cloned().unwrap_or_default();
-    let shown: Vec<&reports::BadRow> = rows
+    let shown: Vec<serde_json::Value> = rows
         .iter()
         .filter(|b| status.is_empty() || b.status == status)
         .filter(|b| match overdue.as_str() {
             "yes" => b.overdue,
             "no" => !b.overdue,
             _ => true,
+        })
+        .map(|b| {
+            // Each cell with its column's name, for the card layout on phones.
+            let cells: Vec<(&str, &str)> =
+                b.cells.iter().enumerate().map(|(i, c)| (header_row.get(i).map_or("", String::as_str), c.as_str())).collect();
+            serde_json::json!({"overdue": b.overdue, "cells": cells})
         })
         .collect();
     let mut ctx = tera::Context::new();
