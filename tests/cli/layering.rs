@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cli                                                       roof
-//! serve, intake
+//! serve, intake, site
 //! pipeline, demo                                            orchestrators
 //! collect, store, aggregate, render, deliver, schedule      stages
 //! config
