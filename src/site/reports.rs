@@ -86,9 +86,13 @@ pub fn find(cfg: &Config, store: &Store, job: &str, period: &str, rid: &str, off
     Ok(list(cfg, store, &|o| o == office)?.into_iter().find(|r| r.job == job && r.period == period && r.rid == rid))
 }
 
+/// The ledger rows behind a report version and the deliveries they recorded
+/// for its office, each with the run id (history, oldest first).
+pub type Ledger = (Vec<RunRecord>, Vec<(DeliveryRecord, String)>);
+
 /// The ledger rows that produced a report version, and the deliveries they
 /// recorded for its office (history, oldest first).
-pub fn ledger(store: &Store, r: &ReportRef) -> Result<(Vec<RunRecord>, Vec<(DeliveryRecord, String)>), StoreError> {
+pub fn ledger(store: &Store, r: &ReportRef) -> Result<Ledger, StoreError> {
     let runs: Vec<RunRecord> =
         store.runs(Some(&r.job), 100_000)?.into_iter().filter(|run| run.period == r.period && run.as_of == r.as_of_exact).collect();
     let ids: BTreeSet<&str> = runs.iter().map(|run| run.run_id.as_str()).collect();

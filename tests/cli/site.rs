@@ -352,3 +352,50 @@ fn audit_rows_are_written(s: &Served) {
         "a 404 is not a view"
     );
 }
+
+/// `manyi check` refuses a wrong `[site]` (unknown key, bad address, session
+/// length); `manyi users` refuses an office account without a known office,
+/// a short password, a second account of one name.
+#[test]
+fn site_settings_and_accounts_are_checked() {
+    let d = Deployment::small();
+    let base = std::fs::read_to_string(d.dir.join("manyi.toml")).expect("manyi.toml");
+    d.file("manyi.toml", &format!("{base}\n[site]\nlisten = \"127.0.0.1:8089\"\nsesion_hours = 8\n"));
+    let err = d.manyi(&["check"]).code(2).stderr();
+    assert!(err.contains("sesion_hours"), "{err}");
+    d.file("manyi.toml", &format!("{base}\n[site]\nlisten = \"intranet:80\"\nsession_hours = 0\n"));
+    let err = d.manyi(&["check"]).code(2).stderr();
+    assert!(err.contains("site.listen") && err.contains("site.session_hours"), "{err}");
+    d.file("manyi.toml", &format!("{base}\n[site]\nlisten = \"127.0.0.1:8089\"\n"));
+    d.manyi(&["check"]).success();
+    let pw = [("MANYI_PASSWORD", "long-enough-password")];
+    let err = d.manyi_env(&["users", "add", "a.b", "--role", "office"], &pw).code(1).stderr();
+    assert!(err.contains("--office"), "{err}");
+    let err = d.manyi_env(&["users", "add", "a.b", "--role", "office", "--office", "nowhere"], &pw).code(1).stderr();
+    assert!(err.contains("street-369901001"), "the known offices are listed: {err}");
+    let err = d
+        .manyi_env(&["users", "add", "a.b", "--role", "office", "--office", "street-369901001"], &[("MANYI_PASSWORD", "short")])
+        .code(1)
+        .stderr();
+    assert!(err.contains("at least 10"), "{err}");
+    d.manyi_env(&["users", "add", "a.b", "--role", "office", "--office", "street-369901001"], &pw).success();
+    let err = d.manyi_env(&["users", "add", "a.b", "--role", "admin"], &pw).code(1).stderr();
+    assert!(err.contains("exists already"), "{err}");
+    // The password from standard input, as the README shows it.
+    let mut child = Command::new(BIN)
+        .args(["users", "passwd", "a.b"])
+        .current_dir(&d.dir)
+        .env("MANYI_CONFIG", d.dir.join("manyi.toml"))
+        .env_remove("MANYI_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("manyi users passwd");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), b"another-long-password\n").expect("write");
+    assert!(child.wait_with_output().expect("wait").status.success());
+    let hash: String = d.db().query_row("SELECT hash FROM users WHERE name = 'a.b'", [], |r| r.get(0)).expect("user");
+    assert!(hash.starts_with("$argon2id$") && !hash.contains("another-long-password"), "{hash}");
+    d.manyi(&["users", "disable", "a.b"]).success();
+    assert_eq!(d.count("SELECT disabled FROM users WHERE name = 'a.b'"), 1);
+}
