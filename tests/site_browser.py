@@ -3,13 +3,13 @@
 Selenium. An office signs in, opens last month's newest report (charts
 shown), downloads its XLSX (the file arrives); editing the URL to another
 office's report gives the 404 page; an inspector opens the inspection view of
-an older as-of version; five wrong passwords lock an account. Screenshots at
+an older as-of version; an admin opens the health page; five wrong passwords lock an account. Screenshots at
 1280 and 375 px go to the folder given.
 
 Usage: site_browser.py BASE_URL SHOTS_DIR DOWNLOAD_DIR SPEC_JSON
 SPEC_JSON: {"office": [user, password, office_id], "other_office": id,
             "inspector": [user, password], "older": {"path": ..., "command": ...},
-            "locker": [user, password]}
+            "admin": [user, password], "locker": [user, password]}
 """
 import glob
 import json
@@ -104,6 +104,17 @@ def inspector_part(driver, base, shots, spec):
     sign_out(driver)
 
 
+def admin_part(driver, base, shots, spec):
+    user, password = spec["admin"]
+    sign_in(driver, base, user, password)
+    wait_text(driver, "全部报告")
+    driver.find_element(By.LINK_TEXT, "运行状况").click()
+    wait_text(driver, "服务锁")
+    assert "monthly-report" in driver.page_source and "下次运行" in driver.page_source
+    shoot(driver, shots, "health")
+    sign_out(driver)
+
+
 def lockout_part(driver, base, shots, spec):
     user, password = spec["locker"]
     for i in range(5):
@@ -127,6 +138,7 @@ def main():
         driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": downloads})
         office_part(driver, base, shots, downloads, spec)
         inspector_part(driver, base, shots, spec)
+        admin_part(driver, base, shots, spec)
         lockout_part(driver, base, shots, spec)
     finally:
         driver.quit()

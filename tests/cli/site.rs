@@ -286,6 +286,7 @@ fn in_a_real_browser(s: &Served) {
         "inspector": [USERS[2].0, USERS[2].3],
         "older": {"path": format!("/inspect/monthly-report/2026-10/{rid}/{OTHER}"),
                   "command": format!("manyi run monthly-report --period 2026-10 --as-of {as_of}")},
+        "admin": [USERS[3].0, USERS[3].3],
         "locker": [USERS[4].0, USERS[4].3],
     });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/site_browser.py");
