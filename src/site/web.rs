@@ -474,10 +474,20 @@ async fn health(Ext(st): Ext<Arc<State>>, headers: HeaderMap) -> Response {
                 .unwrap_or_default();
             let own: Vec<_> = runs.iter().filter(|r| r.job == job.name).collect();
             let failures = own.iter().take(30).filter(|r| matches!(r.outcome.as_str(), "failed" | "abandoned")).count();
-            serde_json::json!({"name": job.name, "next": next, "failures": failures, "last": own.iter().take(5).collect::<Vec<_>>()})
+            let last: Vec<serde_json::Value> = own
+                .iter()
+                .take(5)
+                .map(|r| serde_json::json!({"period": r.period, "trigger": r.trigger, "started_at": local(&st, &r.started_at), "outcome": r.outcome.as_str(), "error": r.error.clone().unwrap_or_default()}))
+                .collect();
+            serde_json::json!({"name": job.name, "next": next, "failures": failures, "last": last})
         })
         .collect();
-    let troubled: Vec<_> = deliveries.iter().filter(|d| matches!(d.state.as_str(), "failed" | "held" | "sending")).take(200).collect();
+    let troubled: Vec<serde_json::Value> = deliveries
+        .iter()
+        .filter(|d| matches!(d.state.as_str(), "failed" | "held" | "sending"))
+        .take(200)
+        .map(|d| serde_json::json!({"job": d.job, "period": d.period, "office": d.office, "recipient": d.recipient, "state": d.state.as_str(), "updated_at": local(&st, &d.updated_at)}))
+        .collect();
     let service = monitor.service.as_ref().map(|(h, ms)| {
         let beat =
             chrono::DateTime::from_timestamp_millis(*ms).map(|t| t.with_timezone(&st.cfg.tz).format("%Y-%m-%d %H:%M:%S").to_string());
@@ -488,7 +498,11 @@ async fn health(Ext(st): Ext<Arc<State>>, headers: HeaderMap) -> Response {
     ctx.insert("troubled", &troubled);
     ctx.insert("monitor", &monitor);
     ctx.insert("service", &service.unwrap_or_else(|| "无（没有 manyi serve 持有数据目录）".into()));
-    ctx.insert("audit", &st.with_store(|store| store.audit_rows(50)).unwrap_or_default());
+    let mut audit = st.with_store(|store| store.audit_rows(50)).unwrap_or_default();
+    for a in &mut audit {
+        a.at = local(&st, &a.at);
+    }
+    ctx.insert("audit", &audit);
     page(&st, StatusCode::OK, "health", Some(&s), ctx)
 }
 
