@@ -37,4 +37,10 @@ if ! python3 -c 'import selenium' >/dev/null 2>&1; then
         || python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --break-system-packages selenium
 fi
 
+# The site's test parses /metrics with the Prometheus project's own Python parser.
+if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore prometheus_client \
+        || python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --break-system-packages prometheus_client
+fi
+
 cargo test --locked --all-targets "$@"

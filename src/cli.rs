@@ -87,7 +87,7 @@ pub enum Command {
         #[arg(long)]
         survey: Option<String>,
     },
-    /// Run the jobs on their schedules until SIGTERM or Ctrl-C (and the intake page, if `[intake]` is configured).
+    /// Run the jobs on their schedules until SIGTERM or Ctrl-C (and the intake page and the intranet site, if `[intake]` / `[site]` are configured).
     Serve,
     /// Run only the QR-code intake page until SIGTERM or Ctrl-C.
     Intake,
@@ -116,6 +116,39 @@ pub enum Command {
     History {
         /// Only this job.
         job: Option<String>,
+    },
+    /// Accounts of the intranet site (`[site]`). Passwords are read from
+    /// standard input (first line) or MANYI_PASSWORD, never from the command line.
+    Users {
+        /// What to do.
+        #[command(subcommand)]
+        action: UsersAction,
+    },
+}
+
+/// `manyi users …`.
+#[derive(Debug, Subcommand)]
+pub enum UsersAction {
+    /// Add an account: `manyi users add NAME --role office --office street-369901001`.
+    Add {
+        /// Sign-in name (ASCII letters, digits, '.', '-', '_').
+        name: String,
+        /// office, leadership, inspector or admin.
+        #[arg(long)]
+        role: String,
+        /// The office id (offices.toml) of an office account.
+        #[arg(long)]
+        office: Option<String>,
+    },
+    /// Set a new password; unlocks the account and signs it out everywhere.
+    Passwd {
+        /// Sign-in name.
+        name: String,
+    },
+    /// Disable an account; its sessions end.
+    Disable {
+        /// Sign-in name.
+        name: String,
     },
 }
 
@@ -249,6 +282,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Figures { period, by, as_of, survey: Some(survey) } => survey_figures(&config, &period, &by, &survey, as_of),
         Command::Jobs { from } => jobs(&config, from),
         Command::History { job } => history(&config, job.as_deref()),
+        Command::Users { action } => users(&config, action),
     }
 }
 
@@ -408,6 +442,40 @@ fn jobs(path: &Path, from: Option<String>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `manyi users …`: accounts of the intranet site.
+fn users(path: &Path, action: UsersAction) -> Result<()> {
+    let cfg = load(path)?;
+    match action {
+        UsersAction::Add { name, role, office } => {
+            crate::site::add_user(&cfg, &name, &role, office.as_deref(), &read_password()?)?;
+            println!("account “{name}” added ({role})");
+        }
+        UsersAction::Passwd { name } => {
+            crate::site::set_password(&cfg, &name, &read_password()?)?;
+            println!("password of “{name}” set; the account is unlocked and signed out");
+        }
+        UsersAction::Disable { name } => {
+            crate::site::disable_user(&cfg, &name)?;
+            println!("account “{name}” disabled");
+        }
+    }
+    Ok(())
+}
+
+/// The new password: MANYI_PASSWORD, or the first line of standard input
+/// (so that it is in no shell history and no process list).
+fn read_password() -> Result<String> {
+    if let Ok(p) = std::env::var("MANYI_PASSWORD") {
+        return Ok(p);
+    }
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!("password (echoed; pipe it in or set MANYI_PASSWORD to avoid that):");
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| anyhow!("reading the password from standard input: {e}"))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 /// `manyi history [JOB]`: the run ledger and the delivery records.

@@ -21,4 +21,5 @@ pub mod render;
 pub mod retry;
 pub mod schedule;
 pub mod serve;
+pub mod site;
 pub mod store;

@@ -107,7 +107,15 @@ fn run_service(cfg: &Arc<Config>, store: &Store, holder: &str) -> Result<()> {
             Some(_) => Some(crate::intake::start(Arc::clone(cfg)).await?),
             None => None,
         };
+        // The intranet site too: it reads state.db and the report folders only.
+        let site = match cfg.file.site {
+            Some(_) => Some(crate::site::start(Arc::clone(cfg)).await?),
+            None => None,
+        };
         let result = event_loop(cfg, store, holder, &mut sched, &stop).await;
+        if let Some(s) = site {
+            s.stop().await;
+        }
         if let Some(i) = intake {
             i.stop().await;
         }

@@ -265,6 +265,21 @@ pub(super) fn check_mail(toml: &TomlFile<'_>, mail: &MailConfig, base_dir: &Path
     problems
 }
 
+/// `[site]`: an address to listen on and a session length that is neither 0 nor endless.
+pub(super) fn check_site(toml: &TomlFile<'_>, site: Option<&super::file::SiteConfig>) -> Vec<Problem> {
+    let Some(site) = site else { return Vec::new() };
+    let mut problems = Vec::new();
+    if site.listen.parse::<std::net::SocketAddr>().is_err() {
+        let message = format!("site.listen = “{}” is not an address such as 127.0.0.1:8089", site.listen);
+        problems.push(toml.problem(&[Key("site"), Key("listen")], message));
+    }
+    if site.session_hours == 0 || site.session_hours > 24 * 7 {
+        let message = format!("site.session_hours = {} must be between 1 and 168 (a week)", site.session_hours);
+        problems.push(toml.problem(&[Key("site"), Key("session_hours")], message));
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,6 +49,35 @@ pub struct ConfigFile {
     /// The QR-code intake page (`[intake]`), if residents rate through manyi itself.
     #[serde(default)]
     pub intake: Option<IntakeConfig>,
+    /// The intranet site for offices, inspectors and admins (`[site]`), if served.
+    #[serde(default)]
+    pub site: Option<SiteConfig>,
+}
+
+/// Settings of the intranet site (`[site]`), served by `manyi serve`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Address to listen on, e.g. `127.0.0.1:8089` (behind the intranet's reverse proxy).
+    pub listen: String,
+    /// NAME of the environment variable holding the key that signs session
+    /// cookies and CSRF tokens (at least 16 bytes; without it a random key
+    /// per process, so a restart signs everyone out).
+    #[serde(default = "default_site_secret_env")]
+    pub secret_env: String,
+    /// Hours a session lasts after sign-in.
+    #[serde(default = "default_session_hours")]
+    pub session_hours: u32,
+    /// Mark cookies `Secure` (set when the proxy serves the site over HTTPS).
+    #[serde(default)]
+    pub secure_cookies: bool,
+}
+
+fn default_site_secret_env() -> String {
+    "MANYI_SITE_SECRET".into()
+}
+fn default_session_hours() -> u32 {
+    8
 }
 
 /// One service point (`[[intake.point]]`): a static QR code posted at a

@@ -23,7 +23,7 @@ mod survey;
 
 pub use file::{
     ApiConfig, ConfigFile, DefaultRatingRule, FollowUpRules, IntakeConfig, MAX_BATCH, MailConfig, MetricRules, RankBy, ReferenceFiles,
-    ServicePoint, SignatureEncoding, SmtpConfig, SmtpSecurity, SourceConfig, SourceKind, ValueMaps, is_loopback_host,
+    ServicePoint, SignatureEncoding, SiteConfig, SmtpConfig, SmtpSecurity, SourceConfig, SourceKind, ValueMaps, is_loopback_host,
 };
 pub use file::{BurstRules, StepDays};
 pub use jobs::{JobDef, JobKind, PeriodExpr};
@@ -162,6 +162,7 @@ fn compile(toml: &TomlFile<'_>, file: ConfigFile, now: DateTime<Utc>) -> (Config
     problems.extend(check::check_mail(toml, &file.mail, &base_dir));
     problems.extend(rules::check_rules(toml, &file, &categories));
     problems.extend(rules::check_intake(toml, &file, &orgs, &categories));
+    problems.extend(check::check_site(toml, file.site.as_ref()));
     problems.extend(robots::check_robots(toml, &file.robots, &offices, &base_dir.join(&r.offices)));
     // Without the key the config is unusable (a problem is pushed); the empty
     // stand-in key never hashes anything because the config is not returned.

@@ -16,10 +16,12 @@
 //! the directory, so a file left by a crash before the commit is invisible and
 //! the batch is simply fetched again.
 
+mod accounts;
 mod catalog;
 mod frames;
 mod run_lock;
 
+pub use accounts::{AuditRow, Monitor, UserRow};
 pub use catalog::{DeliveryRecord, DeliveryState, LockHolder, NewRun, RunOutcome, RunRecord, UnknownState};
 pub use frames::{RATING_COLUMNS, ratings_frame, responses_frame};
 pub use run_lock::{RunLockGuard, RunLockHolder};
@@ -269,6 +271,7 @@ impl Store {
         let conn = Connection::open(&db)?;
         catalog::init(&conn)?;
         run_lock::init(&conn)?;
+        accounts::init(&conn)?;
         Ok(Store { root: root.to_path_buf(), conn })
     }
 

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cli                                                       roof
-//! serve, intake
+//! serve, intake, site
 //! pipeline, demo                                            orchestrators
 //! collect, store, aggregate, render, deliver, schedule      stages
 //! config
@@ -22,7 +22,7 @@ fn layer(module: &str) -> Option<u8> {
         "config" => 1,
         "collect" | "store" | "aggregate" | "render" | "deliver" | "schedule" => 2,
         "pipeline" | "demo" => 3,
-        "serve" | "intake" => 4,
+        "serve" | "intake" | "site" => 4,
         "cli" => 5,
         _ => return None,
     })

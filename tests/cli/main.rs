@@ -19,6 +19,7 @@ mod promises;
 mod reports;
 mod robots;
 mod serve;
+mod site;
 mod smtp;
 mod support;
 
