@@ -30,6 +30,9 @@ pub struct ReportRef {
     pub trigger: String,
     /// The site path of the browsable copy.
     pub url: String,
+    /// Whether the report has a 差评清单 (an office's; the leadership report
+    /// ranks offices instead).
+    pub has_bad_list: bool,
 }
 
 impl ReportRef {
@@ -74,6 +77,7 @@ pub fn list(cfg: &Config, store: &Store, visible: &dyn Fn(&str) -> bool) -> Resu
                 as_of: as_of.with_timezone(&cfg.tz).format("%Y-%m-%d %H:%M:%S").to_string(),
                 as_of_exact: run.as_of.clone(),
                 trigger: run.trigger.clone(),
+                has_bad_list: office.role == crate::config::OfficeRole::Office,
             });
         }
     }
@@ -129,10 +133,13 @@ pub struct BadRow {
     pub overdue: bool,
 }
 
-/// The header and rows of the 差评清单 sheet of an XLSX.
-pub fn bad_list(xlsx: &Path) -> Result<(Vec<String>, Vec<BadRow>), String> {
+/// The header and rows of the 差评清单 sheet of an XLSX; `None` when it has no such sheet.
+pub fn bad_list(xlsx: &Path) -> Result<Option<(Vec<String>, Vec<BadRow>)>, String> {
     use calamine::{Reader, Xlsx, open_workbook};
     let mut wb: Xlsx<_> = open_workbook(xlsx).map_err(|e: calamine::XlsxError| format!("{}: {e}", xlsx.display()))?;
+    if !wb.sheet_names().iter().any(|n| n == "差评清单") {
+        return Ok(None);
+    }
     let range = wb.worksheet_range("差评清单").map_err(|e| format!("{}: sheet 差评清单: {e}", xlsx.display()))?;
     let mut rows = range.rows().map(|r| r.iter().map(|c| c.to_string()).collect::<Vec<String>>());
     let header = rows.next().unwrap_or_default();
@@ -145,7 +152,7 @@ pub fn bad_list(xlsx: &Path) -> Result<(Vec<String>, Vec<BadRow>), String> {
             cells,
         })
         .collect();
-    Ok((header, body))
+    Ok(Some((header, body)))
 }
 
 #[cfg(test)]
