@@ -412,7 +412,7 @@ async fn bad_list(
     });
     let Some(xlsx) = xlsx else { return not_found(&st) };
     let (header_row, rows) = match reports::bad_list(&dir.join(&xlsx)) {
-        Ok(Some(t)) => t,
+        Ok(Some(t)) => (t.header, t.rows),
         Ok(None) => return message(&st, StatusCode::OK, Some(&s), "此报告没有差评清单（领导报告按单位汇总），请在各单位的报告中查看。"),
         Err(e) => {
             tracing::error!(error = %e, "the 差评 sheet could not be read");
