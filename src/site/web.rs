@@ -457,11 +457,14 @@ async fn health(Ext(st): Ext<Arc<State>>, headers: HeaderMap) -> Response {
         return not_found(&st);
     }
     let now = Utc::now();
-    let Some((runs, monitor, deliveries)) =
+    let Some((runs, monitor, mut deliveries)) =
         st.with_store(|store| Ok((store.runs(None, 2000)?, store.monitor(7)?, store.deliveries(None)?)))
     else {
         return unavailable(&st);
     };
+    // Held reports are history lines only (the current record keeps the delivered hash).
+    let history = st.with_store(|store| store.delivery_history(None)).unwrap_or_default();
+    deliveries.extend(history.into_iter().rev().map(|(d, _)| d).filter(|d| d.state.as_str() == "held"));
     let jobs: Vec<serde_json::Value> = st
         .cfg
         .jobs

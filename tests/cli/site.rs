@@ -268,6 +268,8 @@ fn metrics_parse_with_prometheus_client(c: &Client, s: &Served) {
     assert_eq!(samples.get("manyi_job_last_run_ok job=monthly-report,outcome=ok"), Some(&1.0), "{parsed}");
     let outbox = s.d.count("SELECT COUNT(*) FROM deliveries WHERE state = 'outbox'");
     assert_eq!(samples.get("manyi_deliveries state=outbox"), Some(&(outbox as f64)), "{parsed}");
+    let held = s.d.count("SELECT COUNT(*) FROM delivery_history WHERE state = 'held'");
+    assert_eq!(samples.get("manyi_deliveries_held"), Some(&(held as f64)), "{parsed}");
     let quarantined = s.d.count("SELECT SUM(rows_quarantined) FROM batches");
     assert_eq!(samples.get("manyi_quarantined_rows"), Some(&(quarantined as f64)), "{parsed}");
     assert!(samples.get("manyi_job_last_run_timestamp_seconds job=monthly-report").is_some_and(|t| *t > 1.7e9), "{parsed}");
