@@ -35,6 +35,9 @@ pub struct State {
     tera: tera::Tera,
     session_hours: u32,
     secure: bool,
+    /// argon2 takes 19 MiB and tens of milliseconds per check: a flood of
+    /// sign-ins waits here instead of exhausting memory and the cores.
+    hashing: tokio::sync::Semaphore,
 }
 
 /// A signed-in account.
@@ -61,7 +64,8 @@ impl State {
         tera.add_raw_template("nav.html", NAV)?;
         let store = Mutex::new(Store::open(&cfg.data_dir)?);
         let keys = Keys::from_env(&sc.secret_env);
-        Ok(Arc::new(State { cfg, keys, store, tera, session_hours: sc.session_hours, secure: sc.secure_cookies }))
+        let hashing = tokio::sync::Semaphore::new(2);
+        Ok(Arc::new(State { cfg, keys, store, tera, session_hours: sc.session_hours, secure: sc.secure_cookies, hashing }))
     }
 
     /// Runs `f` on the store; a poisoned lock or a store error is logged and
@@ -234,6 +238,7 @@ async fn login_submit(Ext(st): Ext<Arc<State>>, headers: HeaderMap, Form(form): 
     }
     let name = form.get("user").map(|s| s.trim().to_string()).unwrap_or_default();
     let password = form.get("password").cloned().unwrap_or_default();
+    let Ok(_permit) = st.hashing.acquire().await else { return unavailable(&st) };
     let worker = Arc::clone(&st);
     let outcome = tokio::task::spawn_blocking(move || sign_in(&worker, &name, &password)).await.ok().flatten();
     match outcome {
