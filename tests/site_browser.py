@@ -72,6 +72,13 @@ def office_part(driver, base, shots, downloads, spec):
         loaded = driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)
         assert loaded, ("chart not loaded", img.get_attribute("src"))
     shoot(driver, shots, "report")
+    for w in (1280, 375):  # the whole report, charts included, for a person to look at
+        driver.set_window_size(w, 1000)
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(w, min(height + 100, 12000))
+        time.sleep(0.3)
+        driver.save_screenshot(os.path.join(shots, f"report-full-{w}.png"))
+    driver.set_window_size(1280, 1000)
     report_url = driver.current_url
     driver.find_element(By.ID, "xlsx").click()
     deadline = time.time() + 20

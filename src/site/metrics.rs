@@ -37,6 +37,8 @@ pub fn render(runs: &[RunRecord], m: &Monitor) -> String {
     for (state, n) in &m.deliveries_by_state {
         let _ = writeln!(out, "manyi_deliveries{{state=\"{}\"}} {n}", label(state));
     }
+    family(&mut out, "manyi_deliveries_held", "Reports held back because they changed after delivery (delivery history lines).");
+    let _ = writeln!(out, "manyi_deliveries_held {}", m.held);
     family(&mut out, "manyi_quarantined_rows", "Rows quarantined since the data directory was created.");
     let _ = writeln!(out, "manyi_quarantined_rows {}", m.quarantined);
     family(&mut out, "manyi_ratings_stored", "Ratings stored in the curated store.");

@@ -48,6 +48,14 @@ pub enum SiteError {
     /// The name is taken, or there is no such account.
     #[error("{0}")]
     Account(String),
+    /// A report's XLSX could not be read.
+    #[error("{path}: {reason} (the report's XLSX under data/reports; rerun the report to write it again)")]
+    Workbook {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The password is too short or missing.
     #[error(
         "the password must have at least {MIN_PASSWORD} characters; give it on standard input or in MANYI_PASSWORD, never as an argument"

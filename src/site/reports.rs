@@ -30,6 +30,9 @@ pub struct ReportRef {
     pub trigger: String,
     /// The site path of the browsable copy.
     pub url: String,
+    /// Whether the report has a 差评清单 (an office's; the leadership report
+    /// ranks offices instead).
+    pub has_bad_list: bool,
 }
 
 impl ReportRef {
@@ -74,6 +77,7 @@ pub fn list(cfg: &Config, store: &Store, visible: &dyn Fn(&str) -> bool) -> Resu
                 as_of: as_of.with_timezone(&cfg.tz).format("%Y-%m-%d %H:%M:%S").to_string(),
                 as_of_exact: run.as_of.clone(),
                 trigger: run.trigger.clone(),
+                has_bad_list: office.role == crate::config::OfficeRole::Office,
             });
         }
     }
@@ -129,23 +133,37 @@ pub struct BadRow {
     pub overdue: bool,
 }
 
-/// The header and rows of the 差评清单 sheet of an XLSX.
-pub fn bad_list(xlsx: &Path) -> Result<(Vec<String>, Vec<BadRow>), String> {
+/// The 差评清单 sheet of a report's XLSX.
+#[derive(Debug, Clone)]
+pub struct BadList {
+    /// The column names.
+    pub header: Vec<String>,
+    /// One row per 差评.
+    pub rows: Vec<BadRow>,
+}
+
+/// The 差评清单 sheet of an XLSX; `None` when it has no such sheet (the
+/// leadership report).
+pub fn bad_list(xlsx: &Path) -> Result<Option<BadList>, super::SiteError> {
     use calamine::{Reader, Xlsx, open_workbook};
-    let mut wb: Xlsx<_> = open_workbook(xlsx).map_err(|e: calamine::XlsxError| format!("{}: {e}", xlsx.display()))?;
-    let range = wb.worksheet_range("差评清单").map_err(|e| format!("{}: sheet 差评清单: {e}", xlsx.display()))?;
+    let bad = |reason: String| super::SiteError::Workbook { path: xlsx.to_path_buf(), reason };
+    let mut wb: Xlsx<_> = open_workbook(xlsx).map_err(|e: calamine::XlsxError| bad(e.to_string()))?;
+    if !wb.sheet_names().iter().any(|n| n == "差评清单") {
+        return Ok(None);
+    }
+    let range = wb.worksheet_range("差评清单").map_err(|e| bad(e.to_string()))?;
     let mut rows = range.rows().map(|r| r.iter().map(|c| c.to_string()).collect::<Vec<String>>());
     let header = rows.next().unwrap_or_default();
     let col = |name: &str| header.iter().position(|h| h == name);
     let (status, overdue) = (col("状态"), col("逾期"));
-    let body = rows
+    let rows = rows
         .map(|cells| BadRow {
             status: status.and_then(|i| cells.get(i)).cloned().unwrap_or_default(),
             overdue: overdue.and_then(|i| cells.get(i)).is_some_and(|c| !c.is_empty()),
             cells,
         })
         .collect();
-    Ok((header, body))
+    Ok(Some(BadList { header, rows }))
 }
 
 #[cfg(test)]

@@ -35,6 +35,9 @@ pub struct State {
     tera: tera::Tera,
     session_hours: u32,
     secure: bool,
+    /// argon2 takes 19 MiB and tens of milliseconds per check: a flood of
+    /// sign-ins waits here instead of exhausting memory and the cores.
+    hashing: tokio::sync::Semaphore,
 }
 
 /// A signed-in account.
@@ -61,7 +64,8 @@ impl State {
         tera.add_raw_template("nav.html", NAV)?;
         let store = Mutex::new(Store::open(&cfg.data_dir)?);
         let keys = Keys::from_env(&sc.secret_env);
-        Ok(Arc::new(State { cfg, keys, store, tera, session_hours: sc.session_hours, secure: sc.secure_cookies }))
+        let hashing = tokio::sync::Semaphore::new(2);
+        Ok(Arc::new(State { cfg, keys, store, tera, session_hours: sc.session_hours, secure: sc.secure_cookies, hashing }))
     }
 
     /// Runs `f` on the store; a poisoned lock or a store error is logged and
@@ -234,6 +238,7 @@ async fn login_submit(Ext(st): Ext<Arc<State>>, headers: HeaderMap, Form(form): 
     }
     let name = form.get("user").map(|s| s.trim().to_string()).unwrap_or_default();
     let password = form.get("password").cloned().unwrap_or_default();
+    let Ok(_permit) = st.hashing.acquire().await else { return unavailable(&st) };
     let worker = Arc::clone(&st);
     let outcome = tokio::task::spawn_blocking(move || sign_in(&worker, &name, &password)).await.ok().flatten();
     match outcome {
@@ -412,7 +417,8 @@ async fn bad_list(
     });
     let Some(xlsx) = xlsx else { return not_found(&st) };
     let (header_row, rows) = match reports::bad_list(&dir.join(&xlsx)) {
-        Ok(t) => t,
+        Ok(Some(t)) => (t.header, t.rows),
+        Ok(None) => return message(&st, StatusCode::OK, Some(&s), "此报告没有差评清单（领导报告按单位汇总），请在各单位的报告中查看。"),
         Err(e) => {
             tracing::error!(error = %e, "the 差评 sheet could not be read");
             return unavailable(&st);
@@ -456,11 +462,14 @@ async fn health(Ext(st): Ext<Arc<State>>, headers: HeaderMap) -> Response {
         return not_found(&st);
     }
     let now = Utc::now();
-    let Some((runs, monitor, deliveries)) =
+    let Some((runs, monitor, mut deliveries)) =
         st.with_store(|store| Ok((store.runs(None, 2000)?, store.monitor(7)?, store.deliveries(None)?)))
     else {
         return unavailable(&st);
     };
+    // Held reports are history lines only (the current record keeps the delivered hash).
+    let history = st.with_store(|store| store.delivery_history(None)).unwrap_or_default();
+    deliveries.extend(history.into_iter().rev().map(|(d, _)| d).filter(|d| d.state.as_str() == "held"));
     let jobs: Vec<serde_json::Value> = st
         .cfg
         .jobs

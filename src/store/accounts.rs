@@ -88,6 +88,8 @@ pub struct Monitor {
     pub quarantine_days: Vec<(String, i64)>,
     /// Current delivery records by state.
     pub deliveries_by_state: Vec<(String, i64)>,
+    /// Reports held back (changed after delivery, not sent again): history lines.
+    pub held: i64,
     /// The live `serve` holder, heartbeat in ms.
     pub service: Option<(String, i64)>,
 }
@@ -219,10 +221,11 @@ impl Store {
         let quarantine_days = stmt.query_map(params![since], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
         let mut stmt = c.prepare("SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state")?;
         let deliveries_by_state = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        let held = c.query_row("SELECT COUNT(*) FROM delivery_history WHERE state = 'held'", [], |r| r.get(0))?;
         let service = c
             .query_row("SELECT host || ' pid ' || pid, heartbeat_ms FROM service_lock WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        Ok(Monitor { ratings_stored, quarantined, quarantine_days, deliveries_by_state, service })
+        Ok(Monitor { ratings_stored, quarantined, quarantine_days, deliveries_by_state, held, service })
     }
 }
 

@@ -218,11 +218,18 @@ fn offices_see_their_own_reports_only(c: &Client, s: &Served) -> Vec<String> {
     let bad = own.replace("/r/", "/bad/").rsplit_once('/').expect("path").0.to_string();
     let (status, bad_page) = get(c, &format!("{base}{bad}?overdue=yes"), &session);
     assert!(status == 200 && bad_page.contains("逾期"), "{status}");
+    for other_page in [bad.replace(OFFICE, OTHER), bad.replace("/bad/", "/inspect/").replace(OFFICE, OTHER)] {
+        assert_eq!(get(c, &format!("{base}{other_page}"), &session).0, 404, "{other_page}");
+    }
     assert_eq!(get(c, &format!("{base}/health"), &session).0, 404, "health is for admins");
     let (_, _, _, admin_pw) = USERS[3];
     let admin = sign_in(c, base, USERS[3].0, admin_pw);
     let (status, health) = get(c, &format!("{base}/health"), &admin);
     assert!(status == 200 && health.contains("运行状况") && health.contains("monthly-report"), "{status}");
+    // The leadership report ranks offices and has no 差评清单: said so, not an error.
+    let leadership = bad.replace(OFFICE, "leadership");
+    let (status, told) = get(c, &format!("{base}{leadership}"), &admin);
+    assert!(status == 200 && told.contains("此报告没有差评清单"), "{status}");
     let inspector = sign_in(c, base, USERS[2].0, USERS[2].3);
     let all = get(c, &format!("{base}/reports"), &inspector).1;
     assert!(all.contains(OTHER) && all.contains(OFFICE), "an inspector sees every office");
@@ -261,6 +268,8 @@ fn metrics_parse_with_prometheus_client(c: &Client, s: &Served) {
     assert_eq!(samples.get("manyi_job_last_run_ok job=monthly-report,outcome=ok"), Some(&1.0), "{parsed}");
     let outbox = s.d.count("SELECT COUNT(*) FROM deliveries WHERE state = 'outbox'");
     assert_eq!(samples.get("manyi_deliveries state=outbox"), Some(&(outbox as f64)), "{parsed}");
+    let held = s.d.count("SELECT COUNT(*) FROM delivery_history WHERE state = 'held'");
+    assert_eq!(samples.get("manyi_deliveries_held"), Some(&(held as f64)), "{parsed}");
     let quarantined = s.d.count("SELECT SUM(rows_quarantined) FROM batches");
     assert_eq!(samples.get("manyi_quarantined_rows"), Some(&(quarantined as f64)), "{parsed}");
     assert!(samples.get("manyi_job_last_run_timestamp_seconds job=monthly-report").is_some_and(|t| *t > 1.7e9), "{parsed}");
