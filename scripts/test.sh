@@ -37,4 +37,8 @@ if ! python3 -c 'import selenium' >/dev/null 2>&1; then
         || python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --break-system-packages selenium
 fi
 
+# The packaging files (scripts parse, the unit verifies, the shipped config
+# names only installed paths); the packages are built by hand, not here.
+bash scripts/package.sh --check
+
 cargo test --locked --all-targets "$@"
