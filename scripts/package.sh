@@ -163,6 +163,8 @@ make_deb() {
     install -d "$root/DEBIAN"
     install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$root/DEBIAN/"
     printf '%s\n' /etc/manyi/manyi.toml /etc/manyi/reference/orgs.csv /etc/manyi/reference/offices.toml >"$root/DEBIAN/conffiles"
+    # For `dpkg --verify manyi`.
+    (cd "$root" && find . -path ./DEBIAN -prune -o -path ./etc -prune -o -type f -print | sed 's#^\./##' | LC_ALL=C sort | xargs md5sum) >"$root/DEBIAN/md5sums"
     cat >"$root/DEBIAN/control" <<EOF
 Package: manyi
 Version: $version
