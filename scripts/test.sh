@@ -43,4 +43,8 @@ if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
         || python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --break-system-packages prometheus_client
 fi
 
+# The packaging files (scripts parse, the unit verifies, the shipped config
+# names only installed paths); the packages are built by hand, not here.
+bash scripts/package.sh --check
+
 cargo test --locked --all-targets "$@"

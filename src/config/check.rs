@@ -280,6 +280,63 @@ pub(super) fn check_site(toml: &TomlFile<'_>, site: Option<&super::file::SiteCon
     problems
 }
 
+/// A setting of `manyi.toml` that a release renamed. A package upgrade never
+/// overwrites the configuration file, so the old name stays in it: `check`
+/// (and every command, which loads the same way) names the old key, its new
+/// name and the release, instead of serde's bare “unknown field”.
+pub(super) struct Renamed {
+    /// The table the key is in, as keys from the top (empty: the top level);
+    /// an array of tables such as `source` stands for each of its tables.
+    pub table: &'static [&'static str],
+    /// The name before the release.
+    pub old: &'static str,
+    /// The name from the release on.
+    pub new: &'static str,
+    /// The release that renamed it.
+    pub since: &'static str,
+}
+
+/// Every setting renamed since 0.1.0, the first release. None so far: when a
+/// release renames a key, add a row here (and keep the old name out of the
+/// file's shape, so the row is what reports it).
+pub(super) const RENAMED: &[Renamed] = &[];
+
+/// Old names of renamed settings in the file, each at its line; empty when
+/// the text does not parse (serde reports that).
+pub(super) fn check_renamed(toml: &TomlFile<'_>, text: &str, renamed: &[Renamed]) -> Vec<Problem> {
+    let Ok(root) = text.parse::<toml::Table>() else { return Vec::new() };
+    let mut problems = Vec::new();
+    for r in renamed {
+        for (at, table) in tables_at(&root, r.table, Vec::new()) {
+            if table.contains_key(r.old) {
+                let dotted = r.table.iter().chain([&r.old]).copied().collect::<Vec<_>>().join(".");
+                let both = if table.contains_key(r.new) { format!(" (`{}` is set too: keep one)", r.new) } else { String::new() };
+                let message =
+                    format!("setting `{dotted}` was renamed to `{}` in manyi {}: rename the key, the value stays{both}", r.new, r.since);
+                problems.push(toml.problem(&[at.as_slice(), &[Key(r.old)]].concat(), message));
+            }
+        }
+    }
+    problems
+}
+
+/// The tables at `path` under `table` with the steps that reach them (each
+/// table of an array of tables).
+fn tables_at<'v>(table: &'v toml::Table, path: &[&'static str], at: Vec<Step<'static>>) -> Vec<(Vec<Step<'static>>, &'v toml::Table)> {
+    let Some((first, rest)) = path.split_first() else { return vec![(at, table)] };
+    let step = |extra: &[Step<'static>]| [at.as_slice(), &[Key(first)], extra].concat();
+    match table.get(*first) {
+        Some(toml::Value::Table(t)) => tables_at(t, rest, step(&[])),
+        Some(toml::Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.as_table().map(|t| (i, t)))
+            .flat_map(|(i, t)| tables_at(t, rest, step(&[Index(i)])))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,5 +397,37 @@ secret_env = "HCP_COUNTY_SECRET"
         let problems = problems_of(&text);
         let vid = problems.iter().find(|p| p.message.contains("needs `vid`")).expect("vid problem");
         assert_eq!(vid.line, Some(24), "the second source's [source.api] header: {problems:?}");
+    }
+
+    #[test]
+    fn a_renamed_setting_is_named_with_its_new_name_at_its_line() {
+        const TABLE: &[Renamed] = &[
+            Renamed { table: &[], old: "data_directory", new: "data_dir", since: "0.2.0" },
+            Renamed { table: &["source"], old: "folder", new: "inbox", since: "0.2.0" },
+            Renamed { table: &["mail", "smtp"], old: "server", new: "host", since: "0.3.0" },
+        ];
+        let text = TEXT.replace("[[source]]\nname = \"hcp-county\"", "[[source]]\nname = \"hcp-county\"\nfolder = \"in\"")
+            + "data_directory = \"d\"\n";
+        // A top-level key after a table belongs to that table: only the source's is found.
+        let problems = check_renamed(&TomlFile { path: Path::new("manyi.toml"), lines: TomlLines::new(&text) }, &text, TABLE);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].line, Some(22));
+        assert_eq!(problems[0].message, "setting `source.folder` was renamed to `inbox` in manyi 0.2.0: rename the key, the value stays");
+
+        let text = format!("data_directory = \"d\"\ndata_dir = \"e\"\n{TEXT}[mail.smtp]\nserver = \"smtp.example.gov.cn\"\n");
+        let problems = check_renamed(&TomlFile { path: Path::new("manyi.toml"), lines: TomlLines::new(&text) }, &text, TABLE);
+        let lines: Vec<_> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
+        assert_eq!(
+            lines,
+            [
+                (
+                    Some(1),
+                    "setting `data_directory` was renamed to `data_dir` in manyi 0.2.0: rename the key, the value stays (`data_dir` is set too: keep one)"
+                ),
+                (Some(30), "setting `mail.smtp.server` was renamed to `host` in manyi 0.3.0: rename the key, the value stays"),
+            ]
+        );
+        assert!(check_renamed(&TomlFile { path: Path::new("manyi.toml"), lines: TomlLines::new(TEXT) }, TEXT, TABLE).is_empty());
+        assert!(check_renamed(&TomlFile { path: Path::new("manyi.toml"), lines: TomlLines::new("x = [") }, "x = [", TABLE).is_empty());
     }
 }

@@ -133,8 +133,13 @@ impl Config {
                 return Err(ConfigError(problems.0));
             }
         };
-        let Some(file) = parse_toml::<ConfigFile>(path, &text, &mut problems) else { return Err(ConfigError(problems.0)) };
         let toml = TomlFile { path, lines: TomlLines::new(&text) };
+        // A key a release renamed is named as such, before serde calls it unknown.
+        let renamed = check::check_renamed(&toml, &text, check::RENAMED);
+        if !renamed.is_empty() {
+            return Err(ConfigError(renamed));
+        }
+        let Some(file) = parse_toml::<ConfigFile>(path, &text, &mut problems) else { return Err(ConfigError(problems.0)) };
         let (config, problems) = compile(&toml, file, now);
         if problems.is_empty() { Ok(config) } else { Err(ConfigError(problems)) }
     }
