@@ -333,6 +333,36 @@ fn kind_expr() -> Expr {
         .alias("kind")
 }
 
+/// `second_of`: the 办件编号 of a second (or later) evaluation, null for a
+/// first one. The grain needs no more of the id per rating: the kind follows
+/// from it, and only second evaluations need their 办件 (to find orphans),
+/// so no string is built for the ratings that are first evaluations.
+fn with_second_of(ratings: LazyFrame) -> LazyFrame {
+    let second_of = col("rating_id").map(
+        |c| {
+            let out: StringChunked = c
+                .str()?
+                .downcast_iter()
+                .flat_map(|a| a.iter())
+                .map(|id| id.and_then(split_id).and_then(|(project, n)| (n > 1).then_some(project)))
+                .collect();
+            Ok(out.with_name(c.name().clone()).into_column())
+        },
+        |_, f| Ok(Field::new(f.name().clone(), DataType::String)),
+    );
+    ratings.with_column(second_of.alias("second_of"))
+}
+
+/// The kind of a rating from `second_of` (as [`kind_expr`] from `evaluation`).
+fn kind_of_second_expr() -> Expr {
+    when(col("second_of").is_not_null())
+        .then(lit("second"))
+        .when(col("default_rating"))
+        .then(lit("default"))
+        .otherwise(lit("active"))
+        .alias("kind")
+}
+
 /// Computes the grain for each bucket period from its ratings. Each bucket
 /// comes with a frame of its own months only (the store prunes partitions),
 /// so a monthly report reads each month once; a bucket key given twice is
@@ -344,67 +374,98 @@ pub fn grain(buckets: Vec<(Period, LazyFrame)>, refs: &RefFrames) -> Result<Grai
         if !seen.insert(b.key()) {
             continue;
         }
-        let rated = with_evaluation(within(ratings.clone(), b)).with_column(lit(b.key()).alias("bucket"));
+        let rated = with_second_of(within(ratings.clone(), b)).with_column(lit(b.key()).alias("bucket"));
         // Group on the raw codes first and map grids to communities on the
         // small result: joining reference data onto every rating costs more
-        // than the whole group-by.
-        frames.push(rated.clone().group_by([col("bucket"), col("org_code"), col("category"), kind_expr()]).agg(level_counts()));
-        all.push((rated, with_evaluation(ratings)));
+        // than the whole group-by. Second evaluations are few; grouping them
+        // by their 办件 too gives the orphan check its input in the same scan.
+        let mut agg = level_counts();
+        agg.push(len().alias("rows"));
+        frames.push(rated.group_by([col("bucket"), col("org_code"), col("category"), kind_of_second_expr(), col("second_of")]).agg(agg));
+        all.push(ratings);
     }
     let mut g = Grain::default();
     if frames.is_empty() {
         return Ok(g);
     }
     let df = concat(frames, UnionArgs::default())?.collect()?;
-    let mut merged: BTreeMap<(String, String, String), Cell> = BTreeMap::new();
-    let community = |o: &String| refs.community_of.get(o).cloned().unwrap_or_else(|| o.clone());
-    for (key, counts) in read_counts(&df, &["bucket", "org_code", "category", "kind"])? {
-        if let [b, o, k, kind] = key.as_slice() {
-            // An org code no longer in the reference data stays its own community.
-            let cell = merged.entry((community(o), b.clone(), k.clone())).or_default();
-            match kind.as_str() {
-                "second" => cell.second.add(&counts),
-                "default" => cell.default.add(&counts),
-                _ => cell.active.add(&counts),
-            }
+    let key_cols: Vec<&StringChunked> = ["bucket", "org_code", "category", "kind", "second_of"]
+        .iter()
+        .map(|k| df.column(k).and_then(|c| c.str()))
+        .collect::<PolarsResult<_>>()?;
+    let counts: Vec<Column> =
+        (1..=5).map(|k| df.column(&format!("c{k}")).and_then(|c| c.cast(&DataType::UInt64))).collect::<PolarsResult<_>>()?;
+    let counts: Vec<&UInt64Chunked> = counts.iter().map(|c| c.u64()).collect::<PolarsResult<_>>()?;
+    let rows = df.column("rows")?.cast(&DataType::UInt64)?;
+    let rows = rows.u64()?;
+    let mut merged: BTreeMap<(String, &str, &str), Cell> = BTreeMap::new();
+    // (bucket, org code, category, 办件) → second evaluations.
+    let mut seconds: Vec<((&str, &str, &str), &str, u64)> = Vec::new();
+    let community = |o: &str| refs.community_of.get(o).cloned().unwrap_or_else(|| o.to_string());
+    for i in 0..df.height() {
+        let key = |j: usize| key_cols[j].get(i).unwrap_or_default();
+        let (b, o, k, kind) = (key(0), key(1), key(2), key(3));
+        let mut c = Counts::default();
+        for (level, col) in c.levels.iter_mut().zip(&counts) {
+            *level = col.get(i).unwrap_or(0);
+        }
+        // An org code no longer in the reference data stays its own community.
+        let cell = merged.entry((community(o), b, k)).or_default();
+        match kind {
+            "second" => cell.second.add(&c),
+            "default" => cell.default.add(&c),
+            _ => cell.active.add(&c),
+        }
+        if let Some(project) = key_cols[4].get(i) {
+            seconds.push(((b, o, k), project, rows.get(i).unwrap_or(0)));
         }
     }
-    for ((b, o, k), n) in orphan_seconds(all)? {
-        merged.entry((community(&o), b, k)).or_default().orphan_second += n;
+    for ((b, o, k), n) in orphan_seconds(&seconds, all)? {
+        merged.entry((community(o), b, k)).or_default().orphan_second += n;
     }
     for ((c, b, k), cell) in merged {
-        g.by_community.entry(c).or_default().push((b, k, cell));
+        g.by_community.entry(c).or_default().push((b.to_string(), k.to_string(), cell));
     }
     Ok(g)
 }
 
 /// Second evaluations whose 办件 has no first evaluation anywhere in the
-/// frames read, per (bucket, org code, category). They are few, so they are
-/// joined against the first evaluations of their own 办件 only.
-fn orphan_seconds(frames: Vec<(LazyFrame, LazyFrame)>) -> Result<BTreeMap<(String, String, String), u64>, AggregateError> {
-    let (seconds, firsts): (Vec<LazyFrame>, Vec<LazyFrame>) = frames
-        .into_iter()
-        .map(|(rated, whole)| {
-            let second =
-                rated.filter(col("evaluation").gt(lit(1u32))).select([col("bucket"), col("org_code"), col("category"), col("project")]);
-            (second, whole.filter(col("evaluation").eq(lit(1u32))).select([col("project")]))
-        })
-        .unzip();
-    let firsts = concat(firsts, UnionArgs::default())?.unique(None, UniqueKeepStrategy::First).with_column(lit(true).alias("has_first"));
-    let df = concat(seconds, UnionArgs::default())?
-        .join(firsts, [col("project")], [col("project")], JoinArgs::new(JoinType::Left))
-        .filter(col("has_first").is_null())
-        .group_by([col("bucket"), col("org_code"), col("category")])
-        .agg([len().alias("n")])
-        .collect()?;
-    let keys: Vec<&StringChunked> =
-        ["bucket", "org_code", "category"].iter().map(|k| df.column(k).and_then(|c| c.str())).collect::<PolarsResult<_>>()?;
-    let n = df.column("n")?.cast(&DataType::UInt64)?;
-    let n = n.u64()?;
+/// frames read, per (bucket, org code, category). They are few, so the
+/// frames are searched for the first evaluations of their 办件 only, and not
+/// at all when there are none.
+fn orphan_seconds<'s>(
+    seconds: &[((&'s str, &'s str, &'s str), &'s str, u64)],
+    frames: Vec<LazyFrame>,
+) -> Result<BTreeMap<(&'s str, &'s str, &'s str), u64>, AggregateError> {
     let mut out = BTreeMap::new();
-    for i in 0..df.height() {
-        let key = |j: usize| keys[j].get(i).unwrap_or_default().to_string();
-        *out.entry((key(0), key(1), key(2))).or_default() += n.get(i).unwrap_or(0);
+    if seconds.is_empty() {
+        return Ok(out);
+    }
+    let wanted: std::sync::Arc<std::collections::HashSet<String>> =
+        std::sync::Arc::new(seconds.iter().map(|(_, p, _)| (*p).to_string()).collect());
+    let first_of_wanted = {
+        let wanted = std::sync::Arc::clone(&wanted);
+        col("rating_id").map(
+            move |c| {
+                let out: BooleanChunked = c
+                    .str()?
+                    .downcast_iter()
+                    .flat_map(|a| a.iter())
+                    .map(|id| id.is_some_and(|id| evaluation_of(id) == 1 && wanted.contains(project_of(id))))
+                    .collect();
+                Ok(out.with_name(c.name().clone()).into_column())
+            },
+            |_, f| Ok(Field::new(f.name().clone(), DataType::Boolean)),
+        )
+    };
+    let firsts: Vec<LazyFrame> = frames.into_iter().map(|f| f.filter(first_of_wanted.clone()).select([col("rating_id")])).collect();
+    let df = concat(firsts, UnionArgs::default())?.collect()?;
+    let ids = df.column("rating_id")?.str()?;
+    let has_first: std::collections::HashSet<&str> = ids.downcast_iter().flat_map(|a| a.iter()).flatten().map(project_of).collect();
+    for (key, project, n) in seconds {
+        if !has_first.contains(project) {
+            *out.entry(*key).or_default() += n;
+        }
     }
     Ok(out)
 }
@@ -666,6 +727,24 @@ struct Sums {
     cross: BTreeMap<(String, String), Cell>,
     /// Month key → counts, every trend month present.
     trend: BTreeMap<String, Cell>,
+}
+
+/// A scope's counts per bucket (period key), with the same scope rule as
+/// [`rating_tables`] (org scope by lineage, categories by code) but no
+/// tables: what ranking offices against each other needs.
+pub(crate) fn scope_buckets<'g>(grain: &'g Grain, orgs: &OrgTree, scope: &Scope) -> BTreeMap<&'g str, Cell> {
+    let mut out: BTreeMap<&str, Cell> = BTreeMap::new();
+    for (community, cells) in &grain.by_community {
+        if !scope.orgs.is_empty() && !scope.orgs.iter().any(|s| orgs.is_within(community, s)) {
+            continue;
+        }
+        for (bucket, cat, counts) in cells {
+            if scope.categories.is_empty() || scope.categories.iter().any(|c| c == cat) {
+                out.entry(bucket.as_str()).or_default().add(counts);
+            }
+        }
+    }
+    out
 }
 
 fn sum_scope(grain: &Grain, orgs: &OrgTree, categories: &[Category], scope: &Scope, period: Period, trend_months: usize) -> Sums {
