@@ -78,6 +78,10 @@ pub struct NotBuilt {
 pub struct ReportTimings {
     /// Reading the store and grouping down to the grain, with the 差评 list.
     pub scan: f64,
+    /// The rest of reading once per run: the questionnaire's answers,
+    /// provenance, the watch list and the offices' ranking (shared by every
+    /// report, so not in `aggregate`).
+    pub prepare: f64,
     /// Roll-ups of every office's tables and building the views.
     pub aggregate: f64,
     /// Templates, charts and attachments.
@@ -118,14 +122,14 @@ pub(super) fn run_report(
 ) -> Result<RunSummary> {
     let template = job.template.as_deref().context("a report job needs a template")?;
     let templates = super::templates(&cfg.templates_dir)?;
-    let (prep, scan) = Prepared::read(cfg, store, job, template, period, as_of)?;
+    let (prep, scan, prepare) = Prepared::read(cfg, store, job, template, period, as_of)?;
     let mut summary = RunSummary {
         run_id: run_id.into(),
         report_id: prep.footer.report_id.clone(),
         period: period.key(),
         city: aggregate::Counts::default().stats(),
         reports: Vec::new(),
-        timings: ReportTimings { scan, ..ReportTimings::default() },
+        timings: ReportTimings { scan, prepare, ..ReportTimings::default() },
         not_built: Vec::new(),
     };
     // One folder per report id (job, period, as-of): a rerun with another
@@ -384,7 +388,8 @@ impl<'a> ScrutinyData<'a> {
 }
 
 impl<'a> Prepared<'a> {
-    /// Reads the store as of `as_of`; returns the seconds the scan took too.
+    /// Reads the store as of `as_of`; returns the seconds the scan took, and
+    /// those of the rest, too.
     fn read(
         cfg: &'a Config,
         store: &Store,
@@ -392,7 +397,7 @@ impl<'a> Prepared<'a> {
         template: &'a str,
         period: Period,
         as_of: DateTime<Utc>,
-    ) -> Result<(Prepared<'a>, f64)> {
+    ) -> Result<(Prepared<'a>, f64, f64)> {
         let clock = Instant::now();
         let as_of_local = as_of.with_timezone(&cfg.tz);
         let as_of_date = as_of_local.date_naive();
@@ -454,7 +459,7 @@ impl<'a> Prepared<'a> {
             watch,
             offices,
         };
-        Ok((prep, scan))
+        Ok((prep, scan, clock.elapsed().as_secs_f64() - scan))
     }
 
     /// Builds one office's report (roll-ups, view, templates, charts,
