@@ -363,7 +363,7 @@ fn with_second_of(ratings: LazyFrame) -> LazyFrame {
 /// `evaluation`), as a small code rather than a string: the grain groups a
 /// million ratings by it. 2 = second, 1 = default, 0 = active.
 fn kind_code_expr() -> Expr {
-    when(col("second_of").is_not_null()).then(lit(2u8)).when(col("default_rating")).then(lit(1u8)).otherwise(lit(0u8)).alias("kind")
+    when(col("second_of").is_not_null()).then(lit(2u32)).when(col("default_rating")).then(lit(1u32)).otherwise(lit(0u32)).alias("kind")
 }
 
 /// Computes the grain for each bucket period from its ratings. Each bucket
@@ -394,8 +394,8 @@ pub fn grain(buckets: Vec<(Period, LazyFrame)>, refs: &RefFrames) -> Result<Grai
     let df = concat(frames, UnionArgs::default())?.collect()?;
     let key_cols: Vec<&StringChunked> =
         ["bucket", "org_code", "category", "second_of"].iter().map(|k| df.column(k).and_then(|c| c.str())).collect::<PolarsResult<_>>()?;
-    let kinds = df.column("kind")?.cast(&DataType::UInt8)?;
-    let kinds = kinds.u8()?;
+    let kinds = df.column("kind")?.cast(&DataType::UInt32)?;
+    let kinds = kinds.u32()?;
     let counts: Vec<Column> =
         (1..=5).map(|k| df.column(&format!("c{k}")).and_then(|c| c.cast(&DataType::UInt64))).collect::<PolarsResult<_>>()?;
     let counts: Vec<&UInt64Chunked> = counts.iter().map(|c| c.u64()).collect::<PolarsResult<_>>()?;
