@@ -708,12 +708,20 @@ impl Tally {
         for (map, code) in
             [(&mut self.districts, &lineage.district), (&mut self.streets, &lineage.street), (&mut self.communities, &lineage.community)]
         {
-            if !code.is_empty() {
-                map.entry(code.clone()).or_default().add(counts);
+            // Look up before inserting: the key is allocated once per row,
+            // not once per grain cell.
+            if let Some(cell) = map.get_mut(code.as_str()) {
+                cell.add(counts);
+            } else if !code.is_empty() {
+                map.insert(code.clone(), *counts);
             }
         }
         for c in categories {
-            self.categories.entry((*c).to_string()).or_default().add(counts);
+            if let Some(cell) = self.categories.get_mut(*c) {
+                cell.add(counts);
+            } else {
+                self.categories.insert((*c).to_string(), *counts);
+            }
         }
     }
 }
@@ -749,7 +757,17 @@ pub(crate) fn scope_buckets<'g>(grain: &'g Grain, orgs: &OrgTree, scope: &Scope)
     out
 }
 
-fn sum_scope(grain: &Grain, orgs: &OrgTree, categories: &[Category], scope: &Scope, period: Period, trend_months: usize) -> Sums {
+/// `with_cross`: whether to keep the community × category cells (a ranking
+/// of streets and communities alone, as the watch list's, needs none).
+fn sum_scope(
+    grain: &Grain,
+    orgs: &OrgTree,
+    categories: &[Category],
+    scope: &Scope,
+    period: Period,
+    trend_months: usize,
+    with_cross: bool,
+) -> Sums {
     let (key, prev_key) = (period.key(), period.previous().key());
     let trend_keys: Vec<String> = period.trailing_months(trend_months).iter().map(|p| p.key()).collect();
     let mut sums = Sums {
@@ -787,7 +805,9 @@ fn sum_scope(grain: &Grain, orgs: &OrgTree, categories: &[Category], scope: &Sco
             }
             let tally = if *bucket == key {
                 sums.total.add(counts);
-                sums.cross.entry((community.clone(), cat.clone())).or_default().add(counts);
+                if with_cross {
+                    sums.cross.entry((community.clone(), cat.clone())).or_default().add(counts);
+                }
                 &mut sums.cur
             } else if *bucket == prev_key {
                 sums.previous.add(counts);
@@ -814,7 +834,19 @@ pub fn rating_tables(
     trend_months: usize,
     rules: Rules,
 ) -> RatingTables {
-    let Sums { total, previous, cur, prev, cross: cross_counts, trend } = sum_scope(grain, orgs, categories, scope, period, trend_months);
+    tables_of(sum_scope(grain, orgs, categories, scope, period, trend_months, true), orgs, categories, period, rules)
+}
+
+/// The whole city's tables of `period` without the trend and without the
+/// community × category cells: what ranking streets and communities month
+/// by month needs (the watch list does it for twelve months every run).
+pub(crate) fn ranking_tables(grain: &Grain, orgs: &OrgTree, categories: &[Category], period: Period, rules: Rules) -> RatingTables {
+    tables_of(sum_scope(grain, orgs, categories, &Scope::default(), period, 0, false), orgs, categories, period, rules)
+}
+
+/// The tables from a scope's sums.
+fn tables_of(sums: Sums, orgs: &OrgTree, categories: &[Category], period: Period, rules: Rules) -> RatingTables {
+    let Sums { total, previous, cur, prev, cross: cross_counts, trend } = sums;
     let (inc, by) = (rules.include_default, rules.rank_by);
     let total_rate = metric_rate(&total.counted(inc), by);
     let rate_of = |map: &BTreeMap<String, Cell>, code: &str| map.get(code).map(|c| metric_rate(&c.counted(inc), by)).unwrap_or(total_rate);

@@ -5,7 +5,7 @@
 //! when it has been behind for two or more consecutive months up to the
 //! report's last month.
 
-use super::ratings::{Apart, Cell, Grain, Row, Rules, metric_rate, rating_tables, scope_buckets};
+use super::ratings::{Apart, Cell, Grain, Row, Rules, metric_rate, ranking_tables, scope_buckets};
 use super::{Counts, shrunk_rate};
 use crate::config::{Category, OrgTree, Scope};
 use crate::period::Period;
@@ -171,8 +171,7 @@ pub fn watch_list(
 ) -> Vec<WatchEntry> {
     let months = period.trailing_months(HISTORY_MONTHS.max(12));
     let mut h = Histories::new();
-    let month_tables: Vec<_> =
-        months.iter().map(|m| (m.key(), rating_tables(grain, orgs, categories, &Scope::default(), *m, 0, rules))).collect();
+    let month_tables: Vec<_> = months.iter().map(|m| (m.key(), ranking_tables(grain, orgs, categories, *m, rules))).collect();
     let codes = |rows: fn(&super::RatingTables) -> &Vec<Row>| -> Vec<String> {
         let mut all: Vec<String> = month_tables.iter().flat_map(|(_, t)| rows(t).iter().map(|r| r.code.clone())).collect();
         all.sort();
