@@ -190,7 +190,7 @@ def table_md(rows, r):
         f"| build all office reports | {rep['rendered']} reports (roll-ups, HTML, text, PNG charts, XLSX, CSV) on "
         f"{info_cores()} cores; work summed over reports: roll-ups {rep['aggregate_secs']:.2f} s, rendering {rep['render_secs']:.2f} s | "
         f"{rep['build_secs']:.2f} s | {fmt_rate(rep['render_per_sec'])} reports/s | — |",
-        f"| report job to outbox | scan {rep['scan_secs']:.2f} s, build {rep['build_secs']:.2f} s, "
+        f"| report job to outbox | scan {rep['scan_secs']:.2f} s, prepare {rep.get('prepare_secs', 0):.2f} s, build {rep['build_secs']:.2f} s, "
         f"files {rep['write_secs']:.2f} s, outbox {rep['deliver_secs']:.2f} s; "
         f"{rep['outbox_mib']:.1f} MiB of .eml | {rep['secs']:.1f} s | {fmt_rate(rep['items'] / rep['secs'])} reports/s | "
         f"{rep['maxrss_mib']:.0f} MiB |",

@@ -330,7 +330,7 @@ fn report(site: &Path, month: Period, smtp: Option<(String, String)>) -> Result<
     let eml_bytes: u64 =
         summary.reports.iter().filter_map(|r| r.eml_path.as_ref()).filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     Ok(json!({"secs": secs, "items": summary.reports.len(), "rendered": tm.rendered,
-              "scan_secs": tm.scan, "aggregate_secs": tm.aggregate, "render_secs": tm.render, "write_secs": tm.write,
+              "scan_secs": tm.scan, "prepare_secs": tm.prepare, "aggregate_secs": tm.aggregate, "render_secs": tm.render, "write_secs": tm.write,
               "deliver_secs": tm.deliver, "build_secs": tm.build, "render_per_sec": tm.rendered as f64 / tm.build,
               "sent": sent, "deliver_per_sec": sent as f64 / tm.deliver, "outbox_mib": eml_bytes as f64 / (1 << 20) as f64,
               "smtp": smtp.is_some(), "city_n": summary.city.n}))

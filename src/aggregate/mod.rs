@@ -30,7 +30,7 @@ pub use ratings::{
     Apart, Breakdown, Cell, Cross, Dim, Grain, RatingTables, RefFrames, Row, Rules, breakdown, evaluation_of, grain, in_scope,
     lineage_in_scope, project_of, rating_tables,
 };
-pub use survey::{NeedItem, QuestionStats, SurveyTables, survey_tables};
+pub use survey::{NeedItem, QuestionStats, SurveyTables, survey_answers, survey_tables, survey_tables_of};
 pub use watch::{WatchEntry, WatchMonth, office_rows, watch_list};
 
 use polars::prelude::PolarsError;

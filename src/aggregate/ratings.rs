@@ -110,6 +110,12 @@ impl RefFrames {
         Ok(RefFrames { orgs, categories: cats, community_of })
     }
 
+    /// The community of an org code; an org code no longer in the reference
+    /// data stays its own community.
+    fn community<'s>(&'s self, org_code: &'s str) -> &'s str {
+        self.community_of.get(org_code).map_or(org_code, String::as_str)
+    }
+
     /// Adds the dimension columns to a frame of ratings. An org code that is
     /// no longer in the reference data keeps itself as its community, so no
     /// rating silently drops out of the totals.
@@ -333,6 +339,33 @@ fn kind_expr() -> Expr {
         .alias("kind")
 }
 
+/// `second_of`: the 办件编号 of a second (or later) evaluation, null for a
+/// first one. The grain needs no more of the id per rating: the kind follows
+/// from it, and only second evaluations need their 办件 (to find orphans),
+/// so no string is built for the ratings that are first evaluations.
+fn with_second_of(ratings: LazyFrame) -> LazyFrame {
+    let second_of = col("rating_id").map(
+        |c| {
+            let out: StringChunked = c
+                .str()?
+                .downcast_iter()
+                .flat_map(|a| a.iter())
+                .map(|id| id.and_then(split_id).and_then(|(project, n)| (n > 1).then_some(project)))
+                .collect();
+            Ok(out.with_name(c.name().clone()).into_column())
+        },
+        |_, f| Ok(Field::new(f.name().clone(), DataType::String)),
+    );
+    ratings.with_column(second_of.alias("second_of"))
+}
+
+/// The kind of a rating from `second_of` (as [`kind_expr`] from
+/// `evaluation`), as a small code rather than a string: the grain groups a
+/// million ratings by it. 2 = second, 1 = default, 0 = active.
+fn kind_code_expr() -> Expr {
+    when(col("second_of").is_not_null()).then(lit(2u32)).when(col("default_rating")).then(lit(1u32)).otherwise(lit(0u32)).alias("kind")
+}
+
 /// Computes the grain for each bucket period from its ratings. Each bucket
 /// comes with a frame of its own months only (the store prunes partitions),
 /// so a monthly report reads each month once; a bucket key given twice is
@@ -344,67 +377,97 @@ pub fn grain(buckets: Vec<(Period, LazyFrame)>, refs: &RefFrames) -> Result<Grai
         if !seen.insert(b.key()) {
             continue;
         }
-        let rated = with_evaluation(within(ratings.clone(), b)).with_column(lit(b.key()).alias("bucket"));
+        let rated = with_second_of(within(ratings.clone(), b)).with_column(lit(b.key()).alias("bucket"));
         // Group on the raw codes first and map grids to communities on the
         // small result: joining reference data onto every rating costs more
-        // than the whole group-by.
-        frames.push(rated.clone().group_by([col("bucket"), col("org_code"), col("category"), kind_expr()]).agg(level_counts()));
-        all.push((rated, with_evaluation(ratings)));
+        // than the whole group-by. Second evaluations are few; grouping them
+        // by their 办件 too gives the orphan check its input in the same scan.
+        let mut agg = level_counts();
+        agg.push(len().alias("rows"));
+        frames.push(rated.group_by([col("bucket"), col("org_code"), col("category"), kind_code_expr(), col("second_of")]).agg(agg));
+        all.push(ratings);
     }
     let mut g = Grain::default();
     if frames.is_empty() {
         return Ok(g);
     }
     let df = concat(frames, UnionArgs::default())?.collect()?;
-    let mut merged: BTreeMap<(String, String, String), Cell> = BTreeMap::new();
-    let community = |o: &String| refs.community_of.get(o).cloned().unwrap_or_else(|| o.clone());
-    for (key, counts) in read_counts(&df, &["bucket", "org_code", "category", "kind"])? {
-        if let [b, o, k, kind] = key.as_slice() {
-            // An org code no longer in the reference data stays its own community.
-            let cell = merged.entry((community(o), b.clone(), k.clone())).or_default();
-            match kind.as_str() {
-                "second" => cell.second.add(&counts),
-                "default" => cell.default.add(&counts),
-                _ => cell.active.add(&counts),
-            }
+    let key_cols: Vec<&StringChunked> =
+        ["bucket", "org_code", "category", "second_of"].iter().map(|k| df.column(k).and_then(|c| c.str())).collect::<PolarsResult<_>>()?;
+    let kinds = df.column("kind")?.cast(&DataType::UInt32)?;
+    let kinds = kinds.u32()?;
+    let counts: Vec<Column> =
+        (1..=5).map(|k| df.column(&format!("c{k}")).and_then(|c| c.cast(&DataType::UInt64))).collect::<PolarsResult<_>>()?;
+    let counts: Vec<&UInt64Chunked> = counts.iter().map(|c| c.u64()).collect::<PolarsResult<_>>()?;
+    let rows = df.column("rows")?.cast(&DataType::UInt64)?;
+    let rows = rows.u64()?;
+    let mut merged: BTreeMap<(&str, &str, &str), Cell> = BTreeMap::new();
+    // (bucket, org code, category, 办件) → second evaluations.
+    let mut seconds: Vec<((&str, &str, &str), &str, u64)> = Vec::new();
+    let community = |o| refs.community(o);
+    for i in 0..df.height() {
+        let key = |j: usize| key_cols[j].get(i).unwrap_or_default();
+        let (b, o, k) = (key(0), key(1), key(2));
+        let mut c = Counts::default();
+        for (level, col) in c.levels.iter_mut().zip(&counts) {
+            *level = col.get(i).unwrap_or(0);
+        }
+        let cell = merged.entry((community(o), b, k)).or_default();
+        match kinds.get(i) {
+            Some(2) => cell.second.add(&c),
+            Some(1) => cell.default.add(&c),
+            _ => cell.active.add(&c),
+        }
+        if let Some(project) = key_cols[3].get(i) {
+            seconds.push(((b, o, k), project, rows.get(i).unwrap_or(0)));
         }
     }
-    for ((b, o, k), n) in orphan_seconds(all)? {
-        merged.entry((community(&o), b, k)).or_default().orphan_second += n;
+    for ((b, o, k), n) in orphan_seconds(&seconds, all)? {
+        merged.entry((community(o), b, k)).or_default().orphan_second += n;
     }
     for ((c, b, k), cell) in merged {
-        g.by_community.entry(c).or_default().push((b, k, cell));
+        g.by_community.entry(c.to_string()).or_default().push((b.to_string(), k.to_string(), cell));
     }
     Ok(g)
 }
 
 /// Second evaluations whose 办件 has no first evaluation anywhere in the
-/// frames read, per (bucket, org code, category). They are few, so they are
-/// joined against the first evaluations of their own 办件 only.
-fn orphan_seconds(frames: Vec<(LazyFrame, LazyFrame)>) -> Result<BTreeMap<(String, String, String), u64>, AggregateError> {
-    let (seconds, firsts): (Vec<LazyFrame>, Vec<LazyFrame>) = frames
-        .into_iter()
-        .map(|(rated, whole)| {
-            let second =
-                rated.filter(col("evaluation").gt(lit(1u32))).select([col("bucket"), col("org_code"), col("category"), col("project")]);
-            (second, whole.filter(col("evaluation").eq(lit(1u32))).select([col("project")]))
-        })
-        .unzip();
-    let firsts = concat(firsts, UnionArgs::default())?.unique(None, UniqueKeepStrategy::First).with_column(lit(true).alias("has_first"));
-    let df = concat(seconds, UnionArgs::default())?
-        .join(firsts, [col("project")], [col("project")], JoinArgs::new(JoinType::Left))
-        .filter(col("has_first").is_null())
-        .group_by([col("bucket"), col("org_code"), col("category")])
-        .agg([len().alias("n")])
-        .collect()?;
-    let keys: Vec<&StringChunked> =
-        ["bucket", "org_code", "category"].iter().map(|k| df.column(k).and_then(|c| c.str())).collect::<PolarsResult<_>>()?;
-    let n = df.column("n")?.cast(&DataType::UInt64)?;
-    let n = n.u64()?;
+/// frames read, per (bucket, org code, category). They are few, so the
+/// frames are searched for the first evaluations of their 办件 only, and not
+/// at all when there are none.
+fn orphan_seconds<'s>(
+    seconds: &[((&'s str, &'s str, &'s str), &'s str, u64)],
+    frames: Vec<LazyFrame>,
+) -> Result<BTreeMap<(&'s str, &'s str, &'s str), u64>, AggregateError> {
     let mut out = BTreeMap::new();
-    for i in 0..df.height() {
-        let key = |j: usize| keys[j].get(i).unwrap_or_default().to_string();
-        *out.entry((key(0), key(1), key(2))).or_default() += n.get(i).unwrap_or(0);
+    if seconds.is_empty() {
+        return Ok(out);
+    }
+    let wanted: std::sync::Arc<std::collections::HashSet<String>> =
+        std::sync::Arc::new(seconds.iter().map(|(_, p, _)| (*p).to_string()).collect());
+    let first_of_wanted = {
+        let wanted = std::sync::Arc::clone(&wanted);
+        col("rating_id").map(
+            move |c| {
+                let out: BooleanChunked = c
+                    .str()?
+                    .downcast_iter()
+                    .flat_map(|a| a.iter())
+                    .map(|id| id.is_some_and(|id| evaluation_of(id) == 1 && wanted.contains(project_of(id))))
+                    .collect();
+                Ok(out.with_name(c.name().clone()).into_column())
+            },
+            |_, f| Ok(Field::new(f.name().clone(), DataType::Boolean)),
+        )
+    };
+    let firsts: Vec<LazyFrame> = frames.into_iter().map(|f| f.filter(first_of_wanted.clone()).select([col("rating_id")])).collect();
+    let df = concat(firsts, UnionArgs::default())?.collect()?;
+    let ids = df.column("rating_id")?.str()?;
+    let has_first: std::collections::HashSet<&str> = ids.downcast_iter().flat_map(|a| a.iter()).flatten().map(project_of).collect();
+    for (key, project, n) in seconds {
+        if !has_first.contains(project) {
+            *out.entry(*key).or_default() += n;
+        }
     }
     Ok(out)
 }
@@ -645,12 +708,20 @@ impl Tally {
         for (map, code) in
             [(&mut self.districts, &lineage.district), (&mut self.streets, &lineage.street), (&mut self.communities, &lineage.community)]
         {
-            if !code.is_empty() {
-                map.entry(code.clone()).or_default().add(counts);
+            // Look up before inserting: the key is allocated once per row,
+            // not once per grain cell.
+            if let Some(cell) = map.get_mut(code.as_str()) {
+                cell.add(counts);
+            } else if !code.is_empty() {
+                map.insert(code.clone(), *counts);
             }
         }
         for c in categories {
-            self.categories.entry((*c).to_string()).or_default().add(counts);
+            if let Some(cell) = self.categories.get_mut(*c) {
+                cell.add(counts);
+            } else {
+                self.categories.insert((*c).to_string(), *counts);
+            }
         }
     }
 }
@@ -668,7 +739,35 @@ struct Sums {
     trend: BTreeMap<String, Cell>,
 }
 
-fn sum_scope(grain: &Grain, orgs: &OrgTree, categories: &[Category], scope: &Scope, period: Period, trend_months: usize) -> Sums {
+/// A scope's counts per bucket (period key), with the same scope rule as
+/// [`rating_tables`] (org scope by lineage, categories by code) but no
+/// tables: what ranking offices against each other needs.
+pub(crate) fn scope_buckets<'g>(grain: &'g Grain, orgs: &OrgTree, scope: &Scope) -> BTreeMap<&'g str, Cell> {
+    let mut out: BTreeMap<&str, Cell> = BTreeMap::new();
+    for (community, cells) in &grain.by_community {
+        if !scope.orgs.is_empty() && !scope.orgs.iter().any(|s| orgs.is_within(community, s)) {
+            continue;
+        }
+        for (bucket, cat, counts) in cells {
+            if scope.categories.is_empty() || scope.categories.iter().any(|c| c == cat) {
+                out.entry(bucket.as_str()).or_default().add(counts);
+            }
+        }
+    }
+    out
+}
+
+/// `with_cross`: whether to keep the community × category cells (a ranking
+/// of streets and communities alone, as the watch list's, needs none).
+fn sum_scope(
+    grain: &Grain,
+    orgs: &OrgTree,
+    categories: &[Category],
+    scope: &Scope,
+    period: Period,
+    trend_months: usize,
+    with_cross: bool,
+) -> Sums {
     let (key, prev_key) = (period.key(), period.previous().key());
     let trend_keys: Vec<String> = period.trailing_months(trend_months).iter().map(|p| p.key()).collect();
     let mut sums = Sums {
@@ -706,7 +805,9 @@ fn sum_scope(grain: &Grain, orgs: &OrgTree, categories: &[Category], scope: &Sco
             }
             let tally = if *bucket == key {
                 sums.total.add(counts);
-                sums.cross.entry((community.clone(), cat.clone())).or_default().add(counts);
+                if with_cross {
+                    sums.cross.entry((community.clone(), cat.clone())).or_default().add(counts);
+                }
                 &mut sums.cur
             } else if *bucket == prev_key {
                 sums.previous.add(counts);
@@ -733,7 +834,19 @@ pub fn rating_tables(
     trend_months: usize,
     rules: Rules,
 ) -> RatingTables {
-    let Sums { total, previous, cur, prev, cross: cross_counts, trend } = sum_scope(grain, orgs, categories, scope, period, trend_months);
+    tables_of(sum_scope(grain, orgs, categories, scope, period, trend_months, true), orgs, categories, period, rules)
+}
+
+/// The whole city's tables of `period` without the trend and without the
+/// community × category cells: what ranking streets and communities month
+/// by month needs (the watch list does it for twelve months every run).
+pub(crate) fn ranking_tables(grain: &Grain, orgs: &OrgTree, categories: &[Category], period: Period, rules: Rules) -> RatingTables {
+    tables_of(sum_scope(grain, orgs, categories, &Scope::default(), period, 0, false), orgs, categories, period, rules)
+}
+
+/// The tables from a scope's sums.
+fn tables_of(sums: Sums, orgs: &OrgTree, categories: &[Category], period: Period, rules: Rules) -> RatingTables {
+    let Sums { total, previous, cur, prev, cross: cross_counts, trend } = sums;
     let (inc, by) = (rules.include_default, rules.rank_by);
     let total_rate = metric_rate(&total.counted(inc), by);
     let rate_of = |map: &BTreeMap<String, Cell>, code: &str| map.get(code).map(|c| metric_rate(&c.counted(inc), by)).unwrap_or(total_rate);

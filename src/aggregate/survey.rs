@@ -80,11 +80,29 @@ pub fn survey_tables(
     categories: &[Category],
     scope: &Scope,
 ) -> Result<SurveyTables, AggregateError> {
-    let in_scope = |o: &str| scope.orgs.is_empty() || scope.orgs.iter().any(|s| orgs.is_within(o, s));
-    let df = super::ratings::within_by(responses, "submitted_at", period)
+    let df = survey_answers(responses, period)?;
+    survey_tables_of(&df, survey, orgs, categories, scope)
+}
+
+/// The answers of `period` that [`survey_tables_of`] counts, read once: a
+/// report run hands the same frame to every office instead of reading the
+/// store and running a plan per office.
+pub fn survey_answers(responses: LazyFrame, period: Period) -> Result<DataFrame, AggregateError> {
+    Ok(super::ratings::within_by(responses, "submitted_at", period)
         .select([col("response_id"), col("org_code"), col("question"), col("option"), col("text"), col("skipped")])
-        .collect()?;
-    let Answers { chosen, answered, skipped_by, respondents, texts } = read_answers(&df, in_scope)?;
+        .collect()?)
+}
+
+/// [`survey_tables`] of answers already read by [`survey_answers`].
+pub fn survey_tables_of(
+    df: &DataFrame,
+    survey: &SurveyDef,
+    orgs: &OrgTree,
+    categories: &[Category],
+    scope: &Scope,
+) -> Result<SurveyTables, AggregateError> {
+    let in_scope = |o: &str| scope.orgs.is_empty() || scope.orgs.iter().any(|s| orgs.is_within(o, s));
+    let Answers { chosen, answered, skipped_by, respondents, texts } = read_answers(df, in_scope)?;
     let mut questions = Vec::new();
     for qd in &survey.questions {
         let rows: Vec<(String, String)> = match qd.kind {

@@ -5,7 +5,7 @@
 //! when it has been behind for two or more consecutive months up to the
 //! report's last month.
 
-use super::ratings::{Grain, Row, Rules, metric_rate, rating_tables};
+use super::ratings::{Apart, Cell, Grain, Row, Rules, metric_rate, ranking_tables, scope_buckets};
 use super::{Counts, shrunk_rate};
 use crate::config::{Category, OrgTree, Scope};
 use crate::period::Period;
@@ -80,29 +80,53 @@ fn add_rows(h: &mut Histories, order: usize, rows: &[Row], all_codes: &[String],
 
 /// Offices (id, name, scope) ranked among themselves in period `m`: each
 /// scope's counts, the ranking figure shrunk toward the city's.
-pub fn office_rows(
-    grain: &Grain,
-    orgs: &OrgTree,
-    categories: &[Category],
-    offices: &[(String, String, Scope)],
-    m: Period,
-    rules: Rules,
-) -> Vec<Row> {
-    let city = rating_tables(grain, orgs, categories, &Scope::default(), m, 0, rules).total;
+pub fn office_rows(grain: &Grain, orgs: &OrgTree, offices: &[(String, String, Scope)], m: Period, rules: Rules) -> Vec<Row> {
+    let sums = OfficeSums::new(grain, orgs, offices);
+    office_rows_from(&sums, offices, m, rules)
+}
+
+/// Each office's counts per bucket (period key), and the city's, summed from
+/// the grain once. Ranking offices needs only their totals of a month and of
+/// the month before, so the watch list's twelve months of office rankings
+/// read these instead of rolling every office's full tables up twelve times.
+struct OfficeSums<'g> {
+    city: BTreeMap<&'g str, Cell>,
+    offices: Vec<BTreeMap<&'g str, Cell>>,
+}
+
+impl<'g> OfficeSums<'g> {
+    fn new(grain: &'g Grain, orgs: &OrgTree, offices: &[(String, String, Scope)]) -> OfficeSums<'g> {
+        OfficeSums {
+            city: scope_buckets(grain, orgs, &Scope::default()),
+            offices: offices.iter().map(|(_, _, s)| scope_buckets(grain, orgs, s)).collect(),
+        }
+    }
+}
+
+/// [`office_rows`] from sums made once.
+fn office_rows_from(sums: &OfficeSums<'_>, offices: &[(String, String, Scope)], m: Period, rules: Rules) -> Vec<Row> {
+    let (key, prev_key) = (m.key(), m.previous().key());
+    let of = |b: &BTreeMap<&str, Cell>, k: &str| b.get(k).copied().unwrap_or_default();
+    let inc = rules.include_default;
+    let city = of(&sums.city, &key).counted(inc).stats();
     let parent = metric_rate(&Counts { levels: city.levels }, rules.rank_by);
     let mut rows: Vec<Row> = offices
         .iter()
-        .map(|(id, name, scope)| {
-            let t = rating_tables(grain, orgs, categories, scope, m, 0, rules);
-            let c = Counts { levels: t.total.levels };
+        .zip(&sums.offices)
+        .map(|((id, name, _), b)| {
+            // As `rating_tables` gives them: the month's and the previous
+            // month's counts of the scope, kinds kept apart in `apart`.
+            let (total_cell, previous_cell) = (of(b, &key), of(b, &prev_key));
+            let total = total_cell.counted(inc).stats();
+            let c = Counts { levels: total.levels };
             let k = match rules.rank_by {
-                crate::config::RankBy::BadRate => t.total.bad,
+                crate::config::RankBy::BadRate => total.bad,
                 crate::config::RankBy::SatisfiedRate => c.satisfied(),
                 crate::config::RankBy::Score => 0,
             };
             let shrunk = match rules.rank_by {
                 crate::config::RankBy::Score => {
-                    (t.total.score * c.n() as f64 + rules.prior_weight * parent) / (c.n() as f64 + rules.prior_weight)
+                    (total.score * c.n() as f64 + rules.prior_weight * parent) / (c.n() as f64 + rules.prior_weight)
                 }
                 _ => shrunk_rate(k, c.n(), parent, rules.prior_weight),
             };
@@ -110,14 +134,14 @@ pub fn office_rows(
                 code: id.clone(),
                 name: name.clone(),
                 parent: String::new(),
-                low_n: t.total.n < rules.min_n,
-                previous: t.previous,
+                low_n: total.n < rules.min_n,
+                previous: previous_cell.counted(inc).stats(),
                 change_pp: 0.0,
                 significant: false,
                 shrunk,
                 rank: None,
-                apart: t.apart,
-                stats: t.total,
+                apart: Apart::of(&total_cell),
+                stats: total,
             }
         })
         .collect();
@@ -147,8 +171,7 @@ pub fn watch_list(
 ) -> Vec<WatchEntry> {
     let months = period.trailing_months(HISTORY_MONTHS.max(12));
     let mut h = Histories::new();
-    let month_tables: Vec<_> =
-        months.iter().map(|m| (m.key(), rating_tables(grain, orgs, categories, &Scope::default(), *m, 0, rules))).collect();
+    let month_tables: Vec<_> = months.iter().map(|m| (m.key(), ranking_tables(grain, orgs, categories, *m, rules))).collect();
     let codes = |rows: fn(&super::RatingTables) -> &Vec<Row>| -> Vec<String> {
         let mut all: Vec<String> = month_tables.iter().flat_map(|(_, t)| rows(t).iter().map(|r| r.code.clone())).collect();
         all.sort();
@@ -157,11 +180,12 @@ pub fn watch_list(
     };
     let (streets, communities) = (codes(|t| &t.streets), codes(|t| &t.communities));
     let office_ids: Vec<String> = offices.iter().map(|(id, _, _)| id.clone()).collect();
+    let office_sums = OfficeSums::new(grain, orgs, offices);
     for (m, (key, t)) in months.iter().zip(&month_tables) {
         add_rows(&mut h, 0, &t.streets, &streets, key, &rules);
         add_rows(&mut h, 1, &t.communities, &communities, key, &rules);
         if !offices.is_empty() {
-            add_rows(&mut h, 2, &office_rows(grain, orgs, categories, offices, *m, rules), &office_ids, key, &rules);
+            add_rows(&mut h, 2, &office_rows_from(&office_sums, offices, *m, rules), &office_ids, key, &rules);
         }
     }
     let mut out: Vec<WatchEntry> = h

@@ -78,6 +78,10 @@ pub struct NotBuilt {
 pub struct ReportTimings {
     /// Reading the store and grouping down to the grain, with the 差评 list.
     pub scan: f64,
+    /// The rest of reading once per run: the questionnaire's answers,
+    /// provenance, the watch list and the offices' ranking (shared by every
+    /// report, so not in `aggregate`).
+    pub prepare: f64,
     /// Roll-ups of every office's tables and building the views.
     pub aggregate: f64,
     /// Templates, charts and attachments.
@@ -118,14 +122,14 @@ pub(super) fn run_report(
 ) -> Result<RunSummary> {
     let template = job.template.as_deref().context("a report job needs a template")?;
     let templates = super::templates(&cfg.templates_dir)?;
-    let (prep, scan) = Prepared::read(cfg, store, job, template, period, as_of)?;
+    let (prep, scan, prepare) = Prepared::read(cfg, store, job, template, period, as_of)?;
     let mut summary = RunSummary {
         run_id: run_id.into(),
         report_id: prep.footer.report_id.clone(),
         period: period.key(),
         city: aggregate::Counts::default().stats(),
         reports: Vec::new(),
-        timings: ReportTimings { scan, ..ReportTimings::default() },
+        timings: ReportTimings { scan, prepare, ..ReportTimings::default() },
         not_built: Vec::new(),
     };
     // One folder per report id (job, period, as-of): a rerun with another
@@ -292,9 +296,10 @@ struct Prepared<'a> {
     grain: aggregate::Grain,
     /// The period's 差评, and each one's org lineage, looked up once.
     bad: Vec<BadRating>,
-    bad_lineage: Vec<&'a [(String, OrgLevel)]>,
+    bad_index: UnitIndex<'a>,
     survey_def: Option<&'a SurveyDef>,
-    responses: Option<LazyFrame>,
+    /// The period's answers to the job's questionnaire, read once for every office.
+    responses: Option<DataFrame>,
     footer: Footer,
     city: String,
     rules: aggregate::Rules,
@@ -310,11 +315,53 @@ struct Prepared<'a> {
     scrutiny: ScrutinyData<'a>,
 }
 
-/// The period's ratings by org, category and channel (each cell with its org
+/// Rows (差评, channel cells) indexed by every unit of their org lineage,
+/// so an office's rows are found by its scope's few codes instead of
+/// checking every row of the city against every office (the leadership
+/// report alone asks for each of 222 offices).
+struct UnitIndex<'a> {
+    len: usize,
+    by_unit: HashMap<&'a str, Vec<usize>>,
+}
+
+impl<'a> UnitIndex<'a> {
+    fn new(lineages: &[&'a [(String, OrgLevel)]]) -> UnitIndex<'a> {
+        let mut by_unit: HashMap<&'a str, Vec<usize>> = HashMap::new();
+        for (i, lineage) in lineages.iter().enumerate() {
+            for (code, _) in *lineage {
+                let rows = by_unit.entry(code.as_str()).or_default();
+                // A lineage names each unit once, but keep indices unique anyway.
+                if rows.last() != Some(&i) {
+                    rows.push(i);
+                }
+            }
+        }
+        UnitIndex { len: lineages.len(), by_unit }
+    }
+
+    /// Indices (ascending, so rows keep their order) of the rows inside
+    /// `scope`: exactly those `aggregate::lineage_in_scope` accepts.
+    fn in_scope<'r>(&self, scope: &Scope, category: impl Fn(usize) -> &'r str) -> Vec<usize> {
+        let mut rows: Vec<usize> = if scope.orgs.is_empty() {
+            (0..self.len).collect()
+        } else {
+            let mut v: Vec<usize> = scope.orgs.iter().filter_map(|s| self.by_unit.get(s.as_str())).flatten().copied().collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        if !scope.categories.is_empty() {
+            rows.retain(|&i| scope.categories.iter().any(|c| c == category(i)));
+        }
+        rows
+    }
+}
+
+/// The period's ratings by org, category and channel (indexed by their org
 /// lineage) and the runs the burst rules flagged, read once per run.
 struct ScrutinyData<'a> {
     cells: Vec<aggregate::ChannelCell>,
-    lineage: Vec<&'a [(String, OrgLevel)]>,
+    index: UnitIndex<'a>,
     bursts: Vec<aggregate::Burst>,
 }
 
@@ -322,26 +369,27 @@ impl<'a> ScrutinyData<'a> {
     /// `ratings` is the period's ratings as of the run (read once by the caller).
     fn read(cfg: &'a Config, ratings: &LazyFrame, period: Period) -> Result<ScrutinyData<'a>> {
         let cells = aggregate::channel_cells(ratings.clone(), period)?;
-        let lineage = cells.iter().map(|c| cfg.orgs.lineage(&c.org_code)).collect();
+        let lineage: Vec<&[(String, OrgLevel)]> = cells.iter().map(|c| cfg.orgs.lineage(&c.org_code)).collect();
+        let index = UnitIndex::new(&lineage);
         let bursts = if cfg.file.bursts.enabled {
             let marks = aggregate::burst_candidates(ratings.clone(), period)?;
             aggregate::bursts(&marks, &cfg.file.bursts)
         } else {
             Vec::new()
         };
-        Ok(ScrutinyData { cells, lineage, bursts })
+        Ok(ScrutinyData { cells, index, bursts })
     }
 
     /// The channel mix of a scope.
     fn mix(&self, scope: &Scope) -> aggregate::ChannelMix {
-        let cells =
-            self.cells.iter().zip(&self.lineage).filter(|(c, l)| aggregate::lineage_in_scope(scope, l, &c.category)).map(|(c, _)| c);
-        aggregate::channel_mix(cells)
+        let rows = self.index.in_scope(scope, |i| self.cells[i].category.as_str());
+        aggregate::channel_mix(rows.into_iter().map(|i| &self.cells[i]))
     }
 }
 
 impl<'a> Prepared<'a> {
-    /// Reads the store as of `as_of`; returns the seconds the scan took too.
+    /// Reads the store as of `as_of`; returns the seconds the scan took, and
+    /// those of the rest, too.
     fn read(
         cfg: &'a Config,
         store: &Store,
@@ -349,7 +397,7 @@ impl<'a> Prepared<'a> {
         template: &'a str,
         period: Period,
         as_of: DateTime<Utc>,
-    ) -> Result<(Prepared<'a>, f64)> {
+    ) -> Result<(Prepared<'a>, f64, f64)> {
         let clock = Instant::now();
         let as_of_local = as_of.with_timezone(&cfg.tz);
         let as_of_date = as_of_local.date_naive();
@@ -369,7 +417,10 @@ impl<'a> Prepared<'a> {
         let scan = clock.elapsed().as_secs_f64();
         let survey_def = job.questionnaire.as_ref().and_then(|q| cfg.surveys.get(q));
         let responses = match survey_def {
-            Some(def) => Some(store.responses(&period.month_keys(), as_of)?.filter(col("survey").eq(lit(def.id.clone())))),
+            Some(def) => {
+                let lf = store.responses(&period.month_keys(), as_of)?.filter(col("survey").eq(lit(def.id.clone())));
+                Some(aggregate::survey_answers(lf, period)?)
+            }
             None => None,
         };
         let provenance = store.provenance(as_of)?;
@@ -382,12 +433,13 @@ impl<'a> Prepared<'a> {
         };
         let city = cfg.orgs.at_level(OrgLevel::City).next().map(|u| u.name.clone()).unwrap_or_else(|| cfg.file.organisation.clone());
         let rules = aggregate::Rules::from(&cfg.file.metrics);
-        let bad_lineage = bad.iter().map(|b| cfg.orgs.lineage(&b.org_code)).collect();
+        let bad_lineage: Vec<&[(String, OrgLevel)]> = bad.iter().map(|b| cfg.orgs.lineage(&b.org_code)).collect();
+        let bad_index = UnitIndex::new(&bad_lineage);
         let ranks = if cfg.offices.iter().any(|o| !o.robots.is_empty()) { unit_ranks(cfg, &grain, period, rules) } else { HashMap::new() };
         let office_scopes: Vec<(String, String, Scope)> =
             cfg.offices.iter().filter(|o| o.role == OfficeRole::Office).map(|o| (o.id.clone(), o.name.clone(), o.scope.clone())).collect();
         let watch = aggregate::watch_list(&grain, &cfg.orgs, &cfg.categories, &office_scopes, period, rules);
-        let offices = aggregate::office_rows(&grain, &cfg.orgs, &cfg.categories, &office_scopes, period, rules);
+        let offices = aggregate::office_rows(&grain, &cfg.orgs, &office_scopes, period, rules);
         let prep = Prepared {
             cfg,
             template,
@@ -395,7 +447,7 @@ impl<'a> Prepared<'a> {
             as_of_date,
             grain,
             bad,
-            bad_lineage,
+            bad_index,
             survey_def,
             responses,
             footer,
@@ -407,7 +459,7 @@ impl<'a> Prepared<'a> {
             watch,
             offices,
         };
-        Ok((prep, scan))
+        Ok((prep, scan, clock.elapsed().as_secs_f64() - scan))
     }
 
     /// Builds one office's report (roll-ups, view, templates, charts,
@@ -425,17 +477,11 @@ impl<'a> Prepared<'a> {
             tables.offices = self.offices.clone();
         }
         let total = tables.total;
-        let bad_in: Vec<&BadRating> = self
-            .bad
-            .iter()
-            .zip(&self.bad_lineage)
-            .filter(|(b, lineage)| aggregate::lineage_in_scope(scope, lineage, &b.category))
-            .map(|(b, _)| b)
-            .collect();
+        let bad_in: Vec<&BadRating> = self.bad_in(scope).collect();
         let follow_up = aggregate::follow_up_summary(bad_in.iter().copied(), self.as_of_date);
         let steps = aggregate::steps_summary(bad_in.iter().copied(), self.as_of_date);
         let survey = match (self.survey_def, &self.responses) {
-            (Some(def), Some(lf)) => Some(aggregate::survey_tables(lf.clone(), self.period, def, &cfg.orgs, &cfg.categories, scope)?),
+            (Some(def), Some(df)) => Some(aggregate::survey_tables_of(df, def, &cfg.orgs, &cfg.categories, scope)?),
             _ => None,
         };
         let concentration = aggregate::concentration(bad_in.iter().copied());
@@ -516,6 +562,11 @@ impl<'a> Prepared<'a> {
         self.watch.iter().filter(|e| if e.level == "科室/单位" { e.code == office.id } else { inside(&e.code) }).cloned().collect()
     }
 
+    /// The period's 差评 inside `scope`, in their order.
+    fn bad_in(&self, scope: &Scope) -> impl Iterator<Item = &BadRating> {
+        self.bad_index.in_scope(scope, |i| self.bad[i].category.as_str()).into_iter().map(|i| &self.bad[i])
+    }
+
     /// Overdue 差评 per office, worst first, for the leadership report.
     fn overdue_by_office(&self) -> Vec<render::OfficeOverdue> {
         let mut v: Vec<render::OfficeOverdue> = self
@@ -524,13 +575,7 @@ impl<'a> Prepared<'a> {
             .iter()
             .filter(|o| o.role == OfficeRole::Office)
             .map(|o| {
-                let in_scope = self
-                    .bad
-                    .iter()
-                    .zip(&self.bad_lineage)
-                    .filter(|(b, l)| aggregate::lineage_in_scope(&o.scope, l, &b.category))
-                    .map(|(b, _)| b);
-                let s = aggregate::follow_up_summary(in_scope, self.as_of_date);
+                let s = aggregate::follow_up_summary(self.bad_in(&o.scope), self.as_of_date);
                 render::OfficeOverdue { name: o.name.clone(), due: s.due, overdue: s.overdue, rectified_rate: s.rectified_rate }
             })
             .collect();
