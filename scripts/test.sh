@@ -20,8 +20,9 @@ if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
 fi
 
 # Python packages the tests use as independent references: DuckDB computes
-# the main table straight from the Parquet files.
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore duckdb
+# the main table straight from the Parquet files; the Python `deltalake`
+# (with pyarrow) reads the published Delta table (tests/cli/delta.rs).
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore duckdb deltalake pyarrow
 
 # The intake's browser test drives Debian's chromium through Selenium.
 if ! command -v chromedriver >/dev/null 2>&1; then
@@ -37,4 +38,4 @@ if ! python3 -c 'import selenium' >/dev/null 2>&1; then
         || python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --break-system-packages selenium
 fi
 
-cargo test --locked --all-targets "$@"
+cargo test --locked --all-targets --features delta "$@"

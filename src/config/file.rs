@@ -49,6 +49,19 @@ pub struct ConfigFile {
     /// The QR-code intake page (`[intake]`), if residents rate through manyi itself.
     #[serde(default)]
     pub intake: Option<IntakeConfig>,
+    /// Publication of the curated records to other engines (`[publish]`).
+    #[serde(default)]
+    pub publish: PublishConfig,
+}
+
+/// `[publish]`: copies of the curated store that other engines read.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConfig {
+    /// Folder of the Delta Lake tables (`ratings/`, `responses/`), relative
+    /// to `manyi.toml`; needs a build with the `delta` feature.
+    #[serde(default)]
+    pub delta: Option<PathBuf>,
 }
 
 /// One service point (`[[intake.point]]`): a static QR code posted at a

@@ -21,7 +21,7 @@ mod robots;
 mod survey;
 
 pub use file::{
-    ApiConfig, ConfigFile, DefaultRatingRule, FollowUpRules, IntakeConfig, MAX_BATCH, MailConfig, MetricRules, RankBy, ReferenceFiles,
+    ApiConfig, ConfigFile, DefaultRatingRule, FollowUpRules, IntakeConfig, MAX_BATCH, MailConfig, MetricRules, PublishConfig, RankBy, ReferenceFiles,
     ServicePoint, SignatureEncoding, SmtpConfig, SmtpSecurity, SourceConfig, SourceKind, ValueMaps, is_loopback_host,
 };
 pub use file::{BurstRules, StepDays};
@@ -103,6 +103,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// The folder of the Delta Lake tables, when `[publish] delta` is set.
+    pub fn delta_dir(&self) -> Option<PathBuf> {
+        self.file.publish.delta.as_ref().map(|p| self.base_dir.join(p))
+    }
+
     /// Resolves a path from the config against the config's directory.
     pub fn resolve(&self, p: &Path) -> PathBuf {
         self.base_dir.join(p)
@@ -159,6 +164,7 @@ fn compile(toml: &TomlFile<'_>, file: ConfigFile, now: DateTime<Utc>) -> (Config
     let known = Known { categories: &categories, surveys: &surveys, templates_dir: &templates_dir };
     problems.extend(check::check_sources(toml, &file.sources, &known));
     problems.extend(check::check_mail(toml, &file.mail, &base_dir));
+    problems.extend(check::check_publish(toml, &file.publish));
     problems.extend(robots::check_robots(toml, &file.robots, &offices, &base_dir.join(&r.offices)));
     // Without the key the config is unusable (a problem is pushed); the empty
     // stand-in key never hashes anything because the config is not returned.
