@@ -346,6 +346,8 @@ mod delta {
 
     /// Opens the table, creating it (version 0, no rows) when absent.
     async fn open_or_create(dir: &Path, kind: RecordKind) -> Result<DeltaTable, DeltaTableError> {
+        // delta-rs takes a URL; a relative `manyi.toml` path is made absolute first.
+        let dir = std::path::absolute(dir).map_err(|e| DeltaTableError::InvalidTableLocation(format!("{}: {e}", dir.display())))?;
         let url = ensure_table_uri(dir.to_string_lossy())?;
         let table = DeltaTable::try_from_url(url).await?;
         if table.version().is_some() {
