@@ -2,7 +2,9 @@
 //! file, each returning its own list of problems located at the exact line of
 //! the key (so a problem in the second `[[source]]` is reported there).
 
-use super::file::{ApiConfig, ConfigFile, MAX_BATCH, MailConfig, PublishConfig, SmtpSecurity, SourceConfig, SourceKind, ValueMaps, is_loopback_host};
+use super::file::{
+    ApiConfig, ConfigFile, MAX_BATCH, MailConfig, PublishConfig, SmtpSecurity, SourceConfig, SourceKind, ValueMaps, is_loopback_host,
+};
 use super::lines::{Step, TomlLines};
 use super::{Category, Problem, Problems, SurveyDef};
 use crate::model::{FollowUp, Level, RATING_FIELDS, parse_timestamp};
@@ -345,7 +347,8 @@ pub(super) fn check_publish(toml: &TomlFile<'_>, publish: &PublishConfig) -> Vec
         return vec![toml.problem(&at, "publish.delta is empty: name the folder of the Delta tables, e.g. \"data/delta\"")];
     }
     if text.contains("://") {
-        let message = format!("publish.delta = \"{text}\": only a local folder is supported (an object-store URL is not), e.g. \"data/delta\"");
+        let message =
+            format!("publish.delta = \"{text}\": only a local folder is supported (an object-store URL is not), e.g. \"data/delta\"");
         return vec![toml.problem(&at, message)];
     }
     Vec::new()

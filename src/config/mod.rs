@@ -21,8 +21,8 @@ mod robots;
 mod survey;
 
 pub use file::{
-    ApiConfig, ConfigFile, DefaultRatingRule, FollowUpRules, IntakeConfig, MAX_BATCH, MailConfig, MetricRules, PublishConfig, RankBy, ReferenceFiles,
-    ServicePoint, SignatureEncoding, SmtpConfig, SmtpSecurity, SourceConfig, SourceKind, ValueMaps, is_loopback_host,
+    ApiConfig, ConfigFile, DefaultRatingRule, FollowUpRules, IntakeConfig, MAX_BATCH, MailConfig, MetricRules, PublishConfig, RankBy,
+    ReferenceFiles, ServicePoint, SignatureEncoding, SmtpConfig, SmtpSecurity, SourceConfig, SourceKind, ValueMaps, is_loopback_host,
 };
 pub use file::{BurstRules, StepDays};
 pub use jobs::{JobDef, JobKind, PeriodExpr};

@@ -273,7 +273,10 @@ mod delta {
             let mut version = None;
             for (seq, as_of_ms) in pending {
                 let months = self.batch_months(seq)?;
-                let parts = months.iter().map(|m| Ok((m.clone(), self.month_batches(kind, m, as_of_ms, dir)?))).collect::<Result<Vec<_>, PublishError>>()?;
+                let parts = months
+                    .iter()
+                    .map(|m| Ok((m.clone(), self.month_batches(kind, m, as_of_ms, dir)?)))
+                    .collect::<Result<Vec<_>, PublishError>>()?;
                 let v = match (version, parts.is_empty()) {
                     // Nothing stored by this batch: the table is as it was.
                     (Some(v), true) => v,
@@ -307,7 +310,8 @@ mod delta {
             // (no unsafe FFI) is the Parquet encoding both understand.
             let mut buf = Vec::new();
             ParquetWriter::new(&mut buf).finish(&mut df).map_err(polars_err)?;
-            let data_err = |e: &dyn std::fmt::Display| PublishError::Data { table: dir.to_path_buf(), message: format!("month {month}: {e}") };
+            let data_err =
+                |e: &dyn std::fmt::Display| PublishError::Data { table: dir.to_path_buf(), message: format!("month {month}: {e}") };
             let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
             let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(bytes::Bytes::from(buf), options)
                 .and_then(|b| b.build())
@@ -332,10 +336,10 @@ mod delta {
     fn on_own_runtime<T: Send>(fut: impl std::future::Future<Output = Result<T, PublishError>> + Send) -> Result<T, PublishError> {
         std::thread::scope(|s| {
             let handle = s.spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|source| PublishError::Io {
-                    table: PathBuf::from("(tokio runtime)"),
-                    source,
-                })?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|source| PublishError::Io { table: PathBuf::from("(tokio runtime)"), source })?;
                 rt.block_on(fut)
             });
             handle.join().unwrap_or_else(|_| {
@@ -374,7 +378,9 @@ mod delta {
         let months: BTreeSet<String> = parts.iter().map(|(m, _)| m.clone()).collect();
         let mut actions: Vec<Action> = table
             .get_active_add_actions_by_partitions(&[])
-            .try_filter(|f| futures::future::ready(f.partition_values_map().get("month").and_then(|v| v.as_deref()).is_some_and(|m| months.contains(m))))
+            .try_filter(|f| {
+                futures::future::ready(f.partition_values_map().get("month").and_then(|v| v.as_deref()).is_some_and(|m| months.contains(m)))
+            })
             .map_ok(|f| Action::Remove(f.remove_action(true)))
             .try_collect()
             .await
@@ -397,8 +403,12 @@ mod delta {
         };
         let app = HashMap::from([("manyi.batch_seq".to_string(), serde_json::Value::from(seq))]);
         let snapshot: &dyn TableReference = table.snapshot().map_err(delta)?;
-        let done =
-            CommitBuilder::default().with_app_metadata(app).build(Some(snapshot), table.log_store(), operation).await.map_err(delta)?;
+        let done = CommitBuilder::default()
+            .with_actions(actions)
+            .with_app_metadata(app)
+            .build(Some(snapshot), table.log_store(), operation)
+            .await
+            .map_err(delta)?;
         i64::try_from(done.version()).map_err(|e| PublishError::Data { table: dir.to_path_buf(), message: e.to_string() })
     }
 

@@ -19,7 +19,8 @@ fn keyed(csv_text: &str) -> Table {
     let head = rdr.headers().expect("header").clone();
     let mut out = Table::new();
     for rec in rdr.records() {
-        let row: BTreeMap<String, String> = head.iter().zip(rec.expect("row").iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect();
+        let row: BTreeMap<String, String> =
+            head.iter().zip(rec.expect("row").iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect();
         out.insert((row["community"].clone(), row["category"].clone()), row);
     }
     out
@@ -121,9 +122,10 @@ fn delta_table_equals_figures_at_latest_and_at_an_older_as_of() {
     assert!(history.contains(&format!("Delta version {latest}")), "{history}");
     // The report footer names the version of its as-of.
     dd.manyi(&["run", "monthly-report", "--period", "2026-10", "--dry-run"]).success();
-    let footer = walk(&demo.join("data/outbox")).into_iter().chain(walk(&demo.join("data/reports"))).any(|p| {
-        std::fs::read(&p).map(|b| String::from_utf8_lossy(&b).contains(&format!("Delta version {latest}"))).unwrap_or(false)
-    });
+    let footer = walk(&demo.join("data/outbox"))
+        .into_iter()
+        .chain(walk(&demo.join("data/reports")))
+        .any(|p| std::fs::read(&p).map(|b| String::from_utf8_lossy(&b).contains(&format!("Delta version {latest}"))).unwrap_or(false));
     assert!(footer, "a report written after the correction says Delta version {latest}");
 }
 
@@ -171,7 +173,8 @@ fn a_publication_killed_half_way_shows_nothing_half_applied_and_the_next_run_con
     // Every recorded version shows exactly the batches up to its own.
     let conn = dd.db();
     let pairs: Vec<(i64, i64)> = {
-        let mut q = conn.prepare("SELECT batch_seq, delta_version FROM delta_versions WHERE kind = 'ratings' ORDER BY batch_seq").expect("sql");
+        let mut q =
+            conn.prepare("SELECT batch_seq, delta_version FROM delta_versions WHERE kind = 'ratings' ORDER BY batch_seq").expect("sql");
         q.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("rows").collect::<Result<_, _>>().expect("rows")
     };
     assert!(pairs.len() >= 3, "{pairs:?}");
