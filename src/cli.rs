@@ -436,7 +436,7 @@ fn publish(path: &Path, rebuild: bool) -> Result<()> {
 
 /// The latest batches and the Delta version reflecting each (`[publish] delta`).
 fn print_delta_versions(store: &Store, tz: &chrono_tz::Tz) -> Result<()> {
-    println!("{:<6} {:<48} {:<10} {:<20} {}", "batch", "batch id", "kind", "committed (local)", "Delta version");
+    println!("{:<6} {:<48} {:<10} {:<20} Delta version", "batch", "batch id", "kind", "committed (local)");
     for b in store.published_batches(50)? {
         let at = DateTime::parse_from_rfc3339(&b.committed_at).map(|t| t.with_timezone(tz).format("%Y-%m-%d %H:%M:%S").to_string());
         let version = b.delta_version.map_or_else(|| "not yet published".to_string(), |v| format!("Delta version {v}"));

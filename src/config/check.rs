@@ -267,6 +267,30 @@ pub(super) fn check_mail(toml: &TomlFile<'_>, mail: &MailConfig, base_dir: &Path
     problems
 }
 
+/// `[publish]`: a Delta table needs a build with the `delta` feature and a
+/// local folder (no object-store URL: manyi runs on an intranet machine).
+pub(super) fn check_publish(toml: &TomlFile<'_>, publish: &PublishConfig) -> Vec<Problem> {
+    let Some(delta) = &publish.delta else { return Vec::new() };
+    let at = [Key("publish"), Key("delta")];
+    let text = delta.to_string_lossy();
+    if !cfg!(feature = "delta") {
+        let message = format!(
+            "publish.delta = \"{text}\" asks for a Delta Lake table, but this manyi was built without it: \
+             build with `cargo build --release --features delta`, or remove the key"
+        );
+        return vec![toml.problem(&at, message)];
+    }
+    if text.trim().is_empty() {
+        return vec![toml.problem(&at, "publish.delta is empty: name the folder of the Delta tables, e.g. \"data/delta\"")];
+    }
+    if text.contains("://") {
+        let message =
+            format!("publish.delta = \"{text}\": only a local folder is supported (an object-store URL is not), e.g. \"data/delta\"");
+        return vec![toml.problem(&at, message)];
+    }
+    Vec::new()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,28 +352,4 @@ secret_env = "HCP_COUNTY_SECRET"
         let vid = problems.iter().find(|p| p.message.contains("needs `vid`")).expect("vid problem");
         assert_eq!(vid.line, Some(24), "the second source's [source.api] header: {problems:?}");
     }
-}
-
-/// `[publish]`: a Delta table needs a build with the `delta` feature and a
-/// local folder (no object-store URL: manyi runs on an intranet machine).
-pub(super) fn check_publish(toml: &TomlFile<'_>, publish: &PublishConfig) -> Vec<Problem> {
-    let Some(delta) = &publish.delta else { return Vec::new() };
-    let at = [Key("publish"), Key("delta")];
-    let text = delta.to_string_lossy();
-    if !cfg!(feature = "delta") {
-        let message = format!(
-            "publish.delta = \"{text}\" asks for a Delta Lake table, but this manyi was built without it: \
-             build with `cargo build --release --features delta`, or remove the key"
-        );
-        return vec![toml.problem(&at, message)];
-    }
-    if text.trim().is_empty() {
-        return vec![toml.problem(&at, "publish.delta is empty: name the folder of the Delta tables, e.g. \"data/delta\"")];
-    }
-    if text.contains("://") {
-        let message =
-            format!("publish.delta = \"{text}\": only a local folder is supported (an object-store URL is not), e.g. \"data/delta\"");
-        return vec![toml.problem(&at, message)];
-    }
-    Vec::new()
 }
