@@ -27,7 +27,15 @@ pub enum PublishRunError {
     /// The publication failed; the store is untouched.
     #[cfg(feature = "delta")]
     #[error("{0}")]
-    Failed(#[from] crate::store::PublishError),
+    Failed(Box<crate::store::PublishError>),
+}
+
+#[cfg(feature = "delta")]
+impl From<crate::store::PublishError> for PublishRunError {
+    fn from(e: crate::store::PublishError) -> Self {
+        // Boxed: delta-rs's error is large, and this one travels up to the CLI.
+        PublishRunError::Failed(Box::new(e))
+    }
 }
 
 /// Publishes every batch not yet in the Delta tables; with `rebuild`, moves
