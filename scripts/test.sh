@@ -20,8 +20,9 @@ if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
 fi
 
 # Python packages the tests use as independent references: DuckDB computes
-# the main table straight from the Parquet files.
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore duckdb
+# the main table straight from the Parquet files; the Python `deltalake`
+# (with pyarrow) reads the published Delta table (tests/cli/delta.rs).
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore duckdb deltalake pyarrow
 
 # The intake's browser test drives Debian's chromium through Selenium.
 if ! command -v chromedriver >/dev/null 2>&1; then
@@ -47,4 +48,4 @@ fi
 # names only installed paths); the packages are built by hand, not here.
 bash scripts/package.sh --check
 
-cargo test --locked --all-targets "$@"
+cargo test --locked --all-targets --features delta "$@"

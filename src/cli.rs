@@ -117,6 +117,12 @@ pub enum Command {
         /// Only this job.
         job: Option<String>,
     },
+    /// Bring the Delta Lake tables of `[publish] delta` up to the store (built with `--features delta`).
+    Publish {
+        /// Move the tables aside and replay every batch of the catalog.
+        #[arg(long)]
+        rebuild: bool,
+    },
     /// Accounts of the intranet site (`[site]`). Passwords are read from
     /// standard input (first line) or MANYI_PASSWORD, never from the command line.
     Users {
@@ -156,6 +162,9 @@ pub enum UsersAction {
 /// nothing was done (exit 2). Clap's own parse errors exit 2 as well.
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
+    /// `publish` without `[publish] delta` in manyi.toml.
+    #[error("manyi.toml has no `[publish] delta = \"…\"`: name the folder of the Delta tables there (a build with `--features delta`)")]
+    NoDeltaTable,
     /// `run` names a job that is not in the jobs folder.
     #[error("no job “{job}” in {dir} (jobs: {known})")]
     UnknownJob {
@@ -283,6 +292,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Jobs { from } => jobs(&config, from),
         Command::History { job } => history(&config, job.as_deref()),
         Command::Users { action } => users(&config, action),
+        Command::Publish { rebuild } => publish(&config, rebuild),
     }
 }
 
@@ -444,6 +454,20 @@ fn jobs(path: &Path, from: Option<String>) -> Result<()> {
     Ok(())
 }
 
+/// `manyi publish [--rebuild]`: the Delta tables brought up to the store.
+fn publish(path: &Path, rebuild: bool) -> Result<()> {
+    let cfg = load(path)?;
+    if cfg.delta_dir().is_none() {
+        return Err(UsageError::NoDeltaTable.into());
+    }
+    let mut store = Store::open(&cfg.data_dir)?;
+    for p in crate::pipeline::publish(&cfg, &mut store, rebuild)? {
+        let version = p.version.map_or_else(|| "up to date".to_string(), |v| format!("Delta version {v}"));
+        println!("{:<10} {} batch(es) published, {version}", p.table, p.batches);
+    }
+    Ok(())
+}
+
 /// `manyi users …`: accounts of the intranet site.
 fn users(path: &Path, action: UsersAction) -> Result<()> {
     let cfg = load(path)?;
@@ -478,10 +502,25 @@ fn read_password() -> Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
+/// The latest batches and the Delta version reflecting each (`[publish] delta`).
+fn print_delta_versions(store: &Store, tz: &chrono_tz::Tz) -> Result<()> {
+    println!("{:<6} {:<48} {:<10} {:<20} Delta version", "batch", "batch id", "kind", "committed (local)");
+    for b in store.published_batches(50)? {
+        let at = DateTime::parse_from_rfc3339(&b.committed_at).map(|t| t.with_timezone(tz).format("%Y-%m-%d %H:%M:%S").to_string());
+        let version = b.delta_version.map_or_else(|| "not yet published".to_string(), |v| format!("Delta version {v}"));
+        println!("{:<6} {:<48} {:<10} {:<20} {version}", b.batch_seq, b.batch_id, b.kind, at.unwrap_or_default());
+    }
+    println!();
+    Ok(())
+}
+
 /// `manyi history [JOB]`: the run ledger and the delivery records.
 fn history(path: &Path, job: Option<&str>) -> Result<()> {
     let cfg = load(path)?;
     let store = Store::open(&cfg.data_dir)?;
+    if cfg.delta_dir().is_some() {
+        print_delta_versions(&store, &cfg.tz)?;
+    }
     println!(
         "{:<40} {:<16} {:<10} {:<9} {:<9} {:<20} {:<20} {:<24}",
         "run", "job", "period", "trigger", "outcome", "started (local)", "ended (local)", "as-of (for --as-of)"

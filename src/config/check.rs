@@ -2,7 +2,9 @@
 //! file, each returning its own list of problems located at the exact line of
 //! the key (so a problem in the second `[[source]]` is reported there).
 
-use super::file::{ApiConfig, ConfigFile, MAX_BATCH, MailConfig, SmtpSecurity, SourceConfig, SourceKind, ValueMaps, is_loopback_host};
+use super::file::{
+    ApiConfig, ConfigFile, MAX_BATCH, MailConfig, PublishConfig, SmtpSecurity, SourceConfig, SourceKind, ValueMaps, is_loopback_host,
+};
 use super::lines::{Step, TomlLines};
 use super::{Category, Problem, Problems, SurveyDef};
 use crate::model::{FollowUp, Level, RATING_FIELDS, parse_timestamp};
@@ -335,6 +337,30 @@ fn tables_at<'v>(table: &'v toml::Table, path: &[&'static str], at: Vec<Step<'st
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// `[publish]`: a Delta table needs a build with the `delta` feature and a
+/// local folder (no object-store URL: manyi runs on an intranet machine).
+pub(super) fn check_publish(toml: &TomlFile<'_>, publish: &PublishConfig) -> Vec<Problem> {
+    let Some(delta) = &publish.delta else { return Vec::new() };
+    let at = [Key("publish"), Key("delta")];
+    let text = delta.to_string_lossy();
+    if !cfg!(feature = "delta") {
+        let message = format!(
+            "publish.delta = \"{text}\" asks for a Delta Lake table, but this manyi was built without it: \
+             build with `cargo build --release --features delta`, or remove the key"
+        );
+        return vec![toml.problem(&at, message)];
+    }
+    if text.trim().is_empty() {
+        return vec![toml.problem(&at, "publish.delta is empty: name the folder of the Delta tables, e.g. \"data/delta\"")];
+    }
+    if text.contains("://") {
+        let message =
+            format!("publish.delta = \"{text}\": only a local folder is supported (an object-store URL is not), e.g. \"data/delta\"");
+        return vec![toml.problem(&at, message)];
+    }
+    Vec::new()
 }
 
 #[cfg(test)]

@@ -52,6 +52,9 @@ pub struct ConfigFile {
     /// The intranet site for offices, inspectors and admins (`[site]`), if served.
     #[serde(default)]
     pub site: Option<SiteConfig>,
+    /// Publication of the curated records to other engines (`[publish]`).
+    #[serde(default)]
+    pub publish: PublishConfig,
 }
 
 /// Settings of the intranet site (`[site]`), served by `manyi serve`.
@@ -78,6 +81,16 @@ fn default_site_secret_env() -> String {
 }
 fn default_session_hours() -> u32 {
     8
+}
+
+/// `[publish]`: copies of the curated store that other engines read.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConfig {
+    /// Folder of the Delta Lake tables (`ratings/`, `responses/`), relative
+    /// to `manyi.toml`; needs a build with the `delta` feature.
+    #[serde(default)]
+    pub delta: Option<PathBuf>,
 }
 
 /// One service point (`[[intake.point]]`): a static QR code posted at a

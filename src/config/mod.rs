@@ -22,8 +22,9 @@ mod rules;
 mod survey;
 
 pub use file::{
-    ApiConfig, ConfigFile, DefaultRatingRule, FollowUpRules, IntakeConfig, MAX_BATCH, MailConfig, MetricRules, RankBy, ReferenceFiles,
-    ServicePoint, SignatureEncoding, SiteConfig, SmtpConfig, SmtpSecurity, SourceConfig, SourceKind, ValueMaps, is_loopback_host,
+    ApiConfig, ConfigFile, DefaultRatingRule, FollowUpRules, IntakeConfig, MAX_BATCH, MailConfig, MetricRules, PublishConfig, RankBy,
+    ReferenceFiles, ServicePoint, SignatureEncoding, SiteConfig, SmtpConfig, SmtpSecurity, SourceConfig, SourceKind, ValueMaps,
+    is_loopback_host,
 };
 pub use file::{BurstRules, StepDays};
 pub use jobs::{JobDef, JobKind, PeriodExpr};
@@ -104,6 +105,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// The folder of the Delta Lake tables, when `[publish] delta` is set.
+    pub fn delta_dir(&self) -> Option<PathBuf> {
+        self.file.publish.delta.as_ref().map(|p| self.base_dir.join(p))
+    }
+
     /// Resolves a path from the config against the config's directory.
     pub fn resolve(&self, p: &Path) -> PathBuf {
         self.base_dir.join(p)
@@ -168,6 +174,7 @@ fn compile(toml: &TomlFile<'_>, file: ConfigFile, now: DateTime<Utc>) -> (Config
     problems.extend(rules::check_rules(toml, &file, &categories));
     problems.extend(rules::check_intake(toml, &file, &orgs, &categories));
     problems.extend(check::check_site(toml, file.site.as_ref()));
+    problems.extend(check::check_publish(toml, &file.publish));
     problems.extend(robots::check_robots(toml, &file.robots, &offices, &base_dir.join(&r.offices)));
     // Without the key the config is unusable (a problem is pushed); the empty
     // stand-in key never hashes anything because the config is not returned.

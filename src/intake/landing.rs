@@ -256,6 +256,7 @@ pub fn commit_once(cfg: &Config, store: &mut Store, source: &str, path: &Path, s
     };
     let outcome = store.commit_ratings(&meta, &ratings)?;
     crate::store::write_atomic(&off_path, (offset + end as u64).to_string().as_bytes())?;
+    crate::pipeline::publish_after_commit(cfg, store);
     tracing::info!(lines, new = outcome.new, unchanged = outcome.unchanged, "intake batch committed");
     Ok(lines)
 }

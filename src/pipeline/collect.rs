@@ -136,6 +136,8 @@ pub fn collect_all_with(cfg: &Config, store: &mut Store, only: Option<&str>, pro
         }
         out.push(sum);
     }
+    // Catches up what an earlier run left unpublished (a crash, a full disk).
+    super::publish::after_commit(cfg, store);
     Ok(out)
 }
 
@@ -258,6 +260,7 @@ fn ingest_file(
             sum.over_quarantined.extend(outcome.over_quarantined);
             crate::store::crash_point("after-commit");
             collect::finish_file(inbox, fetched, None)?;
+            super::publish::after_commit(cfg, store);
         }
         Err(FileFailure::Held(reason)) => {
             // Left in the inbox: after the setting is fixed it is read again.
@@ -298,6 +301,7 @@ fn collect_api(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut So
         progress(Progress { source: &src.name, done: sum.fetched as u64, total: step.total });
         if let Some(batch) = step.commit {
             commit_api_batch(store, src, &format!("{run_id}-c{:03}", batch.chunk), batch, first_landing.take(), sum)?;
+            super::publish::after_commit(cfg, store);
             crate::store::crash_point("after-commit");
         }
     }

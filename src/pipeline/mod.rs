@@ -6,6 +6,8 @@
 //! - `collect`: each source's payloads landed, quarantined and committed.
 //! - `report`: a report run, prepare → build (on every core) → write → deliver.
 //! - `alert`: the nightly 差评 alert.
+//! - `publish`: the Delta Lake tables brought up to the store after each
+//!   committed batch and on `manyi publish`.
 //! - `deliver`: the delivery policy (exactly-once records, resend, held,
 //!   SMTP batches) and the admins' failure mail.
 //!
@@ -15,11 +17,13 @@
 mod alert;
 mod collect;
 mod deliver;
+mod publish;
 mod report;
 
 pub use alert::AlertSummary;
 pub use collect::{Progress, SourceSummary, collect_all, collect_all_with};
 pub use deliver::{AdminNotice, DeliveryIncomplete, Undelivered, notify_admins};
+pub use publish::{PublishRunError, PublishSummary, after_commit as publish_after_commit, publish};
 pub use report::{NotBuilt, ReportOutcome, ReportTimings, RunSummary};
 
 use crate::aggregate;

@@ -430,6 +430,7 @@ impl<'a> Prepared<'a> {
             as_of: as_of_local.format("%Y-%m-%d %H:%M:%S").to_string(),
             report_id: render::report_id(&job.name, &period.key(), as_of),
             deadline_days,
+            delta_version: if cfg.delta_dir().is_some() { store.delta_version_at(as_of)? } else { None },
         };
         let city = cfg.orgs.at_level(OrgLevel::City).next().map(|u| u.name.clone()).unwrap_or_else(|| cfg.file.organisation.clone());
         let rules = aggregate::Rules::from(&cfg.file.metrics);

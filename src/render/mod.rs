@@ -372,6 +372,8 @@ pub struct Footer {
     pub report_id: String,
     /// Deadline rule, e.g. 15.
     pub deadline_days: u32,
+    /// The Delta table version showing exactly this as-of (`[publish] delta`).
+    pub delta_version: Option<i64>,
 }
 
 /// A nightly 差评 alert for one office.

@@ -19,11 +19,15 @@
 mod accounts;
 mod catalog;
 mod frames;
+mod publish;
 mod run_lock;
 
 pub use accounts::{AuditRow, Monitor, UserRow};
 pub use catalog::{DeliveryRecord, DeliveryState, LockHolder, NewRun, RunOutcome, RunRecord, UnknownState};
 pub use frames::{RATING_COLUMNS, ratings_frame, responses_frame};
+pub use publish::PublishedBatch;
+#[cfg(feature = "delta")]
+pub use publish::{PublishError, Published};
 pub use run_lock::{RunLockGuard, RunLockHolder};
 
 use crate::model::{Rating, SurveyResponse};
@@ -272,6 +276,7 @@ impl Store {
         catalog::init(&conn)?;
         run_lock::init(&conn)?;
         accounts::init(&conn)?;
+        publish::init(&conn)?;
         Ok(Store { root: root.to_path_buf(), conn })
     }
 
@@ -893,7 +898,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 
 /// Test hook for the crash tests: when the environment variable
 /// `MANYI_CRASH_AT` names `point` (`after-land`, `after-parquet`,
-/// `after-commit`), the process aborts there, as a power cut or a SIGKILL
+/// `after-commit`, and for the Delta publication `before-delta-commit`,
+/// `after-delta-commit`), the process aborts there, as a power cut or a SIGKILL
 /// would stop it. Not meant for production use; unset, it does nothing.
 pub fn crash_point(point: &str) {
     static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();

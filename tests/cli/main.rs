@@ -6,6 +6,7 @@
 //! wrote, with none of manyi's aggregation code.
 
 mod collect;
+mod delta;
 mod exit_codes;
 mod feeds;
 mod followup;

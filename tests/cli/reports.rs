@@ -94,6 +94,7 @@ fn render_all() -> Vec<(String, Rendered)> {
         as_of: "2026-11-20 08:00:00".into(),
         report_id: render::report_id("monthly-report", "2026-10", as_of),
         deadline_days: 15,
+        delta_version: None,
     };
     let rules = Rules { min_n: 5, ..Rules::default() };
     let mut out = Vec::new();

@@ -1,0 +1,191 @@
+//! The Delta Lake publication (`[publish] delta`, built with `--features
+//! delta`) read by an independent reader: the Python `deltalake` package
+//! resolves the table at a version by itself and DuckDB computes the month's
+//! community × category table over the Arrow data
+//! (`tests/delta_crosscheck.py`), which must equal `manyi figures` at the
+//! matching as-of, cell by cell; and a publication killed half-way never
+//! shows a half-applied batch and is caught up by the next run.
+#![cfg(feature = "delta")]
+
+use crate::support::Deployment;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+type Table = BTreeMap<(String, String), BTreeMap<String, String>>;
+
+fn keyed(csv_text: &str) -> Table {
+    let mut rdr = csv::Reader::from_reader(csv_text.as_bytes());
+    let head = rdr.headers().expect("header").clone();
+    let mut out = Table::new();
+    for rec in rdr.records() {
+        let row: BTreeMap<String, String> =
+            head.iter().zip(rec.expect("row").iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect();
+        out.insert((row["community"].clone(), row["category"].clone()), row);
+    }
+    out
+}
+
+/// Runs tests/delta_crosscheck.py on the ratings table (at `version`, or the latest).
+fn python(table: &Path, args: &[&str]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/delta_crosscheck.py");
+    let out = Command::new("python3").arg(script).arg(table).args(args).output().expect("python3");
+    assert!(
+        out.status.success(),
+        "the Python deltalake reader failed (scripts/test.sh installs deltalake, pyarrow and duckdb):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// The month's table from the Delta table at `version` equals manyi's at `as_of`, cell by cell.
+fn assert_same_table(dd: &Deployment, version: i64, as_of: Option<&str>) -> Table {
+    let table = dd.dir.join("data/delta/ratings");
+    let theirs = keyed(&python(&table, &["2026-10", &version.to_string()]));
+    let mut args = vec!["figures", "--period", "2026-10", "--by", "community,category"];
+    if let Some(t) = as_of {
+        args.extend(["--as-of", t]);
+    }
+    let ours = keyed(&dd.manyi(&args).success().stdout());
+    assert!(ours.len() > 100, "a real table: {} cells", ours.len());
+    assert_eq!(ours.keys().collect::<Vec<_>>(), theirs.keys().collect::<Vec<_>>(), "the same cells at Delta version {version}");
+    for (key, a) in &ours {
+        let b = &theirs[key];
+        for c in ["n", "c1", "c2", "c3", "c4", "c5", "active", "default", "second"] {
+            assert_eq!(a[c], b[c], "{key:?} {c} at Delta version {version}");
+        }
+        for (c, tol) in [("satisfied_rate", 1e-6), ("bad_rate", 1e-6), ("score", 1e-4)] {
+            let (x, y): (f64, f64) = (a[c].parse().expect("number"), b[c].parse().expect("number"));
+            assert!((x - y).abs() < tol, "{key:?} {c}: {x} vs {y} at Delta version {version}");
+        }
+    }
+    theirs
+}
+
+fn enable_delta(dd: &Deployment) {
+    let path = dd.dir.join("manyi.toml");
+    let mut text = std::fs::read_to_string(&path).expect("manyi.toml");
+    text.push_str("\n[publish]\ndelta = \"data/delta\"\n");
+    std::fs::write(&path, text).expect("write manyi.toml");
+}
+
+/// Five October ratings arrive again with another level: a new version of each.
+fn late_correction(demo: &Path, dd: &Deployment) {
+    let month_csv = std::fs::read_to_string(demo.join("inbox/ratings/archive/好差评导出_2026-10.csv")).expect("csv");
+    let mut lines = month_csv.lines();
+    let header = lines.next().expect("header");
+    let level_col = header.split(',').position(|h| h == "满意度").expect("满意度 column");
+    let mut changed = vec![header.to_string()];
+    for line in lines.filter(|l| !l.contains('"')).step_by(997).take(5) {
+        let mut cells: Vec<&str> = line.split(',').collect();
+        cells[level_col] = if cells[level_col] == "1" { "5" } else { "1" };
+        changed.push(cells.join(","));
+    }
+    dd.file("inbox/ratings/corrections.csv", &(changed.join("\n") + "\n"));
+    dd.manyi(&["collect"]).success();
+}
+
+fn version_at(dd: &Deployment, as_of_ms: i64) -> i64 {
+    dd.count(&format!(
+        "SELECT d.delta_version FROM batches b JOIN delta_versions d USING (batch_seq)
+         WHERE b.kind = 'ratings' AND b.committed_at_ms <= {as_of_ms} ORDER BY b.batch_seq DESC LIMIT 1"
+    ))
+}
+
+#[test]
+fn delta_table_equals_figures_at_latest_and_at_an_older_as_of() {
+    let d = Deployment::empty();
+    let demo = d.dir.join("demo");
+    d.manyi(&["demo", "--seed", "11", "--through", "2026-10", "--dir", demo.to_str().expect("utf-8 path")]).success();
+    let dd = Deployment::at(&demo);
+    enable_delta(&dd);
+    dd.manyi(&["check"]).success();
+    // The demo collected before the table existed: publish catches up every batch.
+    let out = dd.manyi(&["publish"]).success().stdout();
+    assert!(out.contains("Delta version"), "{out}");
+    assert_eq!(dd.count("SELECT COUNT(*) FROM batches b LEFT JOIN delta_versions d USING (batch_seq) WHERE d.batch_seq IS NULL"), 0);
+
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let before = chrono::Utc::now();
+    let before_text = before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    late_correction(&demo, &dd);
+
+    let (old, latest) = (version_at(&dd, before.timestamp_millis()), version_at(&dd, i64::MAX));
+    assert!(latest > old, "the correction made a new Delta version ({old} → {latest})");
+    assert_eq!(dd.count("SELECT COUNT(*) FROM batches b LEFT JOIN delta_versions d USING (batch_seq) WHERE d.batch_seq IS NULL"), 0);
+    let then = assert_same_table(&dd, old, Some(&before_text));
+    let now = assert_same_table(&dd, latest, None);
+    assert_ne!(then, now, "the late correction changed some cells");
+
+    let history = dd.manyi(&["history"]).success().stdout();
+    assert!(history.contains(&format!("Delta version {latest}")), "{history}");
+    // The report footer names the version of its as-of.
+    dd.manyi(&["run", "monthly-report", "--period", "2026-10", "--dry-run"]).success();
+    let footer = walk(&demo.join("data/outbox"))
+        .into_iter()
+        .chain(walk(&demo.join("data/reports")))
+        .any(|p| std::fs::read(&p).map(|b| String::from_utf8_lossy(&b).contains(&format!("Delta version {latest}"))).unwrap_or(false));
+    assert!(footer, "a report written after the correction says Delta version {latest}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}
+
+/// Distinct ratings committed up to and including batch `seq`.
+fn ratings_through(dd: &Deployment, seq: i64) -> i64 {
+    dd.count(&format!("SELECT COALESCE(SUM(rows_new), 0) FROM batches WHERE kind = 'ratings' AND batch_seq <= {seq}"))
+}
+
+#[test]
+fn a_publication_killed_half_way_shows_nothing_half_applied_and_the_next_run_converges() {
+    let d = Deployment::empty();
+    let demo = d.dir.join("demo");
+    d.manyi(&["demo", "--seed", "3", "--through", "2026-10", "--dir", demo.to_str().expect("utf-8 path")]).success();
+    let dd = Deployment::at(&demo);
+    enable_delta(&dd);
+    let table = demo.join("data/delta/ratings");
+
+    // Killed after writing the first batch's data files, before its log entry.
+    let r = dd.manyi_env(&["publish"], &[("MANYI_CRASH_AT", "before-delta-commit")]);
+    assert!(!r.out.status.success(), "the crash hook aborted the publication");
+    let orphans = walk(&table).into_iter().filter(|p| p.extension().is_some_and(|x| x == "parquet")).count();
+    assert!(orphans > 0, "data files were written before the kill");
+    assert_eq!(dd.count("SELECT COUNT(*) FROM delta_versions"), 0);
+    assert_eq!(python(&table, &["--rows"]).trim(), "0", "a reader sees the empty table, not the orphaned files");
+
+    // Killed after the first Delta commit, before the catalog recorded it.
+    let r = dd.manyi_env(&["publish"], &[("MANYI_CRASH_AT", "after-delta-commit")]);
+    assert!(!r.out.status.success());
+    assert_eq!(dd.count("SELECT COUNT(*) FROM delta_versions"), 0);
+    let first = dd.count("SELECT MIN(batch_seq) FROM batches WHERE kind = 'ratings'");
+    assert_eq!(python(&table, &["--rows"]).trim(), ratings_through(&dd, first).to_string(), "the whole first batch or nothing");
+
+    // The next run (here a collect with nothing new) catches up.
+    dd.manyi(&["collect"]).success();
+    assert_eq!(dd.count("SELECT COUNT(*) FROM batches b LEFT JOIN delta_versions d USING (batch_seq) WHERE d.batch_seq IS NULL"), 0);
+    // Every recorded version shows exactly the batches up to its own.
+    let conn = dd.db();
+    let pairs: Vec<(i64, i64)> = {
+        let mut q =
+            conn.prepare("SELECT batch_seq, delta_version FROM delta_versions WHERE kind = 'ratings' ORDER BY batch_seq").expect("sql");
+        q.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("rows").collect::<Result<_, _>>().expect("rows")
+    };
+    assert!(pairs.len() >= 3, "{pairs:?}");
+    for (seq, version) in &pairs {
+        assert_eq!(python(&table, &["--rows", &version.to_string()]).trim(), ratings_through(&dd, *seq).to_string(), "batch {seq}");
+    }
+    let latest = pairs.last().map(|p| p.1).unwrap_or_default();
+    assert_same_table(&dd, latest, None);
+
+    // A rebuild from the catalog gives the same table.
+    dd.manyi(&["publish", "--rebuild"]).success();
+    let latest = version_at(&dd, i64::MAX);
+    assert_same_table(&dd, latest, None);
+}
