@@ -126,6 +126,13 @@ impl Store {
         Ok(())
     }
 
+    /// The highest Delta version state.db records for `kind`'s table.
+    #[cfg_attr(not(feature = "delta"), allow(dead_code))]
+    fn last_recorded_version(&self, kind: RecordKind) -> Result<Option<i64>, StoreError> {
+        let v = self.conn.query_row("SELECT MAX(delta_version) FROM delta_versions WHERE kind = ?1", params![kind.dir()], |r| r.get(0))?;
+        Ok(v)
+    }
+
     #[cfg_attr(not(feature = "delta"), allow(dead_code))]
     fn forget_delta_versions(&self, kind: RecordKind) -> Result<(), StoreError> {
         self.conn.execute("DELETE FROM delta_versions WHERE kind = ?1", params![kind.dir()])?;
@@ -255,7 +262,21 @@ mod delta {
             let mut out = Vec::new();
             for kind in [RecordKind::Ratings, RecordKind::Responses] {
                 let dir = root.join(kind.dir());
-                if rebuild {
+                // A table folder deleted, or restored from an older backup,
+                // lacks commits state.db says it has: publishing only the
+                // new batches would give readers a table missing months.
+                // Replay every batch instead, as `--rebuild` does.
+                let recorded = self.last_recorded_version(kind)?;
+                let lost = recorded.is_some_and(|r| last_commit(&dir).is_none_or(|v| v < r));
+                if lost && !rebuild {
+                    tracing::warn!(
+                        table = %dir.display(),
+                        recorded = recorded.unwrap_or_default(),
+                        on_disk = last_commit(&dir).unwrap_or(-1),
+                        "the Delta table lacks versions state.db records (deleted or restored from an older copy): republishing every batch"
+                    );
+                }
+                if rebuild || lost {
                     move_aside(&dir)?;
                     self.forget_delta_versions(kind)?;
                 }
@@ -348,15 +369,34 @@ mod delta {
         })
     }
 
+    /// The highest commit in the table's `_delta_log` (its version), read
+    /// from the file names (`00000000000000000014.json`); none without one.
+    fn last_commit(dir: &Path) -> Option<i64> {
+        let entries = std::fs::read_dir(dir.join("_delta_log")).ok()?;
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).and_then(|n| n.parse::<i64>().ok()))
+            .max()
+    }
+
     /// Opens the table, creating it (version 0, no rows) when absent.
     async fn open_or_create(dir: &Path, kind: RecordKind) -> Result<DeltaTable, DeltaTableError> {
         // delta-rs takes a URL; a relative `manyi.toml` path is made absolute first.
         let dir = std::path::absolute(dir).map_err(|e| DeltaTableError::InvalidTableLocation(format!("{}: {e}", dir.display())))?;
         let url = ensure_table_uri(dir.to_string_lossy())?;
-        let table = DeltaTable::try_from_url(url).await?;
-        if table.version().is_some() {
-            return Ok(table);
-        }
+        // Loading a folder that holds no commit yet makes delta-kernel log an
+        // ERROR (“No files in log segment”) before delta-rs calls it “not a
+        // table”: a clerk's first `manyi publish` would look failed. So a
+        // table without a single commit file is created without that load.
+        let table = if last_commit(&dir).is_some() {
+            let table = DeltaTable::try_from_url(url).await?;
+            if table.version().is_some() {
+                return Ok(table);
+            }
+            table
+        } else {
+            deltalake_core::DeltaTableBuilder::from_url(url)?.build()?
+        };
         table
             .create()
             .with_table_name(kind.dir())

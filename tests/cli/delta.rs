@@ -188,4 +188,14 @@ fn a_publication_killed_half_way_shows_nothing_half_applied_and_the_next_run_con
     dd.manyi(&["publish", "--rebuild"]).success();
     let latest = version_at(&dd, i64::MAX);
     assert_same_table(&dd, latest, None);
+
+    // The table folder deleted by hand: state.db still records its versions,
+    // so the next publication replays every batch instead of saying
+    // “up to date” over an empty folder.
+    std::fs::remove_dir_all(&table).expect("delete the Delta table");
+    let ran = dd.manyi(&["publish"]).success();
+    assert!(ran.stderr().contains("republishing every batch"), "{}", ran.stderr());
+    assert!(!ran.stderr().contains("ERROR"), "no delta-kernel error for a missing table: {}", ran.stderr());
+    let latest = version_at(&dd, i64::MAX);
+    assert_same_table(&dd, latest, None);
 }
