@@ -6,6 +6,7 @@
 #
 #   bash scripts/bench.sh                      # 1,000,000 and 10,000,000 ratings
 #   bash scripts/bench.sh --rows 1000000       # one scale
+#   MANYI_FEATURES=delta bash scripts/bench.sh # with cargo features on (e.g. the Delta publication)
 #
 # Needs about 4 GiB of disk under --work (default /tmp/manyi-bench) for the
 # 10 M run, and 20–40 minutes the first time for the release build.
@@ -20,5 +21,5 @@ for m in duckdb aiosmtpd; do
   python3 -c "import $m" >/dev/null 2>&1 || python3 -m pip install -q --disable-pip-version-check "$m" \
     || python3 -m pip install -q --disable-pip-version-check --break-system-packages "$m"
 done
-cargo build --release --locked --example bench
+cargo build --release --locked ${MANYI_FEATURES:+--features "$MANYI_FEATURES"} --example bench
 exec python3 scripts/bench.py --bin "$CARGO_TARGET_DIR/release/examples/bench" "$@"
