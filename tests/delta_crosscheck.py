@@ -7,12 +7,13 @@ its own (the Delta table holds one row per rating).
 usage: python3 delta_crosscheck.py TABLE_DIR YYYY-MM [VERSION]  > table.csv
        python3 delta_crosscheck.py TABLE_DIR --rows [VERSION]    prints the row count
 
-The columns and rules are those of tests/duckdb_crosscheck.py.
+The SQL is tests/month_table.py's, shared with tests/duckdb_crosscheck.py.
 """
 import sys
 
 import duckdb
 from deltalake import DeltaTable
+from month_table import month_table_sql
 
 table_dir = sys.argv[1]
 rows_only = sys.argv[2] == "--rows"
@@ -34,35 +35,7 @@ month = sys.argv[2]
 year, mon = map(int, month.split("-"))
 start = f"{year:04d}-{mon:02d}-01"
 end = f"{year + (mon == 12):04d}-{mon % 12 + 1:02d}-01"
-sql = f"""
-WITH r AS (
-    SELECT *,
-           coalesce(TRY_CAST(regexp_extract(rating_id, '^.+-([0-9]+)$', 1) AS INTEGER), 1) AS times_raw,
-           coalesce(default_rating, false) AS is_default
-    FROM ratings
-    WHERE month = '{month}' AND rated_at >= TIMESTAMP '{start}' AND rated_at < TIMESTAMP '{end}'
-),
-k AS (
-    SELECT *, CASE WHEN times_raw BETWEEN 1 AND 99 THEN times_raw ELSE 1 END AS times FROM r
-)
-SELECT CASE WHEN length(org_code) = 15 THEN substr(org_code, 1, 12) ELSE org_code END AS community,
-       category,
-       count(*) FILTER (WHERE times = 1 AND NOT is_default) AS n,
-       count(*) FILTER (WHERE times = 1 AND NOT is_default AND level = 1) AS c1,
-       count(*) FILTER (WHERE times = 1 AND NOT is_default AND level = 2) AS c2,
-       count(*) FILTER (WHERE times = 1 AND NOT is_default AND level = 3) AS c3,
-       count(*) FILTER (WHERE times = 1 AND NOT is_default AND level = 4) AS c4,
-       count(*) FILTER (WHERE times = 1 AND NOT is_default AND level = 5) AS c5,
-       coalesce(avg(CASE WHEN level >= 3 THEN 1.0 ELSE 0.0 END) FILTER (WHERE times = 1 AND NOT is_default), 0.0) AS satisfied_rate,
-       coalesce(avg(CASE WHEN level <= 2 THEN 1.0 ELSE 0.0 END) FILTER (WHERE times = 1 AND NOT is_default), 0.0) AS bad_rate,
-       coalesce(avg((level - 1) * 25.0) FILTER (WHERE times = 1 AND NOT is_default), 0.0) AS score,
-       count(*) FILTER (WHERE times = 1 AND NOT is_default) AS active,
-       count(*) FILTER (WHERE times = 1 AND is_default) AS "default",
-       count(*) FILTER (WHERE times > 1) AS second
-FROM k
-GROUP BY ALL
-ORDER BY community, category
-"""
+sql = "WITH " + month_table_sql("ratings", f"month = '{month}'", start, end)
 out = con.sql(sql)
 columns, rows = out.columns, out.fetchall()
 sys.stdout.write(",".join(columns) + "\n" + "".join(",".join(str(x) for x in row) + "\n" for row in rows))

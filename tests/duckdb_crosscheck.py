@@ -20,6 +20,7 @@ import time
 
 t_import = time.perf_counter()
 import duckdb  # noqa: E402
+from month_table import month_table_sql  # noqa: E402
 
 data_dir, month = sys.argv[1], sys.argv[2]
 out_path = sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else None
@@ -33,39 +34,7 @@ WITH v AS (
     FROM read_parquet('{data_dir}/curated/ratings/*/*.parquet', hive_partitioning = true, union_by_name = true)
     WHERE month = '{month}'
 ),
-r AS (
-    -- rating_id is 办件编号 + '-' + 评价次数; an id without that suffix is a
-    -- first evaluation. A default mark missing (older files) means active.
-    SELECT *,
-           coalesce(TRY_CAST(regexp_extract(rating_id, '^.+-([0-9]+)$', 1) AS INTEGER), 1) AS times_raw,
-           coalesce(default_rating, false) AS is_default
-    FROM v
-    WHERE v = 1 AND rated_at >= TIMESTAMP '{start}' AND rated_at < TIMESTAMP '{end}'
-),
-k AS (
-    SELECT *, CASE WHEN times_raw BETWEEN 1 AND 99 THEN times_raw ELSE 1 END AS times FROM r
-)
-SELECT CASE WHEN length(org_code) = 15 THEN substr(org_code, 1, 12) ELSE org_code END AS community,
-       category,
-       -- the rates: first evaluations a resident gave
-       count(*) FILTER (WHERE times = 1 AND NOT is_default) AS n,
-       count(*) FILTER (WHERE times = 1 AND NOT is_default AND level = 1) AS c1,
-       count(*) FILTER (WHERE times = 1 AND NOT is_default AND level = 2) AS c2,
-       count(*) FILTER (WHERE times = 1 AND NOT is_default AND level = 3) AS c3,
-       count(*) FILTER (WHERE times = 1 AND NOT is_default AND level = 4) AS c4,
-       count(*) FILTER (WHERE times = 1 AND NOT is_default AND level = 5) AS c5,
-       coalesce(avg(CASE WHEN level >= 3 THEN 1.0 ELSE 0.0 END) FILTER (WHERE times = 1 AND NOT is_default), 0.0) AS satisfied_rate,
-       coalesce(avg(CASE WHEN level <= 2 THEN 1.0 ELSE 0.0 END) FILTER (WHERE times = 1 AND NOT is_default), 0.0) AS bad_rate,
-       coalesce(avg((level - 1) * 25.0) FILTER (WHERE times = 1 AND NOT is_default), 0.0) AS score,
-       -- shown apart
-       count(*) FILTER (WHERE times = 1 AND NOT is_default) AS active,
-       count(*) FILTER (WHERE times = 1 AND is_default) AS "default",
-       count(*) FILTER (WHERE times = 1 AND NOT is_default) * 1.0 / nullif(count(*) FILTER (WHERE times = 1), 0) AS active_rate,
-       count(*) FILTER (WHERE times > 1) AS second
-FROM k
-GROUP BY ALL
-ORDER BY community, category
-"""
+""" + month_table_sql("v", "v = 1", start, end)
 repeat = int(sys.argv[sys.argv.index("--repeat") + 1]) if "--repeat" in sys.argv else 1
 times = []
 con = duckdb.connect()
