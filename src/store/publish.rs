@@ -191,6 +191,14 @@ mod delta {
             /// The OS error.
             source: std::io::Error,
         },
+        /// The lock that keeps two processes from publishing at once could not be taken.
+        #[error("Delta tables in {}: cannot take the publication lock .publish.lock: {source}", root.display())]
+        Lock {
+            /// The folder of the Delta tables.
+            root: PathBuf,
+            /// The OS error.
+            source: std::io::Error,
+        },
     }
 
     /// What one publication did for one table.
@@ -259,6 +267,12 @@ mod delta {
             // may finish batches at the same moment.
             static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
             let _one = ONE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // … and one across processes (a collect, `manyi publish`, the
+            // intake in `serve`): two publishers replaying the same batches
+            // each added the months' files, and delta-rs's conflict check let
+            // both commits through, so a reader saw ratings twice. The OS
+            // lock is released when the file closes, also on a crash.
+            let _across = lock_publication(root)?;
             let mut out = Vec::new();
             for kind in [RecordKind::Ratings, RecordKind::Responses] {
                 let dir = root.join(kind.dir());
@@ -342,6 +356,18 @@ mod delta {
     }
 
     /// Renames a table folder to `<name>.replaced-<UTC time>`; nothing to do if absent.
+    /// Waits for and holds the exclusive lock `<root>/.publish.lock`.
+    // `File::lock` is Rust 1.89; this module builds only with the `delta`
+    // feature, whose deltalake-core needs Rust 1.95 anyway.
+    #[allow(clippy::incompatible_msrv)]
+    fn lock_publication(root: &Path) -> Result<std::fs::File, PublishError> {
+        let io = |source| PublishError::Lock { root: root.to_path_buf(), source };
+        std::fs::create_dir_all(root).map_err(io)?;
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(root.join(".publish.lock")).map_err(io)?;
+        file.lock().map_err(io)?;
+        Ok(file)
+    }
+
     fn move_aside(dir: &Path) -> Result<(), PublishError> {
         if !dir.exists() {
             return Ok(());

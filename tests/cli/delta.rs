@@ -198,4 +198,22 @@ fn a_publication_killed_half_way_shows_nothing_half_applied_and_the_next_run_con
     assert!(!ran.stderr().contains("ERROR"), "no delta-kernel error for a missing table: {}", ran.stderr());
     let latest = version_at(&dd, i64::MAX);
     assert_same_table(&dd, latest, None);
+
+    // Two publishers at once (two processes, both replaying every batch of a
+    // deleted table): one waits for the other, and no rating appears twice
+    // (the reader script exits non-zero on a duplicate).
+    std::fs::remove_dir_all(&table).expect("delete the Delta table");
+    let spawn = || {
+        std::process::Command::new(crate::support::BIN)
+            .args(["--config", dd.dir.join("manyi.toml").to_str().expect("utf-8 path"), "publish"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn manyi publish")
+    };
+    let (mut a, mut b) = (spawn(), spawn());
+    assert!(a.wait().expect("wait").success() && b.wait().expect("wait").success(), "both publishers succeed");
+    let all = dd.count("SELECT COALESCE(SUM(rows_new), 0) FROM batches WHERE kind = 'ratings'");
+    assert_eq!(python(&table, &["--rows"]).trim(), all.to_string(), "every rating once");
+    assert_same_table(&dd, version_at(&dd, i64::MAX), None);
 }
