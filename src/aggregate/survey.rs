@@ -190,6 +190,21 @@ fn read_answers(df: &DataFrame, in_scope: impl Fn(&str) -> bool) -> Result<Answe
     Ok(a)
 }
 
+/// jieba's dictionary, compressed in the binary (see assets/jieba/README.md
+/// for why it is not jieba-rs's `default-dict` feature).
+static DICT_GZ: &[u8] = include_bytes!("../../assets/jieba/dict.txt.gz");
+
+/// A segmenter with jieba's dictionary. The bytes are our own, checked by a
+/// test, so a failure here is a broken build; it is logged and the texts
+/// are then cut by the survey keywords alone rather than stopping a report.
+fn dictionary() -> jieba_rs::Jieba {
+    let mut reader = std::io::BufReader::new(flate2::read::GzDecoder::new(DICT_GZ));
+    jieba_rs::Jieba::with_dict(&mut reader).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the embedded jieba dictionary did not load; free texts are cut by the survey keywords only");
+        jieba_rs::Jieba::empty()
+    })
+}
+
 /// The segmenter for a survey's keywords. Loading jieba's dictionary takes
 /// far longer than cutting a month of texts, and every office's report of a
 /// run sorts the same survey's texts, so each keyword list gets its
@@ -204,7 +219,7 @@ fn segmenter(keywords: Vec<String>) -> Arc<jieba_rs::Jieba> {
     cache
         .entry(keywords)
         .or_insert_with_key(|keywords| {
-            let mut jieba = jieba_rs::Jieba::new();
+            let mut jieba = dictionary();
             for k in keywords {
                 jieba.add_word(k, Some(100_000), None);
             }
@@ -378,6 +393,15 @@ mod tests {
         let shown: Vec<String> = q.options.iter().map(|(o, _, s)| format!("{o} {:.1}%", s * 100.0)).collect();
         assert_eq!(shown, ["满意 70.0%", "基本满意 26.1%", "不满意 3.9%"]);
         assert_eq!(q.satisfied_rate.map(|r| format!("{:.1}%", r * 100.0)), Some("96.1%".into()));
+    }
+
+    #[test]
+    fn the_embedded_dictionary_is_jiebas() {
+        // jieba-rs's own documented example, and the cut the needs rely on.
+        let words: Vec<&str> = dictionary().cut("我们中出了一个叛徒", false).into_iter().map(|t| t.word).collect();
+        assert_eq!(words, ["我们", "中", "出", "了", "一个", "叛徒"]);
+        let words: Vec<&str> = dictionary().cut("暂停车辆登记", true).into_iter().map(|t| t.word).collect();
+        assert_eq!(words, ["暂停", "车辆", "登记"]);
     }
 
     #[test]
