@@ -6,6 +6,13 @@ its own (the Delta table holds one row per rating).
 
 usage: python3 delta_crosscheck.py TABLE_DIR YYYY-MM [VERSION]  > table.csv
        python3 delta_crosscheck.py TABLE_DIR --rows [VERSION]    prints the row count
+       python3 delta_crosscheck.py TABLE_DIR --audit             checks the files and the log, prints a summary
+       python3 delta_crosscheck.py TABLE_DIR --checkpoint        writes a checkpoint (as a cluster's tool would)
+
+The table is written by manyi's own log writer, so --audit checks what delta-rs
+would otherwise have guaranteed: the protocol and partitioning, every data
+file's Parquet schema (timestamps without UTC adjustment, no partition column),
+and per-file statistics that add up to the rows a reader sees.
 
 The SQL is tests/month_table.py's, shared with tests/duckdb_crosscheck.py.
 """
@@ -16,6 +23,14 @@ from deltalake import DeltaTable
 from month_table import month_table_sql
 
 table_dir = sys.argv[1]
+if sys.argv[2] == "--checkpoint":
+    DeltaTable(table_dir).create_checkpoint()
+    sys.exit(0)
+if sys.argv[2] == "--audit":
+    from delta_audit import audit
+
+    print(audit(table_dir))
+    sys.exit(0)
 rows_only = sys.argv[2] == "--rows"
 rest = sys.argv[3:]
 version = int(rest[0]) if rest else None
