@@ -8,6 +8,7 @@ usage: python3 delta_crosscheck.py TABLE_DIR YYYY-MM [VERSION]  > table.csv
        python3 delta_crosscheck.py TABLE_DIR --rows [VERSION]    prints the row count
        python3 delta_crosscheck.py TABLE_DIR --audit             checks the files and the log, prints a summary
        python3 delta_crosscheck.py TABLE_DIR --checkpoint        writes a checkpoint (as a cluster's tool would)
+       python3 delta_crosscheck.py TABLE_DIR --optimize          rewrites every file (OPTIMIZE ZORDER BY rated_at)
 
 The table is written by manyi's own log writer, so --audit checks what delta-rs
 would otherwise have guaranteed: the protocol and partitioning, every data
@@ -25,6 +26,9 @@ from month_table import month_table_sql
 table_dir = sys.argv[1]
 if sys.argv[2] == "--checkpoint":
     DeltaTable(table_dir).create_checkpoint()
+    sys.exit(0)
+if sys.argv[2] == "--optimize":
+    DeltaTable(table_dir).optimize.z_order(["rated_at"])
     sys.exit(0)
 if sys.argv[2] == "--audit":
     from delta_audit import audit

@@ -229,8 +229,8 @@ fn a_publication_killed_half_way_shows_nothing_half_applied_and_the_next_run_con
 }
 
 /// Another tool checkpoints the table (as a cluster's Delta writer does
-/// every so many commits): manyi continues it from the JSON commits, which
-/// a checkpoint leaves in place. Once those commits are cleaned up (log
+/// every so many commits) and rewrites its files (OPTIMIZE): manyi continues
+/// it from the JSON commits, which a checkpoint leaves in place. Once those commits are cleaned up (log
 /// retention), manyi cannot replay the log and says to rebuild, instead of
 /// publishing over a table it does not know.
 #[test]
@@ -244,11 +244,16 @@ fn a_checkpointed_table_is_continued_and_a_log_cleaned_up_after_it_asks_for_a_re
     let table = demo.join("data/delta/ratings");
     python(&table, &["--checkpoint"]);
     assert!(table.join("_delta_log/_last_checkpoint").exists(), "deltalake wrote a checkpoint");
+    python(&table, &["--optimize"]);
+    let optimized = version_at(&dd, i64::MAX) + 1;
+    let log = std::fs::read_to_string(table.join(format!("_delta_log/{optimized:020}.json"))).expect("the OPTIMIZE commit");
+    assert!(log.contains("OPTIMIZE"), "{log}");
 
     correct_october(&demo, &dd, "corrections-1.csv", 0);
     let unpublished = "SELECT COUNT(*) FROM batches b LEFT JOIN delta_versions d USING (batch_seq) WHERE d.batch_seq IS NULL";
     assert_eq!(dd.count(unpublished), 0, "the collect published over the checkpoint");
     let latest = version_at(&dd, i64::MAX);
+    assert_eq!(latest, optimized + 1, "manyi's commit follows the OPTIMIZE");
     assert_same_table(&dd, latest, None);
     python(&table, &["--audit"]);
 
