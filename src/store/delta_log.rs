@@ -157,6 +157,12 @@ fn now_ms() -> i64 {
 impl DeltaTable {
     /// Reads the table at `dir` by replaying its log; a folder without a
     /// log is a table with no commit yet.
+    ///
+    /// A checkpoint another tool wrote summarises JSON commits that are
+    /// still there: they are replayed, and the file count the checkpoint
+    /// names (`_last_checkpoint`) must match. Once commits before it are
+    /// cleaned up the table is refused: reading the checkpoint's Parquet
+    /// would need polars' struct and map types, which manyi does not build.
     pub(super) fn open(dir: &Path, kind: RecordKind) -> Result<Self, PublishError> {
         let mut table = DeltaTable { dir: dir.to_path_buf(), kind, version: None, active: BTreeMap::new() };
         let log = read_log_dir(dir)?;
