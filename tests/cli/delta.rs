@@ -6,7 +6,7 @@
 //! matching as-of, cell by cell; and a publication killed half-way never
 //! shows a half-applied batch and is caught up by the next run. As manyi
 //! writes the log itself, `--audit` also checks the protocol, the data files'
-//! Parquet schema and the statistics (tests/delta_audit.py).
+//! Parquet schema and the statistics.
 
 use crate::support::Deployment;
 use std::collections::BTreeMap;
