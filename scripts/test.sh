@@ -48,4 +48,4 @@ fi
 # names only installed paths); the packages are built by hand, not here.
 bash scripts/package.sh --check
 
-cargo test --locked --all-targets --features delta "$@"
+cargo test --locked --all-targets "$@"

@@ -117,7 +117,7 @@ pub enum Command {
         /// Only this job.
         job: Option<String>,
     },
-    /// Bring the Delta Lake tables of `[publish] delta` up to the store (built with `--features delta`).
+    /// Bring the Delta Lake tables of `[publish] delta` up to the store.
     Publish {
         /// Move the tables aside and replay every batch of the catalog.
         #[arg(long)]
@@ -163,7 +163,7 @@ pub enum UsersAction {
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
     /// `publish` without `[publish] delta` in manyi.toml.
-    #[error("manyi.toml has no `[publish] delta = \"…\"`: name the folder of the Delta tables there (a build with `--features delta`)")]
+    #[error("manyi.toml has no `[publish] delta = \"…\"`: name the folder of the Delta tables there")]
     NoDeltaTable,
     /// `run` names a job that is not in the jobs folder.
     #[error("no job “{job}” in {dir} (jobs: {known})")]

@@ -339,19 +339,11 @@ fn tables_at<'v>(table: &'v toml::Table, path: &[&'static str], at: Vec<Step<'st
     }
 }
 
-/// `[publish]`: a Delta table needs a build with the `delta` feature and a
-/// local folder (no object-store URL: manyi runs on an intranet machine).
+/// `[publish]`: a Delta table needs a local folder (no object-store URL: manyi runs on an intranet machine).
 pub(super) fn check_publish(toml: &TomlFile<'_>, publish: &PublishConfig) -> Vec<Problem> {
     let Some(delta) = &publish.delta else { return Vec::new() };
     let at = [Key("publish"), Key("delta")];
     let text = delta.to_string_lossy();
-    if !cfg!(feature = "delta") {
-        let message = format!(
-            "publish.delta = \"{text}\" asks for a Delta Lake table, but this manyi was built without it: \
-             build with `cargo build --release --features delta`, or remove the key"
-        );
-        return vec![toml.problem(&at, message)];
-    }
     if text.trim().is_empty() {
         return vec![toml.problem(&at, "publish.delta is empty: name the folder of the Delta tables, e.g. \"data/delta\"")];
     }

@@ -25,15 +25,13 @@ pub enum PublishRunError {
     #[error("manyi.toml has no `[publish] delta = \"…\"`: name the folder of the Delta tables there first")]
     NotConfigured,
     /// The publication failed; the store is untouched.
-    #[cfg(feature = "delta")]
     #[error("{0}")]
     Failed(Box<crate::store::PublishError>),
 }
 
-#[cfg(feature = "delta")]
 impl From<crate::store::PublishError> for PublishRunError {
     fn from(e: crate::store::PublishError) -> Self {
-        // Boxed: delta-rs's error is large, and this one travels up to the CLI.
+        // Boxed: this one travels up to the CLI through every `Result` on the way.
         PublishRunError::Failed(Box::new(e))
     }
 }
@@ -45,17 +43,9 @@ pub fn publish(cfg: &Config, store: &mut Store, rebuild: bool) -> Result<Vec<Pub
     run(store, &dir, rebuild)
 }
 
-#[cfg(feature = "delta")]
 fn run(store: &mut Store, dir: &std::path::Path, rebuild: bool) -> Result<Vec<PublishSummary>, PublishRunError> {
     let done = store.publish_delta(dir, rebuild)?;
     Ok(done.into_iter().map(|p| PublishSummary { table: p.table, batches: p.batches, version: p.version }).collect())
-}
-
-#[cfg(not(feature = "delta"))]
-fn run(_store: &mut Store, _dir: &std::path::Path, _rebuild: bool) -> Result<Vec<PublishSummary>, PublishRunError> {
-    // The configuration check refuses `[publish] delta` in a build without
-    // the feature, so a loaded config never gets here.
-    Err(PublishRunError::NotConfigured)
 }
 
 /// After a committed batch: publishes it when `[publish] delta` is set. A

@@ -18,6 +18,7 @@
 
 mod accounts;
 mod catalog;
+mod delta_log;
 mod frames;
 mod publish;
 mod run_lock;
@@ -26,7 +27,6 @@ pub use accounts::{AuditRow, Monitor, UserRow};
 pub use catalog::{DeliveryRecord, DeliveryState, LockHolder, NewRun, RunOutcome, RunRecord, UnknownState};
 pub use frames::{RATING_COLUMNS, ratings_frame, responses_frame};
 pub use publish::PublishedBatch;
-#[cfg(feature = "delta")]
 pub use publish::{PublishError, Published};
 pub use run_lock::{RunLockGuard, RunLockHolder};
 

@@ -1,11 +1,12 @@
-//! The Delta Lake publication (`[publish] delta`, built with `--features
-//! delta`) read by an independent reader: the Python `deltalake` package
+//! The Delta Lake publication (`[publish] delta`, manyi's own log writer)
+//! read by an independent reader: the Python `deltalake` package
 //! resolves the table at a version by itself and DuckDB computes the month's
 //! community × category table over the Arrow data
 //! (`tests/delta_crosscheck.py`), which must equal `manyi figures` at the
 //! matching as-of, cell by cell; and a publication killed half-way never
-//! shows a half-applied batch and is caught up by the next run.
-#![cfg(feature = "delta")]
+//! shows a half-applied batch and is caught up by the next run. As manyi
+//! writes the log itself, `--audit` also checks the protocol, the data files'
+//! Parquet schema and the statistics.
 
 use crate::support::Deployment;
 use std::collections::BTreeMap;
@@ -71,18 +72,24 @@ fn enable_delta(dd: &Deployment) {
 
 /// Five October ratings arrive again with another level: a new version of each.
 fn late_correction(demo: &Path, dd: &Deployment) {
+    correct_october(demo, dd, "corrections.csv", 0);
+}
+
+/// Five October ratings (every 997th, from row `skip`) sent again in file
+/// `name` with another level; returns the collect's log.
+fn correct_october(demo: &Path, dd: &Deployment, name: &str, skip: usize) -> String {
     let month_csv = std::fs::read_to_string(demo.join("inbox/ratings/archive/好差评导出_2026-10.csv")).expect("csv");
     let mut lines = month_csv.lines();
     let header = lines.next().expect("header");
     let level_col = header.split(',').position(|h| h == "满意度").expect("满意度 column");
     let mut changed = vec![header.to_string()];
-    for line in lines.filter(|l| !l.contains('"')).step_by(997).take(5) {
+    for line in lines.filter(|l| !l.contains('"')).skip(skip).step_by(997).take(5) {
         let mut cells: Vec<&str> = line.split(',').collect();
         cells[level_col] = if cells[level_col] == "1" { "5" } else { "1" };
         changed.push(cells.join(","));
     }
-    dd.file("inbox/ratings/corrections.csv", &(changed.join("\n") + "\n"));
-    dd.manyi(&["collect"]).success();
+    dd.file(&format!("inbox/ratings/{name}"), &(changed.join("\n") + "\n"));
+    dd.manyi(&["collect"]).success().stderr()
 }
 
 fn version_at(dd: &Deployment, as_of_ms: i64) -> i64 {
@@ -117,6 +124,9 @@ fn delta_table_equals_figures_at_latest_and_at_an_older_as_of() {
     let then = assert_same_table(&dd, old, Some(&before_text));
     let now = assert_same_table(&dd, latest, None);
     assert_ne!(then, now, "the late correction changed some cells");
+    // The log and files manyi wrote itself, as delta-rs and pyarrow read them.
+    let audit = python(&dd.dir.join("data/delta/ratings"), &["--audit"]);
+    assert!(audit.starts_with(&format!("version {latest}, ")), "{audit}");
 
     let history = dd.manyi(&["history"]).success().stdout();
     assert!(history.contains(&format!("Delta version {latest}")), "{history}");
@@ -216,4 +226,49 @@ fn a_publication_killed_half_way_shows_nothing_half_applied_and_the_next_run_con
     let all = dd.count("SELECT COALESCE(SUM(rows_new), 0) FROM batches WHERE kind = 'ratings'");
     assert_eq!(python(&table, &["--rows"]).trim(), all.to_string(), "every rating once");
     assert_same_table(&dd, version_at(&dd, i64::MAX), None);
+}
+
+/// Another tool checkpoints the table (as a cluster's Delta writer does
+/// every so many commits) and rewrites its files (OPTIMIZE): manyi continues
+/// it from the JSON commits, which a checkpoint leaves in place. Once those commits are cleaned up (log
+/// retention), manyi cannot replay the log and says to rebuild, instead of
+/// publishing over a table it does not know.
+#[test]
+fn a_checkpointed_table_is_continued_and_a_log_cleaned_up_after_it_asks_for_a_rebuild() {
+    let d = Deployment::empty();
+    let demo = d.dir.join("demo");
+    d.manyi(&["demo", "--seed", "5", "--through", "2026-10", "--dir", demo.to_str().expect("utf-8 path")]).success();
+    let dd = Deployment::at(&demo);
+    enable_delta(&dd);
+    dd.manyi(&["publish"]).success();
+    let table = demo.join("data/delta/ratings");
+    python(&table, &["--checkpoint"]);
+    assert!(table.join("_delta_log/_last_checkpoint").exists(), "deltalake wrote a checkpoint");
+    python(&table, &["--optimize"]);
+    let optimized = version_at(&dd, i64::MAX) + 1;
+    let log = std::fs::read_to_string(table.join(format!("_delta_log/{optimized:020}.json"))).expect("the OPTIMIZE commit");
+    assert!(log.contains("OPTIMIZE"), "{log}");
+
+    correct_october(&demo, &dd, "corrections-1.csv", 0);
+    let unpublished = "SELECT COUNT(*) FROM batches b LEFT JOIN delta_versions d USING (batch_seq) WHERE d.batch_seq IS NULL";
+    assert_eq!(dd.count(unpublished), 0, "the collect published over the checkpoint");
+    let latest = version_at(&dd, i64::MAX);
+    assert_eq!(latest, optimized + 1, "manyi's commit follows the OPTIMIZE");
+    assert_same_table(&dd, latest, None);
+    python(&table, &["--audit"]);
+
+    // The commits before the checkpoint removed, as log retention does.
+    std::fs::remove_file(table.join("_delta_log/00000000000000000000.json")).expect("clean up commit 0");
+    let collect_log = correct_october(&demo, &dd, "corrections-2.csv", 1);
+    assert!(collect_log.contains("manyi publish --rebuild"), "the collect is committed, warns and names the remedy: {collect_log}");
+    assert_eq!(dd.count(unpublished), 1, "the new batch waits for the rebuild");
+    let refused = dd.manyi(&["publish"]);
+    assert!(!refused.out.status.success(), "manyi publish fails");
+    assert!(refused.stderr().contains("checkpoint") && refused.stderr().contains("manyi publish --rebuild"), "{}", refused.stderr());
+    assert!(!table.join(format!("_delta_log/{:020}.json", latest + 1)).exists(), "no commit over the table manyi cannot replay");
+
+    dd.manyi(&["publish", "--rebuild"]).success();
+    assert_eq!(dd.count(unpublished), 0);
+    assert_same_table(&dd, version_at(&dd, i64::MAX), None);
+    python(&table, &["--audit"]);
 }
