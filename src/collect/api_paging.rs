@@ -5,8 +5,10 @@
 //! as received (to be landed before anything else happens) and, every
 //! `commit_every` pages and at the end, the records gathered since the last
 //! commit point with the watermark to commit them with. The pipeline lands
-//! and commits; the pager assumes each batch it yields is committed before
-//! the next page is asked for (a failed commit ends the run).
+//! and commits. Nothing the pager fetches depends on a commit (it works out
+//! each watermark itself), so the pipeline may ask for the next page while
+//! the last batch commits; a failed commit ends the run, and what was
+//! fetched ahead is dropped unlanded.
 
 use super::{ApiError, CATCH_UP, CollectError, HttpSource, Parsed, Window, parse_timestamp};
 use crate::config::{ApiConfig, Config, SourceConfig, SourceKind};
@@ -148,9 +150,8 @@ impl<'a> ApiPager<'a> {
                 FetchedPage { number: p.number, count: p.rows.len(), bytes: p.bytes, parsed, total: p.total }
             }
             _ => {
-                let p = self.client.fetch_haochaping(&self.window, page)?;
-                let parsed = super::parse_haochaping_page(self.cfg, self.src, &p, self.now_local);
-                FetchedPage { number: p.number, count: p.records.len(), bytes: p.bytes, parsed, total: p.total }
+                let p = self.client.fetch_haochaping(self.cfg, self.src, &self.window, page, self.now_local)?;
+                FetchedPage { number: p.number, count: p.count, bytes: p.bytes, parsed: p.parsed, total: p.total }
             }
         })
     }

@@ -6,6 +6,7 @@
 //! This module fetches and parses; it never writes the store. The pipeline
 //! lands every page as received and commits the parsed records.
 
+use super::json_page::{Lite, RawRecord, Records};
 use super::rating_file::{DEFAULT_MARK, Rules, normalise_rating};
 use super::{Parsed, parse_timestamp};
 use crate::config::{ApiConfig, Config, SignatureEncoding, SourceConfig, find_category};
@@ -15,7 +16,7 @@ use chrono::{Duration, NaiveDateTime, TimeZone};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use std::collections::HashMap;
+use std::borrow::Cow;
 
 /// Errors of an HTTP source. Each names the source and, where there is one,
 /// the page, so that a clerk can tell the platform's operators what failed.
@@ -67,19 +68,41 @@ pub enum ApiError {
     },
 }
 
-/// One page as received, with its records picked out.
+/// One page as received, with its records read.
 #[derive(Debug, Clone)]
 pub struct Page {
     /// Page number (1-based).
     pub number: u32,
     /// The body exactly as received (landed as is).
     pub bytes: Vec<u8>,
-    /// The records of the page, each as the platform sent it.
-    pub records: Vec<Value>,
+    /// Records on the page (good and rejected).
+    pub count: usize,
+    /// Its records normalised, and the rejected ones with their reasons.
+    pub parsed: Parsed,
     /// Total records in the window, when the platform says.
     pub total: Option<u64>,
     /// Requests it took (1 + retries).
     pub attempts: u32,
+}
+
+/// Why a page body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageFault {
+    /// The body is not intact JSON (cut off, garbled): worth another request.
+    Broken(String),
+    /// The body is JSON but not a page (no record array): asking again gives the same.
+    NotAPage(String),
+}
+
+/// A page's records read and normalised, as [`parse_haochaping_page`] returns them.
+#[derive(Debug, Clone)]
+pub struct ReadPage {
+    /// Records on the page (good and rejected).
+    pub count: usize,
+    /// Good ratings and rejected records.
+    pub parsed: Parsed,
+    /// Total records in the window, when the platform says.
+    pub total: Option<u64>,
 }
 
 /// Suffix of a watermark left by a run that stopped at `page_limit`.
@@ -185,6 +208,23 @@ impl HttpSource {
         make_body: &dyn Fn() -> Vec<u8>,
         headers: &SignHeaders<'_>,
     ) -> Result<(Vec<u8>, Value, u32), ApiError> {
+        let read = |bytes: &[u8]| {
+            serde_json::from_slice::<Value>(bytes)
+                .map_err(|e| PageFault::Broken(format!("the page is not valid JSON ({e}); it may have been cut off")))
+        };
+        self.post_page_read(page, url, make_body, headers, &read)
+    }
+
+    /// [`Self::post_page`] with the body read by `read`: a body it finds
+    /// broken is fetched again, one that is no page fails the page at once.
+    fn post_page_read<T>(
+        &self,
+        page: u32,
+        url: &str,
+        make_body: &dyn Fn() -> Vec<u8>,
+        headers: &SignHeaders<'_>,
+        read: &dyn Fn(&[u8]) -> Result<T, PageFault>,
+    ) -> Result<(Vec<u8>, T, u32), ApiError> {
         let policy = self.backoff();
         let mut attempt = 0;
         loop {
@@ -192,9 +232,12 @@ impl HttpSource {
             let body = make_body();
             let outcome = self.attempt(page, url, &body, headers);
             let (reason, retry_after) = match outcome {
-                Attempt::Done(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                Attempt::Done(bytes) => match read(&bytes) {
                     Ok(v) => return Ok((bytes, v, attempt)),
-                    Err(e) => (format!("the page is not valid JSON ({e}); it may have been cut off"), None),
+                    Err(PageFault::Broken(reason)) => (reason, None),
+                    Err(PageFault::NotAPage(reason)) => {
+                        return Err(ApiError::Page { name: self.name.clone(), page, attempts: attempt, reason });
+                    }
                 },
                 Attempt::Retry(reason, after) => (reason, after),
                 Attempt::Fatal(e) => return Err(e),
@@ -255,13 +298,21 @@ impl HttpSource {
         )
     }
 
-    /// Fetches page `page` (1-based) of the 好差评 window.
+    /// Fetches page `page` (1-based) of the 好差评 window and reads its
+    /// records as `source` maps them (see [`parse_haochaping_page`]).
     ///
     /// Request: POST `base_url + path` with the JSON body
     /// `{"page": N, "size": S, "startTime": "YYYY-MM-DD HH:MM:SS", "endTime": …}`
     /// and the app key, timestamp and signature headers. Response: JSON with
     /// the record array at `records_path` and the total at `total_path`.
-    pub fn fetch_haochaping(&self, window: &Window, page: u32) -> Result<Page, ApiError> {
+    pub fn fetch_haochaping(
+        &self,
+        cfg: &Config,
+        source: &SourceConfig,
+        window: &Window,
+        page: u32,
+        now: NaiveDateTime,
+    ) -> Result<Page, ApiError> {
         let url = format!("{}{}", self.api.base_url.trim_end_matches('/'), self.api.path);
         let fmt = "%Y-%m-%d %H:%M:%S";
         let make_body = || {
@@ -283,26 +334,9 @@ impl HttpSource {
                 (self.api.header_signature.clone(), sig),
             ]
         };
-        let (bytes, json, attempts) = self.post_page(page, &url, &make_body, &headers)?;
-        let records = match lookup(&json, &self.api.records_path) {
-            Some(Value::Array(a)) => a.clone(),
-            Some(Value::Null) | None if lookup(&json, &self.api.total_path).is_some() => Vec::new(),
-            _ => {
-                let msg = ["msg", "message", "errmsg"]
-                    .iter()
-                    .find_map(|k| json.get(k))
-                    .map(|m| format!(" (platform says: {m})"))
-                    .unwrap_or_default();
-                return Err(ApiError::Page {
-                    name: self.name.clone(),
-                    page,
-                    attempts,
-                    reason: format!("the page has no record array at “{}”{msg}", self.api.records_path),
-                });
-            }
-        };
-        let total = lookup(&json, &self.api.total_path).and_then(|t| t.as_u64().or_else(|| t.as_str().and_then(|s| s.parse().ok())));
-        Ok(Page { number: page, bytes, records, total, attempts })
+        let read = |bytes: &[u8]| parse_haochaping_page(cfg, source, page, bytes, now);
+        let (bytes, read, attempts) = self.post_page_read(page, &url, &make_body, &headers, &read)?;
+        Ok(Page { number: page, bytes, count: read.count, parsed: read.parsed, total: read.total, attempts })
     }
 }
 
@@ -350,49 +384,95 @@ pub fn api_quarantine_headers() -> Vec<String> {
     vec!["页码".into(), "页内序号".into(), "原始记录(JSON)".into()]
 }
 
-fn text_of(v: &Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.trim().to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        other => other.to_string(),
-    }
-}
-
-/// Parses the records of a 好差评 page into ratings; a record that fails any
-/// check goes to quarantine with its page, position, field and reason, and
-/// the rest of the page is kept.
-pub fn parse_haochaping_page(cfg: &Config, source: &SourceConfig, page: &Page, now: NaiveDateTime) -> Parsed {
-    let fields: Vec<(&str, &str)> = HAOCHAPING_FIELDS
+/// The platform field read for each canonical field, in the order the
+/// normaliser's look-ups find them: the standard fields, then any other the
+/// source maps, then the default-rating mark.
+fn field_table(source: &SourceConfig) -> Vec<(&str, &str)> {
+    HAOCHAPING_FIELDS
         .iter()
         .map(|(canon, default)| (*canon, source.columns.get(*canon).map(String::as_str).unwrap_or(default)))
         .chain(source.columns.iter().filter(|(k, _)| !HAOCHAPING_FIELDS.iter().any(|(c, _)| c == k)).map(|(k, v)| (k.as_str(), v.as_str())))
         .chain(source.default_rating.as_ref().map(|r| (DEFAULT_MARK, r.field.as_str())))
-        .collect();
-    let channel_field = fields.iter().find(|(c, _)| *c == "channel").map(|(_, f)| *f);
+        .collect()
+}
+
+/// Reads the body of a 好差评 page (`number`) and its records as ratings;
+/// a record that fails any check goes to quarantine with its page,
+/// position, field and reason, and the rest of the page is kept.
+///
+/// The page is read in one pass (see `json_page`): nothing but the records
+/// and the total is kept, and field values borrow from the body.
+pub fn parse_haochaping_page(
+    cfg: &Config,
+    source: &SourceConfig,
+    number: u32,
+    body: &[u8],
+    now: NaiveDateTime,
+) -> Result<ReadPage, PageFault> {
+    let broken = |e: String| PageFault::Broken(format!("the page is not valid JSON ({e}); it may have been cut off"));
+    let text = std::str::from_utf8(body).map_err(|e| broken(e.to_string()))?;
+    let (records_path, total_path) =
+        source.api.as_ref().map(|a| (a.records_path.as_str(), a.total_path.as_str())).unwrap_or(("data.records", "data.total"));
+    let picked = super::json_page::pick(text, records_path, total_path).map_err(|e| broken(e.to_string()))?;
+    let total = picked.total.as_ref().and_then(|t| t.as_u64().or_else(|| t.as_str().and_then(|s| s.parse().ok())));
+    let records = match picked.records {
+        Some(Records::Array(a)) => a,
+        Some(Records::Null) | None if picked.total.is_some() => Vec::new(),
+        _ => {
+            // Only now is the page read whole, for what the platform says.
+            let json: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+            let msg =
+                ["msg", "message", "errmsg"].iter().find_map(|k| json.get(k)).map(|m| format!(" (platform says: {m})")).unwrap_or_default();
+            return Err(PageFault::NotAPage(format!("the page has no record array at “{records_path}”{msg}")));
+        }
+    };
+    let parsed = parse_records(cfg, source, number, &records, now);
+    Ok(ReadPage { count: records.len(), parsed, total })
+}
+
+/// Normalises the records of page `number`.
+fn parse_records(cfg: &Config, source: &SourceConfig, number: u32, records: &[RawRecord<'_>], now: NaiveDateTime) -> Parsed {
+    let fields = field_table(source);
+    let slot = |canon: &str| fields.iter().position(|(c, _)| *c == canon);
+    let channel_field = slot("channel").map(|i| fields[i].1);
     let default_in_channel = source.default_rating.as_ref().is_some_and(|r| Some(r.field.as_str()) == channel_field);
     let rules = Rules { cfg, source, now, default_in_channel };
+    let codes = CodeSlots {
+        rated_at: slot("rated_at"),
+        rectified_at: slot("rectified_at"),
+        follow_up: slot("follow_up"),
+        category: slot("category"),
+    };
     let mut parsed = Parsed { headers: api_quarantine_headers(), encoding: "JSON", ..Default::default() };
-    parsed.notes = missing_fields(source, &fields, page);
-    for (i, rec) in page.records.iter().enumerate() {
+    parsed.ratings.reserve(records.len());
+    // Whether any record carries each field (not null), for `missing_fields`.
+    let mut carried = vec![false; fields.len()];
+    let mut vals: Vec<Cow<'_, str>> = Vec::with_capacity(fields.len());
+    for (i, rec) in records.iter().enumerate() {
         let quarantine = |field: &str, reason: String| QuarantineRow {
             line: i + 1,
             field: field.into(),
-            reason: format!("第{}页第{}条: {reason}", page.number, i + 1),
-            values: vec![page.number.to_string(), (i + 1).to_string(), rec.to_string()],
+            reason: format!("第{}页第{}条: {reason}", number, i + 1),
+            values: vec![number.to_string(), (i + 1).to_string(), rec.to_json()],
         };
-        let Some(obj) = rec.as_object() else {
+        let RawRecord::Object(obj) = rec else {
             parsed.rows_read += 1;
             parsed.rejected.push(quarantine("", "记录不是JSON对象".into()));
             continue;
         };
-        let mut vals: HashMap<&str, String> = HashMap::new();
-        for (canon, field) in &fields {
-            vals.insert(*canon, obj.get(*field).map(text_of).unwrap_or_default());
+        vals.clear();
+        vals.resize(fields.len(), Cow::Borrowed(""));
+        // A key sent twice: the last counts, as in a JSON object read whole.
+        for (key, value) in obj {
+            for (k, (_, field)) in fields.iter().enumerate() {
+                if *field == key.as_ref() {
+                    vals[k] = value.text();
+                    carried[k] |= *value != Lite::Null;
+                }
+            }
         }
-        platform_codes_to_words(cfg, source, &mut vals);
-        let get = |f: &str| vals.get(f).map(String::as_str).unwrap_or("");
+        platform_codes_to_words(cfg, source, &codes, &mut vals);
+        let get = |f: &str| fields.iter().position(|(c, _)| *c == f).map(|k| vals[k].as_ref()).unwrap_or("");
         match normalise_rating(&rules, &get, &mut parsed.unrecognised) {
             Ok(read) => parsed.add_rating(read),
             Err((field, reason)) => {
@@ -402,55 +482,68 @@ pub fn parse_haochaping_page(cfg: &Config, source: &SourceConfig, page: &Page, n
             }
         }
     }
+    parsed.notes = missing_fields(source, &fields, &carried, number, !records.is_empty());
     parsed
 }
 
 /// Fields the source's `columns` names that no record of the page carries:
 /// reported, never silently left empty.
-fn missing_fields(source: &SourceConfig, fields: &[(&str, &str)], page: &Page) -> Vec<String> {
-    if page.records.is_empty() {
+fn missing_fields(source: &SourceConfig, fields: &[(&str, &str)], carried: &[bool], page: u32, any_records: bool) -> Vec<String> {
+    if !any_records {
         return Vec::new();
     }
     fields
         .iter()
-        .filter(|(canon, field)| {
-            source.columns.contains_key(*canon) && !page.records.iter().any(|r| r.get(*field).is_some_and(|v| !v.is_null()))
-        })
-        .map(|(canon, field)| {
-            format!("page {}: {}: field {field} not found in any record, left empty", page.number, super::rating_file::field_label(canon))
+        .zip(carried)
+        .filter(|((canon, _), carried)| source.columns.contains_key(*canon) && !**carried)
+        .map(|((canon, field), _)| {
+            format!("page {page}: {}: field {field} not found in any record, left empty", super::rating_file::field_label(canon))
         })
         .collect()
 }
 
+/// Where the fields platform codes are translated in sit in a record's values.
+struct CodeSlots {
+    rated_at: Option<usize>,
+    rectified_at: Option<usize>,
+    follow_up: Option<usize>,
+    category: Option<usize>,
+}
+
 /// Platform codes → the words the shared normaliser reads, unless the
 /// source's own `[source.values.*]` maps the value.
-fn platform_codes_to_words(cfg: &Config, source: &SourceConfig, vals: &mut HashMap<&str, String>) {
-    for key in ["rated_at", "rectified_at"] {
-        if let Some(t) = vals.get_mut(key) {
-            if let Some(local) = epoch_ms_to_local(t, cfg) {
-                *t = local;
-            }
+fn platform_codes_to_words(cfg: &Config, source: &SourceConfig, slots: &CodeSlots, vals: &mut [Cow<'_, str>]) {
+    for k in [slots.rated_at, slots.rectified_at].into_iter().flatten() {
+        if let Some(local) = epoch_ms_to_local(&vals[k], cfg) {
+            vals[k] = Cow::Owned(local);
         }
     }
-    if let Some(f) = vals.get_mut("follow_up").filter(|f| !source.values.follow_up.contains_key(f.as_str())) {
+    if let Some(k) = slots.follow_up.filter(|&k| !source.values.follow_up.contains_key(vals[k].as_ref())) {
         // Rectification status of the open-source module: 0 —, 1 整改中, 2 整改完成, 3 无法整改.
-        let word = match f.as_str() {
-            "0" => "",
-            "1" => "整改中",
-            "2" => "已整改",
-            "3" => "无法整改",
-            other => other,
+        let word = match vals[k].as_ref() {
+            "0" => Some(""),
+            "1" => Some("整改中"),
+            "2" => Some("已整改"),
+            "3" => Some("无法整改"),
+            _ => None,
         };
-        *f = word.to_string();
+        if let Some(word) = word {
+            vals[k] = Cow::Borrowed(word);
+        }
     }
-    let Some(api) = source.api.as_ref() else { return };
-    if let Some(c) = vals.get_mut("category") {
-        if let Some(code) = api.category_map.get(c.as_str()) {
-            *c = code.clone();
-        } else if find_category(&cfg.categories, c).is_none() && !source.values.category.contains_key(c.as_str()) {
-            if let Some(d) = &api.default_category {
-                *c = d.clone();
-            }
+    map_category(cfg, source, slots, vals)
+}
+
+/// The platform's category code through `[source.api] category_map`, or its
+/// default category for a code nothing knows.
+fn map_category(cfg: &Config, source: &SourceConfig, slots: &CodeSlots, vals: &mut [Cow<'_, str>]) {
+    let (Some(api), Some(k)) = (source.api.as_ref(), slots.category) else { return };
+    let c = vals[k].as_ref();
+    if let Some(code) = api.category_map.get(c) {
+        vals[k] = Cow::Owned(code.clone());
+    } else if find_category(&cfg.categories, c).is_none() && !source.values.category.contains_key(c) {
+        if let Some(d) = &api.default_category {
+            vals[k] = Cow::Owned(d.clone());
         }
     }
 }

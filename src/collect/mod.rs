@@ -9,6 +9,7 @@
 
 mod api_paging;
 mod http_api;
+mod json_page;
 mod rating_file;
 mod table;
 mod wjx_api;
@@ -16,7 +17,8 @@ mod wjx_export;
 
 pub use api_paging::{ApiBatch, ApiPager, ApiStep, PagingError, next_watermark};
 pub use http_api::{
-    ApiError, CATCH_UP, HAOCHAPING_FIELDS, HttpSource, Page, Window, api_quarantine_headers, parse_haochaping_page, sign_haochaping,
+    ApiError, CATCH_UP, HAOCHAPING_FIELDS, HttpSource, Page, PageFault, ReadPage, Window, api_quarantine_headers, parse_haochaping_page,
+    sign_haochaping,
 };
 pub use rating_file::parse_ratings;
 pub use table::{Table, decode_text, read_table};

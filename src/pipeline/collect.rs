@@ -289,22 +289,40 @@ fn collect_api(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut So
     let now_local = now_utc.with_timezone(&cfg.tz).naive_local();
     let pager = ApiPager::new(cfg, src, store.watermark(&src.name)?, now_local)?;
     let run_id = format!("{}-{}", src.name, now_utc.format("%Y%m%dT%H%M%S%3fZ"));
-    // The batch's landing file named in the catalog: its first page's.
-    let mut first_landing = None;
-    for step in pager {
-        let step = step?;
-        sum.pages += 1;
-        let landing = store.land(&src.name, now_local.date(), &format!("{run_id}-p{:04}", step.number), "json", &step.bytes)?;
-        crate::store::crash_point("after-land");
-        first_landing.get_or_insert(landing);
-        sum.fetched += step.count;
-        progress(Progress { source: &src.name, done: sum.fetched as u64, total: step.total });
-        if let Some(batch) = step.commit {
-            commit_api_batch(store, src, &format!("{run_id}-c{:03}", batch.chunk), batch, first_landing.take(), sum)?;
-            super::publish::after_commit(cfg, store);
-            crate::store::crash_point("after-commit");
+    // The next page is fetched and read on another thread while this one is
+    // landed and committed: the platform's answer, reading the page and the
+    // fsyncs of landing and commit otherwise wait for each other. The pager
+    // works out each watermark itself and fetches nothing that depends on a
+    // commit, so a page fetched ahead of a failed commit is simply dropped
+    // unlanded. The channel holds one step, so at most three pages are in
+    // memory.
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        scope.spawn(move || {
+            for step in pager {
+                if tx.send(step).is_err() {
+                    break;
+                }
+            }
+        });
+        // The batch's landing file named in the catalog: its first page's.
+        let mut first_landing = None;
+        for step in rx {
+            let step = step?;
+            sum.pages += 1;
+            let landing = store.land(&src.name, now_local.date(), &format!("{run_id}-p{:04}", step.number), "json", &step.bytes)?;
+            crate::store::crash_point("after-land");
+            first_landing.get_or_insert(landing);
+            sum.fetched += step.count;
+            progress(Progress { source: &src.name, done: sum.fetched as u64, total: step.total });
+            if let Some(batch) = step.commit {
+                commit_api_batch(store, src, &format!("{run_id}-c{:03}", batch.chunk), batch, first_landing.take(), sum)?;
+                super::publish::after_commit(cfg, store);
+                crate::store::crash_point("after-commit");
+            }
         }
-    }
+        Ok(())
+    })?;
     tracing::info!(source = %src.name, pages = sum.pages, new = sum.new, updated = sum.updated, unchanged = sum.unchanged, quarantined = sum.quarantined, "collected");
     if !sum.over_quarantined.is_empty() {
         bail!("{}", sum.over_quarantined.join("; "));

@@ -31,11 +31,11 @@ pub use publish::{PublishError, Published};
 pub use run_lock::{RunLockGuard, RunLockHolder};
 
 use crate::model::{Rating, SurveyResponse};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use polars::prelude::*;
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -116,6 +116,8 @@ struct BatchFile {
 /// A record a batch writes, with its content hash and what it is to the catalog.
 struct Pending<'a, T> {
     record: &'a T,
+    /// Its position in the payload.
+    pos: usize,
     hash: String,
     version: Version,
 }
@@ -195,7 +197,8 @@ pub struct Store {
 /// A record the store can key, hash and partition.
 trait Curated {
     fn key(&self) -> (&str, &str);
-    fn month(&self) -> String;
+    /// The partition month as (year, month): formatted once per file, not per record.
+    fn month(&self) -> (i32, u32);
     fn hash(&self) -> String;
 }
 
@@ -203,8 +206,8 @@ impl Curated for Rating {
     fn key(&self) -> (&str, &str) {
         (&self.source, &self.rating_id)
     }
-    fn month(&self) -> String {
-        self.rated_at.format("%Y-%m").to_string()
+    fn month(&self) -> (i32, u32) {
+        (self.rated_at.year(), self.rated_at.month())
     }
     fn hash(&self) -> String {
         // Field by field, each with its length, straight into SHA-256: the
@@ -254,8 +257,8 @@ impl Curated for SourcedResponse<'_> {
     fn key(&self) -> (&str, &str) {
         (self.source, &self.response.response_id)
     }
-    fn month(&self) -> String {
-        self.response.submitted_at.format("%Y-%m").to_string()
+    fn month(&self) -> (i32, u32) {
+        (self.response.submitted_at.year(), self.response.submitted_at.month())
     }
     fn hash(&self) -> String {
         content_hash(self.response)
@@ -350,39 +353,45 @@ impl Store {
 
         // Classify against what is stored. Within the batch the last occurrence
         // of an id wins, as a platform's later page carries the newer state.
-        let mut latest: HashMap<(&str, &str), usize> = HashMap::new();
-        for (i, r) in records.iter().enumerate() {
-            latest.insert(r.key(), i);
+        // Sorting by (key, position) puts each id's occurrences side by side
+        // with the last at the end of its run, so one sort both finds the
+        // latest occurrences and gives the key order the look-ups want
+        // (consecutive look-ups then walk the same B-tree pages, which on a
+        // store of ten million keys is several times faster than the order
+        // of the file). A hash map of every key cost as much as the sort.
+        let mut all: Vec<usize> = (0..records.len()).collect();
+        all.sort_unstable_by(|&a, &b| records[a].key().cmp(&records[b].key()).then(a.cmp(&b)));
+        let mut order: Vec<usize> = Vec::with_capacity(all.len());
+        for run in all.chunk_by(|&a, &b| records[a].key() == records[b].key()) {
+            order.extend(run.last());
         }
-        // Look the keys up in key order: consecutive look-ups then walk the
-        // same B-tree pages, which on a store of ten million keys is several
-        // times faster than the order of the file.
-        let is_latest: Vec<bool> = records.iter().enumerate().map(|(i, r)| latest.get(&r.key()) == Some(&i)).collect();
-        let mut order: Vec<usize> = (0..records.len()).filter(|&i| is_latest[i]).collect();
+        drop(all);
         out.unchanged += records.len() - order.len();
-        order.sort_unstable_by(|&a, &b| records[a].key().cmp(&records[b].key()));
         let mut found = stored_keys(&tx, kind, records, &order)?;
-        let mut to_write: Vec<Pending<'_, T>> = Vec::new();
-        for (i, r) in records.iter().enumerate() {
-            if !is_latest[i] {
-                continue;
-            }
+        // In key order, as `write_keys` wants them.
+        let mut to_write: Vec<Pending<'_, T>> = Vec::with_capacity(order.len());
+        for &i in &order {
+            let r = &records[i];
             let hash = r.hash();
             match found[i].take() {
                 None => {
                     out.new += 1;
-                    to_write.push(Pending { record: r, hash, version: Version::First });
+                    to_write.push(Pending { record: r, pos: i, hash, version: Version::First });
                 }
                 Some(stored) if stored.hash == hash => out.unchanged += 1,
                 Some(stored) => {
                     out.updated += 1;
                     let version = if stored.versions == 1 { Version::Second { first_batch: stored.last_batch } } else { Version::Later };
-                    to_write.push(Pending { record: r, hash, version });
+                    to_write.push(Pending { record: r, pos: i, hash, version });
                 }
             }
         }
+        drop(found);
+        // The Parquet files keep the records in the order the payload sent them.
+        let mut in_payload_order: Vec<&Pending<'_, T>> = to_write.iter().collect();
+        in_payload_order.sort_unstable_by_key(|p| p.pos);
 
-        let files = write_parquet(&self.root, kind, &batch.batch_id, seq, &to_write, frame)?;
+        let files = write_parquet(&self.root, kind, &batch.batch_id, seq, &in_payload_order, frame)?;
 
         crash_point("after-parquet");
         let now = Utc::now();
@@ -744,15 +753,16 @@ fn write_parquet<T: Curated>(
     kind: RecordKind,
     batch_id: &str,
     seq: i64,
-    to_write: &[Pending<'_, T>],
+    to_write: &[&Pending<'_, T>],
     frame: impl Fn(&[&T], i64) -> PolarsResult<DataFrame>,
 ) -> Result<Vec<BatchFile>, StoreError> {
-    let mut by_month: BTreeMap<String, Vec<&T>> = BTreeMap::new();
+    let mut by_month: BTreeMap<(i32, u32), Vec<&T>> = BTreeMap::new();
     for p in to_write {
         by_month.entry(p.record.month()).or_default().push(p.record);
     }
     let mut files = Vec::new();
-    for (month, rows) in by_month {
+    for ((year, month), rows) in by_month {
+        let month = format!("{year:04}-{month:02}");
         let dir = root.join("curated").join(kind.dir()).join(format!("month={month}"));
         let path = dir.join(format!("{batch_id}.parquet"));
         let mut df = frame(&rows, seq)?;
@@ -795,7 +805,8 @@ fn insert_batch(
     Ok(())
 }
 
-/// Advances `record_keys` and `record_versions` for the records a batch writes.
+/// Advances `record_keys` and `record_versions` for the records a batch
+/// writes (`to_write`, in key order).
 fn write_keys<T: Curated>(
     tx: &rusqlite::Transaction<'_>,
     kind: RecordKind,
@@ -808,10 +819,8 @@ fn write_keys<T: Curated>(
     )?;
     let mut ins_ver =
         tx.prepare_cached("INSERT OR IGNORE INTO record_versions (kind, source, record_id, batch_seq) VALUES (?1, ?2, ?3, ?4)")?;
-    // In key order, for the same reason as the look-ups of `stored_keys`.
-    let mut sorted: Vec<&Pending<'_, T>> = to_write.iter().collect();
-    sorted.sort_unstable_by(|a, b| a.record.key().cmp(&b.record.key()));
-    for p in sorted {
+    // `to_write` is in key order, for the same reason as the look-ups of `stored_keys`.
+    for p in to_write {
         let (source, id) = p.record.key();
         upsert.execute(params![kind.dir(), source, id, p.hash, seq])?;
         // Only ids seen more than once enter record_versions, so the
@@ -939,6 +948,27 @@ mod tests {
 
     fn meta(id: &str) -> BatchMeta {
         BatchMeta { batch_id: id.into(), source: "drop".into(), landing: None, quarantine: None, quarantined: 0, watermark: None }
+    }
+
+    /// An id sent twice in one batch is stored once, as its last occurrence
+    /// says, whether or not it was stored before.
+    #[test]
+    fn within_a_batch_the_last_occurrence_of_an_id_wins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("store");
+        let out = store.commit_ratings(&meta("b1"), &[rating(1, 5)]).expect("commit");
+        assert_eq!((out.new, out.updated, out.unchanged), (1, 0, 0));
+        // R1 (stored at 5) comes as 2 then 1, R2 (new) as 3 then 4, R3 once.
+        let batch = [rating(1, 2), rating(2, 3), rating(1, 1), rating(3, 5), rating(2, 4)];
+        let out = store.commit_ratings(&meta("b2"), &batch).expect("commit");
+        assert_eq!((out.new, out.updated, out.unchanged), (2, 1, 2));
+        let df = store.ratings(&["2026-10".into()], Utc::now()).expect("read").collect().expect("collect");
+        let ids = df.column("rating_id").expect("id").str().expect("str").clone();
+        let levels = df.column("level").expect("level").i32().expect("i32").clone();
+        let mut got: Vec<(String, i32)> =
+            (0..df.height()).map(|i| (ids.get(i).unwrap_or_default().to_string(), levels.get(i).unwrap_or(0))).collect();
+        got.sort();
+        assert_eq!(got, [("R000001".to_string(), 1), ("R000002".to_string(), 4), ("R000003".to_string(), 5)]);
     }
 
     /// Both ways of classifying a batch (one look-up per key under
