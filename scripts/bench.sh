@@ -6,7 +6,7 @@
 #
 #   bash scripts/bench.sh                      # 1,000,000 and 10,000,000 ratings
 #   bash scripts/bench.sh --rows 1000000       # one scale
-#   MANYI_FEATURES=delta bash scripts/bench.sh # with cargo features on (e.g. the Delta publication)
+#   MANYI_FEATURES=f1,f2 bash scripts/bench.sh # with cargo features on (manyi has none today)
 #
 # Needs about 4 GiB of disk under --work (default /tmp/manyi-bench) for the
 # 10 M run, and 20–40 minutes the first time for the release build.
