@@ -164,6 +164,11 @@ pub fn workbook(view: &ReportView, created: NaiveDateTime) -> Result<Vec<u8>, Re
 
 fn build(view: &ReportView, created: NaiveDateTime) -> Result<Vec<u8>, XlsxError> {
     let mut wb = Workbook::new();
+    // zlib level 6 (the default) took 16 ms to compress the 8.5 MB of sheet
+    // XML of a province's leadership workbook. Level 2 (zlib-rs's fast
+    // deflate, no lazy matches) took 4.3 ms for 1.30 MB instead of 1.04 MB;
+    // level 1 took 2.7 ms but gave 1.72 MB, which every recipient downloads.
+    wb.set_zip_compression_level(2);
     let when = ExcelDateTime::from_ymd(created.year() as u16, created.month() as u8, created.day() as u8)?.and_hms(
         created.hour() as u16,
         created.minute() as u8,
