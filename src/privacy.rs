@@ -164,10 +164,10 @@ fn normalise_id(raw: &str) -> String {
         })
         .collect();
     for prefix in ["0086", "86"] {
-        if let Some(rest) = s.strip_prefix(prefix) {
-            if is_mobile(rest) {
-                return rest.to_string();
-            }
+        if let Some(rest) = s.strip_prefix(prefix)
+            && is_mobile(rest)
+        {
+            return rest.to_string();
         }
     }
     s
@@ -434,12 +434,13 @@ pub fn mask(text: &str) -> Cow<'_, str> {
     let mut i = 0;
     'scan: while i < chars.len() {
         let c = chars[i];
-        if is_email_local(c) && (i == 0 || !is_email_local(chars[i - 1])) {
-            if let Some((end, masked)) = email_at(&chars, i) {
-                out.push_str(&masked);
-                i = end;
-                continue;
-            }
+        if is_email_local(c)
+            && (i == 0 || !is_email_local(chars[i - 1]))
+            && let Some((end, masked)) = email_at(&chars, i)
+        {
+            out.push_str(&masked);
+            i = end;
+            continue;
         }
         if digit(c).is_some() {
             let groups = digit_run(&chars, i);

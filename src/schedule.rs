@@ -121,10 +121,10 @@ impl JobClock {
                 break;
             }
             let fire = if self.first_working_day { self.move_to_working_day(cal, &t) } else { original };
-            if fire > after {
-                if let Err(pos) = out.binary_search(&fire) {
-                    out.insert(pos, fire);
-                }
+            if fire > after
+                && let Err(pos) = out.binary_search(&fire)
+            {
+                out.insert(pos, fire);
             }
         }
         out.truncate(n);

@@ -266,7 +266,7 @@ impl Province {
         let phone = (r.unit() < 0.25).then(|| format!("1{}{:09}", [3, 5, 8][r.below(3) as usize], r.below(1_000_000_000)));
         // Planted errors, about 1.5 per 10,000: quarantined with their reason.
         let h = r.next();
-        let org = if h % 9973 == 0 { "369999999999".to_string() } else { community.unit.code.clone() };
+        let org = if h.is_multiple_of(9973) { "369999999999".to_string() } else { community.unit.code.clone() };
         let level = if h % 19997 == 1 { "7" } else { level };
         Record {
             project_no: format!("HCP{i:010}"),

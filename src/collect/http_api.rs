@@ -541,10 +541,11 @@ fn map_category(cfg: &Config, source: &SourceConfig, slots: &CodeSlots, vals: &m
     let c = vals[k].as_ref();
     if let Some(code) = api.category_map.get(c) {
         vals[k] = Cow::Owned(code.clone());
-    } else if find_category(&cfg.categories, c).is_none() && !source.values.category.contains_key(c) {
-        if let Some(d) = &api.default_category {
-            vals[k] = Cow::Owned(d.clone());
-        }
+    } else if find_category(&cfg.categories, c).is_none()
+        && !source.values.category.contains_key(c)
+        && let Some(d) = &api.default_category
+    {
+        vals[k] = Cow::Owned(d.clone());
     }
 }
 

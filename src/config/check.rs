@@ -143,11 +143,11 @@ fn check_source_values(at: &SourceAt<'_, '_>, s: &SourceConfig, categories: &[Ca
             }
         }
     }
-    if let Some(rule) = &s.default_rating {
-        if rule.field.trim().is_empty() || rule.value.trim().is_empty() {
-            let message = format!("source “{name}”: default_rating needs both `field` (the column or JSON field) and `value`");
-            problems.push(at.problem(&[Key("default_rating")], message));
-        }
+    if let Some(rule) = &s.default_rating
+        && (rule.field.trim().is_empty() || rule.value.trim().is_empty())
+    {
+        let message = format!("source “{name}”: default_rating needs both `field` (the column or JSON field) and `value`");
+        problems.push(at.problem(&[Key("default_rating")], message));
     }
     problems
 }

@@ -234,10 +234,10 @@ pub(super) fn load_orgs(path: &Path, problems: &mut Problems) -> OrgTree {
             continue;
         };
         let code = rec[0].trim().to_string();
-        if let Some(len) = level.code_len() {
-            if code.len() != len || !code.chars().all(|c| c.is_ascii_digit()) {
-                problems.push(path, line, format!("code “{code}” of a {level:?} must be {len} digits"));
-            }
+        if let Some(len) = level.code_len()
+            && (code.len() != len || !code.chars().all(|c| c.is_ascii_digit()))
+        {
+            problems.push(path, line, format!("code “{code}” of a {level:?} must be {len} digits"));
         }
         if units.iter().any(|u: &(OrgUnit, Option<usize>)| u.0.code == code) {
             problems.push(path, line, format!("code “{code}” appears twice"));

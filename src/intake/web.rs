@@ -179,10 +179,10 @@ async fn slip_form(Ext(st): Ext<Arc<State>>, Path(tok): Path<String>) -> Respons
 /// The client a limit counts: the peer, or behind a trusted proxy the
 /// address it appended to X-Forwarded-For.
 fn client_of(st: &State, peer: SocketAddr, headers: &HeaderMap) -> String {
-    if st.ic.trust_proxy {
-        if let Some(last) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()).and_then(|v| v.rsplit(',').next()) {
-            return last.trim().to_string();
-        }
+    if st.ic.trust_proxy
+        && let Some(last) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()).and_then(|v| v.rsplit(',').next())
+    {
+        return last.trim().to_string();
     }
     peer.ip().to_string()
 }

@@ -110,13 +110,13 @@ pub fn collect_all(cfg: &Config, store: &mut Store, only: Option<&str>) -> Resul
 /// source that fails is recorded in its summary (`error`) and the others
 /// still run; each source's committed batches stay committed.
 pub fn collect_all_with(cfg: &Config, store: &mut Store, only: Option<&str>, progress: &dyn Fn(Progress)) -> Result<Vec<SourceSummary>> {
-    if let Some(name) = only {
-        if !cfg.file.sources.iter().any(|s| s.name == name) {
-            bail!(
-                "no source named “{name}” in the configuration (sources: {})",
-                cfg.file.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-            );
-        }
+    if let Some(name) = only
+        && !cfg.file.sources.iter().any(|s| s.name == name)
+    {
+        bail!(
+            "no source named “{name}” in the configuration (sources: {})",
+            cfg.file.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+        );
     }
     let mut out = Vec::new();
     for src in cfg.file.sources.iter().filter(|s| only.is_none_or(|n| n == s.name)) {

@@ -85,11 +85,12 @@ pub fn run_job(
     // left its window partly delivered. "Run the job again" must serve only
     // whom it missed: resume that window first, with its own as-of and so its
     // own delivery key, then go on with the new one.
-    if job.kind == JobKind::Alert && as_of.is_none() {
-        if let Some(window) = store.unfinished_window(&job.name)? {
-            tracing::warn!(job = %job.name, as_of = %window.to_rfc3339(), "the last alert run did not finish; resuming its window first");
-            run_locked(cfg, store, job, period, window, opts, &new_run_id(&job.name))?;
-        }
+    if job.kind == JobKind::Alert
+        && as_of.is_none()
+        && let Some(window) = store.unfinished_window(&job.name)?
+    {
+        tracing::warn!(job = %job.name, as_of = %window.to_rfc3339(), "the last alert run did not finish; resuming its window first");
+        run_locked(cfg, store, job, period, window, opts, &new_run_id(&job.name))?;
     }
     // Taken after the lock: a run that waited for another reports on the
     // data as it is when it starts.
@@ -144,13 +145,13 @@ fn run_locked(
         JobKind::Report => report::run_report(cfg, store, job, period, as_of, opts, run_id).map(JobOutcome::Report),
         JobKind::Alert => alert::run_alert(cfg, store, job, as_of, opts, run_id).map(JobOutcome::Alert),
     };
-    if let Ok(JobOutcome::Report(summary)) = &result {
-        if summary.reports.iter().any(|r| !r.failed.is_empty()) || !summary.not_built.is_empty() {
-            let incomplete = DeliveryIncomplete { summary: summary.clone() };
-            let counts = serde_json::to_value(summary).unwrap_or_default();
-            store.run_ended(run_id, RunOutcome::Failed, &counts, Some(&incomplete.to_string()))?;
-            return Err(incomplete.into());
-        }
+    if let Ok(JobOutcome::Report(summary)) = &result
+        && (summary.reports.iter().any(|r| !r.failed.is_empty()) || !summary.not_built.is_empty())
+    {
+        let incomplete = DeliveryIncomplete { summary: summary.clone() };
+        let counts = serde_json::to_value(summary).unwrap_or_default();
+        store.run_ended(run_id, RunOutcome::Failed, &counts, Some(&incomplete.to_string()))?;
+        return Err(incomplete.into());
     }
     match &result {
         Ok(v) => store.run_ended(run_id, RunOutcome::Ok, &serde_json::to_value(v).unwrap_or_default(), None)?,

@@ -81,7 +81,7 @@ fn record(no: usize, time: &str, level: u8, reform: u8) -> Value {
         "assessNumber": 1,
         "areaCode": communities[no % 3],
         "deptCode": "11369901MB0000000X",
-        "taskCode": if no % 2 == 0 { "YL" } else { "WS" },
+        "taskCode": if no.is_multiple_of(2) { "YL" } else { "WS" },
         "taskHandleItem": "老年人优待证办理",
         "pf": 1 + no % 7,
         "satisfaction": level,
