@@ -10,7 +10,7 @@
 
 use crate::support::Deployment;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 type Table = BTreeMap<(String, String), BTreeMap<String, String>>;
@@ -63,6 +63,17 @@ fn assert_same_table(dd: &Deployment, version: i64, as_of: Option<&str>) -> Tabl
     theirs
 }
 
+/// A demo deployment (seed `seed`, collected through 2026-10) with
+/// `[publish] delta` set: the outer deployment owns the temporary folder.
+fn demo_with_delta(seed: &str) -> (Deployment, Deployment, PathBuf) {
+    let d = Deployment::empty();
+    let demo = d.dir.join("demo");
+    d.manyi(&["demo", "--seed", seed, "--through", "2026-10", "--dir", demo.to_str().expect("utf-8 path")]).success();
+    let dd = Deployment::at(&demo);
+    enable_delta(&dd);
+    (d, dd, demo)
+}
+
 fn enable_delta(dd: &Deployment) {
     let path = dd.dir.join("manyi.toml");
     let mut text = std::fs::read_to_string(&path).expect("manyi.toml");
@@ -101,11 +112,7 @@ fn version_at(dd: &Deployment, as_of_ms: i64) -> i64 {
 
 #[test]
 fn delta_table_equals_figures_at_latest_and_at_an_older_as_of() {
-    let d = Deployment::empty();
-    let demo = d.dir.join("demo");
-    d.manyi(&["demo", "--seed", "11", "--through", "2026-10", "--dir", demo.to_str().expect("utf-8 path")]).success();
-    let dd = Deployment::at(&demo);
-    enable_delta(&dd);
+    let (_temp, dd, demo) = demo_with_delta("11");
     dd.manyi(&["check"]).success();
     // The demo collected before the table existed: publish catches up every batch.
     let out = dd.manyi(&["publish"]).success().stdout();
@@ -155,11 +162,7 @@ fn ratings_through(dd: &Deployment, seq: i64) -> i64 {
 
 #[test]
 fn a_publication_killed_half_way_shows_nothing_half_applied_and_the_next_run_converges() {
-    let d = Deployment::empty();
-    let demo = d.dir.join("demo");
-    d.manyi(&["demo", "--seed", "3", "--through", "2026-10", "--dir", demo.to_str().expect("utf-8 path")]).success();
-    let dd = Deployment::at(&demo);
-    enable_delta(&dd);
+    let (_temp, dd, demo) = demo_with_delta("3");
     let table = demo.join("data/delta/ratings");
 
     // Killed after writing the first batch's data files, before its log entry.
@@ -235,11 +238,7 @@ fn a_publication_killed_half_way_shows_nothing_half_applied_and_the_next_run_con
 /// publishing over a table it does not know.
 #[test]
 fn a_checkpointed_table_is_continued_and_a_log_cleaned_up_after_it_asks_for_a_rebuild() {
-    let d = Deployment::empty();
-    let demo = d.dir.join("demo");
-    d.manyi(&["demo", "--seed", "5", "--through", "2026-10", "--dir", demo.to_str().expect("utf-8 path")]).success();
-    let dd = Deployment::at(&demo);
-    enable_delta(&dd);
+    let (_temp, dd, demo) = demo_with_delta("5");
     dd.manyi(&["publish"]).success();
     let table = demo.join("data/delta/ratings");
     python(&table, &["--checkpoint"]);
