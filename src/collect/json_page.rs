@@ -372,6 +372,19 @@ mod tests {
     }
 
     #[test]
+    fn unicode_escapes_as_java_platforms_send_them_read_as_the_text() {
+        // Many platforms escape every non-ASCII character (\uXXXX), keys
+        // included, and an emoji in a comment comes as a surrogate pair.
+        let text = r#"{"data":{"total":1,"records":[{"\u8bc4\u4ef7":"\u975e\u5e38\u6ee1\u610f","comment":" \ud83d\udc4d\u597d "}]}}"#;
+        let p = pick(text, "data.records", "data.total").expect("page");
+        let Some(Records::Array(recs)) = p.records else { panic!("records: {:?}", p.records) };
+        let RawRecord::Object(fields) = &recs[0] else { panic!("object") };
+        let text_of = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.text().into_owned());
+        assert_eq!(text_of("评价").as_deref(), Some("非常满意"));
+        assert_eq!(text_of("comment").as_deref(), Some("👍好"));
+    }
+
+    #[test]
     fn missing_null_and_broken_pages_read_as_a_value_would() {
         let p = pick(r#"{"data":{"records":null,"total":0}}"#, "data.records", "data.total").expect("page");
         assert_eq!((p.records, p.total), (Some(Records::Null), Some(Value::from(0))));
