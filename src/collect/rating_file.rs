@@ -100,10 +100,14 @@ fn locate_columns(source: &SourceConfig, file: &str, table: &Table) -> Result<(H
 
 /// Parses a rating table from `source`. `now` is the collect time: ratings
 /// dated more than a day after it are rejected as clock errors.
-pub fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: &Table, now: NaiveDateTime) -> Result<Parsed, CollectError> {
-    let (idx, notes) = locate_columns(source, file, table)?;
+///
+/// The table is consumed row by row: each row's cells are freed once its
+/// rating is built, so that a file of 800,000 rows is not held twice (as
+/// cells and as ratings) at the end of its parse.
+pub fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: Table, now: NaiveDateTime) -> Result<Parsed, CollectError> {
+    let (idx, notes) = locate_columns(source, file, &table)?;
     if let Some(&i) = idx.get("level") {
-        check_level_direction(source, file, table, i)?;
+        check_level_direction(source, file, &table, i)?;
     }
     let default_in_channel = idx.get(DEFAULT_MARK).is_some_and(|i| idx.get("channel") == Some(i));
     let rules = Rules { cfg, source, now, default_in_channel };
@@ -112,13 +116,13 @@ pub fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: &Ta
     // Sized once: growing a vector of 800,000 ratings by doubling held two
     // copies of it at the peak.
     parsed.ratings.reserve_exact(table.rows.len());
-    for (line, cells) in &table.rows {
-        let get = |field: &str| columns.of(field).map(|i| super::table::cell(cells, i)).unwrap_or("");
+    for (line, cells) in table.rows {
+        let get = |field: &str| columns.of(field).map(|i| super::table::cell(&cells, i)).unwrap_or("");
         match normalise_rating(&rules, &get, &mut parsed.unrecognised) {
             Ok(read) => parsed.add_rating(read),
             Err((field, reason)) => {
                 parsed.rows_read += 1;
-                parsed.rejected.push(QuarantineRow { line: *line, field, reason, values: super::table::cells(cells) })
+                parsed.rejected.push(QuarantineRow { line, field, reason, values: super::table::cells(&cells) })
             }
         }
     }

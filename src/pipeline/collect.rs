@@ -171,7 +171,7 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
         for (k, item) in rx.into_iter().enumerate() {
             let (fetched, parsed) = item?;
             sum.files += 1;
-            ingest_file(cfg, store, src, &inbox, sum, k, &fetched, parsed)?;
+            ingest_file(cfg, store, src, &inbox, sum, k, fetched, parsed)?;
             progress(Progress { source: &src.name, done: sum.fetched as u64, total: None });
         }
         Ok(())
@@ -240,7 +240,7 @@ fn ingest_file(
     inbox: &std::path::Path,
     sum: &mut SourceSummary,
     k: usize,
-    fetched: &Fetched,
+    mut fetched: Fetched,
     parsed: ParseResult,
 ) -> Result<()> {
     let now_utc = Utc::now();
@@ -248,10 +248,14 @@ fn ingest_file(
     let batch_id = format!("{}-{}-{k:03}", src.name, now_utc.format("%Y%m%dT%H%M%S%3fZ"));
     let landing = store.land(&src.name, now_local.date(), &batch_id, &fetched.ext, &fetched.bytes)?;
     crate::store::crash_point("after-land");
+    // Landed and parsed, the bytes are needed no more: a province's monthly
+    // file is some 200 MB, held through the commit while the next file is
+    // read and parsed beside it.
+    fetched.bytes = Vec::new();
     if let Ok(p) = &parsed {
         sum.absorb(p);
     }
-    match commit_file(store, src, fetched, parsed, &batch_id, landing) {
+    match commit_file(store, src, &fetched, parsed, &batch_id, landing) {
         Ok(outcome) => {
             sum.fetched += outcome.rows_read;
             sum.add(&outcome.batch);
@@ -259,7 +263,7 @@ fn ingest_file(
             sum.quarantine_files.extend(outcome.quarantine_file);
             sum.over_quarantined.extend(outcome.over_quarantined);
             crate::store::crash_point("after-commit");
-            collect::finish_file(inbox, fetched, None)?;
+            collect::finish_file(inbox, &fetched, None)?;
             super::publish::after_commit(cfg, store);
         }
         Err(FileFailure::Held(reason)) => {
@@ -271,7 +275,7 @@ fn ingest_file(
             tracing::warn!(source = %src.name, file = %fetched.name, %reason, "file rejected");
             sum.rejected_files += 1;
             sum.rejected_names.push(fetched.name.clone());
-            collect::finish_file(inbox, fetched, Some(&reason))?;
+            collect::finish_file(inbox, &fetched, Some(&reason))?;
         }
         Err(FileFailure::Other(e)) => return Err(e.context(format!("file {}", fetched.path.display()))),
     }
@@ -405,7 +409,7 @@ fn parse_payload(cfg: &Config, src: &SourceConfig, fetched: &Fetched, now_local:
     collect::read_table(&fetched.name, &fetched.bytes).and_then(|table| match src.kind {
         SourceKind::WjxExport | SourceKind::WjxApi => collect::parse_wjx_export(cfg, src, &fetched.name, &table),
         SourceKind::RatingFile | SourceKind::HaochapingApi | SourceKind::Intake => {
-            collect::parse_ratings(cfg, src, &fetched.name, &table, now_local)
+            collect::parse_ratings(cfg, src, &fetched.name, table, now_local)
         }
     })
 }

@@ -391,7 +391,7 @@ impl Store {
         let mut in_payload_order: Vec<&Pending<'_, T>> = to_write.iter().collect();
         in_payload_order.sort_unstable_by_key(|p| p.pos);
 
-        let files = write_parquet(&self.root, kind, &batch.batch_id, seq, &in_payload_order, frame)?;
+        let files = write_parquet(&self.root, kind, &batch.batch_id, seq, &in_payload_order, ROW_GROUP_ROWS, frame)?;
 
         crash_point("after-parquet");
         let now = Utc::now();
@@ -748,12 +748,16 @@ fn stored_keys<T: Curated>(
 
 /// Writes the batch's records as one Parquet file per month partition
 /// (atomically, not yet listed in the catalog); returns the files.
+/// Rows per Parquet row group: polars' own default (512²).
+const ROW_GROUP_ROWS: usize = 512 * 512;
+
 fn write_parquet<T: Curated>(
     root: &Path,
     kind: RecordKind,
     batch_id: &str,
     seq: i64,
     to_write: &[&Pending<'_, T>],
+    group_rows: usize,
     frame: impl Fn(&[&T], i64) -> PolarsResult<DataFrame>,
 ) -> Result<Vec<BatchFile>, StoreError> {
     let mut by_month: BTreeMap<(i32, u32), Vec<&T>> = BTreeMap::new();
@@ -765,12 +769,28 @@ fn write_parquet<T: Curated>(
         let month = format!("{year:04}-{month:02}");
         let dir = root.join("curated").join(kind.dir()).join(format!("month={month}"));
         let path = dir.join(format!("{batch_id}.parquet"));
-        let mut df = frame(&rows, seq)?;
+        // One frame per row group, not one for the month: a province's month
+        // as a frame is another copy of every string of its 800,000 ratings
+        // beside the ratings themselves. Row groups of polars' default size,
+        // so the file is laid out as `ParquetWriter::finish` lays it out.
         let mut buf = Vec::new();
-        ParquetWriter::new(&mut buf).with_compression(ParquetCompression::Zstd(None)).finish(&mut df)?;
+        let mut frames = rows.chunks(group_rows).map(|group| frame(group, seq));
+        let Some(first) = frames.next() else { continue };
+        let first = first?;
+        let mut writer = ParquetWriter::new(&mut buf).with_compression(ParquetCompression::Zstd(None)).batched(first.schema())?;
+        writer.write_batch(&first)?;
+        let mut parquet_rows = first.height();
+        drop(first);
+        for df in frames {
+            let df = df?;
+            writer.write_batch(&df)?;
+            parquet_rows += df.height();
+        }
+        writer.finish()?;
+        drop(writer);
         write_atomic(&path, &buf)?;
         let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
-        files.push(BatchFile { month, path: rel, rows: rows.len(), parquet_rows: df.height() });
+        files.push(BatchFile { month, path: rel, rows: rows.len(), parquet_rows });
     }
     Ok(files)
 }
@@ -969,6 +989,26 @@ mod tests {
             (0..df.height()).map(|i| (ids.get(i).unwrap_or_default().to_string(), levels.get(i).unwrap_or(0))).collect();
         got.sort();
         assert_eq!(got, [("R000001".to_string(), 1), ("R000002".to_string(), 4), ("R000003".to_string(), 5)]);
+    }
+
+    /// A month written a row group at a time reads back as the one frame
+    /// of the month: every row, in payload order, in as many row groups as
+    /// the group size makes.
+    #[test]
+    fn a_month_written_in_row_groups_reads_back_whole_and_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ratings: Vec<Rating> = [7, 3, 9, 1, 8, 2, 6, 4].iter().map(|&i| rating(i, 1 + (i % 5) as u8)).collect();
+        let pending: Vec<Pending<'_, Rating>> =
+            ratings.iter().enumerate().map(|(pos, r)| Pending { record: r, pos, hash: r.hash(), version: Version::First }).collect();
+        let refs: Vec<&Pending<'_, Rating>> = pending.iter().collect();
+        let files = write_parquet(dir.path(), RecordKind::Ratings, "b1", 4, &refs, 3, |rs, seq| ratings_frame(rs, seq)).expect("write");
+        assert_eq!(files.len(), 1);
+        assert_eq!((files[0].rows, files[0].parquet_rows), (8, 8));
+        let mut reader = ParquetReader::new(std::fs::File::open(dir.path().join(&files[0].path)).expect("open"));
+        assert_eq!(reader.get_metadata().expect("metadata").row_groups.len(), 3, "8 rows in groups of 3");
+        let got = reader.finish().expect("read");
+        let want = ratings_frame(&ratings, 4).expect("frame");
+        assert!(got.equals_missing(&want), "{got}\n{want}");
     }
 
     /// Both ways of classifying a batch (one look-up per key under
