@@ -5,7 +5,7 @@
 //! exports use. A row that fails any check goes to quarantine with the field
 //! and the reason; the rest of the file is ingested.
 
-use super::table::clip;
+use super::table::{CsvFile, clip};
 use super::{CollectError, Parsed, Table, Unrecognised, parse_timestamp};
 use crate::config::{Config, SourceConfig, find_category};
 use crate::model::{FollowUp, Level, LevelReadError, Rating, channel_code};
@@ -102,31 +102,73 @@ fn locate_columns(source: &SourceConfig, file: &str, table: &Table) -> Result<(H
 /// dated more than a day after it are rejected as clock errors.
 ///
 /// The table is consumed row by row: each row's cells are freed once its
-/// rating is built, so that a file of 800,000 rows is not held twice (as
-/// cells and as ratings) at the end of its parse.
+/// rating is built, so that a file is not held twice (as cells and as
+/// ratings) at the end of its parse.
 pub fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: Table, now: NaiveDateTime) -> Result<Parsed, CollectError> {
-    let (idx, notes) = locate_columns(source, file, &table)?;
-    if let Some(&i) = idx.get("level") {
-        check_level_direction(source, file, &table, i)?;
-    }
+    let Table { headers, rows, encoding } = table;
+    let head = Table { headers, rows: Vec::new(), encoding };
+    let size = rows.len();
+    parse_rating_rows(cfg, source, file, &head, size, now, |each| rows.into_iter().try_for_each(|(line, cells)| each(line, &cells)))
+}
+
+/// [`parse_ratings`] for a CSV rating file read a row at a time: the file's
+/// rows are never all in memory as cells, only as the ratings made of them.
+pub fn parse_rating_csv(
+    cfg: &Config,
+    source: &SourceConfig,
+    file: &str,
+    csv: &CsvFile<'_>,
+    now: NaiveDateTime,
+) -> Result<Parsed, CollectError> {
+    parse_rating_rows(cfg, source, file, &csv.head, csv.max_rows(), now, |each| csv.for_each_row(each))
+}
+
+/// What one row of a rating table is handed to.
+type RowSink<'a> = dyn FnMut(usize, &csv::StringRecord) -> Result<(), CollectError> + 'a;
+
+/// The parse of a rating table whose header is `head` and whose rows (at
+/// most `size` of them) `rows` feeds, in file order, to the sink it is given.
+fn parse_rating_rows(
+    cfg: &Config,
+    source: &SourceConfig,
+    file: &str,
+    head: &Table,
+    size: usize,
+    now: NaiveDateTime,
+    rows: impl FnOnce(&mut RowSink<'_>) -> Result<(), CollectError>,
+) -> Result<Parsed, CollectError> {
+    let (idx, notes) = locate_columns(source, file, head)?;
+    // Numeric levels from a source that does not say which way they run are
+    // looked for in the same pass; the file is held at the end if any came.
+    let direction_col = idx.get("level").copied().filter(|_| source.level_codes().is_none());
+    let mut numeric_levels: Vec<usize> = Vec::new();
     let default_in_channel = idx.get(DEFAULT_MARK).is_some_and(|i| idx.get("channel") == Some(i));
     let rules = Rules { cfg, source, now, default_in_channel };
     let columns = Columns::new(&idx);
-    let mut parsed = Parsed { headers: table.headers.clone(), encoding: table.encoding, notes, ..Default::default() };
+    let mut parsed = Parsed { headers: head.headers.clone(), encoding: head.encoding, notes, ..Default::default() };
     // Sized once: growing a vector of 800,000 ratings by doubling held two
     // copies of it at the peak.
-    parsed.ratings.reserve_exact(table.rows.len());
-    for (line, cells) in table.rows {
-        let get = |field: &str| columns.of(field).map(|i| super::table::cell(&cells, i)).unwrap_or("");
+    parsed.ratings.reserve_exact(size);
+    rows(&mut |line, cells| {
+        if let Some(i) = direction_col
+            && numeric_level(source, super::table::cell(cells, i))
+        {
+            numeric_levels.push(line);
+        }
+        let get = |field: &str| columns.of(field).map(|i| super::table::cell(cells, i)).unwrap_or("");
         match normalise_rating(&rules, &get, &mut parsed.unrecognised) {
             Ok(read) => parsed.add_rating(read),
             Err((field, reason)) => {
                 parsed.rows_read += 1;
-                parsed.rejected.push(QuarantineRow { line, field, reason, values: super::table::cells(&cells) })
+                parsed.rejected.push(QuarantineRow { line, field, reason, values: super::table::cells(cells) })
             }
         }
+        Ok(())
+    })?;
+    match numeric_levels.first() {
+        None => Ok(parsed),
+        Some(&first) => Err(direction_unknown(source, file, numeric_levels.len(), first)),
     }
-    Ok(parsed)
 }
 
 /// The column of each canonical field, looked up by the field's place in
@@ -153,29 +195,24 @@ impl Columns {
     }
 }
 
+/// Whether a level cell is a bare number, which reads only with a
+/// direction (as the source's value map leaves it).
+fn numeric_level(source: &SourceConfig, text: &str) -> bool {
+    let text = source.values.level.get(text).map(String::as_str).unwrap_or(text);
+    Level::read(text, None) == Err(LevelReadError::Direction)
+}
+
 /// A file with numeric levels from a source that does not say which way they
 /// run is held: guessing turns 好评 into 差评 without a word.
-fn check_level_direction(source: &SourceConfig, file: &str, table: &Table, col: usize) -> Result<(), CollectError> {
-    if source.level_codes().is_some() {
-        return Ok(());
-    }
-    let numeric = |text: &str| {
-        let text = source.values.level.get(text).map(String::as_str).unwrap_or(text);
-        Level::read(text, None) == Err(LevelReadError::Direction)
-    };
-    let hits: Vec<usize> = table.rows.iter().filter(|(_, cells)| numeric(super::table::cell(cells, col))).map(|(l, _)| *l).collect();
-    match hits.first() {
-        None => Ok(()),
-        Some(first) => Err(CollectError::Held {
-            file: file.into(),
-            reason: format!(
-                "{} row(s) give 满意度 as a number (first on line {first}) and source “{}” does not say which way its numbers run: add \
-                 level_codes = \"gbt39046\" (1 = 非常满意, the national coding) or level_codes = \"ascending\" (1 = 非常不满意) to its \
-                 [[source]] in manyi.toml and run collect again; the file stays in the inbox",
-                hits.len(),
-                source.name
-            ),
-        }),
+fn direction_unknown(source: &SourceConfig, file: &str, rows: usize, first: usize) -> CollectError {
+    CollectError::Held {
+        file: file.into(),
+        reason: format!(
+            "{rows} row(s) give 满意度 as a number (first on line {first}) and source “{}” does not say which way its numbers run: add \
+             level_codes = \"gbt39046\" (1 = 非常满意, the national coding) or level_codes = \"ascending\" (1 = 非常不满意) to its \
+             [[source]] in manyi.toml and run collect again; the file stays in the inbox",
+            source.name
+        ),
     }
 }
 

@@ -73,9 +73,37 @@ pub fn cells(row: &csv::StringRecord) -> Vec<String> {
 /// Parses `bytes` named `file` (the name decides nothing but the error text;
 /// the content is sniffed: XLSX is a ZIP archive).
 pub fn read_table(file: &str, bytes: &[u8]) -> Result<Table, CollectError> {
-    if bytes.starts_with(b"PK\x03\x04") {
+    if is_xlsx(bytes) {
         return read_xlsx(file, bytes);
     }
+    let csv = open_csv(file, bytes)?;
+    let mut rows = Vec::new();
+    csv.for_each_row(|line, r| {
+        rows.push((line, r.clone()));
+        Ok(())
+    })?;
+    let CsvFile { head, .. } = csv;
+    Ok(Table { rows, ..head })
+}
+
+/// Whether `bytes` are an XLSX workbook (a ZIP archive) rather than CSV text.
+pub fn is_xlsx(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PK\x03\x04")
+}
+
+/// A CSV file opened to be read row by row: its text decoded and its header
+/// read. A province's monthly rating file is 800,000 rows; held as a
+/// [`Table`] its cells took more memory than the ratings made of them, so
+/// rating files are read a row at a time instead.
+pub struct CsvFile<'a> {
+    /// The header and encoding, with no rows.
+    pub head: Table,
+    file: &'a str,
+    text: Cow<'a, str>,
+}
+
+/// Decodes `bytes` named `file` as CSV and reads its header.
+pub fn open_csv<'a>(file: &'a str, bytes: &'a [u8]) -> Result<CsvFile<'a>, CollectError> {
     // Borrowed when the file is UTF-8: a copy of a province's monthly file
     // was another 100 MB in memory beside the bytes.
     let (text, encoding) = decode_checked(file, bytes)?;
@@ -86,27 +114,44 @@ pub fn read_table(file: &str, bytes: &[u8]) -> Result<Table, CollectError> {
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
-    let mut rows = Vec::new();
-    let mut lines = LineCounter::new(text.as_bytes());
-    for rec in rdr.records() {
-        match rec {
-            Ok(r) => {
-                let line = r.position().map(|p| lines.line_at(p.byte() as usize)).unwrap_or(0);
-                if r.iter().all(|c| c.trim().is_empty()) {
-                    continue;
+    Ok(CsvFile { head: Table { headers, rows: Vec::new(), encoding }, file, text })
+}
+
+impl CsvFile<'_> {
+    /// At least the number of data rows (the line ends), to size what is
+    /// built from them once.
+    pub fn max_rows(&self) -> usize {
+        self.text.bytes().filter(|&b| b == b'\n').count()
+    }
+
+    /// Calls `each` with every data row that is not blank, and the line it
+    /// starts on, in file order. Stops at the first error, `each`'s own or
+    /// the file's: a row that cannot be read as CSV, or one whose quote
+    /// swallowed the rows after it, rejects the whole file.
+    pub fn for_each_row(&self, mut each: impl FnMut(usize, &csv::StringRecord) -> Result<(), CollectError>) -> Result<(), CollectError> {
+        let mut rdr = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(self.text.as_bytes());
+        let mut lines = LineCounter::new(self.text.as_bytes());
+        let mut r = csv::StringRecord::new();
+        loop {
+            match rdr.read_record(&mut r) {
+                Ok(false) => return Ok(()),
+                Ok(true) => {
+                    let line = r.position().map(|p| lines.line_at(p.byte() as usize)).unwrap_or(0);
+                    if r.iter().all(|c| c.trim().is_empty()) {
+                        continue;
+                    }
+                    if let Some(reason) = swallowed_rows(&self.head.headers, line, &r) {
+                        return Err(CollectError::BadFile { file: self.file.into(), reason });
+                    }
+                    each(line, &r)?;
                 }
-                if let Some(reason) = swallowed_rows(&headers, line, &r) {
-                    return Err(CollectError::BadFile { file: file.into(), reason });
+                Err(e) => {
+                    let line = e.position().map(|p| lines.line_at(p.byte() as usize)).unwrap_or(0);
+                    return Err(CollectError::BadFile { file: self.file.into(), reason: format!("第{line}行无法解析为CSV: {e}") });
                 }
-                rows.push((line, r));
-            }
-            Err(e) => {
-                let line = e.position().map(|p| lines.line_at(p.byte() as usize)).unwrap_or(0);
-                return Err(CollectError::BadFile { file: file.into(), reason: format!("第{line}行无法解析为CSV: {e}") });
             }
         }
     }
-    Ok(Table { headers, rows, encoding })
 }
 
 /// The physical line (1-based, as a text editor numbers it) at which a CSV

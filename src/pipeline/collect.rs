@@ -404,14 +404,21 @@ struct FileOutcome {
     over_quarantined: Option<String>,
 }
 
-/// Reads a file's table and normalises its rows (no side effects).
+/// Reads a file's table and normalises its rows (no side effects). A CSV
+/// rating file is read a row at a time, never held whole as cells.
 fn parse_payload(cfg: &Config, src: &SourceConfig, fetched: &Fetched, now_local: chrono::NaiveDateTime) -> ParseResult {
-    collect::read_table(&fetched.name, &fetched.bytes).and_then(|table| match src.kind {
-        SourceKind::WjxExport | SourceKind::WjxApi => collect::parse_wjx_export(cfg, src, &fetched.name, &table),
-        SourceKind::RatingFile | SourceKind::HaochapingApi | SourceKind::Intake => {
-            collect::parse_ratings(cfg, src, &fetched.name, table, now_local)
+    let (file, bytes) = (fetched.name.as_str(), fetched.bytes.as_slice());
+    match src.kind {
+        SourceKind::WjxExport | SourceKind::WjxApi => {
+            collect::read_table(file, bytes).and_then(|t| collect::parse_wjx_export(cfg, src, file, &t))
         }
-    })
+        SourceKind::RatingFile | SourceKind::HaochapingApi | SourceKind::Intake if collect::is_xlsx(bytes) => {
+            collect::read_table(file, bytes).and_then(|t| collect::parse_ratings(cfg, src, file, t, now_local))
+        }
+        SourceKind::RatingFile | SourceKind::HaochapingApi | SourceKind::Intake => {
+            collect::open_csv(file, bytes).and_then(|csv| collect::parse_rating_csv(cfg, src, file, &csv, now_local))
+        }
+    }
 }
 
 /// Quarantines a parsed file's rejected rows and commits the rest.
