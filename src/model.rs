@@ -195,37 +195,37 @@ impl FollowUp {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rating {
     /// 办件编号 + "-" + 评价次数; unique within its source.
-    pub rating_id: String,
+    pub rating_id: Box<str>,
     /// The configured source it came from.
-    pub source: String,
+    pub source: std::sync::Arc<str>,
     /// When the rating was given, Asia/Shanghai wall time.
     pub rated_at: NaiveDateTime,
     /// 12-digit community code, or 15-digit grid code.
-    pub org_code: String,
+    pub org_code: std::sync::Arc<str>,
     /// Service category code from the configured taxonomy.
-    pub category: String,
+    pub category: std::sync::Arc<str>,
     /// 服务事项.
-    pub service_item: String,
+    pub service_item: std::sync::Arc<str>,
     /// 受理部门.
-    pub department: String,
+    pub department: std::sync::Arc<str>,
     /// Channel code (1 PC端 … 7 短信); the list is configurable.
     pub channel: u8,
     /// Satisfaction level.
     pub level: Level,
     /// Reason tags, comma separated as the platform sends them.
-    pub reason_tags: String,
+    pub reason_tags: Box<str>,
     /// Free-text comment from the resident (escaped when rendered).
-    pub comment: String,
+    pub comment: Box<str>,
     /// 匿名评价.
     pub anonymous: bool,
     /// HMAC-SHA256 of the rater's phone or id under the deployment's rater key, if the source gave one.
-    pub rater_hash: Option<String>,
+    pub rater_hash: Option<Box<str>>,
     /// 差评 follow-up state; `None` for levels 3–5.
     pub follow_up: Option<FollowUp>,
     /// When rectification was completed.
     pub rectified_at: Option<NaiveDateTime>,
     /// 回访结果.
-    pub revisit: String,
+    pub revisit: Box<str>,
     /// 系统默认评价: filled in by the system because the resident did not rate.
     pub default_rating: bool,
 }
@@ -242,17 +242,17 @@ impl Rating {
             rated_at,
             org_code: org.into(),
             category: category.into(),
-            service_item: String::new(),
-            department: String::new(),
+            service_item: std::sync::Arc::default(),
+            department: std::sync::Arc::default(),
             channel: 1,
             level,
-            reason_tags: String::new(),
-            comment: String::new(),
+            reason_tags: Box::default(),
+            comment: Box::default(),
             anonymous: false,
             rater_hash: None,
             follow_up: None,
             rectified_at: None,
-            revisit: String::new(),
+            revisit: Box::default(),
             default_rating: false,
         }
     }

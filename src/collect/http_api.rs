@@ -436,7 +436,7 @@ fn parse_records(cfg: &Config, source: &SourceConfig, number: u32, records: &[Ra
     let slot = |canon: &str| fields.iter().position(|(c, _)| *c == canon);
     let channel_field = slot("channel").map(|i| fields[i].1);
     let default_in_channel = source.default_rating.as_ref().is_some_and(|r| Some(r.field.as_str()) == channel_field);
-    let rules = Rules { cfg, source, now, default_in_channel };
+    let rules = Rules::new(cfg, source, now, default_in_channel);
     let codes = CodeSlots {
         rated_at: slot("rated_at"),
         rectified_at: slot("rectified_at"),

@@ -11,7 +11,9 @@ use crate::config::{Config, SourceConfig, find_category};
 use crate::model::{FollowUp, Level, LevelReadError, Rating, channel_code};
 use crate::store::QuarantineRow;
 use chrono::{NaiveDate, NaiveDateTime};
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// Canonical fields a rating file can map, with the headers tried by default.
 const DEFAULT_HEADERS: [(&str, &[&str]); 16] = [
@@ -143,7 +145,7 @@ fn parse_rating_rows(
     let direction_col = idx.get("level").copied().filter(|_| source.level_codes().is_none());
     let mut numeric_levels: Vec<usize> = Vec::new();
     let default_in_channel = idx.get(DEFAULT_MARK).is_some_and(|i| idx.get("channel") == Some(i));
-    let rules = Rules { cfg, source, now, default_in_channel };
+    let rules = Rules::new(cfg, source, now, default_in_channel);
     let columns = Columns::new(&idx);
     let mut parsed = Parsed { headers: head.headers.clone(), encoding: head.encoding, notes, ..Default::default() };
     // Sized once: growing a vector of 800,000 ratings by doubling held two
@@ -227,6 +229,45 @@ pub(crate) struct Rules<'a> {
     /// The default-rating mark sits in the channel's own field (e.g. `pf` = 7):
     /// such a record's channel is unknown, not 短信.
     pub default_in_channel: bool,
+    /// The source's name, shared by every rating made under these rules
+    /// rather than copied into each of a file's 800,000.
+    pub source_name: Arc<str>,
+    /// The text of the fields that repeat from rating to rating.
+    pub shared: SharedText,
+}
+
+impl<'a> Rules<'a> {
+    /// The rules for records of `source` collected at `now`.
+    pub fn new(cfg: &'a Config, source: &'a SourceConfig, now: NaiveDateTime, default_in_channel: bool) -> Rules<'a> {
+        Rules { cfg, source, now, default_in_channel, source_name: source.name.as_str().into(), shared: SharedText::default() }
+    }
+}
+
+/// One copy of each text that repeats across a file's ratings (community
+/// code, category, 服务事项, 受理部门): a province's file has 800,000 ratings
+/// but a few thousand distinct values of these, and a heap string of each
+/// in every rating was a fifth of the memory of an ingest.
+#[derive(Default)]
+pub(crate) struct SharedText(RefCell<HashSet<Arc<str>>>);
+
+/// Distinct texts kept at most: a field that turns out not to repeat (a
+/// free-text 事项 of every rating different) stops being shared there rather
+/// than growing the set without bound.
+const SHARED_TEXT_MAX: usize = 1 << 16;
+
+impl SharedText {
+    /// The shared copy of `text`.
+    pub fn get(&self, text: &str) -> Arc<str> {
+        let mut set = self.0.borrow_mut();
+        if let Some(shared) = set.get(text) {
+            return Arc::clone(shared);
+        }
+        let owned: Arc<str> = text.into();
+        if set.len() < SHARED_TEXT_MAX {
+            set.insert(Arc::clone(&owned));
+        }
+        owned
+    }
 }
 
 /// The field under which readers hand over the raw value of the
@@ -297,20 +338,20 @@ pub(crate) fn normalise_rating<'a>(
     let rater_hash = cfg.rater_key.hash(phone);
     let anonymous = matches!(get("anonymous"), "是" | "1" | "true" | "Y");
     let rating = Rating {
-        rating_id: format!("{project}-{times}"),
-        source: rules.source.name.clone(),
+        rating_id: format!("{project}-{times}").into(),
+        source: Arc::clone(&rules.source_name),
         rated_at,
-        org_code: org.code.clone(),
-        category: codes.category,
-        service_item: get("service_item").into(),
-        department: get("department").into(),
+        org_code: rules.shared.get(&org.code),
+        category: rules.shared.get(&codes.category),
+        service_item: rules.shared.get(get("service_item")),
+        department: rules.shared.get(get("department")),
         channel: codes.channel,
         level: codes.level,
         reason_tags: get("reason_tags").into(),
         // Free text enters curated masked; landing keeps the raw payload.
         comment: crate::privacy::mask(get("comment")).into(),
         anonymous,
-        rater_hash,
+        rater_hash: rater_hash.map(String::into_boxed_str),
         follow_up: codes.follow_up,
         rectified_at,
         revisit: crate::privacy::mask(get("revisit")).into(),
@@ -429,6 +470,22 @@ fn read_rectified(text: &str, now: NaiveDateTime) -> Result<Option<NaiveDateTime
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A repeated text is one allocation however many ratings carry it,
+    /// and a field that never repeats stops growing the set at its cap.
+    #[test]
+    fn repeated_texts_are_shared_and_the_set_is_bounded() {
+        let shared = SharedText::default();
+        let (a, b) = (shared.get("369901001001"), shared.get(&String::from("369901001001")));
+        assert!(Arc::ptr_eq(&a, &b), "the same text twice is one copy");
+        assert!(!Arc::ptr_eq(&a, &shared.get("369901001002")));
+        for k in 0..SHARED_TEXT_MAX + 10 {
+            assert_eq!(&*shared.get(&format!("事项{k}")), format!("事项{k}"));
+        }
+        assert_eq!(shared.0.borrow().len(), SHARED_TEXT_MAX);
+        let late = format!("事项{}", SHARED_TEXT_MAX + 5);
+        assert!(!Arc::ptr_eq(&shared.get(&late), &shared.get(&late)), "past the cap a text is copied, not kept");
+    }
 
     #[test]
     fn the_quick_timestamp_reading_agrees_with_the_formats() {

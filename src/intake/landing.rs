@@ -164,22 +164,22 @@ pub fn to_rating(cfg: &Config, source: &str, s: &Submission) -> Option<Rating> {
     let level = Level::from_code(s.level)?;
     let rated_at = NaiveDateTime::parse_from_str(&s.at, "%Y-%m-%d %H:%M:%S").ok()?;
     Some(Rating {
-        rating_id: s.id.clone(),
+        rating_id: s.id.as_str().into(),
         source: source.into(),
         rated_at,
-        org_code: s.org.clone(),
-        category: s.category.clone(),
-        service_item: s.item.clone(),
-        department: String::new(),
+        org_code: s.org.as_str().into(),
+        category: s.category.as_str().into(),
+        service_item: s.item.as_str().into(),
+        department: std::sync::Arc::default(),
         channel: 3,
         level,
-        reason_tags: s.reasons.clone(),
-        comment: crate::privacy::mask(&s.comment).into_owned(),
+        reason_tags: s.reasons.as_str().into(),
+        comment: crate::privacy::mask(&s.comment).into(),
         anonymous: s.phone.trim().is_empty(),
-        rater_hash: cfg.rater_key.hash(&s.phone),
+        rater_hash: cfg.rater_key.hash(&s.phone).map(String::into_boxed_str),
         follow_up: (level.code() <= 2).then_some(FollowUp::Pending),
         rectified_at: None,
-        revisit: String::new(),
+        revisit: Box::default(),
         default_rating: false,
     })
 }

@@ -48,7 +48,7 @@ fn fixture_ratings() -> Vec<Rating> {
                     };
                     let day = 1 + (i * 3 + ci) as u32 % 28;
                     out.push(Rating {
-                        rating_id: format!("FX{k:05}-1"),
+                        rating_id: format!("FX{k:05}-1").into(),
                         source: "office-drop".into(),
                         rated_at: chrono::NaiveDate::from_ymd_opt(year, m, day)
                             .and_then(|d| d.and_hms_opt(9 + (i % 8) as u32, 15, 0))
@@ -59,13 +59,13 @@ fn fixture_ratings() -> Vec<Rating> {
                         department: "便民服务中心".into(),
                         channel: 1 + (i % 7) as u8,
                         level: Level::from_code(level).expect("level"),
-                        reason_tags: if level <= 2 { "501".into() } else { String::new() },
-                        comment: if level <= 2 { comments[k % comments.len()].into() } else { String::new() },
+                        reason_tags: if level <= 2 { "501".into() } else { Box::default() },
+                        comment: if level <= 2 { comments[k % comments.len()].into() } else { Box::default() },
                         anonymous: false,
                         rater_hash: None,
                         follow_up: (level <= 2).then(|| statuses[k % statuses.len()]),
                         rectified_at: None,
-                        revisit: String::new(),
+                        revisit: Box::default(),
                         default_rating: false,
                     });
                 }
