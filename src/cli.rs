@@ -3,7 +3,9 @@
 //!
 //! Exit codes: 0 success; 1 the run failed (I/O, data, delivery); 2 the
 //! configuration or the command line is wrong and nothing was done; 3
-//! `serve` refused to start because another service holds the data directory.
+//! `serve` refused to start because another service holds the data directory;
+//! 141 (128 + SIGPIPE, as a shell reports `cat` cut off by `head`) the reader
+//! of manyi's output went away before it was all printed.
 //! [`exit_code`] is the one place that maps an error to its code; a command
 //! that finds its arguments wrong says so with a [`UsageError`].
 
@@ -227,7 +229,7 @@ pub enum UsageError {
 
 /// The exit code of a failed command: 2 when the configuration or the
 /// command line is wrong, 3 when another `serve` holds the data directory,
-/// 1 for everything else (the run itself failed). The whole chain of causes
+/// 141 when stdout's reader went away, 1 for everything else (the run itself failed). The whole chain of causes
 /// is searched, so context added on the way up does not change the code.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     classify(e).0
@@ -236,6 +238,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 /// The exit code and the cause that decided it (the error itself for 1).
 fn classify(e: &anyhow::Error) -> (u8, &(dyn std::error::Error + 'static)) {
     for cause in e.chain() {
+        if stdout_closed(cause) {
+            return (EXIT_BROKEN_PIPE, cause);
+        }
         if cause.is::<ConfigError>() || cause.is::<UsageError>() {
             return (2, cause);
         }
@@ -246,8 +251,70 @@ fn classify(e: &anyhow::Error) -> (u8, &(dyn std::error::Error + 'static)) {
     (1, e.as_ref())
 }
 
+/// The exit code when stdout's reader has gone (`manyi check | head -1`).
+pub const EXIT_BROKEN_PIPE: u8 = 141;
+
+/// stdout's reader went away before everything was printed: a broken pipe
+/// on stdout, told apart from one on a socket (an SMTP server hanging up is
+/// a failed run, exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed before everything was printed")]
+pub struct StdoutClosed;
+
+/// stdout for the commands that print CSV, its broken pipe marked as
+/// [`StdoutClosed`] for [`exit_code`].
+struct Stdout(std::io::StdoutLock<'static>);
+
+impl Stdout {
+    fn lock() -> Stdout {
+        Stdout(std::io::stdout().lock())
+    }
+
+    fn mark(e: std::io::Error) -> std::io::Error {
+        if e.kind() == std::io::ErrorKind::BrokenPipe { std::io::Error::new(e.kind(), StdoutClosed) } else { e }
+    }
+}
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(Stdout::mark)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(Stdout::mark)
+    }
+}
+
+/// Rust ignores SIGPIPE, so printing into a closed pipe makes `println!`
+/// panic with a backtrace hint about a bug in manyi. A reader that stops
+/// early is not a bug: like `cat` cut off by `head`, manyi stops quietly with
+/// 141, not 0, since what it was printing was not all read. Every other
+/// panic keeps the default report.
+fn stop_quietly_on_a_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message =
+            info.payload().downcast_ref::<String>().map(String::as_str).or_else(|| info.payload().downcast_ref::<&str>().copied());
+        if message.is_some_and(|m| m.starts_with("failed printing to stdout") && m.contains("Broken pipe")) {
+            std::process::exit(i32::from(EXIT_BROKEN_PIPE));
+        }
+        default(info)
+    }));
+}
+
+/// Whether `cause` is a write to [`Stdout`] that found its reader gone, as
+/// an I/O error or inside the CSV writer's error (which gives no `source`).
+fn stdout_closed(cause: &(dyn std::error::Error + 'static)) -> bool {
+    let io = match cause.downcast_ref::<csv::Error>().map(csv::Error::kind) {
+        Some(csv::ErrorKind::Io(io)) => Some(io),
+        _ => cause.downcast_ref::<std::io::Error>(),
+    };
+    io.and_then(std::io::Error::get_ref).is_some_and(|inner| inner.is::<StdoutClosed>())
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    stop_quietly_on_a_closed_pipe();
     let cli = Cli::parse();
     // The service's log is its record of what it did; one-shot commands print a summary instead.
     let default_level = if matches!(cli.command, Command::Serve | Command::Intake) { "info" } else { "warn" };
@@ -261,8 +328,10 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let (code, cause) = classify(&e);
             // A wrong configuration or command line lists its own problems,
-            // and a held lock names its holder: they are printed alone.
-            if code == 1 {
+            // and a held lock names its holder: they are printed alone. A
+            // reader that stopped reading wants nothing more.
+            if code == EXIT_BROKEN_PIPE {
+            } else if code == 1 {
                 eprintln!("manyi: error: {e:#}");
             } else {
                 eprintln!("manyi: {cause}");
@@ -388,7 +457,7 @@ fn survey_figures(path: &Path, period: &str, by: &str, survey: &str, as_of: Opti
     let as_of = as_of.map(|t| parse_time("--as-of", &t, &cfg.tz)).transpose()?;
     let store = Store::open(&cfg.data_dir)?;
     let tables = pipeline::survey_figures(&cfg, &store, period, def, as_of)?;
-    let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+    let mut w = csv::Writer::from_writer(Stdout::lock());
     w.write_record(["question", "label", "kind", "answered", "skipped", "option", "count", "share", "share_lo", "share_hi"])?;
     for q in &tables.questions {
         for (option, count, share) in &q.options {
@@ -592,7 +661,7 @@ fn parse_time(flag: &'static str, text: &str, tz: &chrono_tz::Tz) -> Result<Date
 }
 
 fn print_figures(cfg: &Config, b: &crate::aggregate::Breakdown) -> Result<()> {
-    let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+    let mut w = csv::Writer::from_writer(Stdout::lock());
     let mut head: Vec<String> = Vec::new();
     for d in &b.dims {
         head.push(d.column().into());
@@ -870,6 +939,11 @@ mod tests {
         };
         assert_eq!(exit_code(&anyhow::Error::from(locked)), 3);
         assert_eq!(exit_code(&anyhow!("disk full")), 1);
+        // A broken pipe is 141 only on stdout: an SMTP server hanging up is a failed run.
+        let socket = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert_eq!(exit_code(&anyhow::Error::from(socket).context("delivering")), 1);
+        let stdout = Stdout::mark(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert_eq!(exit_code(&anyhow::Error::from(csv::Error::from(stdout)).context("printing")), EXIT_BROKEN_PIPE);
         let io = std::io::Error::other("outbox");
         assert_eq!(exit_code(&anyhow::Error::from(io).context("writing the report")), 1);
     }

@@ -1,6 +1,6 @@
 //! The exit codes README promises, one test each: 0 ok, 1 the run failed,
 //! 2 the configuration or the command line is wrong (nothing done), 3
-//! another `serve` holds the data directory.
+//! another `serve` holds the data directory, 141 stdout's reader went away.
 
 use crate::HEAD;
 use crate::support::Deployment;
@@ -82,4 +82,33 @@ fn exit_3_when_another_service_holds_the_data_directory() {
     let err = d.manyi(&["serve"]).code(3).stderr();
     assert!(err.contains("another `manyi serve` is running") && err.contains("other:4242"), "{err}");
     assert_eq!(d.count("SELECT COUNT(*) FROM service_lock WHERE holder = 'other:4242'"), 1, "the holder keeps its lock");
+}
+
+/// `manyi figures … | head -1`: the reader closes the pipe before manyi has
+/// printed everything. manyi stops quietly with 141 (what a shell reports
+/// for `cat` cut off the same way), with no panic message asking for a bug
+/// report; the pipe's read end is closed here before manyi writes a byte.
+#[test]
+fn exit_141_without_a_panic_when_the_reader_of_stdout_goes_away() {
+    let d = collected();
+    // `figures` writes its CSV through a writer; `check` prints with println!.
+    for args in [&["figures", "--period", "2026-10", "--by", "community"][..], &["check"][..]] {
+        let mut child = std::process::Command::new(crate::support::BIN)
+            .args(args)
+            .current_dir(&d.dir)
+            .env("MANYI_CONFIG", d.dir.join("manyi.toml"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn manyi");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "manyi {}: {err}", args.join(" "));
+        assert!(
+            !err.contains("panicked") && !err.contains("RUST_BACKTRACE") && !err.contains("manyi: error"),
+            "manyi {}: {err}",
+            args.join(" ")
+        );
+    }
 }
