@@ -440,165 +440,17 @@ pub fn generate(dir: &Path, seed: u64, through: Period) -> Result<Generated> {
     let mut ratings = 0;
     let mut project = 0u64;
     for (mi, p) in months.iter().enumerate() {
-        let season = match p.start_date().month() {
-            1 => 0.9,
-            2 => 0.65,
-            7 | 8 => 1.12,
-            10 => 0.9,
-            12 => 1.05,
-            _ => 1.0,
-        };
-        let count = (11_900.0 * season * rng.gen_range(0.97..1.03)) as usize;
-        let days: Vec<NaiveDate> = p.start_date().iter_days().take_while(|d| d.month() == p.start_date().month()).collect();
+        let month = MonthDraw { city: &city, calendar: &calendar, period: *p, through };
+        let rows = month.rows(&mut rng, &mut project);
         let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
         w.write_record(RATING_HEADERS)?;
-        let mut rows: Vec<(NaiveDateTime, Vec<String>)> = Vec::with_capacity(count);
-        for _ in 0..count {
-            let ci = pick(&mut rng, &city.communities, |c| c.weight);
-            let comm = &city.communities[ci];
-            let ki = pick(&mut rng, &CATEGORIES, |c| c.2);
-            let (cat_code, cat_name, _, cat_bad) = CATEGORIES[ki];
-            let summer = if cat_code == "sanitation" && matches!(p.start_date().month(), 7 | 8) { 0.2 } else { 0.0 };
-            let is_default = rng.gen_bool(DEFAULT_SHARE);
-            let level = if is_default { 5 } else { draw_level(&mut rng, comm.badness + cat_bad + summer) };
-            let day = loop {
-                let d = days[rng.gen_range(0..days.len())];
-                if calendar.is_working_day(d) || rng.gen_bool(0.3) {
-                    break d;
-                }
-            };
-            let t = NaiveTime::from_num_seconds_from_midnight_opt(rng.gen_range(8 * 3600 + 1800..18 * 3600), 0).unwrap_or(NaiveTime::MIN);
-            let at = day.and_time(t);
-            project += 1;
-            // A few 追评 arrive without their first evaluation (it was rated
-            // before the export began): counted and reported, not dropped.
-            let times = if rng.gen_bool(0.002) { 2 } else { 1 };
-            let channel = pick(&mut rng, &[0.15, 0.35, 0.15, 0.25, 0.03, 0.05, 0.02], |x| *x) + 1;
-            let anonymous = rng.gen_bool(0.2);
-            let phone = format!("1{}{:09}", [3, 5, 7, 8, 9][rng.gen_range(0..5)], rng.gen_range(0..1_000_000_000u64));
-            let name = format!(
-                "{}{}",
-                ["张", "王", "李", "刘", "陈", "杨", "赵", "黄"][rng.gen_range(0..8)],
-                if rng.gen_bool(0.5) { "先生" } else { "女士" }
-            );
-            let (mut comment, mut tags, mut status, mut rectified) = (String::new(), String::new(), String::new(), String::new());
-            if level <= 2 {
-                comment = COMPLAINTS[ki].to_string();
-                if rng.gen_bool(0.05) {
-                    comment.push_str(&format!("，请回电{phone}"));
-                }
-                tags = ["501", "502", "503", "501,502", "504"][rng.gen_range(0..5)].into();
-                // Older 差评 are mostly closed; those of the last days before the
-                // export are still being checked, and a few stragglers run late.
-                let days_to_end = (through.next().start_date() - day).num_days();
-                let x: f64 = rng.gen_range(0.0..1.0);
-                let st = if days_to_end <= 7 {
-                    if x < 0.45 {
-                        "待核实"
-                    } else if x < 0.75 {
-                        "有效"
-                    } else if x < 0.95 {
-                        "整改中"
-                    } else {
-                        "已整改"
-                    }
-                } else if days_to_end <= 25 {
-                    if x < 0.60 {
-                        "已整改"
-                    } else if x < 0.68 {
-                        "无效"
-                    } else if x < 0.72 {
-                        "无法整改"
-                    } else if x < 0.92 {
-                        "整改中"
-                    } else {
-                        "有效"
-                    }
-                } else if x < 0.82 {
-                    "已整改"
-                } else if x < 0.91 {
-                    "无效"
-                } else if x < 0.96 {
-                    "无法整改"
-                } else if x < 0.99 {
-                    "整改中"
-                } else {
-                    "有效"
-                };
-                status = st.into();
-                if st == "已整改" {
-                    let done = calendar
-                        .add_working_days(day, rng.gen_range(2..14))
-                        .and_time(NaiveTime::from_hms_opt(16, 30, 0).unwrap_or(NaiveTime::MIN));
-                    rectified = done.format("%Y-%m-%d %H:%M:%S").to_string();
-                }
-            } else if level == 3 && rng.gen_bool(0.2) {
-                comment = "还可以，希望再快一点".into();
-            } else if level == 5 && !is_default && rng.gen_bool(0.08) {
-                comment = "工作人员很耐心，点赞".into();
-            }
-            let level_text = if rng.gen_bool(0.5) {
-                ["非常不满意", "不满意", "基本满意", "满意", "非常满意"][level as usize - 1].to_string()
-            } else {
-                level.to_string()
-            };
-            let street = city.streets.iter().find(|s| s.code == comm.unit.parent).map(|s| s.name.as_str()).unwrap_or("");
-            rows.push((
-                at,
-                vec![
-                    format!("LJ{}{:07}", day.format("%Y%m%d"), project),
-                    times.to_string(),
-                    at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                    comm.unit.code.clone(),
-                    comm.unit.name.clone(),
-                    cat_name.into(),
-                    ITEMS[ki].into(),
-                    format!("{street}便民服务中心"),
-                    if is_default { "系统默认评价".to_string() } else { channel.to_string() },
-                    level_text,
-                    tags,
-                    comment,
-                    if anonymous { "是" } else { "否" }.into(),
-                    if anonymous { String::new() } else { name },
-                    if anonymous { String::new() } else { phone },
-                    status,
-                    rectified,
-                ],
-            ));
-            let done = NaiveDateTime::parse_from_str(&rows[rows.len() - 1].1[16], "%Y-%m-%d %H:%M:%S").ok();
-            if let (Some(done), Some(last)) = (done, days.last()) {
-                let first = rows[rows.len() - 1].1.clone();
-                if let Some(second) = second_evaluation(&mut rng, &first, done, *last, comm.badness + cat_bad) {
-                    rows.push(second);
-                }
-            }
-        }
-        rows.sort_by_key(|a| a.0);
         for (_, r) in &rows {
             w.write_record(r)?;
         }
         // One older month carries the mistakes real exports have, so the
         // quarantine is visible in the demo.
         if mi == 1 {
-            let key = p.key();
-            let (c0, c1) = (city.communities[0].unit.code.as_str(), city.communities[1].unit.code.as_str());
-            let bad: [[String; 17]; 3] = [
-                row17(&[
-                    "LJBAD0000001",
-                    "1",
-                    &format!("{key}-05 10:00:00"),
-                    "369999999999",
-                    "不存在社区",
-                    "政务办事",
-                    "居住证办理",
-                    "",
-                    "1",
-                    "5",
-                ]),
-                row17(&["LJBAD0000002", "1", &format!("{key}-05 10:05:00"), c0, "", "政务办事", "居住证办理", "", "2", "7"]),
-                row17(&["LJBAD0000003", "1", &format!("{key}-32 09:00:00"), c1, "", "养老服务", "", "", "2", "满意"]),
-            ];
-            for r in bad {
+            for r in mistaken_rows(&city, *p) {
                 w.write_record(r)?;
             }
         }
@@ -612,6 +464,169 @@ pub fn generate(dir: &Path, seed: u64, through: Period) -> Result<Generated> {
     let responses = write_wjx(dir, &mut rng, &city, &months)?;
     let config = dir.join("manyi.toml");
     Ok(Generated { dir: dir.to_path_buf(), config, ratings, responses, through, intake_url })
+}
+
+/// A month's volume against an average month: fewer ratings around 春节
+/// and 国庆, more in summer and before the year's end.
+fn season(month: u32) -> f64 {
+    match month {
+        1 => 0.9,
+        2 => 0.65,
+        7 | 8 => 1.12,
+        10 => 0.9,
+        12 => 1.05,
+        _ => 1.0,
+    }
+}
+
+/// One month of the demo city's ratings, drawn from the seeded generator.
+struct MonthDraw<'a> {
+    city: &'a City,
+    calendar: &'a WorkCalendar,
+    period: Period,
+    /// The last month of the export.
+    through: Period,
+}
+
+/// A rating row as the export writes it, with its time for sorting.
+type RatingRow = (NaiveDateTime, Vec<String>);
+
+impl MonthDraw<'_> {
+    /// The month's ratings and their 追评, in time order. `project` numbers
+    /// the 办件 across months.
+    fn rows(&self, rng: &mut ChaCha8Rng, project: &mut u64) -> Vec<RatingRow> {
+        let start = self.period.start_date();
+        let count = (11_900.0 * season(start.month()) * rng.gen_range(0.97..1.03)) as usize;
+        let days: Vec<NaiveDate> = start.iter_days().take_while(|d| d.month() == start.month()).collect();
+        let mut rows: Vec<RatingRow> = Vec::with_capacity(count);
+        for _ in 0..count {
+            *project += 1;
+            let (row, comm_badness) = self.rating(rng, &days, *project);
+            let done = NaiveDateTime::parse_from_str(&row.1[16], "%Y-%m-%d %H:%M:%S").ok();
+            let first = row.1.clone();
+            rows.push(row);
+            if let (Some(done), Some(last)) = (done, days.last())
+                && let Some(second) = second_evaluation(rng, &first, done, *last, comm_badness)
+            {
+                rows.push(second);
+            }
+        }
+        rows.sort_by_key(|a| a.0);
+        rows
+    }
+
+    /// One rating on one of `days`, and the badness its community and
+    /// category give (for its 追评).
+    fn rating(&self, rng: &mut ChaCha8Rng, days: &[NaiveDate], project: u64) -> (RatingRow, f64) {
+        let city = self.city;
+        let ci = pick(rng, &city.communities, |c| c.weight);
+        let comm = &city.communities[ci];
+        let ki = pick(rng, &CATEGORIES, |c| c.2);
+        let (cat_code, cat_name, _, cat_bad) = CATEGORIES[ki];
+        let summer = if cat_code == "sanitation" && matches!(self.period.start_date().month(), 7 | 8) { 0.2 } else { 0.0 };
+        let is_default = rng.gen_bool(DEFAULT_SHARE);
+        let level = if is_default { 5 } else { draw_level(rng, comm.badness + cat_bad + summer) };
+        let day = loop {
+            let d = days[rng.gen_range(0..days.len())];
+            if self.calendar.is_working_day(d) || rng.gen_bool(0.3) {
+                break d;
+            }
+        };
+        let t = NaiveTime::from_num_seconds_from_midnight_opt(rng.gen_range(8 * 3600 + 1800..18 * 3600), 0).unwrap_or(NaiveTime::MIN);
+        let at = day.and_time(t);
+        // A few 追评 arrive without their first evaluation (it was rated
+        // before the export began): counted and reported, not dropped.
+        let times = if rng.gen_bool(0.002) { 2 } else { 1 };
+        let channel = pick(rng, &[0.15, 0.35, 0.15, 0.25, 0.03, 0.05, 0.02], |x| *x) + 1;
+        let anonymous = rng.gen_bool(0.2);
+        let phone = format!("1{}{:09}", [3, 5, 7, 8, 9][rng.gen_range(0..5)], rng.gen_range(0..1_000_000_000u64));
+        let name = format!(
+            "{}{}",
+            ["张", "王", "李", "刘", "陈", "杨", "赵", "黄"][rng.gen_range(0..8)],
+            if rng.gen_bool(0.5) { "先生" } else { "女士" }
+        );
+        let (mut comment, mut tags, mut status, mut rectified) = (String::new(), String::new(), String::new(), String::new());
+        if level <= 2 {
+            (comment, tags, status, rectified) = self.complaint(rng, ki, &phone, day);
+        } else if level == 3 && rng.gen_bool(0.2) {
+            comment = "还可以，希望再快一点".into();
+        } else if level == 5 && !is_default && rng.gen_bool(0.08) {
+            comment = "工作人员很耐心，点赞".into();
+        }
+        let level_text = if rng.gen_bool(0.5) {
+            ["非常不满意", "不满意", "基本满意", "满意", "非常满意"][level as usize - 1].to_string()
+        } else {
+            level.to_string()
+        };
+        let street = city.streets.iter().find(|s| s.code == comm.unit.parent).map(|s| s.name.as_str()).unwrap_or("");
+        let row = vec![
+            format!("LJ{}{:07}", day.format("%Y%m%d"), project),
+            times.to_string(),
+            at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            comm.unit.code.clone(),
+            comm.unit.name.clone(),
+            cat_name.into(),
+            ITEMS[ki].into(),
+            format!("{street}便民服务中心"),
+            if is_default { "系统默认评价".to_string() } else { channel.to_string() },
+            level_text,
+            tags,
+            comment,
+            if anonymous { "是" } else { "否" }.into(),
+            if anonymous { String::new() } else { name },
+            if anonymous { String::new() } else { phone },
+            status,
+            rectified,
+        ];
+        ((at, row), comm.badness + cat_bad)
+    }
+
+    /// A 差评 of category `ki` given on `day`: its comment, reason tags,
+    /// follow-up state and rectification time.
+    fn complaint(&self, rng: &mut ChaCha8Rng, ki: usize, phone: &str, day: NaiveDate) -> (String, String, String, String) {
+        let mut comment = COMPLAINTS[ki].to_string();
+        if rng.gen_bool(0.05) {
+            comment.push_str(&format!("，请回电{phone}"));
+        }
+        let tags = ["501", "502", "503", "501,502", "504"][rng.gen_range(0..5)].to_string();
+        let days_to_end = (self.through.next().start_date() - day).num_days();
+        let state = follow_up_state(rng.gen_range(0.0..1.0), days_to_end);
+        let mut rectified = String::new();
+        if state == "已整改" {
+            let done = self
+                .calendar
+                .add_working_days(day, rng.gen_range(2..14))
+                .and_time(NaiveTime::from_hms_opt(16, 30, 0).unwrap_or(NaiveTime::MIN));
+            rectified = done.format("%Y-%m-%d %H:%M:%S").to_string();
+        }
+        (comment, tags, state.to_string(), rectified)
+    }
+}
+
+/// A 差评's follow-up state for a draw `x` in [0, 1): older 差评 are mostly
+/// closed; those of the last days before the export are still being
+/// checked, and a few stragglers run late.
+fn follow_up_state(x: f64, days_to_end: i64) -> &'static str {
+    let states: &[(f64, &str)] = if days_to_end <= 7 {
+        &[(0.45, "待核实"), (0.75, "有效"), (0.95, "整改中"), (1.0, "已整改")]
+    } else if days_to_end <= 25 {
+        &[(0.60, "已整改"), (0.68, "无效"), (0.72, "无法整改"), (0.92, "整改中"), (1.0, "有效")]
+    } else {
+        &[(0.82, "已整改"), (0.91, "无效"), (0.96, "无法整改"), (0.99, "整改中"), (1.0, "有效")]
+    };
+    states.iter().find(|(below, _)| x < *below).map(|(_, s)| *s).unwrap_or("有效")
+}
+
+/// Three rows with the mistakes real exports have (an unknown community, a
+/// level of 7, a 32nd day), for one older month.
+fn mistaken_rows(city: &City, p: Period) -> [[String; 17]; 3] {
+    let key = p.key();
+    let (c0, c1) = (city.communities[0].unit.code.as_str(), city.communities[1].unit.code.as_str());
+    [
+        row17(&["LJBAD0000001", "1", &format!("{key}-05 10:00:00"), "369999999999", "不存在社区", "政务办事", "居住证办理", "", "1", "5"]),
+        row17(&["LJBAD0000002", "1", &format!("{key}-05 10:05:00"), c0, "", "政务办事", "居住证办理", "", "2", "7"]),
+        row17(&["LJBAD0000003", "1", &format!("{key}-32 09:00:00"), c1, "", "养老服务", "", "", "2", "满意"]),
+    ]
 }
 
 /// One scripted burst in the report month, so the leadership report's
@@ -642,6 +657,18 @@ fn demo_calendar() -> WorkCalendar {
 }
 
 /// 问卷星 "按文本" exports, one xlsx per month.
+/// A questionnaire answer on the three-point scale, worse with `bad`.
+fn wjx_answer(rng: &mut ChaCha8Rng, bad: f64) -> &'static str {
+    let x: f64 = rng.gen_range(0.0..1.0);
+    if x < 0.62 - bad {
+        "满意"
+    } else if x < 0.95 - bad / 3.0 {
+        "基本满意"
+    } else {
+        "不满意"
+    }
+}
+
 fn write_wjx(dir: &Path, rng: &mut ChaCha8Rng, city: &City, months: &[Period]) -> Result<usize> {
     use rust_xlsxwriter::Workbook;
     let headers = [
@@ -682,16 +709,7 @@ fn write_wjx(dir: &Path, rng: &mut ChaCha8Rng, city: &City, months: &[Period]) -
             let day = p.start_date() + Duration::days(rng.gen_range(0..days) as i64);
             let at = day
                 .and_time(NaiveTime::from_num_seconds_from_midnight_opt(rng.gen_range(7 * 3600..22 * 3600), 0).unwrap_or(NaiveTime::MIN));
-            let answer = |rng: &mut ChaCha8Rng, bad: f64| {
-                let x: f64 = rng.gen_range(0.0..1.0);
-                if x < 0.62 - bad {
-                    "满意"
-                } else if x < 0.95 - bad / 3.0 {
-                    "基本满意"
-                } else {
-                    "不满意"
-                }
-            };
+            let answer = wjx_answer;
             let b = comm.badness / 2.0;
             let elderly = if rng.gen_bool(0.3) { "(跳过)".to_string() } else { answer(rng, b).to_string() };
             let prio = priorities[rng.gen_range(0..priorities.len())];
