@@ -282,6 +282,10 @@ fn ingest_file(
     Ok(())
 }
 
+/// Pages an API source's fetcher may run ahead of the commits: a page of
+/// 1,000 ratings is about 1 MB as received and parsed.
+const PAGES_AHEAD: usize = 32;
+
 /// Fetches an API source page by page from its watermark (minus the overlap):
 /// every page is landed as received, and at each commit point the pager
 /// marks (every `commit_every` pages, and at the end) the records are
@@ -298,10 +302,12 @@ fn collect_api(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut So
     // fsyncs of landing and commit otherwise wait for each other. The pager
     // works out each watermark itself and fetches nothing that depends on a
     // commit, so a page fetched ahead of a failed commit is simply dropped
-    // unlanded. The channel holds one step, so at most three pages are in
-    // memory.
+    // unlanded. The channel holds `PAGES_AHEAD` steps: the fetcher keeps
+    // going while a commit of `commit_every` pages is written (with one step
+    // of room it stopped two pages in, and the commits were not overlapped
+    // at all), and at most `PAGES_AHEAD` + 2 pages are in memory.
     std::thread::scope(|scope| -> Result<()> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel(PAGES_AHEAD);
         scope.spawn(move || {
             for step in pager {
                 if tx.send(step).is_err() {
