@@ -330,11 +330,10 @@ pub fn main() -> ExitCode {
             // A wrong configuration or command line lists its own problems,
             // and a held lock names its holder: they are printed alone. A
             // reader that stopped reading wants nothing more.
-            if code == EXIT_BROKEN_PIPE {
-            } else if code == 1 {
-                eprintln!("manyi: error: {e:#}");
-            } else {
-                eprintln!("manyi: {cause}");
+            match code {
+                EXIT_BROKEN_PIPE => {}
+                1 => eprintln!("manyi: error: {e:#}"),
+                _ => eprintln!("manyi: {cause}"),
             }
             ExitCode::from(code)
         }

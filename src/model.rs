@@ -6,6 +6,7 @@
 
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// A 好差评 satisfaction level, 1 (非常不满意) to 5 (非常满意), as in GB/T 39046.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -197,17 +198,17 @@ pub struct Rating {
     /// 办件编号 + "-" + 评价次数; unique within its source.
     pub rating_id: Box<str>,
     /// The configured source it came from.
-    pub source: std::sync::Arc<str>,
+    pub source: Arc<str>,
     /// When the rating was given, Asia/Shanghai wall time.
     pub rated_at: NaiveDateTime,
     /// 12-digit community code, or 15-digit grid code.
-    pub org_code: std::sync::Arc<str>,
+    pub org_code: Arc<str>,
     /// Service category code from the configured taxonomy.
-    pub category: std::sync::Arc<str>,
+    pub category: Arc<str>,
     /// 服务事项.
-    pub service_item: std::sync::Arc<str>,
+    pub service_item: Arc<str>,
     /// 受理部门.
-    pub department: std::sync::Arc<str>,
+    pub department: Arc<str>,
     /// Channel code (1 PC端 … 7 短信); the list is configurable.
     pub channel: u8,
     /// Satisfaction level.
@@ -242,8 +243,8 @@ impl Rating {
             rated_at,
             org_code: org.into(),
             category: category.into(),
-            service_item: std::sync::Arc::default(),
-            department: std::sync::Arc::default(),
+            service_item: Arc::default(),
+            department: Arc::default(),
             channel: 1,
             level,
             reason_tags: Box::default(),

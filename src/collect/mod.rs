@@ -20,8 +20,8 @@ pub use http_api::{
     ApiError, CATCH_UP, HAOCHAPING_FIELDS, HttpSource, Page, PageFault, ReadPage, Window, api_quarantine_headers, parse_haochaping_page,
     sign_haochaping,
 };
-pub use rating_file::{parse_rating_csv, parse_ratings};
-pub use table::{CsvFile, Table, decode_text, is_xlsx, open_csv, read_table};
+pub use rating_file::parse_rating_file;
+pub use table::{Table, decode_text, read_table};
 pub use wjx_api::{WjxPage, fetch_wjx_page, parse_wjx_page, sign_wjx};
 pub use wjx_export::parse_wjx_export;
 

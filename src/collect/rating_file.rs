@@ -5,7 +5,7 @@
 //! exports use. A row that fails any check goes to quarantine with the field
 //! and the reason; the rest of the file is ingested.
 
-use super::table::{CsvFile, clip};
+use super::table::{CsvFile, clip, is_xlsx, open_csv, read_table};
 use super::{CollectError, Parsed, Table, Unrecognised, parse_timestamp};
 use crate::config::{Config, SourceConfig, find_category};
 use crate::model::{FollowUp, Level, LevelReadError, Rating, channel_code};
@@ -100,13 +100,27 @@ fn locate_columns(source: &SourceConfig, file: &str, table: &Table) -> Result<(H
     Ok((idx, notes))
 }
 
-/// Parses a rating table from `source`. `now` is the collect time: ratings
+/// Parses a rating file from `source`, XLSX or CSV (sniffed from the
+/// bytes; `file` names it in errors). `now` is the collect time: ratings
 /// dated more than a day after it are rejected as clock errors.
-///
-/// The table is consumed row by row: each row's cells are freed once its
-/// rating is built, so that a file is not held twice (as cells and as
-/// ratings) at the end of its parse.
-pub fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: Table, now: NaiveDateTime) -> Result<Parsed, CollectError> {
+pub fn parse_rating_file(
+    cfg: &Config,
+    source: &SourceConfig,
+    file: &str,
+    bytes: &[u8],
+    now: NaiveDateTime,
+) -> Result<Parsed, CollectError> {
+    if is_xlsx(bytes) {
+        parse_ratings(cfg, source, file, read_table(file, bytes)?, now)
+    } else {
+        parse_rating_csv(cfg, source, file, &open_csv(file, bytes)?, now)
+    }
+}
+
+/// A rating table read whole (XLSX), consumed row by row: each row's cells
+/// are freed once its rating is built, so that a file is not held twice
+/// (as cells and as ratings) at the end of its parse.
+fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: Table, now: NaiveDateTime) -> Result<Parsed, CollectError> {
     let Table { headers, rows, encoding } = table;
     let head = Table { headers, rows: Vec::new(), encoding };
     let size = rows.len();
@@ -115,7 +129,7 @@ pub fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: Tab
 
 /// [`parse_ratings`] for a CSV rating file read a row at a time: the file's
 /// rows are never all in memory as cells, only as the ratings made of them.
-pub fn parse_rating_csv(
+fn parse_rating_csv(
     cfg: &Config,
     source: &SourceConfig,
     file: &str,

@@ -249,7 +249,7 @@ fn ingest_file(
     let landing = store.land(&src.name, now_local.date(), &batch_id, &fetched.ext, &fetched.bytes)?;
     crate::store::crash_point("after-land");
     // Landed and parsed, the bytes are needed no more: a province's monthly
-    // file is some 200 MB, held through the commit while the next file is
+    // file is some 100 MB, held through the commit while the next file is
     // read and parsed beside it.
     fetched.bytes = Vec::new();
     if let Ok(p) = &parsed {
@@ -410,19 +410,15 @@ struct FileOutcome {
     over_quarantined: Option<String>,
 }
 
-/// Reads a file's table and normalises its rows (no side effects). A CSV
-/// rating file is read a row at a time, never held whole as cells.
+/// Reads a file's table and normalises its rows (no side effects).
 fn parse_payload(cfg: &Config, src: &SourceConfig, fetched: &Fetched, now_local: chrono::NaiveDateTime) -> ParseResult {
     let (file, bytes) = (fetched.name.as_str(), fetched.bytes.as_slice());
     match src.kind {
         SourceKind::WjxExport | SourceKind::WjxApi => {
             collect::read_table(file, bytes).and_then(|t| collect::parse_wjx_export(cfg, src, file, &t))
         }
-        SourceKind::RatingFile | SourceKind::HaochapingApi | SourceKind::Intake if collect::is_xlsx(bytes) => {
-            collect::read_table(file, bytes).and_then(|t| collect::parse_ratings(cfg, src, file, t, now_local))
-        }
         SourceKind::RatingFile | SourceKind::HaochapingApi | SourceKind::Intake => {
-            collect::open_csv(file, bytes).and_then(|csv| collect::parse_rating_csv(cfg, src, file, &csv, now_local))
+            collect::parse_rating_file(cfg, src, file, bytes, now_local)
         }
     }
 }
