@@ -312,8 +312,30 @@ fn stdout_closed(cause: &(dyn std::error::Error + 'static)) -> bool {
     io.and_then(std::io::Error::get_ref).is_some_and(|inner| inner.is::<StdoutClosed>())
 }
 
+/// Turns transparent huge pages off for this process (Linux; elsewhere and
+/// on failure nothing happens: it is a matter of speed only).
+///
+/// Why: mimalloc asks the kernel for huge pages on its arenas, and with the
+/// usual `defrag = madvise` (Debian's and RHEL's default) a fault in such a
+/// region may compact memory on the spot when no free 2 MiB block is at
+/// hand. On the benchmark machine that made the month's table at 10 M
+/// ratings take 0.60–0.78 s instead of 0.21 s now and then (system time
+/// 0.6–1.0 s instead of 0.05 s), and the report run's scan 3.5–4.2 s
+/// instead of 2.9 s; each huge-page fault also zeroes 2 MiB however little
+/// of it is used (18% of the report run's samples). With 4 KiB pages the
+/// first query of a process is steady (0.28–0.33 s) and the report run
+/// faster (BENCHMARKS.md, 2026-11-28). Databases commonly recommend the same
+/// (Redis, MongoDB). Inherited by child processes.
+pub fn without_huge_pages() {
+    // Called before logging is set up, and a failure (an old kernel, a
+    // seccomp filter) only leaves the kernel's default: nothing to report.
+    #[cfg(target_os = "linux")]
+    let _ = nix::sys::prctl::set_thp_disable(true);
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    without_huge_pages();
     stop_quietly_on_a_closed_pipe();
     let cli = Cli::parse();
     // The service's log is its record of what it did; one-shot commands print a summary instead.
@@ -921,6 +943,14 @@ fn demo(dir: &Path, seed: u64, through: Option<&str>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kernel says huge pages are off for the process afterwards.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn huge_pages_are_turned_off() {
+        without_huge_pages();
+        assert_eq!(nix::sys::prctl::get_thp_disable().ok(), Some(true));
+    }
 
     #[test]
     fn one_place_maps_errors_to_exit_codes_through_any_context() {

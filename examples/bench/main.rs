@@ -76,6 +76,8 @@ from = "示范市民政局满意度监测 <manyi@mzj.example.gov.cn>"
 "#;
 
 fn main() -> Result<()> {
+    // As the `manyi` binary does first (cli::main), so the figures are its.
+    manyi::cli::without_huge_pages();
     let args: Vec<String> = std::env::args().collect();
     let stage = args.get(1).map(String::as_str).unwrap_or("");
     let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();

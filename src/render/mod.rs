@@ -699,11 +699,8 @@ mod tests {
             ctx.insert("xs", &serde_json::from_str::<Value>(xs).expect("json"));
             for start in bounds {
                 for end in bounds {
-                    let args: Vec<String> = [("start", start), ("end", end)]
-                        .iter()
-                        .filter(|(_, v)| !v.is_empty())
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect();
+                    let args: Vec<String> =
+                        [("start", start), ("end", end)].iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| format!("{k}={v}")).collect();
                     let t = format!("{{{{ xs | slice({}) | json_encode() }}}}", args.join(", "));
                     let a = ours.render_str(&t, &ctx).expect(&t);
                     let b = Tera::one_off(&t, &ctx, false).expect(&t);
