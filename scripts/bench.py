@@ -212,8 +212,7 @@ def table_md(rows, r):
 def targets_md(results):
     """The targets of the benchmark issue (19), checked at the largest scale run."""
     out = ["### Targets (issue 19, at the largest scale run)", ""]
-    rows = max(results)
-    big = results.get(rows)
+    big = results.get(max(results))
     if big:
         t, d, ic, ij, rep = big["table"], big["duckdb"], big["ingest-csv"], big["ingest-json"], big["report"]
 

@@ -318,14 +318,13 @@ fn stdout_closed(cause: &(dyn std::error::Error + 'static)) -> bool {
 /// Why: mimalloc asks the kernel for huge pages on its arenas, and with the
 /// usual `defrag = madvise` (Debian's and RHEL's default) a fault in such a
 /// region may compact memory on the spot when no free 2 MiB block is at
-/// hand. On the benchmark machine that made the month's table at 10 M
-/// ratings take 0.60–0.78 s instead of 0.21 s now and then (system time
-/// 0.6–1.0 s instead of 0.05 s), and the report run's scan 3.5–4.2 s
-/// instead of 2.9 s; each huge-page fault also zeroes 2 MiB however little
-/// of it is used (18% of the report run's samples). With 4 KiB pages the
-/// first query of a process is steady (0.28–0.33 s) and the report run
-/// faster (BENCHMARKS.md, 2026-11-28). Databases commonly recommend the same
-/// (Redis, MongoDB). Inherited by child processes.
+/// hand; each such fault also zeroes 2 MiB however little of it is used. On
+/// the benchmark machine the month's table at 10 M ratings took 0.43–0.87 s
+/// on a process's first run with huge pages (0.55–1.44 s of system time),
+/// 0.27–0.31 s without; the median run is the same either way and the report
+/// run's system time fell by about half (BENCHMARKS.md, run of 2026-11-28
+/// 02:50). Databases commonly recommend the same (Redis, MongoDB).
+/// Inherited by child processes.
 pub fn without_huge_pages() {
     // Called before logging is set up, and a failure (an old kernel, a
     // seccomp filter) only leaves the kernel's default: nothing to report.
