@@ -282,9 +282,17 @@ fn ingest_file(
     Ok(())
 }
 
-/// Pages an API source's fetcher may run ahead of the commits: a page of
-/// 1,000 ratings is about 1 MB as received and parsed.
-const PAGES_AHEAD: usize = 32;
+/// How many pages an API source's fetcher may run ahead of the commits: a
+/// whole commit's worth and a quarter more, so that while one commit of
+/// `commit_every` pages is written the fetcher gathers the whole next one
+/// (with 32 pages of room and commits of 100 it stopped a third of the way
+/// and waited for the commit, 135 k against 205 k ratings a second on the
+/// benchmark). Bounded, as each page waits in memory as received: a page
+/// of 1,000 ratings is about 0.35 MB.
+fn pages_ahead(commit_every: u32) -> usize {
+    let every = commit_every as usize;
+    (every + every / 4).clamp(32, 256)
+}
 
 /// Fetches an API source page by page from its watermark (minus the overlap):
 /// every page is landed as received, and at each commit point the pager
@@ -302,12 +310,13 @@ fn collect_api(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut So
     // fsyncs of landing and commit otherwise wait for each other. The pager
     // works out each watermark itself and fetches nothing that depends on a
     // commit, so a page fetched ahead of a failed commit is simply dropped
-    // unlanded. The channel holds `PAGES_AHEAD` steps: the fetcher keeps
+    // unlanded. The channel holds `pages_ahead` steps: the fetcher keeps
     // going while a commit of `commit_every` pages is written (with one step
     // of room it stopped two pages in, and the commits were not overlapped
-    // at all), and at most `PAGES_AHEAD` + 2 pages are in memory.
+    // at all).
+    let ahead = pages_ahead(src.api.as_ref().map_or(1, |a| a.commit_every));
     std::thread::scope(|scope| -> Result<()> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(PAGES_AHEAD);
+        let (tx, rx) = std::sync::mpsc::sync_channel(ahead);
         scope.spawn(move || {
             for step in pager {
                 if tx.send(step).is_err() {

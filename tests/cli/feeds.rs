@@ -178,6 +178,79 @@ fn an_inverted_platform_feed_is_held_and_ingested_once_the_setting_is_fixed() {
     assert_eq!(rows["SD-2026-00001-1"].0, 5);
 }
 
+/// A platform need not write every record's keys in one order: records
+/// with their keys rotated, reversed, interleaved with keys nobody maps and
+/// missing an optional one are read exactly as the same records in one
+/// order. (The reader remembers the slot of the key at each position of the
+/// last record; a record laid out otherwise must not inherit those slots.)
+#[test]
+fn records_with_their_keys_in_any_order_are_read_alike() {
+    let recs: Vec<Value> = (0..24)
+        .map(|i| {
+            let mut r = national(i, [1, 2, 1, 3, 4 + (i % 2) as u8][i % 5], if i % 10 == 3 { 7 } else { 2 });
+            if i % 3 == 1 {
+                r.as_object_mut().expect("object").remove("evalDetail");
+            }
+            r
+        })
+        .collect();
+    let source = |port| platform_source(port, "default_rating = { field = \"pf\", value = \"7\" }\n");
+    let ordered = Deployment::small();
+    let p = Platform::start(&ordered.dir.join("platform.json"), &json!({"app_key": "prov-app", "secret": SECRET, "records": recs}));
+    with_sources(&ordered, &source(p.port));
+    run(&ordered, &["collect", "prov"]).success();
+    drop(p);
+
+    // The same records, each written by hand with its own key order.
+    let texts: Vec<String> = recs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut pairs: Vec<(String, Value)> = r.as_object().expect("object").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let turn = i % pairs.len();
+            pairs.rotate_left(turn);
+            if i % 2 == 1 {
+                pairs.reverse();
+            }
+            pairs.insert(i % 5, (format!("unmapped{}", i % 4), json!("x")));
+            let fields: Vec<String> = pairs.iter().map(|(k, v)| format!("{}:{v}", json!(k))).collect();
+            format!("{{{}}}", fields.join(","))
+        })
+        .collect();
+    let shuffled = Deployment::small();
+    let control = shuffled.dir.join("platform.json");
+    let p = Platform::start(&control, &json!({"app_key": "prov-app", "secret": SECRET, "records": []}));
+    // The server reads its control file on every request.
+    let text = format!("{{\"app_key\":\"prov-app\",\"secret\":{},\"records\":[{}]}}", json!(SECRET), texts.join(","));
+    std::fs::write(&control, text).expect("control");
+    with_sources(&shuffled, &source(p.port));
+    run(&shuffled, &["collect", "prov"]).success();
+
+    assert!(quarantine_lines(&shuffled, "prov").is_empty());
+    let a = curated(&ordered);
+    assert_eq!(a.len(), 24);
+    assert_eq!(a["SD-2026-00004-1"].0, 2, "a 差评 is read as one");
+    assert_eq!(a["SD-2026-00003-1"], (3, 0, true), "pf 7 marks a default rating");
+    // Every column of every rating alike: comments, reasons, category, times.
+    let frame = |d: &Deployment| {
+        let files = crate::walk(&d.dir.join("data/curated/ratings"));
+        let frames: Vec<DataFrame> = files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .map(|f| ParquetReader::new(std::fs::File::open(f).expect("open")).finish().expect("parquet"))
+            .collect();
+        let mut all = frames[0].clone();
+        for f in &frames[1..] {
+            all.vstack_mut(f).expect("vstack");
+        }
+        all.sort(["rating_id"], SortMultipleOptions::default()).expect("sort")
+    };
+    let (fa, fb) = (frame(&ordered), frame(&shuffled));
+    assert_eq!(fa.height(), 24);
+    assert!(fa.equals_missing(&fb), "ordered:\n{fa}\nshuffled:\n{fb}");
+    assert_eq!(fa.column("reason_tags").expect("tags").str().expect("str").get(9), Some("501,503"), "a reason code arrives");
+}
+
 const OFFICE_HEAD: &str = "办件编号,评价次数,评价时间,区划代码,服务类别,评价渠道,满意度,评价标签,文字评价,整改状态\n";
 
 fn office_row(no: usize, channel: &str, category: &str, level: &str, comment: &str) -> String {
