@@ -10,7 +10,7 @@
 //! the last batch commits; a failed commit ends the run, and what was
 //! fetched ahead is dropped unlanded.
 
-use super::{ApiError, CATCH_UP, CollectError, HttpSource, Parsed, Window, parse_timestamp};
+use super::{Ahead, ApiError, CATCH_UP, CollectError, HttpSource, Parsed, Window, parse_timestamp};
 use crate::config::{ApiConfig, Config, SourceConfig, SourceKind};
 use chrono::NaiveDateTime;
 
@@ -117,6 +117,8 @@ pub struct ApiPager<'a> {
     page: u32,
     total: Option<u64>,
     done: bool,
+    /// The request for the next page, sent while this one was read.
+    ahead: Option<Ahead>,
 }
 
 impl<'a> ApiPager<'a> {
@@ -138,11 +140,12 @@ impl<'a> ApiPager<'a> {
             page: 1,
             total: None,
             done: false,
+            ahead: None,
         })
     }
 
     /// Page `page` as received, with its records parsed.
-    fn fetch(&self, page: u32) -> Result<FetchedPage, PagingError> {
+    fn fetch(&mut self, page: u32) -> Result<FetchedPage, PagingError> {
         Ok(match self.src.kind {
             SourceKind::WjxApi => {
                 let p = super::fetch_wjx_page(&self.client, self.cfg, self.src, &self.window, page)?;
@@ -150,7 +153,13 @@ impl<'a> ApiPager<'a> {
                 FetchedPage { number: p.number, count: p.rows.len(), bytes: p.bytes, parsed, total: p.total }
             }
             _ => {
-                let p = self.client.fetch_haochaping(self.cfg, self.src, &self.window, page, self.now_local)?;
+                // The next page's request goes ahead only when the platform's
+                // total says there is a next page and the page limit allows it.
+                let size = u64::from(self.api.page_size);
+                let ask_next = page < self.api.page_limit && self.total.is_some_and(|t| u64::from(page) * size < t);
+                let (p, ahead) =
+                    self.client.fetch_haochaping(self.cfg, self.src, &self.window, page, self.now_local, self.ahead.take(), ask_next)?;
+                self.ahead = ahead;
                 FetchedPage { number: p.number, count: p.count, bytes: p.bytes, parsed: p.parsed, total: p.total }
             }
         })

@@ -174,7 +174,27 @@ pub struct HttpSource {
     name: String,
     api: ApiConfig,
     secret: Vec<u8>,
+    requester: Requester,
+}
+
+/// What one request needs, owned, so that a request can go ahead on a
+/// thread of its own ([`Ahead`]).
+#[derive(Clone)]
+struct Requester {
+    name: String,
+    secret_env: String,
     http: reqwest::blocking::Client,
+}
+
+/// The first request for a page, sent while the page before it is read:
+/// the platform prepares the next page (and the network carries it) while
+/// this side reads the last one, instead of each waiting for the other. At
+/// most this one request is ahead, and only for a page the window's total
+/// says exists; its answer counts as the page's first attempt (retried as
+/// any other). Dropped unanswered when the run stops first.
+pub struct Ahead {
+    page: u32,
+    answer: std::thread::JoinHandle<Attempt>,
 }
 
 impl HttpSource {
@@ -189,7 +209,8 @@ impl HttpSource {
             .user_agent(concat!("manyi/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ApiError::Client { name: name.into(), reason: e.to_string() })?;
-        Ok(HttpSource { name: name.into(), api: api.clone(), secret, http })
+        let requester = Requester { name: name.into(), secret_env: api.secret_env.clone(), http };
+        Ok(HttpSource { name: name.into(), api: api.clone(), secret, requester })
     }
 
     /// The secret, for signatures computed by the caller (问卷星).
@@ -212,11 +233,16 @@ impl HttpSource {
             serde_json::from_slice::<Value>(bytes)
                 .map_err(|e| PageFault::Broken(format!("the page is not valid JSON ({e}); it may have been cut off")))
         };
-        self.post_page_read(page, url, make_body, headers, &read)
+        let (bytes, json, attempts, _) = self.post_page_read(page, url, make_body, headers, &read, None, None)?;
+        Ok((bytes, json, attempts))
     }
 
     /// [`Self::post_page`] with the body read by `read`: a body it finds
     /// broken is fetched again, one that is no page fails the page at once.
+    /// `ahead` is this page's request sent earlier; `send_next`, if given,
+    /// sends the next page's when this page's body has arrived, before it is
+    /// read, and that request is returned with the page.
+    #[allow(clippy::too_many_arguments)] // one page's request, its reading and the next page's
     fn post_page_read<T>(
         &self,
         page: u32,
@@ -224,21 +250,34 @@ impl HttpSource {
         make_body: &dyn Fn() -> Vec<u8>,
         headers: &SignHeaders<'_>,
         read: &dyn Fn(&[u8]) -> Result<T, PageFault>,
-    ) -> Result<(Vec<u8>, T, u32), ApiError> {
+        mut ahead: Option<Ahead>,
+        send_next: Option<&dyn Fn() -> Ahead>,
+    ) -> Result<(Vec<u8>, T, u32, Option<Ahead>), ApiError> {
         let policy = self.backoff();
         let mut attempt = 0;
+        let mut next = None;
         loop {
             attempt += 1;
-            let body = make_body();
-            let outcome = self.attempt(page, url, &body, headers);
+            let outcome = match ahead.take().filter(|a| a.page == page) {
+                Some(a) => a.answer.join().unwrap_or_else(|_| Attempt::Retry("the request sent ahead was lost".into(), None)),
+                None => {
+                    let body = make_body();
+                    self.requester.attempt(page, url, &body, headers(&body))
+                }
+            };
             let (reason, retry_after) = match outcome {
-                Attempt::Done(bytes) => match read(&bytes) {
-                    Ok(v) => return Ok((bytes, v, attempt)),
-                    Err(PageFault::Broken(reason)) => (reason, None),
-                    Err(PageFault::NotAPage(reason)) => {
-                        return Err(ApiError::Page { name: self.name.clone(), page, attempts: attempt, reason });
+                Attempt::Done(bytes) => {
+                    if next.is_none() {
+                        next = send_next.map(|send| send());
                     }
-                },
+                    match read(&bytes) {
+                        Ok(v) => return Ok((bytes, v, attempt, next)),
+                        Err(PageFault::Broken(reason)) => (reason, None),
+                        Err(PageFault::NotAPage(reason)) => {
+                            return Err(ApiError::Page { name: self.name.clone(), page, attempts: attempt, reason });
+                        }
+                    }
+                }
                 Attempt::Retry(reason, after) => (reason, after),
                 Attempt::Fatal(e) => return Err(e),
             };
@@ -250,9 +289,18 @@ impl HttpSource {
         }
     }
 
-    fn attempt(&self, page: u32, url: &str, body: &[u8], headers: &SignHeaders<'_>) -> Attempt {
+    /// Sends the first request for `page` now, on a thread of its own.
+    fn send_ahead(&self, page: u32, url: &str, body: Vec<u8>, headers: Vec<(String, String)>) -> Ahead {
+        tracing::debug!(source = %self.name, page, "request sent ahead");
+        let (requester, url) = (self.requester.clone(), url.to_string());
+        Ahead { page, answer: std::thread::spawn(move || requester.attempt(page, &url, &body, headers)) }
+    }
+}
+
+impl Requester {
+    fn attempt(&self, page: u32, url: &str, body: &[u8], headers: Vec<(String, String)>) -> Attempt {
         let mut req = self.http.post(url).header("Content-Type", "application/json; charset=utf-8").body(body.to_vec());
-        for (k, v) in headers(body) {
+        for (k, v) in headers {
             req = req.header(k, v);
         }
         let resp = match req.send() {
@@ -279,7 +327,7 @@ impl HttpSource {
                 page,
                 status: status.as_u16(),
                 body: head(),
-                var: self.api.secret_env.clone(),
+                var: self.secret_env.clone(),
             })
         } else if status.as_u16() == 429 || status.is_server_error() {
             Attempt::Retry(format!("HTTP {status}: {}", head()), retry_after)
@@ -287,7 +335,9 @@ impl HttpSource {
             Attempt::Fatal(ApiError::Page { name: self.name.clone(), page, attempts: 1, reason: format!("HTTP {status}: {}", head()) })
         }
     }
+}
 
+impl HttpSource {
     /// The source's retry policy. `max_retries` counts retries after the
     /// first request, as configured; the policy counts tries.
     fn backoff(&self) -> Backoff {
@@ -305,6 +355,10 @@ impl HttpSource {
     /// `{"page": N, "size": S, "startTime": "YYYY-MM-DD HH:MM:SS", "endTime": …}`
     /// and the app key, timestamp and signature headers. Response: JSON with
     /// the record array at `records_path` and the total at `total_path`.
+    /// `ahead` is this page's request if it went ahead; with `ask_next` the
+    /// next page's request goes ahead as soon as this page's body is in, and
+    /// is returned with the page.
+    #[allow(clippy::too_many_arguments)] // the page, its window and context, and the request ahead
     pub fn fetch_haochaping(
         &self,
         cfg: &Config,
@@ -312,10 +366,12 @@ impl HttpSource {
         window: &Window,
         page: u32,
         now: NaiveDateTime,
-    ) -> Result<Page, ApiError> {
+        ahead: Option<Ahead>,
+        ask_next: bool,
+    ) -> Result<(Page, Option<Ahead>), ApiError> {
         let url = format!("{}{}", self.api.base_url.trim_end_matches('/'), self.api.path);
         let fmt = "%Y-%m-%d %H:%M:%S";
-        let make_body = || {
+        let body_of = |page: u32| {
             serde_json::json!({
                 "page": page,
                 "size": self.api.page_size,
@@ -335,8 +391,21 @@ impl HttpSource {
             ]
         };
         let read = |bytes: &[u8]| parse_haochaping_page(cfg, source, page, bytes, now);
-        let (bytes, read, attempts) = self.post_page_read(page, &url, &make_body, &headers, &read)?;
-        Ok(Page { number: page, bytes, count: read.count, parsed: read.parsed, total: read.total, attempts })
+        let send_next = || {
+            let body = body_of(page + 1);
+            let headers = headers(&body);
+            self.send_ahead(page + 1, &url, body, headers)
+        };
+        let (bytes, read, attempts, next) = self.post_page_read(
+            page,
+            &url,
+            &|| body_of(page),
+            &headers,
+            &read,
+            ahead,
+            ask_next.then_some(&send_next as &dyn Fn() -> Ahead),
+        )?;
+        Ok((Page { number: page, bytes, count: read.count, parsed: read.parsed, total: read.total, attempts }, next))
     }
 }
 

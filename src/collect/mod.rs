@@ -17,8 +17,8 @@ mod wjx_export;
 
 pub use api_paging::{ApiBatch, ApiPager, ApiStep, PagingError, next_watermark};
 pub use http_api::{
-    ApiError, CATCH_UP, HAOCHAPING_FIELDS, HttpSource, Page, PageFault, ReadPage, Window, api_quarantine_headers, parse_haochaping_page,
-    sign_haochaping,
+    Ahead, ApiError, CATCH_UP, HAOCHAPING_FIELDS, HttpSource, Page, PageFault, ReadPage, Window, api_quarantine_headers,
+    parse_haochaping_page, sign_haochaping,
 };
 pub use rating_file::parse_rating_file;
 pub use table::{Table, decode_text, read_table};

@@ -159,9 +159,17 @@ fn api_source_survives_platform_faults_and_stores_each_record_once() {
     let p = Platform::start(&control, &json!({"app_key": "linjiang-app", "secret": SECRET, "records": records(), "faults": faults}));
     with_sources(&d, &api_source(p.port, ""));
 
-    let out = manyi_env(&d, &["collect", "hcp"], &[]);
+    let out = manyi_env(&d, &["collect", "hcp"], &[("MANYI_LOG", "manyi=debug")]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // Page 3's request went ahead while page 2 was read (the total said
+    // there was a page 3), and its cut-off answer was retried as any other;
+    // none went ahead for page 2 (the total was not known before page 1 was
+    // read) nor past the last page.
+    let ahead: Vec<&str> = stderr.lines().filter(|l| l.contains("request sent ahead")).collect();
+    assert_eq!(ahead.len(), 1, "{stderr}");
+    assert!(ahead[0].contains("page=3"), "{stderr}");
     // Every good record once, the malformed one in quarantine with its reason.
     assert_eq!(stored(&d, "ratings"), (25, 25));
     let qfile = d.dir.join("data/quarantine/hcp");
