@@ -67,7 +67,13 @@ impl ApiBatch {
         self.parsed.ratings.is_empty() && self.parsed.responses.is_empty() && self.parsed.rejected.is_empty()
     }
 
-    fn add(&mut self, number: u32, parsed: Parsed) {
+    /// Adds a page; `expected` is how many ratings the batch will likely
+    /// hold, reserved at its first page so that a batch of 100,000 is not
+    /// copied over and over as it grows.
+    fn add(&mut self, number: u32, parsed: Parsed, expected: usize) {
+        if self.pages.is_empty() {
+            self.parsed.ratings.reserve(expected);
+        }
         self.pages.push(number);
         self.parsed.absorb_findings(&parsed);
         self.parsed.rows_read += parsed.rows_read;
@@ -186,7 +192,9 @@ impl<'a> ApiPager<'a> {
         let page = self.page;
         let FetchedPage { number, bytes, parsed, count, total } = self.fetch(page)?;
         self.total = self.total.or(total);
-        self.pending.add(number, parsed);
+        // At most a million ratings reserved, whatever the settings.
+        let expected = (self.api.commit_every as usize).saturating_mul(self.api.page_size as usize).min(1 << 20);
+        self.pending.add(number, parsed, if self.src.kind == SourceKind::WjxApi { 0 } else { expected });
         // 问卷星 serves at most 50 answers a page whatever is asked for.
         let size = if self.src.kind == SourceKind::WjxApi { self.api.page_size.min(50) } else { self.api.page_size } as usize;
         let last = count == 0 || count < size || self.total.is_some_and(|t| u64::from(page) * size as u64 >= t);

@@ -261,8 +261,12 @@ impl<'a> Rules<'a> {
 /// code, category, 服务事项, 受理部门): a province's file has 800,000 ratings
 /// but a few thousand distinct values of these, and a heap string of each
 /// in every rating was a fifth of the memory of an ingest.
+///
+/// Hashed with foldhash, seeded per process: std's SipHash made the look-up
+/// a tenth of reading an API page (four short texts a rating). The set is
+/// capped, so a file crafted to collide can slow only its own reading.
 #[derive(Default)]
-pub(crate) struct SharedText(RefCell<HashSet<Arc<str>>>);
+pub(crate) struct SharedText(RefCell<HashSet<Arc<str>, foldhash::fast::RandomState>>);
 
 /// Distinct texts kept at most: a field that turns out not to repeat (a
 /// free-text 事项 of every rating different) stops being shared there rather
