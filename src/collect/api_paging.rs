@@ -192,8 +192,11 @@ impl<'a> ApiPager<'a> {
         let page = self.page;
         let FetchedPage { number, bytes, parsed, count, total } = self.fetch(page)?;
         self.total = self.total.or(total);
-        // At most a million ratings reserved, whatever the settings.
-        let expected = (self.api.commit_every as usize).saturating_mul(self.api.page_size as usize).min(1 << 20);
+        // No more than the platform's total says the window holds (a nightly
+        // run of a few hundred ratings must not reserve a batch of 100,000),
+        // and at most a million whatever the settings.
+        let batch = (self.api.commit_every as usize).saturating_mul(self.api.page_size as usize);
+        let expected = batch.min(self.total.map_or(count, |t| usize::try_from(t).unwrap_or(usize::MAX))).min(1 << 20);
         self.pending.add(number, parsed, if self.src.kind == SourceKind::WjxApi { 0 } else { expected });
         // 问卷星 serves at most 50 answers a page whatever is asked for.
         let size = if self.src.kind == SourceKind::WjxApi { self.api.page_size.min(50) } else { self.api.page_size } as usize;

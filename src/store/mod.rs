@@ -1092,8 +1092,6 @@ mod tests {
         assert!(got.equals_missing(&want), "{got}\n{want}");
     }
 
-    /// Both ways of classifying a batch (one look-up per key under
-    /// `MERGE_LOOKUP_MIN`, the ordered merge from it on) must agree.
     /// Keys are upserted 64 to a statement and the rest one by one: every
     /// key of a batch that is not a multiple of 64 gets its hash, batch and
     /// version count, through a first, a second and a later version.
@@ -1123,6 +1121,8 @@ mod tests {
         assert_eq!((out.new, out.updated, out.unchanged), (0, 0, n));
     }
 
+    /// Both ways of classifying a batch (one look-up per key under
+    /// `MERGE_LOOKUP_MIN`, the ordered merge from it on) must agree.
     #[test]
     fn large_and_small_batches_classify_keys_alike() {
         for (size, label) in [(MERGE_LOOKUP_MIN / 4, "look-ups"), (MERGE_LOOKUP_MIN * 2, "merge")] {
