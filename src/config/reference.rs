@@ -23,30 +23,41 @@ pub struct OrgUnit {
     pub level: OrgLevel,
 }
 
+/// Foldhash, seeded per process: the tree's maps are looked up once per
+/// rating on ingest and per 差评 per office in a report run, with short
+/// codes as keys, where std's SipHash cost more than the rest of the look-up.
+type Fast = foldhash::fast::RandomState;
+
 /// The org hierarchy with look-ups by code and by name.
 #[derive(Debug, Clone, Default)]
 pub struct OrgTree {
-    units: BTreeMap<String, OrgUnit>,
-    by_name: HashMap<String, Vec<String>>,
+    /// Every unit, ordered by code.
+    units: Vec<OrgUnit>,
+    /// A unit's position in `units` by its code.
+    at: HashMap<String, usize, Fast>,
+    by_name: HashMap<String, Vec<String>, Fast>,
     /// Each unit's code and level, then its parent's, up to the root. Scope
     /// checks run once per 差评 per office (millions in a province's monthly
     /// run), so the walk up the tree is done once here.
-    lineage: HashMap<String, Vec<(String, OrgLevel)>>,
+    lineage: HashMap<String, Vec<(String, OrgLevel)>, Fast>,
 }
 
 impl OrgTree {
-    /// Builds the tree from its units (checked by the loader).
+    /// Builds the tree from its units (checked by the loader; of a code
+    /// given twice the last counts).
     pub fn new(units: Vec<OrgUnit>) -> Self {
-        let mut by_name: HashMap<String, Vec<String>> = HashMap::new();
+        let mut by_name: HashMap<String, Vec<String>, Fast> = HashMap::default();
         for u in &units {
             by_name.entry(u.name.clone()).or_default().push(u.code.clone());
         }
-        let units: BTreeMap<String, OrgUnit> = units.into_iter().map(|u| (u.code.clone(), u)).collect();
+        let units: Vec<OrgUnit> = units.into_iter().map(|u| (u.code.clone(), u)).collect::<BTreeMap<_, _>>().into_values().collect();
+        let at: HashMap<String, usize, Fast> = units.iter().enumerate().map(|(i, u)| (u.code.clone(), i)).collect();
+        let get = |code: &str| at.get(code).map(|&i| &units[i]);
         let lineage = units
-            .keys()
-            .map(|code| {
+            .iter()
+            .map(|unit| {
                 let mut chain = Vec::new();
-                let mut cur = units.get(code);
+                let mut cur = Some(unit);
                 // Bounded by the number of units, so a cycle the loader
                 // reports cannot hang the build of the tree.
                 while let Some(u) = cur {
@@ -54,33 +65,33 @@ impl OrgTree {
                         break;
                     }
                     chain.push((u.code.clone(), u.level));
-                    cur = units.get(&u.parent);
+                    cur = get(&u.parent);
                 }
-                (code.clone(), chain)
+                (unit.code.clone(), chain)
             })
             .collect();
-        OrgTree { units, by_name, lineage }
+        OrgTree { units, at, by_name, lineage }
     }
 
     /// The unit with this code.
     pub fn get(&self, code: &str) -> Option<&OrgUnit> {
-        self.units.get(code)
+        self.at.get(code).map(|&i| &self.units[i])
     }
 
     /// Every unit, ordered by code.
     pub fn units(&self) -> impl Iterator<Item = &OrgUnit> {
-        self.units.values()
+        self.units.iter()
     }
 
     /// Units of one level, ordered by code.
     pub fn at_level(&self, level: OrgLevel) -> impl Iterator<Item = &OrgUnit> {
-        self.units.values().filter(move |u| u.level == level)
+        self.units.iter().filter(move |u| u.level == level)
     }
 
     /// Resolves a community or grid given by code or by its unique name.
     pub fn resolve_rated_unit(&self, text: &str) -> Result<&OrgUnit, String> {
         let t = text.trim();
-        if let Some(u) = self.units.get(t) {
+        if let Some(u) = self.get(t) {
             return match u.level {
                 OrgLevel::Community | OrgLevel::Grid => Ok(u),
                 _ => Err(format!("区划 {t} 是{:?}级，评价应落到社区或网格", u.level)),
@@ -97,7 +108,7 @@ impl OrgTree {
     /// The ancestor of `code` at `level` (itself if it is at that level).
     pub fn ancestor(&self, code: &str, level: OrgLevel) -> Option<&OrgUnit> {
         let (found, _) = self.lineage.get(code)?.iter().find(|(_, l)| *l == level)?;
-        self.units.get(found)
+        self.get(found)
     }
 
     /// The unit's code and level, then its parent's, up to the root (empty
