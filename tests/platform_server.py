@@ -15,14 +15,17 @@ platform's data between runs by rewriting the file. CONTROL.json:
       "generate": {"count": N},           # or: N synthetic records (benchmark)
       "faults": [ {"page": 2, "kind": "429", "times": 1, "retry_after": 1},
                   {"page": 3, "kind": "500", "times": 1},
-                  {"page": 4, "kind": "truncate", "times": 1} ],
+                  {"page": 4, "kind": "truncate", "times": 1},
+                  {"page": 5, "kind": "slow", "secs": 0.5, "times": 100} ],
       "wjx": {"appid": "...", "appkey": "...", "rows": [ {...}, ... ]}
     }
 
 A fault fires for the first `times` requests of its page (counted per server
 process): "429" answers 429 with Retry-After, "500" answers 500, "truncate"
 announces the whole body in Content-Length, sends half of it and closes the
-connection. Every request is logged as a JSON line to CONTROL.json + ".log"
+connection, "slow" waits `secs` before answering normally (a platform under
+load; the kill test uses it so that a run lasts long enough to be killed
+however fast manyi reads). Every request is logged as a JSON line to CONTROL.json + ".log"
 (page, status, time) so tests can check what the client did.
 
 The 好差评 request is POST /api/evaluation/list with the JSON body
@@ -140,6 +143,9 @@ class Handler(BaseHTTPRequestHandler):
             log({"page": page, "status": 401, "t": time.time()})
             return self.send(401, {"code": 401, "msg": "签名校验失败"})
         f = self.fault(ctl, page)
+        if f and f["kind"] == "slow":
+            time.sleep(float(f.get("secs", 1)))
+            f = None
         if f and f["kind"] == "429":
             log({"page": page, "status": 429, "t": time.time()})
             return self.send(429, {"code": 429, "msg": "请求过于频繁"}, [("Retry-After", str(f.get("retry_after", 1)))])

@@ -300,7 +300,16 @@ fn sigkill_at_random_moments_of_a_long_ingest_loses_nothing_and_duplicates_nothi
     use rand::{Rng, SeedableRng};
     let d = Deployment::small();
     let n = 20_000;
-    let p = Platform::start(&d.dir.join("platform.json"), &json!({"app_key": "linjiang-app", "secret": SECRET, "generate": {"count": n}}));
+    // Four of the 40 pages answer after 0.6 s, so that every run lasts well
+    // over the longest wait before the kill however fast the ingest gets
+    // (once it got fast enough to finish every run before its kill, and
+    // the test proved nothing); the other 36 pages and the commits run at
+    // full speed, and the kills land among them as much as in the waits.
+    let slow: Vec<Value> = [6, 16, 26, 36].iter().map(|p| json!({"page": p, "kind": "slow", "secs": 0.6, "times": 1000})).collect();
+    let p = Platform::start(
+        &d.dir.join("platform.json"),
+        &json!({"app_key": "linjiang-app", "secret": SECRET, "generate": {"count": n}, "faults": slow}),
+    );
     with_sources(
         &d,
         &api_source(p.port, "commit_every = 3")
