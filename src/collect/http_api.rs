@@ -171,7 +171,6 @@ enum Attempt {
 
 /// A blocking HTTP client for one source, with its retry policy.
 pub struct HttpSource {
-    name: String,
     api: ApiConfig,
     secret: Vec<u8>,
     requester: Requester,
@@ -210,7 +209,7 @@ impl HttpSource {
             .build()
             .map_err(|e| ApiError::Client { name: name.into(), reason: e.to_string() })?;
         let requester = Requester { name: name.into(), secret_env: api.secret_env.clone(), http };
-        Ok(HttpSource { name: name.into(), api: api.clone(), secret, requester })
+        Ok(HttpSource { api: api.clone(), secret, requester })
     }
 
     /// The secret, for signatures computed by the caller (问卷星).
@@ -274,7 +273,7 @@ impl HttpSource {
                         Ok(v) => return Ok((bytes, v, attempt, next)),
                         Err(PageFault::Broken(reason)) => (reason, None),
                         Err(PageFault::NotAPage(reason)) => {
-                            return Err(ApiError::Page { name: self.name.clone(), page, attempts: attempt, reason });
+                            return Err(ApiError::Page { name: self.requester.name.clone(), page, attempts: attempt, reason });
                         }
                     }
                 }
@@ -282,62 +281,20 @@ impl HttpSource {
                 Attempt::Fatal(e) => return Err(e),
             };
             let Some(wait) = policy.wait_after(attempt, retry_after) else {
-                return Err(ApiError::Page { name: self.name.clone(), page, attempts: attempt, reason });
+                return Err(ApiError::Page { name: self.requester.name.clone(), page, attempts: attempt, reason });
             };
-            tracing::warn!(source = %self.name, page, attempt, %reason, wait_ms = wait.as_millis() as u64, "retrying page");
+            tracing::warn!(source = %self.requester.name, page, attempt, %reason, wait_ms = wait.as_millis() as u64, "retrying page");
             std::thread::sleep(wait);
         }
     }
 
     /// Sends the first request for `page` now, on a thread of its own.
     fn send_ahead(&self, page: u32, url: &str, body: Vec<u8>, headers: Vec<(String, String)>) -> Ahead {
-        tracing::debug!(source = %self.name, page, "request sent ahead");
+        tracing::debug!(source = %self.requester.name, page, "request sent ahead");
         let (requester, url) = (self.requester.clone(), url.to_string());
         Ahead { page, answer: std::thread::spawn(move || requester.attempt(page, &url, &body, headers)) }
     }
-}
 
-impl Requester {
-    fn attempt(&self, page: u32, url: &str, body: &[u8], headers: Vec<(String, String)>) -> Attempt {
-        let mut req = self.http.post(url).header("Content-Type", "application/json; charset=utf-8").body(body.to_vec());
-        for (k, v) in headers {
-            req = req.header(k, v);
-        }
-        let resp = match req.send() {
-            Ok(r) => r,
-            Err(e) => return Attempt::Retry(format!("request failed: {}", error_chain(&e)), None),
-        };
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(std::time::Duration::from_secs);
-        let bytes = match resp.bytes() {
-            Ok(b) => b.to_vec(),
-            Err(e) => return Attempt::Retry(format!("HTTP {status}: the body was cut off: {}", error_chain(&e)), retry_after),
-        };
-        let head = || String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
-        if status.is_success() {
-            Attempt::Done(bytes)
-        } else if status.as_u16() == 401 || status.as_u16() == 403 {
-            Attempt::Fatal(ApiError::Unauthorized {
-                name: self.name.clone(),
-                page,
-                status: status.as_u16(),
-                body: head(),
-                var: self.secret_env.clone(),
-            })
-        } else if status.as_u16() == 429 || status.is_server_error() {
-            Attempt::Retry(format!("HTTP {status}: {}", head()), retry_after)
-        } else {
-            Attempt::Fatal(ApiError::Page { name: self.name.clone(), page, attempts: 1, reason: format!("HTTP {status}: {}", head()) })
-        }
-    }
-}
-
-impl HttpSource {
     /// The source's retry policy. `max_retries` counts retries after the
     /// first request, as configured; the policy counts tries.
     fn backoff(&self) -> Backoff {
@@ -406,6 +363,46 @@ impl HttpSource {
             ask_next.then_some(&send_next as &dyn Fn() -> Ahead),
         )?;
         Ok((Page { number: page, bytes, count: read.count, parsed: read.parsed, total: read.total, attempts }, next))
+    }
+}
+
+impl Requester {
+    fn attempt(&self, page: u32, url: &str, body: &[u8], headers: Vec<(String, String)>) -> Attempt {
+        let mut req = self.http.post(url).header("Content-Type", "application/json; charset=utf-8").body(body.to_vec());
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let resp = match req.send() {
+            Ok(r) => r,
+            Err(e) => return Attempt::Retry(format!("request failed: {}", error_chain(&e)), None),
+        };
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
+        let bytes = match resp.bytes() {
+            Ok(b) => b.to_vec(),
+            Err(e) => return Attempt::Retry(format!("HTTP {status}: the body was cut off: {}", error_chain(&e)), retry_after),
+        };
+        let head = || String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+        if status.is_success() {
+            Attempt::Done(bytes)
+        } else if status.as_u16() == 401 || status.as_u16() == 403 {
+            Attempt::Fatal(ApiError::Unauthorized {
+                name: self.name.clone(),
+                page,
+                status: status.as_u16(),
+                body: head(),
+                var: self.secret_env.clone(),
+            })
+        } else if status.as_u16() == 429 || status.is_server_error() {
+            Attempt::Retry(format!("HTTP {status}: {}", head()), retry_after)
+        } else {
+            Attempt::Fatal(ApiError::Page { name: self.name.clone(), page, attempts: 1, reason: format!("HTTP {status}: {}", head()) })
+        }
     }
 }
 
