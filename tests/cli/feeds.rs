@@ -251,6 +251,30 @@ fn records_with_their_keys_in_any_order_are_read_alike() {
     assert_eq!(fa.column("reason_tags").expect("tags").str().expect("str").get(9), Some("501,503"), "a reason code arrives");
 }
 
+/// A key sent twice in one record counts with its last value, as in a JSON
+/// object read whole, also where the record before had the same keys once
+/// (the reader's memory of key positions must not keep the first).
+#[test]
+fn a_key_sent_twice_in_a_record_counts_with_its_last_value() {
+    let d = Deployment::small();
+    let control = d.dir.join("platform.json");
+    let p = Platform::start(&control, &json!({"app_key": "prov-app", "secret": SECRET, "records": []}));
+    let text = |no: usize, code: u8| {
+        let r = national(no, code, 2);
+        let fields: Vec<String> = r.as_object().expect("object").iter().map(|(k, v)| format!("{}:{v}", json!(k))).collect();
+        fields.join(",")
+    };
+    // Record 0 plainly 非常满意 (code 1); record 1 says 1 first, then 5 (非常不满意) at the end.
+    let recs = [format!("{{{}}}", text(0, 1)), format!("{{{},\"satisfaction\":5}}", text(1, 1))];
+    let body = format!("{{\"app_key\":\"prov-app\",\"secret\":{},\"records\":[{}]}}", json!(SECRET), recs.join(","));
+    std::fs::write(&control, body).expect("control");
+    with_sources(&d, &platform_source(p.port, ""));
+    run(&d, &["collect", "prov"]).success();
+    let rows = curated(&d);
+    assert_eq!(rows["SD-2026-00000-1"].0, 5);
+    assert_eq!(rows["SD-2026-00001-1"].0, 1, "the last satisfaction (5, 非常不满意) counts");
+}
+
 const OFFICE_HEAD: &str = "办件编号,评价次数,评价时间,区划代码,服务类别,评价渠道,满意度,评价标签,文字评价,整改状态\n";
 
 fn office_row(no: usize, channel: &str, category: &str, level: &str, comment: &str) -> String {
