@@ -500,7 +500,14 @@ pub fn parse_haochaping_page(
 /// Normalises the records of page `number`.
 fn parse_records(cfg: &Config, source: &SourceConfig, number: u32, records: &[RawRecord<'_>], now: NaiveDateTime) -> Parsed {
     let fields = field_table(source);
-    let slot = |canon: &str| fields.iter().position(|(c, _)| *c == canon);
+    // The normaliser asks for some 20 fields a record by canonical name;
+    // finding each by comparing it with every field in turn was 7 % of
+    // reading a page. The first field of a name wins, as `position` had it.
+    let mut slot_of: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
+    for (k, (canon, _)) in fields.iter().enumerate() {
+        slot_of.entry(*canon).or_insert(k);
+    }
+    let slot = |canon: &str| slot_of.get(canon).copied();
     let channel_field = slot("channel").map(|i| fields[i].1);
     let default_in_channel = source.default_rating.as_ref().is_some_and(|r| Some(r.field.as_str()) == channel_field);
     let rules = Rules::new(cfg, source, now, default_in_channel);
@@ -522,13 +529,6 @@ fn parse_records(cfg: &Config, source: &SourceConfig, number: u32, records: &[Ra
     // JSON ingest went from 194–221 k to 233–255 k ratings a second). A key
     // elsewhere than last time is looked up whole and the rest relearned.
     let mut slots_at: Vec<(&str, Vec<usize>)> = Vec::new();
-    // The normaliser asks for some 20 fields a record by canonical name;
-    // finding each by comparing it with every field in turn was 7 % of
-    // reading a page. The first field of a name wins, as `position` had it.
-    let mut slot_of: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
-    for (k, (canon, _)) in fields.iter().enumerate() {
-        slot_of.entry(*canon).or_insert(k);
-    }
     for (i, rec) in records.iter().enumerate() {
         let quarantine = |field: &str, reason: String| QuarantineRow {
             line: i + 1,
@@ -557,7 +557,7 @@ fn parse_records(cfg: &Config, source: &SourceConfig, number: u32, records: &[Ra
             }
         }
         platform_codes_to_words(cfg, source, &codes, &mut vals);
-        let get = |f: &str| slot_of.get(f).map(|&k| vals[k].as_ref()).unwrap_or("");
+        let get = |f: &str| slot(f).map(|k| vals[k].as_ref()).unwrap_or("");
         match normalise_rating(&rules, &get, &mut parsed.unrecognised) {
             Ok(read) => parsed.add_rating(read),
             Err((field, reason)) => {
