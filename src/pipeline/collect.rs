@@ -305,32 +305,57 @@ fn collect_api(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut So
     let now_local = now_utc.with_timezone(&cfg.tz).naive_local();
     let pager = ApiPager::new(cfg, src, store.watermark(&src.name)?, now_local)?;
     let run_id = format!("{}-{}", src.name, now_utc.format("%Y%m%dT%H%M%S%3fZ"));
-    // The next page is fetched and read on another thread while this one is
-    // landed and committed: the platform's answer, reading the page and the
-    // fsyncs of landing and commit otherwise wait for each other. The pager
-    // works out each watermark itself and fetches nothing that depends on a
-    // commit, so a page fetched ahead of a failed commit is simply dropped
-    // unlanded. The channel holds `pages_ahead` steps: the fetcher keeps
-    // going while a commit of `commit_every` pages is written (with one step
-    // of room it stopped two pages in, and the commits were not overlapped
-    // at all).
+    // Three threads, each handing on to the next through a bounded channel:
+    // the fetcher gets and reads the next pages, the lander lands each page
+    // as received, and this thread commits. The platform's answer, reading
+    // a page, the landing's fsyncs and the commit's otherwise wait for each
+    // other (landing on this thread, its fsyncs were a fifth of the
+    // committing thread's time). The pager works out each watermark itself
+    // and fetches nothing that depends on a commit, so pages fetched or
+    // landed ahead of a failed commit are simply not committed: the next
+    // run fetches them again from the watermark.
+    //
+    // Each channel holds `pages_ahead` steps, so the fetcher keeps going
+    // while a commit of `commit_every` pages is written (with one step of
+    // room it stopped two pages in, and the commits were not overlapped at
+    // all).
     let ahead = pages_ahead(src.api.as_ref().map_or(1, |a| a.commit_every));
+    let landing = store.landing(&src.name, now_local.date());
     std::thread::scope(|scope| -> Result<()> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(ahead);
+        let (fetched_tx, fetched_rx) = std::sync::mpsc::sync_channel(ahead);
+        let (landed_tx, landed_rx) = std::sync::mpsc::sync_channel(ahead);
         scope.spawn(move || {
             for step in pager {
-                if tx.send(step).is_err() {
+                if fetched_tx.send(step).is_err() {
+                    break;
+                }
+            }
+        });
+        let run_id = &run_id;
+        scope.spawn(move || {
+            for step in fetched_rx {
+                let landed = step.map_err(anyhow::Error::from).and_then(|step| {
+                    let path = landing.put(&format!("{run_id}-p{:04}", step.number), "json", &step.bytes)?;
+                    // A commit names its pages' landing: their names must
+                    // be durable before it is written. The folder is synced
+                    // once for all the pages the commit takes.
+                    if step.commit.is_some() {
+                        landing.sync();
+                    }
+                    Ok((step, path))
+                });
+                let failed = landed.is_err();
+                if landed_tx.send(landed).is_err() || failed {
                     break;
                 }
             }
         });
         // The batch's landing file named in the catalog: its first page's.
         let mut first_landing = None;
-        for step in rx {
-            let step = step?;
-            sum.pages += 1;
-            let landing = store.land(&src.name, now_local.date(), &format!("{run_id}-p{:04}", step.number), "json", &step.bytes)?;
+        for landed in landed_rx {
+            let (step, landing) = landed?;
             crate::store::crash_point("after-land");
+            sum.pages += 1;
             first_landing.get_or_insert(landing);
             sum.fetched += step.count;
             progress(Progress { source: &src.name, done: sum.fetched as u64, total: step.total });

@@ -267,6 +267,31 @@ fn a_page_that_stays_broken_fails_its_batch_and_leaves_the_store_as_it_was() {
 }
 
 #[test]
+fn a_page_that_cannot_be_landed_commits_nothing_and_names_the_folder() {
+    // Pages are landed on a thread of their own while the commits run: a
+    // landing that fails must still stop the run before anything of its
+    // batch is committed, and say where it could not write.
+    let d = Deployment::small();
+    let p = Platform::start(&d.dir.join("platform.json"), &json!({"app_key": "linjiang-app", "secret": SECRET, "records": records()}));
+    with_sources(&d, &api_source(p.port, ""));
+    // The source's landing folder is a file: nothing can be landed in it.
+    std::fs::create_dir_all(d.dir.join("data/landing")).expect("landing folder");
+    std::fs::write(d.dir.join("data/landing/hcp"), "not a folder").expect("blocker");
+    let out = manyi_env(&d, &["collect", "hcp"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("data/landing/hcp"), "the error names the folder:\n{stderr}");
+    assert_eq!(d.count("SELECT COUNT(*) FROM batches"), 0, "nothing committed without its landing");
+    assert_eq!(watermark(&d, "hcp"), None);
+    // Once the folder can be written, the next run takes everything, once.
+    std::fs::remove_file(d.dir.join("data/landing/hcp")).expect("unblock");
+    let out = manyi_env(&d, &["collect", "hcp"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stored(&d, "ratings"), (25, 25));
+    assert_eq!(crate::walk(&d.dir.join("data/landing/hcp")).len(), 3, "three pages landed");
+}
+
+#[test]
 fn crashes_at_every_commit_step_lose_nothing_and_duplicate_nothing() {
     let d = Deployment::small();
     let p = Platform::start(&d.dir.join("platform.json"), &json!({"app_key": "linjiang-app", "secret": SECRET, "records": records()}));
