@@ -8,11 +8,13 @@
 //! and commits. Nothing the pager fetches depends on a commit (it works out
 //! each watermark itself), so the pipeline may ask for the next page while
 //! the last batch commits; a failed commit ends the run, and what was
-//! fetched ahead is dropped unlanded.
+//! fetched ahead is not committed (the next run fetches it again from the
+//! watermark).
 
 use super::{Ahead, ApiError, CATCH_UP, CollectError, HttpSource, Parsed, Window, parse_timestamp};
 use crate::config::{ApiConfig, Config, SourceConfig, SourceKind};
 use chrono::NaiveDateTime;
+use std::collections::VecDeque;
 
 /// Why paging an API source stopped.
 #[derive(Debug, thiserror::Error)]
@@ -123,8 +125,8 @@ pub struct ApiPager<'a> {
     page: u32,
     total: Option<u64>,
     done: bool,
-    /// The request for the next page, sent while this one was read.
-    ahead: Option<Ahead>,
+    /// The requests for the next pages, sent while this one was read.
+    ahead: VecDeque<Ahead>,
 }
 
 impl<'a> ApiPager<'a> {
@@ -146,7 +148,7 @@ impl<'a> ApiPager<'a> {
             page: 1,
             total: None,
             done: false,
-            ahead: None,
+            ahead: VecDeque::new(),
         })
     }
 
@@ -159,13 +161,13 @@ impl<'a> ApiPager<'a> {
                 FetchedPage { number: p.number, count: p.rows.len(), bytes: p.bytes, parsed, total: p.total }
             }
             _ => {
-                // The next page's request goes ahead only when the platform's
-                // total says there is a next page and the page limit allows it.
-                let size = u64::from(self.api.page_size);
-                let ask_next = page < self.api.page_limit && self.total.is_some_and(|t| u64::from(page) * size < t);
-                let (p, ahead) =
-                    self.client.fetch_haochaping(self.cfg, self.src, &self.window, page, self.now_local, self.ahead.take(), ask_next)?;
-                self.ahead = ahead;
+                // Requests go ahead only for pages the platform's total says
+                // exist and the page limit allows (none before the first
+                // page has told the total).
+                let size = u64::from(self.api.page_size).max(1);
+                let last_page = self.total.map_or(page, |t| u32::try_from(t.div_ceil(size)).unwrap_or(u32::MAX));
+                let ask_until = page.saturating_add(self.api.requests_ahead).min(self.api.page_limit).min(last_page);
+                let p = self.client.fetch_haochaping(self.cfg, self.src, &self.window, page, self.now_local, &mut self.ahead, ask_until)?;
                 FetchedPage { number: p.number, count: p.count, bytes: p.bytes, parsed: p.parsed, total: p.total }
             }
         })

@@ -13,6 +13,11 @@ use std::path::Path;
 
 use Step::{Index, Key};
 
+/// Most requests an API source may have open ahead of the page it reads: a
+/// province's platform serves every district office at once, and a few
+/// requests each keep its pages coming without weighing on it.
+const MAX_REQUESTS_AHEAD: u32 = 4;
+
 /// `manyi.toml` with the spans of its keys: where problems are reported.
 pub(super) struct TomlFile<'a> {
     /// The file.
@@ -204,6 +209,15 @@ fn check_api(at: &SourceAt<'_, '_>, s: &SourceConfig, api: &ApiConfig, categorie
     if api.page_limit == 0 || api.commit_every == 0 {
         let key = if api.page_limit == 0 { "page_limit" } else { "commit_every" };
         push(key, format!("source “{name}”: api.page_limit and api.commit_every must be at least 1"));
+    }
+    if api.requests_ahead > MAX_REQUESTS_AHEAD {
+        push(
+            "requests_ahead",
+            format!(
+                "source “{name}”: api.requests_ahead {} must be 0–{MAX_REQUESTS_AHEAD} (more open requests would only strain the platform)",
+                api.requests_ahead
+            ),
+        );
     }
     if let Some(start) = api.start.as_deref().filter(|t| parse_timestamp(t).is_none()) {
         push("start", format!("source “{name}”: api.start “{start}” is not a time such as 2026-10-01 00:00:00"));

@@ -558,6 +558,12 @@ pub struct ApiConfig {
     /// Pages per committed batch (each batch moves the watermark).
     #[serde(default = "default_commit_every")]
     pub commit_every: u32,
+    /// Requests for the next pages sent while a page is read (好差评), so
+    /// that the platform prepares them and the network carries them in the
+    /// meantime; 0 asks for one page at a time. At most this many requests
+    /// are open beside the one being read.
+    #[serde(default = "default_requests_ahead")]
+    pub requests_ahead: u32,
     /// Hours before the watermark that every run fetches again, so that late
     /// or updated records are seen (the record keys make repeats free).
     #[serde(default = "default_overlap_hours")]
@@ -620,6 +626,9 @@ fn default_page_limit() -> u32 {
 }
 fn default_commit_every() -> u32 {
     50
+}
+fn default_requests_ahead() -> u32 {
+    2
 }
 fn default_overlap_hours() -> u32 {
     48

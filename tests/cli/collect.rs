@@ -5,6 +5,7 @@
 
 use crate::support::{BIN, Deployment};
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -267,6 +268,46 @@ fn a_page_that_stays_broken_fails_its_batch_and_leaves_the_store_as_it_was() {
 }
 
 #[test]
+fn requests_go_ahead_as_deep_as_configured_and_never_past_the_last_page() {
+    // 26 records (one malformed) in pages of 4: 7 pages, the last one
+    // short. Each depth must ask for every page exactly once (an answer
+    // taken ahead is not asked for again), send requests ahead only for
+    // pages 3–7 (the total is known once page 1 is read, and page 2 is asked
+    // for then), never for a page 8, and store the same 25 ratings.
+    //
+    // Page 3 answers after 0.5 s. The requests sent with it (depth − 1
+    // more, once page 2 is in) are answered while it waits, so the platform
+    // logs them before page 3; with one request ahead, page 4 is asked for
+    // only once page 3 is in.
+    for depth in [0, 1, 3] {
+        let d = Deployment::small();
+        let p = Platform::start(
+            &d.dir.join("platform.json"),
+            &json!({"app_key": "linjiang-app", "secret": SECRET, "records": records(),
+                    "faults": [{"page": 3, "kind": "slow", "secs": 0.5, "times": 1}]}),
+        );
+        with_sources(&d, &api_source(p.port, &format!("requests_ahead = {depth}")).replace("page_size = 10", "page_size = 4"));
+        let out = manyi_env(&d, &["collect", "hcp"], &[("MANYI_LOG", "manyi=debug")]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "depth {depth}:\n{stderr}");
+        let mut pages: Vec<i64> = p.log().iter().map(|e| e["page"].as_i64().expect("page")).collect();
+        let before_3: BTreeSet<i64> = pages.iter().take_while(|&&n| n != 3).copied().collect();
+        let want: BTreeSet<i64> = (1..=2).chain(4..=(2 + depth)).collect();
+        assert_eq!(before_3, want, "depth {depth}: answered before the slow page 3: {pages:?}");
+        pages.sort_unstable();
+        assert_eq!(pages, [1, 2, 3, 4, 5, 6, 7], "depth {depth}: every page asked for once");
+        let ahead: Vec<u32> = stderr
+            .lines()
+            .filter(|l| l.contains("request sent ahead"))
+            .map(|l| l.split("page=").nth(1).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).expect("page="))
+            .collect();
+        let want: Vec<u32> = if depth == 0 { vec![] } else { (3..=7).collect() };
+        assert_eq!(ahead, want, "depth {depth}:\n{stderr}");
+        assert_eq!(stored(&d, "ratings"), (25, 25), "depth {depth}");
+    }
+}
+
+#[test]
 fn a_page_that_cannot_be_landed_commits_nothing_and_names_the_folder() {
     // Pages are landed on a thread of their own while the commits run: a
     // landing that fails must still stop the run before anything of its
@@ -500,7 +541,7 @@ fn check_lists_every_problem_of_api_sources() {
         &d,
         "[[source]]\nname = \"no-api\"\nkind = \"haochaping_api\"\n\n\
          [[source]]\nname = \"bad-api\"\nkind = \"haochaping_api\"\n[source.api]\nbase_url = \"ftp://x\"\napp_key = \"k\"\n\
-         secret_env = \"my secret value!\"\npage_size = 0\ndefault_category = \"nosuch\"\n\n\
+         secret_env = \"my secret value!\"\npage_size = 0\nrequests_ahead = 9\ndefault_category = \"nosuch\"\n\n\
          [[source]]\nname = \"wjx-big\"\nkind = \"wjx_api\"\nsurvey = \"community\"\n[source.api]\nbase_url = \"http://x\"\napp_key = \"a\"\n\
          secret_env = \"WJX_KEY\"\npage_size = 100\n",
     );
@@ -510,6 +551,7 @@ fn check_lists_every_problem_of_api_sources() {
         "api.base_url “ftp://x” must start with http:// or https://",
         "must be the NAME of an environment variable",
         "api.page_size 0 must be 1–10000",
+        "api.requests_ahead 9 must be 0–4",
         "api.default_category “nosuch”",
         "source “wjx-big”: api.page_size 100 must be 1–50",
         "a wjx_api source needs `vid`",
