@@ -147,31 +147,43 @@ type ParseResult = std::result::Result<collect::Parsed, collect::CollectError>;
 fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut SourceSummary, progress: &dyn Fn(Progress)) -> Result<()> {
     let inbox = cfg.resolve(&src.inbox);
     let files = collect::list_inbox(&inbox)?;
-    // Reading and parsing a file touches nothing but the file, so the next
-    // file is read and parsed on another core while this one is landed and
-    // committed: a province's monthly drop is a dozen files of close to a
-    // million rows, and the two halves take about as long as each other.
-    // The channel holds nothing (a rendezvous), so at most two files are in
-    // memory: the one being committed and the next, parsed.
+    // Reading, landing and parsing a file touch nothing but the file and its
+    // landing folder, so the next file is read, landed and parsed on another
+    // core while this one is committed: a province's monthly drop is a dozen
+    // files of close to a million rows, and the two halves take about as
+    // long as each other. (Landing on the committing thread, its fsyncs of
+    // some 100 MB a file were a fifth of that thread's time.) The channel
+    // holds nothing (a rendezvous), so at most two files are in memory: the
+    // one being committed and the next, parsed. A file landed ahead of a
+    // failed commit stays landed and in the inbox, as after a crash between
+    // landing and commit; the next run lands and commits it afresh.
+    let landing = store.landing(&src.name, Utc::now().with_timezone(&cfg.tz).date_naive());
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = std::sync::mpsc::sync_channel(0);
         let files = &files;
         scope.spawn(move || {
-            for file in files {
-                let item = file.read().map(|fetched| {
-                    let now_local = Utc::now().with_timezone(&cfg.tz).naive_local();
-                    let parsed = parse_payload(cfg, src, &fetched, now_local);
-                    (fetched, parsed)
+            for (k, file) in files.iter().enumerate() {
+                let item = file.read().map_err(anyhow::Error::from).and_then(|mut fetched| {
+                    let now_utc = Utc::now();
+                    let batch_id = format!("{}-{}-{k:03}", src.name, now_utc.format("%Y%m%dT%H%M%S%3fZ"));
+                    let landed = landing.put(&batch_id, &fetched.ext, &fetched.bytes)?;
+                    landing.sync();
+                    let parsed = parse_payload(cfg, src, &fetched, now_utc.with_timezone(&cfg.tz).naive_local());
+                    // Landed and parsed, the bytes are needed no more: a
+                    // province's monthly file is some 100 MB, held through
+                    // the commit while the next file is read beside it.
+                    fetched.bytes = Vec::new();
+                    Ok(LandedFile { fetched, parsed, batch_id, landing: landed })
                 });
-                if tx.send(item).is_err() {
+                let failed = item.is_err();
+                if tx.send(item).is_err() || failed {
                     break;
                 }
             }
         });
-        for (k, item) in rx.into_iter().enumerate() {
-            let (fetched, parsed) = item?;
+        for item in rx {
             sum.files += 1;
-            ingest_file(cfg, store, src, &inbox, sum, k, fetched, parsed)?;
+            ingest_file(cfg, store, src, &inbox, sum, item?)?;
             progress(Progress { source: &src.name, done: sum.fetched as u64, total: None });
         }
         Ok(())
@@ -230,28 +242,27 @@ fn over_quarantined(what: &str, parsed: &collect::Parsed, limit: f64, quarantine
     ))
 }
 
-/// Lands the `k`th file of a run, commits what parsed, and archives it (or
-/// moves it to `rejected/`) only after the commit.
-#[allow(clippy::too_many_arguments)] // the file's whole context; a struct for one call would only rename them
+/// An inbox file durably landed and parsed, its bytes dropped, waiting to
+/// be committed as batch `batch_id`.
+struct LandedFile {
+    fetched: Fetched,
+    parsed: ParseResult,
+    batch_id: String,
+    landing: PathBuf,
+}
+
+/// Commits what parsed of a landed file, and archives it (or moves it to
+/// `rejected/`) only after the commit.
 fn ingest_file(
     cfg: &Config,
     store: &mut Store,
     src: &SourceConfig,
     inbox: &std::path::Path,
     sum: &mut SourceSummary,
-    k: usize,
-    mut fetched: Fetched,
-    parsed: ParseResult,
+    file: LandedFile,
 ) -> Result<()> {
-    let now_utc = Utc::now();
-    let now_local = now_utc.with_timezone(&cfg.tz).naive_local();
-    let batch_id = format!("{}-{}-{k:03}", src.name, now_utc.format("%Y%m%dT%H%M%S%3fZ"));
-    let landing = store.land(&src.name, now_local.date(), &batch_id, &fetched.ext, &fetched.bytes)?;
+    let LandedFile { fetched, parsed, batch_id, landing } = file;
     crate::store::crash_point("after-land");
-    // Landed and parsed, the bytes are needed no more: a province's monthly
-    // file is some 100 MB, held through the commit while the next file is
-    // read and parsed beside it.
-    fetched.bytes = Vec::new();
     if let Ok(p) = &parsed {
         sum.absorb(p);
     }

@@ -307,16 +307,9 @@ impl Store {
         &self.root
     }
 
-    /// Keeps a raw payload exactly as received, durably; returns its path.
-    pub fn land(&self, source: &str, day: NaiveDate, batch_id: &str, ext: &str, bytes: &[u8]) -> Result<PathBuf, StoreError> {
-        let landing = self.landing(source, day);
-        let path = landing.put(batch_id, ext, bytes)?;
-        landing.sync();
-        Ok(path)
-    }
-
-    /// The landing folder of `source` for `day`, as a handle that another
-    /// thread can write to while this one commits (see [`Landing`]).
+    /// The landing folder of `source` for `day`, where raw payloads are kept
+    /// exactly as received: a handle that another thread can write to while
+    /// this one commits (see [`Landing`]).
     pub fn landing(&self, source: &str, day: NaiveDate) -> Landing {
         Landing { dir: self.root.join("landing").join(source).join(day.format("%Y-%m-%d").to_string()) }
     }
@@ -984,11 +977,12 @@ pub struct BatchMeta {
 }
 
 /// One landing folder (a source's payloads of one day), written apart from
-/// the store's database so that the API collector can land page after page
-/// on a thread of its own while the committing thread writes Parquet and
-/// SQLite: landing a page is mostly waiting for its fsyncs (about 0.5 ms
-/// each on the benchmark machine, two a page), and the committing thread
-/// waited for every one of them.
+/// the store's database so that the collectors land on a thread of their
+/// own (API pages one by one, inbox files as they are read) while the
+/// committing thread writes Parquet and SQLite: landing is mostly waiting
+/// for fsyncs (about 0.5 ms each on the benchmark machine, two a page, and
+/// far longer for a 100 MB file), and the committing thread waited for
+/// every one of them.
 ///
 /// [`Landing::put`] makes each payload whole under its name (never a
 /// half-written file) but leaves the rename to the folder's next

@@ -333,6 +333,33 @@ fn a_page_that_cannot_be_landed_commits_nothing_and_names_the_folder() {
 }
 
 #[test]
+fn an_inbox_file_that_cannot_be_landed_stays_in_the_inbox_and_commits_nothing() {
+    // Inbox files are landed on the reading thread while the one before is
+    // committed: a landing that fails must stop the source before the file
+    // is committed or archived, and say where it could not write.
+    let d = Deployment::small();
+    let csv = format!(
+        "{}C001,1,2026-10-03 09:00:00,369901001001,政务办事,1,非常满意,,\nC002,1,2026-10-03 09:10:00,369901001002,养老服务,2,4,,\n",
+        crate::HEAD
+    );
+    d.file("inbox/ratings/drop.csv", &csv);
+    std::fs::create_dir_all(d.dir.join("data/landing")).expect("landing folder");
+    std::fs::write(d.dir.join("data/landing/office-drop"), "not a folder").expect("blocker");
+    let out = manyi_env(&d, &["collect", "office-drop"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("data/landing/office-drop"), "the error names the folder:\n{stderr}");
+    assert_eq!(d.count("SELECT COUNT(*) FROM batches"), 0, "nothing committed without its landing");
+    assert!(d.dir.join("inbox/ratings/drop.csv").exists(), "the file waits in the inbox");
+    std::fs::remove_file(d.dir.join("data/landing/office-drop")).expect("unblock");
+    let out = manyi_env(&d, &["collect", "office-drop"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stored(&d, "ratings"), (2, 2));
+    assert!(d.dir.join("inbox/ratings/archive/drop.csv").exists());
+    assert_eq!(crate::walk(&d.dir.join("data/landing/office-drop")).len(), 1, "landed once");
+}
+
+#[test]
 fn crashes_at_every_commit_step_lose_nothing_and_duplicate_nothing() {
     let d = Deployment::small();
     let p = Platform::start(&d.dir.join("platform.json"), &json!({"app_key": "linjiang-app", "secret": SECRET, "records": records()}));
