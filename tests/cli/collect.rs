@@ -307,6 +307,21 @@ fn requests_go_ahead_as_deep_as_configured_and_never_past_the_last_page() {
     }
 }
 
+/// Collects `source` with its landing folder made a file (nothing can be
+/// landed in it): the run must fail naming the folder and commit nothing.
+/// The folder is writable again afterwards.
+fn collect_with_landing_blocked(d: &Deployment, source: &str) {
+    let blocker = d.dir.join("data/landing").join(source);
+    std::fs::create_dir_all(d.dir.join("data/landing")).expect("landing folder");
+    std::fs::write(&blocker, "not a folder").expect("blocker");
+    let out = manyi_env(d, &["collect", source], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("data/landing/{source}")), "the error names the folder:\n{stderr}");
+    assert_eq!(d.count("SELECT COUNT(*) FROM batches"), 0, "nothing committed without its landing");
+    std::fs::remove_file(&blocker).expect("unblock");
+}
+
 #[test]
 fn a_page_that_cannot_be_landed_commits_nothing_and_names_the_folder() {
     // Pages are landed on a thread of their own while the commits run: a
@@ -315,17 +330,9 @@ fn a_page_that_cannot_be_landed_commits_nothing_and_names_the_folder() {
     let d = Deployment::small();
     let p = Platform::start(&d.dir.join("platform.json"), &json!({"app_key": "linjiang-app", "secret": SECRET, "records": records()}));
     with_sources(&d, &api_source(p.port, ""));
-    // The source's landing folder is a file: nothing can be landed in it.
-    std::fs::create_dir_all(d.dir.join("data/landing")).expect("landing folder");
-    std::fs::write(d.dir.join("data/landing/hcp"), "not a folder").expect("blocker");
-    let out = manyi_env(&d, &["collect", "hcp"], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("data/landing/hcp"), "the error names the folder:\n{stderr}");
-    assert_eq!(d.count("SELECT COUNT(*) FROM batches"), 0, "nothing committed without its landing");
+    collect_with_landing_blocked(&d, "hcp");
     assert_eq!(watermark(&d, "hcp"), None);
     // Once the folder can be written, the next run takes everything, once.
-    std::fs::remove_file(d.dir.join("data/landing/hcp")).expect("unblock");
     let out = manyi_env(&d, &["collect", "hcp"], &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stored(&d, "ratings"), (25, 25));
@@ -343,15 +350,8 @@ fn an_inbox_file_that_cannot_be_landed_stays_in_the_inbox_and_commits_nothing() 
         crate::HEAD
     );
     d.file("inbox/ratings/drop.csv", &csv);
-    std::fs::create_dir_all(d.dir.join("data/landing")).expect("landing folder");
-    std::fs::write(d.dir.join("data/landing/office-drop"), "not a folder").expect("blocker");
-    let out = manyi_env(&d, &["collect", "office-drop"], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("data/landing/office-drop"), "the error names the folder:\n{stderr}");
-    assert_eq!(d.count("SELECT COUNT(*) FROM batches"), 0, "nothing committed without its landing");
+    collect_with_landing_blocked(&d, "office-drop");
     assert!(d.dir.join("inbox/ratings/drop.csv").exists(), "the file waits in the inbox");
-    std::fs::remove_file(d.dir.join("data/landing/office-drop")).expect("unblock");
     let out = manyi_env(&d, &["collect", "office-drop"], &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stored(&d, "ratings"), (2, 2));
