@@ -163,7 +163,7 @@ pub fn sign_haochaping(secret: &[u8], timestamp: &str, body: &[u8], encoding: Si
 pub type SignHeaders<'a> = dyn Fn(&[u8]) -> Vec<(String, String)> + 'a;
 
 /// Sends the requests for the pages after the one just received into the
-/// queue of requests ahead.
+/// queue of requests ahead, those it does not hold yet.
 type TopUp<'a> = dyn Fn(&mut VecDeque<Ahead>) + 'a;
 
 /// What one attempt at a page came to.
@@ -241,16 +241,17 @@ impl HttpSource {
             serde_json::from_slice::<Value>(bytes)
                 .map_err(|e| PageFault::Broken(format!("the page is not valid JSON ({e}); it may have been cut off")))
         };
-        let (bytes, json, attempts) = self.post_page_read(page, url, make_body, headers, &read, &mut VecDeque::new(), None)?;
+        let (bytes, json, attempts) = self.post_page_read(page, url, make_body, headers, &read, &mut VecDeque::new(), &|_| {})?;
         Ok((bytes, json, attempts))
     }
 
     /// [`Self::post_page`] with the body read by `read`: a body it finds
     /// broken is fetched again, one that is no page fails the page at once.
     /// `ahead` holds the requests sent earlier, in page order; this page's,
-    /// if at its front, is taken as the first attempt. `top_up`, if given,
-    /// sends the next pages' requests into `ahead` when this page's body has
-    /// arrived, before it is read.
+    /// if at its front, is taken as the first attempt. `top_up` sends the
+    /// next pages' requests into `ahead` when this page's body has arrived,
+    /// before it is read; it sends only what `ahead` lacks, so a body
+    /// fetched again calls it again for nothing.
     #[allow(clippy::too_many_arguments)] // one page's request, its reading and the next pages'
     fn post_page_read<T>(
         &self,
@@ -260,11 +261,10 @@ impl HttpSource {
         headers: &SignHeaders<'_>,
         read: &dyn Fn(&[u8]) -> Result<T, PageFault>,
         ahead: &mut VecDeque<Ahead>,
-        top_up: Option<&TopUp<'_>>,
+        top_up: &TopUp<'_>,
     ) -> Result<(Vec<u8>, T, u32), ApiError> {
         let policy = self.backoff();
         let mut attempt = 0;
-        let mut topped = false;
         // A request ahead for an earlier page (none is sent, but a caller
         // could skip one) has no reader: dropped, its thread finishes alone.
         while ahead.front().is_some_and(|a| a.page < page) {
@@ -285,10 +285,7 @@ impl HttpSource {
             };
             let (reason, retry_after) = match outcome {
                 Attempt::Done(bytes) => {
-                    if !topped && let Some(top_up) = top_up {
-                        top_up(ahead);
-                        topped = true;
-                    }
+                    top_up(ahead);
                     match read(&bytes) {
                         Ok(v) => return Ok((bytes, v, attempt)),
                         Err(PageFault::Broken(reason)) => (reason, None),
@@ -376,15 +373,7 @@ impl HttpSource {
                 queue.push_back(self.send_ahead(next, &url, body, headers));
             }
         };
-        let (bytes, read, attempts) = self.post_page_read(
-            page,
-            &url,
-            &|| body_of(page),
-            &headers,
-            &read,
-            ahead,
-            (ask_until > page).then_some(&top_up as &TopUp<'_>),
-        )?;
+        let (bytes, read, attempts) = self.post_page_read(page, &url, &|| body_of(page), &headers, &read, ahead, &top_up)?;
         Ok(Page { number: page, bytes, count: read.count, parsed: read.parsed, total: read.total, attempts })
     }
 }
