@@ -251,6 +251,27 @@ fn classify(e: &anyhow::Error) -> (u8, &(dyn std::error::Error + 'static)) {
     (1, e.as_ref())
 }
 
+/// The error and its causes on one line, as anyhow's `{:#}` prints them, but
+/// a cause whose text the line already holds is left out. Our stage errors
+/// name their cause in their own text and also give it as their source (so
+/// that the chain can be searched, as [`classify`] does), and `{:#}` printed
+/// it twice: "data directory: …/landing/api: Not a directory (os error 20):
+/// Not a directory (os error 20)".
+pub fn chain_text(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 /// The exit code when stdout's reader has gone (`manyi check | head -1`).
 pub const EXIT_BROKEN_PIPE: u8 = 141;
 
@@ -353,7 +374,7 @@ pub fn main() -> ExitCode {
             // reader that stopped reading wants nothing more.
             match code {
                 EXIT_BROKEN_PIPE => {}
-                1 => eprintln!("manyi: error: {e:#}"),
+                1 => eprintln!("manyi: error: {}", chain_text(&e)),
                 _ => eprintln!("manyi: {cause}"),
             }
             ExitCode::from(code)
@@ -949,6 +970,20 @@ mod tests {
     fn huge_pages_are_turned_off() {
         without_huge_pages();
         assert_eq!(nix::sys::prctl::get_thp_disable().ok(), Some(true));
+    }
+
+    #[test]
+    fn an_error_line_names_each_cause_once() {
+        let os = std::io::Error::from_raw_os_error(20);
+        let os_text = os.to_string();
+        let store = crate::store::StoreError::Io { path: "data/landing/api".into(), source: os };
+        let e = anyhow::Error::from(store).context("collecting source api");
+        let line = chain_text(&e);
+        assert_eq!(line.matches(&os_text).count(), 1, "{line}");
+        assert_eq!(line, format!("collecting source api: data directory: data/landing/api: {os_text}"));
+        // A cause the text above does not hold is still printed.
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(chain_text(&plain), "outer: inner");
     }
 
     #[test]

@@ -1023,7 +1023,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 /// synced.
 fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    make_folder(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     {
@@ -1032,6 +1032,28 @@ fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         f.sync_all().map_err(io_err(&tmp))?;
     }
     fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Creates `dir` and any missing folders above it, each made durable: a new
+/// folder's name is an entry in its parent, and until the parent is synced a
+/// power cut can take the folder away with every file synced into it (the
+/// first landing of a day went into a new day folder that only the folder
+/// itself was synced for). An existing folder costs one `stat`.
+fn make_folder(dir: &Path) -> Result<(), StoreError> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    make_folder(parent)?;
+    match fs::create_dir(dir) {
+        Ok(()) => {
+            sync_folder(if parent.as_os_str().is_empty() { Path::new(".") } else { parent });
+            Ok(())
+        }
+        // Another thread or process made it first: what it made is as good.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(io_err(dir)(e)),
+    }
 }
 
 /// Fsyncs a folder so that the renames into it survive a power cut. A
@@ -1082,6 +1104,22 @@ mod tests {
         let at = NaiveDate::from_ymd_opt(2026, 10, 1 + (id % 28) as u32).and_then(|d| d.and_hms_opt(9, 0, 0)).unwrap_or_default();
         let level = Level::from_code(level).unwrap_or(Level::ALL_DESC[0]);
         Rating::example(&format!("R{id:06}"), "drop", "369901001001", "health", at, level)
+    }
+
+    #[test]
+    fn a_landing_makes_the_folders_it_needs_and_names_one_in_the_way() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let landing = dir.path().join("landing/api/2026-11-28");
+        let put = Landing { dir: landing.clone() }.put("page-1", "json", b"{}").expect("landed");
+        assert_eq!(std::fs::read(&put).expect("read"), b"{}");
+        // Again into the folder now there: nothing to make.
+        Landing { dir: landing.clone() }.put("page-2", "json", b"[]").expect("landed again");
+        let names: Vec<_> = std::fs::read_dir(&landing).expect("dir").filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+        assert_eq!(names.len(), 2, "no temporary left: {names:?}");
+        // A file where a folder should be is named in the error.
+        std::fs::write(dir.path().join("landing/web"), b"x").expect("file");
+        let err = Landing { dir: dir.path().join("landing/web/2026-11-28") }.put("p", "json", b"{}").expect_err("blocked");
+        assert!(err.to_string().contains("landing/web"), "{err}");
     }
 
     fn meta(id: &str) -> BatchMeta {
