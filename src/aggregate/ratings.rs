@@ -704,7 +704,9 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, lineage: &Lineage, categories: &[&str], counts: &Cell) {
+    /// Adds a community's cells of one bucket, summed, to its district,
+    /// street and community rows.
+    fn add_orgs(&mut self, lineage: &Lineage, counts: &Cell) {
         for (map, code) in
             [(&mut self.districts, &lineage.district), (&mut self.streets, &lineage.street), (&mut self.communities, &lineage.community)]
         {
@@ -716,6 +718,10 @@ impl Tally {
                 map.insert(code.clone(), *counts);
             }
         }
+    }
+
+    /// Adds one cell to its category's row and its ancestors'.
+    fn add_categories(&mut self, categories: &[&str], counts: &Cell) {
         for c in categories {
             if let Some(cell) = self.categories.get_mut(*c) {
                 cell.add(counts);
@@ -796,6 +802,11 @@ fn sum_scope(
             continue;
         }
         let lineage = Lineage::of(orgs, community);
+        // The community's cells of each bucket summed before they go to its
+        // district, street and community rows: three map look-ups a bucket
+        // instead of three a cell (`None`: no cell of the bucket seen, so no
+        // row is made, as before).
+        let (mut cur_orgs, mut prev_orgs): (Option<Cell>, Option<Cell>) = (None, None);
         for (bucket, cat, counts) in cells {
             if !scope.categories.is_empty() && !scope.categories.iter().any(|c| c == cat) {
                 continue;
@@ -803,22 +814,29 @@ fn sum_scope(
             if let Some(t) = sums.trend.get_mut(bucket) {
                 t.add(counts);
             }
-            let tally = if *bucket == key {
+            let (tally, orgs_sum) = if *bucket == key {
                 sums.total.add(counts);
                 if with_cross {
                     sums.cross.entry((community.clone(), cat.clone())).or_default().add(counts);
                 }
-                &mut sums.cur
+                (&mut sums.cur, &mut cur_orgs)
             } else if *bucket == prev_key {
                 sums.previous.add(counts);
-                &mut sums.prev
+                (&mut sums.prev, &mut prev_orgs)
             } else {
                 continue;
             };
+            orgs_sum.get_or_insert_with(Cell::default).add(counts);
             // A category missing from the taxonomy still counts as itself.
             let itself = [cat.as_str()];
             let chain = chains.get(cat.as_str()).map(Vec::as_slice).unwrap_or(&itself);
-            tally.add(&lineage, chain, counts);
+            tally.add_categories(chain, counts);
+        }
+        if let Some(c) = cur_orgs {
+            sums.cur.add_orgs(&lineage, &c);
+        }
+        if let Some(c) = prev_orgs {
+            sums.prev.add_orgs(&lineage, &c);
         }
     }
     sums
