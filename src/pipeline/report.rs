@@ -286,7 +286,7 @@ fn build_chunk<'o>(prep: &Prepared<'_>, templates: &Templates, chunk: &[&'o Offi
 /// `store::write_atomic` does; the folder is fsynced once for all of them
 /// (not after every file), which halved the fsyncs of a report run.
 fn write_report(dir: &Path, office: &Office, rendered: &render::Rendered, run_id: &str) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::store::make_folder(dir)?;
     let prefix = format!("{}_", office.id);
     let html_path =
         write_report_file_unsynced(&dir.join(format!("{}.html", office.id)), rendered.browsable_html(&prefix).as_bytes(), run_id)?;
@@ -297,7 +297,7 @@ fn write_report(dir: &Path, office: &Office, rendered: &render::Rendered, run_id
     for a in &rendered.attachments {
         write_report_file_unsynced(&dir.join(format!("{prefix}{}", a.filename)), &a.bytes, run_id)?;
     }
-    sync_dir(dir);
+    crate::store::sync_folder(dir);
     Ok(html_path)
 }
 
@@ -307,9 +307,9 @@ fn write_report(dir: &Path, office: &Office, rendered: &render::Rendered, run_id
 /// written beside it under the run id, so nothing reported is overwritten.
 pub(super) fn write_report_file(path: &Path, bytes: &[u8], run_id: &str) -> Result<PathBuf> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::store::make_folder(dir)?;
     let written = write_report_file_unsynced(path, bytes, run_id)?;
-    sync_dir(dir);
+    crate::store::sync_folder(dir);
     Ok(written)
 }
 
@@ -344,14 +344,6 @@ fn write_synced_file(path: &Path, bytes: &[u8]) -> Result<()> {
     drop(f);
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
-}
-
-/// Fsyncs a folder, so the renames into it survive a power cut. Best
-/// effort, as in `store::write_atomic`: not every file system can.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 /// One office's report as delivered: the email, and the robots' summary card.

@@ -1014,15 +1014,24 @@ impl Landing {
 /// rename itself survives a power cut.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     write_whole(path, bytes)?;
-    sync_folder(path.parent().unwrap_or(Path::new(".")));
+    sync_folder(folder_of(path));
     Ok(())
+}
+
+/// The folder `path` is in: `.` for a bare file name, whose `parent()` is
+/// the empty path (which neither `stat` nor `open` accepts).
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// [`write_atomic`] without the folder's fsync: the file's bytes are durable
 /// before its name points at them, the name itself only after the folder is
 /// synced.
 fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = folder_of(path);
     make_folder(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
@@ -1039,19 +1048,23 @@ fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 /// power cut can take the folder away with every file synced into it (the
 /// first landing of a day went into a new day folder that only the folder
 /// itself was synced for). An existing folder costs one `stat`.
-fn make_folder(dir: &Path) -> Result<(), StoreError> {
+pub fn make_folder(dir: &Path) -> Result<(), StoreError> {
     if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }
-    let parent = dir.parent().unwrap_or(Path::new("."));
+    let parent = folder_of(dir);
     make_folder(parent)?;
     match fs::create_dir(dir) {
         Ok(()) => {
-            sync_folder(if parent.as_os_str().is_empty() { Path::new(".") } else { parent });
+            sync_folder(parent);
             Ok(())
         }
         // Another thread or process made it first: what it made is as good.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        // The OS says only "File exists", which reads as if all were well.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(io_err(dir)(std::io::Error::new(e.kind(), "a file is there where a folder is needed; move it away")))
+        }
         Err(e) => Err(io_err(dir)(e)),
     }
 }
@@ -1059,7 +1072,7 @@ fn make_folder(dir: &Path) -> Result<(), StoreError> {
 /// Fsyncs a folder so that the renames into it survive a power cut. A
 /// filesystem that cannot open or sync a folder (some network mounts) is
 /// let be, as it was before: the files themselves are synced.
-fn sync_folder(dir: &Path) {
+pub fn sync_folder(dir: &Path) {
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
