@@ -282,9 +282,9 @@ fn build_chunk<'o>(prep: &Prepared<'_>, templates: &Templates, chunk: &[&'o Offi
 /// Writes the browsable copy of an office's report; returns its HTML file.
 /// It shows the charts from files beside it instead of cid: parts.
 ///
-/// Each file is written to a temporary sibling, fsynced and renamed, as
-/// `store::write_atomic` does; the folder is fsynced once for all of them
-/// (not after every file), which halved the fsyncs of a report run.
+/// Each file is written whole by `store::write_whole` (a temporary sibling,
+/// fsynced, renamed); the folder is fsynced once for all of them (not after
+/// every file), which halved the fsyncs of a report run.
 fn write_report(dir: &Path, office: &Office, rendered: &render::Rendered, run_id: &str) -> Result<PathBuf> {
     crate::store::make_folder(dir)?;
     let prefix = format!("{}_", office.id);
@@ -306,7 +306,7 @@ fn write_report(dir: &Path, office: &Office, rendered: &render::Rendered, run_id
 /// other bytes: a template or code change) is kept, and the new one is
 /// written beside it under the run id, so nothing reported is overwritten.
 pub(super) fn write_report_file(path: &Path, bytes: &[u8], run_id: &str) -> Result<PathBuf> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = crate::store::folder_of(path);
     crate::store::make_folder(dir)?;
     let written = write_report_file_unsynced(path, bytes, run_id)?;
     crate::store::sync_folder(dir);
@@ -322,28 +322,14 @@ fn write_report_file_unsynced(path: &Path, bytes: &[u8], run_id: &str) -> Result
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let beside = path.with_file_name(format!("{run_id}.{name}"));
             tracing::warn!(original = %path.display(), new = %beside.display(), "a rerun with the same report id rendered different bytes; the original is kept");
-            write_synced_file(&beside, bytes)?;
+            crate::store::write_whole(&beside, bytes)?;
             Ok(beside)
         }
         Err(_) => {
-            write_synced_file(path, bytes)?;
+            crate::store::write_whole(path, bytes)?;
             Ok(path.to_path_buf())
         }
     }
-}
-
-/// Writes `bytes` to a temporary sibling of `path`, fsyncs it and renames
-/// it into place: a reader sees the whole file or none. The folder is not
-/// synced here.
-fn write_synced_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write as _;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
-    drop(f);
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
 }
 
 /// One office's report as delivered: the email, and the robots' summary card.

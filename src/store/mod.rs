@@ -1020,7 +1020,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 
 /// The folder `path` is in: `.` for a bare file name, whose `parent()` is
 /// the empty path (which neither `stat` nor `open` accepts).
-fn folder_of(path: &Path) -> &Path {
+pub fn folder_of(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -1029,8 +1029,8 @@ fn folder_of(path: &Path) -> &Path {
 
 /// [`write_atomic`] without the folder's fsync: the file's bytes are durable
 /// before its name points at them, the name itself only after the folder is
-/// synced.
-fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+/// synced (by [`sync_folder`], once for many files).
+pub fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = folder_of(path);
     make_folder(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
