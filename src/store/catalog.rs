@@ -140,14 +140,24 @@ CREATE TABLE IF NOT EXISTS batch_files (
     PRIMARY KEY (batch_seq, month)
 );
 CREATE INDEX IF NOT EXISTS batch_files_month ON batch_files(month);
-CREATE TABLE IF NOT EXISTS record_keys (
-    kind       TEXT NOT NULL,
-    source     TEXT NOT NULL,
+-- The key of every record stored, to tell new, changed and unchanged
+-- records apart. Compact, because a province holds tens of millions: the
+-- (kind, source) pair as a small integer and the content hash (the first 16
+-- bytes of a SHA-256) as a 16-byte BLOB. `record_keys`, made in `init`, is
+-- the readable view of it with the columns stores before it had.
+CREATE TABLE IF NOT EXISTS key_streams (
+    stream INTEGER PRIMARY KEY,
+    kind   TEXT NOT NULL,
+    source TEXT NOT NULL,
+    UNIQUE (kind, source)
+);
+CREATE TABLE IF NOT EXISTS stored_keys (
+    stream     INTEGER NOT NULL REFERENCES key_streams(stream),
     record_id  TEXT NOT NULL,
-    hash       TEXT NOT NULL,
+    hash       BLOB NOT NULL,
     last_batch INTEGER NOT NULL,
     versions   INTEGER NOT NULL,
-    PRIMARY KEY (kind, source, record_id)
+    PRIMARY KEY (stream, record_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS record_versions (
     kind      TEXT NOT NULL,
@@ -229,7 +239,62 @@ pub(super) fn init(conn: &Connection) -> rusqlite::Result<()> {
     if !file_cols.iter().any(|c| c == "parquet_rows") {
         conn.execute_batch("ALTER TABLE batch_files ADD COLUMN parquet_rows INTEGER")?;
     }
-    Ok(())
+    compact_record_keys(conn)
+}
+
+/// `record_keys` as stores before the compact key tables wrote it, and as
+/// people, scripts and a province's tools still query it: one row per
+/// record, kind and source as text, the hash as 32 lower-case hex digits.
+const RECORD_KEYS_VIEW: &str = "CREATE VIEW record_keys AS
+    SELECT s.kind AS kind, s.source AS source, k.record_id AS record_id, lower(hex(k.hash)) AS hash,
+           k.last_batch AS last_batch, k.versions AS versions
+    FROM stored_keys k JOIN key_streams s ON s.stream = k.stream";
+
+/// Moves the keys of a state.db made before the compact tables (a
+/// `record_keys` table of text) into `key_streams` and `stored_keys`, and
+/// puts the view in the table's place.
+///
+/// Why in one IMMEDIATE transaction: a store opened by two processes at
+/// once (`manyi serve` and a command) migrates once, and a power cut
+/// half-way leaves the old table whole, to be migrated at the next open.
+/// The pages the old table held are reused by new keys, not given back to
+/// the file system (that would take a VACUUM of the whole catalog).
+fn compact_record_keys(conn: &Connection) -> rusqlite::Result<()> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    let existing: Option<String> =
+        tx.query_row("SELECT type FROM sqlite_master WHERE name = 'record_keys'", [], |r| r.get(0)).optional()?;
+    match existing.as_deref() {
+        Some("view") => {}
+        Some("table") => {
+            let malformed: Option<(String, String, String)> = tx
+                .query_row(
+                    "SELECT source, record_id, hash FROM record_keys WHERE length(hash) != 32 OR unhex(hash) IS NULL LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            if let Some((source, id, hash)) = malformed {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                    Some(format!(
+                        "record_keys: record {id} of source {source} has the hash {hash:?}, not 32 hex digits; \
+                         state.db was edited or damaged: restore it from its backup"
+                    )),
+                ));
+            }
+            tx.execute_batch(&format!(
+                "INSERT OR IGNORE INTO key_streams (kind, source) SELECT DISTINCT kind, source FROM record_keys;
+                 INSERT INTO stored_keys (stream, record_id, hash, last_batch, versions)
+                     SELECT s.stream, r.record_id, unhex(r.hash), r.last_batch, r.versions
+                     FROM record_keys r JOIN key_streams s ON s.kind = r.kind AND s.source = r.source;
+                 DROP TABLE record_keys;
+                 {RECORD_KEYS_VIEW};"
+            ))?;
+            tracing::info!("state.db: record_keys moved to the compact key tables");
+        }
+        _ => tx.execute_batch(RECORD_KEYS_VIEW)?,
+    }
+    tx.commit()
 }
 
 /// A run about to start, as the ledger opens it.

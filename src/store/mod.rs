@@ -90,11 +90,11 @@ struct VersionIds {
     batches: Vec<i64>,
 }
 
-/// A record's row of `record_keys`, as a batch finds it.
+/// A record's row of `stored_keys`, as a batch finds it.
 #[derive(Debug, Clone)]
 struct StoredKey {
     /// Content hash of the latest version.
-    hash: String,
+    hash: [u8; 16],
     /// The batch of the latest version.
     last_batch: i64,
     /// Versions stored so far.
@@ -202,22 +202,18 @@ trait Curated {
     fn hash(&self) -> ContentHash;
 }
 
-/// A record's content hash as `record_keys` stores it: the first 16 bytes of
-/// its SHA-256 in lower-case hex. Kept inline, not as a `String`: a batch
-/// holds one per record, 800,000 small allocations in a province's file.
+/// A record's content hash as `stored_keys` holds it: the first 16 bytes of
+/// its SHA-256 (the view `record_keys` shows them as the 32 hex digits that
+/// stores before the compact tables held). Kept inline, not as a `Vec`: a
+/// batch holds one per record, 800,000 small allocations in a province's file.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct ContentHash([u8; 32]);
+struct ContentHash([u8; 16]);
 
 impl ContentHash {
-    fn of(digest: &[u8]) -> ContentHash {
-        let mut hex = [b'0'; 32];
-        // 16 bytes always fill the 32 hex digits, so this cannot fail.
-        let _ = hex::encode_to_slice(&digest[..16], &mut hex);
-        ContentHash(hex)
-    }
-
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).unwrap_or_default()
+    fn of(digest: &[u8; 32]) -> ContentHash {
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        ContentHash(first)
     }
 }
 
@@ -260,7 +256,7 @@ impl Curated for Rating {
         if self.default_rating {
             h.update(b"default");
         }
-        ContentHash::of(&h.finalize())
+        ContentHash::of(&h.finalize().into())
     }
 }
 
@@ -286,7 +282,7 @@ impl Curated for SourcedResponse<'_> {
 
 fn content_hash<T: serde::Serialize>(v: &T) -> ContentHash {
     let bytes = serde_json::to_vec(v).unwrap_or_default();
-    ContentHash::of(&Sha256::digest(&bytes))
+    ContentHash::of(&Sha256::digest(&bytes).into())
 }
 
 impl Store {
@@ -396,7 +392,7 @@ impl Store {
                     out.new += 1;
                     to_write.push(Pending { record: r, pos: i, hash, version: Version::First });
                 }
-                Some(stored) if stored.hash == hash.as_str() => out.unchanged += 1,
+                Some(stored) if stored.hash == hash.0 => out.unchanged += 1,
                 Some(stored) => {
                     out.updated += 1;
                     let version = if stored.versions == 1 { Version::Second { first_batch: stored.last_batch } } else { Version::Later };
@@ -732,19 +728,23 @@ fn stored_keys<T: Curated>(
     order: &[usize],
 ) -> Result<Vec<Option<StoredKey>>, StoreError> {
     let mut found: Vec<Option<StoredKey>> = vec![None; records.len()];
-    let mut get =
-        tx.prepare_cached("SELECT hash, last_batch, versions FROM record_keys WHERE kind = ?1 AND source = ?2 AND record_id = ?3")?;
+    let mut stream_of = tx.prepare_cached("SELECT stream FROM key_streams WHERE kind = ?1 AND source = ?2")?;
+    let mut get = tx.prepare_cached("SELECT hash, last_batch, versions FROM stored_keys WHERE stream = ?1 AND record_id = ?2")?;
     let mut range = tx.prepare_cached(
-        "SELECT record_id, hash, last_batch, versions FROM record_keys
-         WHERE kind = ?1 AND source = ?2 AND record_id BETWEEN ?3 AND ?4 ORDER BY record_id",
+        "SELECT record_id, hash, last_batch, versions FROM stored_keys
+         WHERE stream = ?1 AND record_id BETWEEN ?2 AND ?3 ORDER BY record_id",
     )?;
     for group in order.chunk_by(|&a, &b| records[a].key().0 == records[b].key().0) {
         let source = records[group[0]].key().0;
+        // A source never stored has no key to find.
+        let Some(stream) = stream_of.query_row(params![kind.dir(), source], |r| r.get::<_, i64>(0)).optional()? else {
+            continue;
+        };
         if group.len() < MERGE_LOOKUP_MIN {
             for &i in group {
                 let id = records[i].key().1;
                 found[i] = get
-                    .query_row(params![kind.dir(), source, id], |row| {
+                    .query_row(params![stream, id], |row| {
                         Ok(StoredKey { hash: row.get(0)?, last_batch: row.get(1)?, versions: row.get(2)? })
                     })
                     .optional()?;
@@ -758,14 +758,17 @@ fn stored_keys<T: Curated>(
         // order instead of seeking each. SQLite's BINARY collation and
         // Rust's `str` order are both byte order, so the merge holds.
         let (lo, hi) = (records[group[0]].key().1, records[group[group.len() - 1]].key().1);
-        let mut rows = range.query(params![kind.dir(), source, lo, hi])?;
+        let mut rows = range.query(params![stream, lo, hi])?;
         let mut next = 0;
         while let Some(row) = rows.next()? {
-            let id: String = row.get(0)?;
-            while next < group.len() && records[group[next]].key().1 < id.as_str() {
+            let id = row
+                .get_ref(0)?
+                .as_str()
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
+            while next < group.len() && records[group[next]].key().1 < id {
                 next += 1;
             }
-            if next < group.len() && records[group[next]].key().1 == id.as_str() {
+            if next < group.len() && records[group[next]].key().1 == id {
                 found[group[next]] = Some(StoredKey { hash: row.get(1)?, last_batch: row.get(2)?, versions: row.get(3)? });
                 next += 1;
             }
@@ -853,7 +856,7 @@ fn insert_batch(
     Ok(())
 }
 
-/// Advances `record_keys` and `record_versions` for the records a batch
+/// Advances `stored_keys` and `record_versions` for the records a batch
 /// writes (`to_write`, in key order).
 fn write_keys<T: Curated>(
     tx: &rusqlite::Transaction<'_>,
@@ -869,14 +872,26 @@ fn write_keys<T: Curated>(
     // much as the insert itself (perf: 1.15 s of a million keys, 0.63 s in
     // statements of 64). A batch's keys are distinct, so rows of one
     // statement never conflict with each other.
-    let mut chunks = to_write.chunks_exact(KEYS_PER_UPSERT);
-    let mut many = tx.prepare_cached(&upsert_sql(KEYS_PER_UPSERT))?;
-    for chunk in chunks.by_ref() {
-        upsert_keys(&mut many, kind, seq, chunk)?;
+    // The stream of each record's source: a source's records are side by
+    // side in key order, so each source is looked up (or made) once.
+    let mut streams: Vec<i64> = Vec::with_capacity(to_write.len());
+    let mut add_stream = tx.prepare_cached("INSERT OR IGNORE INTO key_streams (kind, source) VALUES (?1, ?2)")?;
+    let mut stream_of = tx.prepare_cached("SELECT stream FROM key_streams WHERE kind = ?1 AND source = ?2")?;
+    for group in to_write.chunk_by(|a, b| a.record.key().0 == b.record.key().0) {
+        let source = group[0].record.key().0;
+        add_stream.execute(params![kind.dir(), source])?;
+        let stream: i64 = stream_of.query_row(params![kind.dir(), source], |r| r.get(0))?;
+        streams.extend(std::iter::repeat_n(stream, group.len()));
     }
+    let mut chunks = to_write.chunks_exact(KEYS_PER_UPSERT).zip(streams.chunks_exact(KEYS_PER_UPSERT));
+    let mut many = tx.prepare_cached(&upsert_sql(KEYS_PER_UPSERT))?;
+    for (chunk, streams) in chunks.by_ref() {
+        upsert_keys(&mut many, seq, chunk, streams)?;
+    }
+    let done = to_write.len() - to_write.len() % KEYS_PER_UPSERT;
     let mut one = tx.prepare_cached(&upsert_sql(1))?;
-    for p in chunks.remainder().chunks(1) {
-        upsert_keys(&mut one, kind, seq, p)?;
+    for (p, stream) in to_write[done..].chunks(1).zip(streams[done..].chunks(1)) {
+        upsert_keys(&mut one, seq, p, stream)?;
     }
     for p in to_write {
         let (source, id) = p.record.key();
@@ -896,35 +911,34 @@ fn write_keys<T: Curated>(
     Ok(())
 }
 
-/// Keys written by one statement of [`write_keys`]: 64 × 3 + 2 parameters
+/// Keys written by one statement of [`write_keys`]: 64 × 3 + 1 parameters
 /// stay far below SQLite's limit of 32,766.
 const KEYS_PER_UPSERT: usize = 64;
 
 /// The upsert of `rows` keys in one statement: a stored key gets the new
-/// hash and one more version. `?1` is the kind, `?2` the batch.
+/// hash and one more version. `?1` is the batch.
 fn upsert_sql(rows: usize) -> String {
-    let values: Vec<String> = (0..rows).map(|i| format!("(?1, ?{}, ?{}, ?{}, ?2, 1)", 3 + 3 * i, 4 + 3 * i, 5 + 3 * i)).collect();
+    let values: Vec<String> = (0..rows).map(|i| format!("(?{}, ?{}, ?{}, ?1, 1)", 2 + 3 * i, 3 + 3 * i, 4 + 3 * i)).collect();
     format!(
-        "INSERT INTO record_keys (kind, source, record_id, hash, last_batch, versions) VALUES {}
-         ON CONFLICT (kind, source, record_id) DO UPDATE SET hash = excluded.hash, last_batch = excluded.last_batch, versions = versions + 1",
+        "INSERT INTO stored_keys (stream, record_id, hash, last_batch, versions) VALUES {}
+         ON CONFLICT (stream, record_id) DO UPDATE SET hash = excluded.hash, last_batch = excluded.last_batch, versions = versions + 1",
         values.join(", ")
     )
 }
 
-/// Runs the statement of [`upsert_sql`] for as many rows as it was made for.
+/// Runs the statement of [`upsert_sql`] for as many rows as it was made
+/// for; `streams` holds the stream of each row's source.
 fn upsert_keys<T: Curated>(
     upsert: &mut rusqlite::Statement<'_>,
-    kind: RecordKind,
     seq: i64,
     rows: &[Pending<'_, T>],
+    streams: &[i64],
 ) -> Result<(), StoreError> {
-    upsert.raw_bind_parameter(1, kind.dir())?;
-    upsert.raw_bind_parameter(2, seq)?;
-    for (i, p) in rows.iter().enumerate() {
-        let (source, id) = p.record.key();
-        upsert.raw_bind_parameter(3 + 3 * i, source)?;
-        upsert.raw_bind_parameter(4 + 3 * i, id)?;
-        upsert.raw_bind_parameter(5 + 3 * i, p.hash.as_str())?;
+    upsert.raw_bind_parameter(1, seq)?;
+    for (i, (p, stream)) in rows.iter().zip(streams).enumerate() {
+        upsert.raw_bind_parameter(2 + 3 * i, *stream)?;
+        upsert.raw_bind_parameter(3 + 3 * i, p.record.key().1)?;
+        upsert.raw_bind_parameter(4 + 3 * i, &p.hash.0[..])?;
     }
     upsert.raw_execute()?;
     Ok(())
@@ -1160,13 +1174,14 @@ mod tests {
         assert_eq!(got, [("R000001".to_string(), 1), ("R000002".to_string(), 4), ("R000003".to_string(), 5)]);
     }
 
-    /// The inline hash is the text stores before it hold: `record_keys`
-    /// written by earlier versions must still match unchanged records.
+    /// The inline hash is the first half of the SHA-256, which stores
+    /// before the compact tables held as 32 hex digits: keys migrated from
+    /// them (`unhex` of that text) must still match unchanged records.
     #[test]
-    fn the_inline_content_hash_is_the_hex_stored_before() {
-        let digest = Sha256::digest("满意".as_bytes());
-        assert_eq!(ContentHash::of(&digest).as_str(), hex::encode(&digest[..16]));
-        assert_eq!(ContentHash::of(&digest).as_str().len(), 32);
+    fn the_inline_content_hash_is_the_first_half_of_the_digest() {
+        let digest: [u8; 32] = Sha256::digest("满意".as_bytes()).into();
+        assert_eq!(ContentHash::of(&digest).0[..], digest[..16]);
+        assert_eq!(hex::encode(ContentHash::of(&digest).0), hex::encode(&digest[..16]));
     }
 
     /// A month written a row group at a time reads back as the one frame
@@ -1243,5 +1258,88 @@ mod tests {
             let ones = df.column("level").expect("level").as_materialized_series().equal(1).expect("eq").sum().unwrap_or(0);
             assert_eq!(ones as usize, size / 4, "{label}");
         }
+    }
+
+    /// Turns the catalog of `dir` back into the form stores before the
+    /// compact key tables wrote: `record_keys` a table of text holding the
+    /// same keys, the compact tables empty.
+    fn make_catalog_old(dir: &Path) {
+        let conn = Connection::open(dir.join("state.db")).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE old_keys AS SELECT * FROM record_keys;
+             DROP VIEW record_keys;
+             CREATE TABLE record_keys (
+                 kind TEXT NOT NULL, source TEXT NOT NULL, record_id TEXT NOT NULL, hash TEXT NOT NULL,
+                 last_batch INTEGER NOT NULL, versions INTEGER NOT NULL,
+                 PRIMARY KEY (kind, source, record_id)) WITHOUT ROWID;
+             INSERT INTO record_keys SELECT * FROM old_keys;
+             DROP TABLE old_keys;
+             DELETE FROM stored_keys;
+             DELETE FROM key_streams;",
+        )
+        .expect("old form");
+    }
+
+    /// A state.db whose keys are the old text table opens with them moved
+    /// into the compact tables: the same rows through the view, re-sent
+    /// records still unchanged, a changed one a second version.
+    #[test]
+    fn keys_of_an_old_catalog_are_moved_and_still_match() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first: Vec<Rating> = (0..5).map(|i| rating(i, 5)).collect();
+        let before: Vec<(String, String, String, String, i64, i64)> = {
+            let mut store = Store::open(dir.path()).expect("store");
+            store.commit_ratings(&meta("b1"), &first).expect("commit");
+            let mut stmt = store.conn.prepare("SELECT * FROM record_keys ORDER BY record_id").expect("prepare");
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))).expect("query");
+            rows.collect::<Result<_, _>>().expect("rows")
+        };
+        assert_eq!(before.len(), 5);
+        assert!(before.iter().all(|k| k.3.len() == 32 && k.3.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())));
+        make_catalog_old(dir.path());
+
+        let mut store = Store::open(dir.path()).expect("store opens and migrates");
+        let kind: String =
+            store.conn.query_row("SELECT type FROM sqlite_master WHERE name = 'record_keys'", [], |r| r.get(0)).expect("type");
+        assert_eq!(kind, "view");
+        let after: Vec<(String, String, String, String, i64, i64)> = {
+            let mut stmt = store.conn.prepare("SELECT * FROM record_keys ORDER BY record_id").expect("prepare");
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))).expect("query");
+            rows.collect::<Result<_, _>>().expect("rows")
+        };
+        assert_eq!(after, before);
+        let out = store.commit_ratings(&meta("b2"), &first).expect("commit");
+        assert_eq!((out.new, out.updated, out.unchanged), (0, 0, 5));
+        let out = store.commit_ratings(&meta("b3"), &[rating(2, 1), rating(7, 3)]).expect("commit");
+        assert_eq!((out.new, out.updated, out.unchanged), (1, 1, 0));
+        assert_eq!(
+            store.conn.query_row("SELECT versions FROM record_keys WHERE record_id = 'R000002'", [], |r| r.get::<_, i64>(0)).expect("v"),
+            2
+        );
+        // Opening again leaves the migrated catalog as it is.
+        drop(store);
+        let store = Store::open(dir.path()).expect("store");
+        let n: i64 = store.conn.query_row("SELECT COUNT(*) FROM stored_keys", [], |r| r.get(0)).expect("count");
+        assert_eq!(n, 6);
+    }
+
+    /// A hash that is not 32 hex digits stops the migration with the
+    /// record named, and leaves the old table as it was.
+    #[test]
+    fn an_old_catalog_with_a_damaged_hash_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut store = Store::open(dir.path()).expect("store");
+            store.commit_ratings(&meta("b1"), &[rating(1, 5), rating(2, 4)]).expect("commit");
+        }
+        make_catalog_old(dir.path());
+        let conn = Connection::open(dir.path().join("state.db")).expect("open");
+        conn.execute("UPDATE record_keys SET hash = 'not-a-hash' WHERE record_id = 'R000002'", []).expect("damage");
+        drop(conn);
+        let err = Store::open(dir.path()).err().expect("refused").to_string();
+        assert!(err.contains("R000002") && err.contains("not-a-hash") && err.contains("backup"), "{err}");
+        let conn = Connection::open(dir.path().join("state.db")).expect("open");
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM record_keys", [], |r| r.get(0)).expect("count");
+        assert_eq!(n, 2, "the old table is untouched");
     }
 }
