@@ -1321,6 +1321,9 @@ mod tests {
         let store = Store::open(dir.path()).expect("store");
         let n: i64 = store.conn.query_row("SELECT COUNT(*) FROM stored_keys", [], |r| r.get(0)).expect("count");
         assert_eq!(n, 6);
+        // The old table's pages went back to the file system.
+        let free: i64 = store.conn.query_row("PRAGMA freelist_count", [], |r| r.get(0)).expect("freelist");
+        assert_eq!(free, 0);
     }
 
     /// A hash that is not 32 hex digits stops the migration with the
