@@ -733,7 +733,6 @@ fn stored_keys<T: Curated>(
     order: &[usize],
 ) -> Result<Vec<Option<StoredKey>>, StoreError> {
     let mut found: Vec<Option<StoredKey>> = vec![None; records.len()];
-    let mut stream_of = tx.prepare_cached("SELECT stream FROM key_streams WHERE kind = ?1 AND source = ?2")?;
     let mut get = tx.prepare_cached("SELECT hash, last_batch, versions FROM stored_keys WHERE stream = ?1 AND record_id = ?2")?;
     let mut range = tx.prepare_cached(
         "SELECT record_id, hash, last_batch, versions FROM stored_keys
@@ -742,7 +741,7 @@ fn stored_keys<T: Curated>(
     for group in order.chunk_by(|&a, &b| records[a].key().0 == records[b].key().0) {
         let source = records[group[0]].key().0;
         // A source never stored has no key to find.
-        let Some(stream) = stream_of.query_row(params![kind.dir(), source], |r| r.get::<_, i64>(0)).optional()? else {
+        let Some(stream) = key_stream(tx, kind, source)? else {
             continue;
         };
         if group.len() < MERGE_LOOKUP_MIN {
@@ -766,10 +765,7 @@ fn stored_keys<T: Curated>(
         let mut rows = range.query(params![stream, lo, hi])?;
         let mut next = 0;
         while let Some(row) = rows.next()? {
-            let id = row
-                .get_ref(0)?
-                .as_str()
-                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
+            let id = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
             while next < group.len() && records[group[next]].key().1 < id {
                 next += 1;
             }
@@ -871,32 +867,32 @@ fn write_keys<T: Curated>(
 ) -> Result<(), StoreError> {
     let mut ins_ver =
         tx.prepare_cached("INSERT OR IGNORE INTO record_versions (kind, source, record_id, batch_seq) VALUES (?1, ?2, ?3, ?4)")?;
+    // The stream of each record's source: a source's records are side by
+    // side in key order, so each source is looked up (or made) once.
+    let mut streams: Vec<i64> = Vec::with_capacity(to_write.len());
+    let mut add_stream = tx.prepare_cached("INSERT OR IGNORE INTO key_streams (kind, source) VALUES (?1, ?2)")?;
+    for group in to_write.chunk_by(|a, b| a.record.key().0 == b.record.key().0) {
+        let source = group[0].record.key().0;
+        add_stream.execute(params![kind.dir(), source])?;
+        let stream = key_stream(tx, kind, source)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+        streams.extend(std::iter::repeat_n(stream, group.len()));
+    }
     // `to_write` is in key order, for the same reason as the look-ups of
     // `stored_keys`. The keys go in `KEYS_PER_UPSERT` to a statement: with
     // one row a statement, binding, stepping and resetting cost about as
     // much as the insert itself (perf: 1.15 s of a million keys, 0.63 s in
     // statements of 64). A batch's keys are distinct, so rows of one
     // statement never conflict with each other.
-    // The stream of each record's source: a source's records are side by
-    // side in key order, so each source is looked up (or made) once.
-    let mut streams: Vec<i64> = Vec::with_capacity(to_write.len());
-    let mut add_stream = tx.prepare_cached("INSERT OR IGNORE INTO key_streams (kind, source) VALUES (?1, ?2)")?;
-    let mut stream_of = tx.prepare_cached("SELECT stream FROM key_streams WHERE kind = ?1 AND source = ?2")?;
-    for group in to_write.chunk_by(|a, b| a.record.key().0 == b.record.key().0) {
-        let source = group[0].record.key().0;
-        add_stream.execute(params![kind.dir(), source])?;
-        let stream: i64 = stream_of.query_row(params![kind.dir(), source], |r| r.get(0))?;
-        streams.extend(std::iter::repeat_n(stream, group.len()));
-    }
-    let mut chunks = to_write.chunks_exact(KEYS_PER_UPSERT).zip(streams.chunks_exact(KEYS_PER_UPSERT));
     let mut many = tx.prepare_cached(&upsert_sql(KEYS_PER_UPSERT))?;
-    for (chunk, streams) in chunks.by_ref() {
-        upsert_keys(&mut many, seq, chunk, streams)?;
-    }
-    let done = to_write.len() - to_write.len() % KEYS_PER_UPSERT;
     let mut one = tx.prepare_cached(&upsert_sql(1))?;
-    for (p, stream) in to_write[done..].chunks(1).zip(streams[done..].chunks(1)) {
-        upsert_keys(&mut one, seq, p, stream)?;
+    for (rows, streams) in to_write.chunks(KEYS_PER_UPSERT).zip(streams.chunks(KEYS_PER_UPSERT)) {
+        if rows.len() == KEYS_PER_UPSERT {
+            upsert_keys(&mut many, seq, rows, streams)?;
+        } else {
+            for (row, stream) in rows.chunks(1).zip(streams.chunks(1)) {
+                upsert_keys(&mut one, seq, row, stream)?;
+            }
+        }
     }
     for p in to_write {
         let (source, id) = p.record.key();
@@ -914,6 +910,12 @@ fn write_keys<T: Curated>(
         }
     }
     Ok(())
+}
+
+/// The number `key_streams` gives (kind, source), if it has one yet.
+fn key_stream(tx: &rusqlite::Transaction<'_>, kind: RecordKind, source: &str) -> Result<Option<i64>, StoreError> {
+    let mut find = tx.prepare_cached("SELECT stream FROM key_streams WHERE kind = ?1 AND source = ?2")?;
+    Ok(find.query_row(params![kind.dir(), source], |r| r.get(0)).optional()?)
 }
 
 /// Keys written by one statement of [`write_keys`]: 64 × 3 + 1 parameters
