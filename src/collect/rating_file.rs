@@ -5,7 +5,7 @@
 //! exports use. A row that fails any check goes to quarantine with the field
 //! and the reason; the rest of the file is ingested.
 
-use super::table::{CsvFile, clip, is_xlsx, open_csv, read_table};
+use super::table::{CsvFile, Row, clip, is_xlsx, open_csv, read_table};
 use super::{CollectError, Parsed, Table, Unrecognised, parse_timestamp};
 use crate::config::{Config, SourceConfig, find_category};
 use crate::model::{FollowUp, Level, LevelReadError, Rating, channel_code};
@@ -125,7 +125,9 @@ fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: Table, 
     let Table { headers, rows, encoding } = table;
     let head = Table { headers, rows: Vec::new(), encoding };
     let size = rows.len();
-    parse_rating_rows(cfg, source, file, &head, size, now, |each| rows.into_iter().try_for_each(|(line, cells)| each(line, &cells)))
+    parse_rating_rows(cfg, source, file, &head, size, now, |each| {
+        rows.into_iter().try_for_each(|(line, cells)| each(line, Row::of(&cells)))
+    })
 }
 
 /// [`parse_ratings`] for a CSV rating file read a row at a time: the file's
@@ -141,7 +143,7 @@ fn parse_rating_csv(
 }
 
 /// What one row of a rating table is handed to.
-type RowSink<'a> = dyn FnMut(usize, &csv::StringRecord) -> Result<(), CollectError> + 'a;
+type RowSink<'a> = dyn FnMut(usize, Row<'_>) -> Result<(), CollectError> + 'a;
 
 /// The parse of a rating table whose header is `head` and whose rows (at
 /// most `size` of them) `rows` feeds, in file order, to the sink it is given.

@@ -71,7 +71,7 @@ pub fn parse_wjx_export(cfg: &Config, source: &SourceConfig, file: &str, table: 
     let layout = Layout { survey, id_col, time_col, cols: &cols, latest_ok };
     for (line, cells) in &table.rows {
         parsed.rows_read += 1;
-        match parse_response(cfg, &layout, *line, cells) {
+        match parse_response(cfg, &layout, *line, super::table::Row::of(cells)) {
             Ok(r) => parsed.responses.push(r),
             Err(q) => parsed.rejected.push(q),
         }
@@ -112,7 +112,12 @@ struct Layout<'a, 's> {
 }
 
 /// One row of the export as a response, or the row quarantined with why.
-fn parse_response(cfg: &Config, layout: &Layout<'_, '_>, line: usize, cells: &csv::StringRecord) -> Result<SurveyResponse, QuarantineRow> {
+fn parse_response(
+    cfg: &Config,
+    layout: &Layout<'_, '_>,
+    line: usize,
+    cells: super::table::Row<'_>,
+) -> Result<SurveyResponse, QuarantineRow> {
     let cell = |i: usize| super::table::cell(cells, i);
     let reject = |field: &str, reason: String| QuarantineRow { line, field: field.into(), reason, values: super::table::cells(cells) };
     let id = cell(layout.id_col);
