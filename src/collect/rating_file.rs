@@ -7,7 +7,7 @@
 
 use super::table::{CsvFile, Row, clip, is_xlsx, open_csv, read_table};
 use super::{CollectError, Parsed, Table, Unrecognised, parse_timestamp};
-use crate::config::{Config, SourceConfig, find_category};
+use crate::config::{Config, SourceConfig, category_index};
 use crate::model::{FollowUp, Level, LevelReadError, Rating, channel_code};
 use crate::store::QuarantineRow;
 use chrono::{NaiveDate, NaiveDateTime};
@@ -251,12 +251,24 @@ pub(crate) struct Rules<'a> {
     pub source_name: Arc<str>,
     /// The text of the fields that repeat from rating to rating.
     pub shared: SharedText,
+    /// Each category's code as one shared text, by its place in the
+    /// deployment's categories.
+    category_codes: Vec<Arc<str>>,
 }
 
 impl<'a> Rules<'a> {
     /// The rules for records of `source` collected at `now`.
     pub fn new(cfg: &'a Config, source: &'a SourceConfig, now: NaiveDateTime, default_in_channel: bool) -> Rules<'a> {
-        Rules { cfg, source, now, default_in_channel, source_name: source.name.as_str().into(), shared: SharedText::default() }
+        let category_codes = cfg.categories.iter().map(|c| Arc::from(c.code.as_str())).collect();
+        Rules {
+            cfg,
+            source,
+            now,
+            default_in_channel,
+            source_name: source.name.as_str().into(),
+            shared: SharedText::default(),
+            category_codes,
+        }
     }
 }
 
@@ -345,7 +357,7 @@ pub(crate) fn normalise_rating<'a>(
     if rated_at < earliest_plausible() {
         return Err(reject("rated_at", format!("评价时间“{rated_at_text}”早于2000-01-01，不是可信的日期（常见于占位值或年份录错）")));
     }
-    let org = cfg.orgs.resolve_rated_unit(get("org")).map_err(|e| reject("org", clip(&e).into_owned()))?;
+    let (_, org_code) = cfg.orgs.resolve_rated_code(get("org")).map_err(|e| reject("org", clip(&e).into_owned()))?;
     let codes = read_codes(rules, get).map_err(|miss| {
         if !miss.value.is_empty() {
             *unknown.entry(miss.field.into()).or_default().entry(miss.value.clone()).or_default() += 1;
@@ -362,8 +374,8 @@ pub(crate) fn normalise_rating<'a>(
         rating_id: rating_id(project, times).into(),
         source: Arc::clone(&rules.source_name),
         rated_at,
-        org_code: rules.shared.get(&org.code),
-        category: rules.shared.get(&codes.category),
+        org_code: Arc::clone(org_code),
+        category: Arc::clone(&rules.category_codes[codes.category]),
         service_item: rules.shared.get(get("service_item")),
         department: rules.shared.get(get("department")),
         channel: codes.channel,
@@ -383,7 +395,8 @@ pub(crate) fn normalise_rating<'a>(
 
 /// The coded fields of a record, read through the source's value maps and the built-in synonyms.
 struct Codes {
-    category: String,
+    /// The category's place in the deployment's categories.
+    category: usize,
     channel: u8,
     level: Level,
     numeric_level: bool,
@@ -420,14 +433,11 @@ fn read_codes<'a>(rules: &Rules<'_>, get: &dyn Fn(&str) -> &'a str) -> Result<Co
     };
     let miss = |field: &'static str, raw: &str, reason: String| Miss { field, value: raw.to_string(), reason };
     let (raw, cat_text) = mapped("category");
-    let category = find_category(&rules.cfg.categories, &cat_text)
-        .ok_or_else(|| {
-            let reason =
-                format!("服务类别“{}”不在 categories.csv 中（代码、名称或 synonyms 列），也不在 [source.values.category] 中", clip(raw));
-            miss("category", raw, reason)
-        })?
-        .code
-        .clone();
+    let category = category_index(&rules.cfg.categories, &cat_text).ok_or_else(|| {
+        let reason =
+            format!("服务类别“{}”不在 categories.csv 中（代码、名称或 synonyms 列），也不在 [source.values.category] 中", clip(raw));
+        miss("category", raw, reason)
+    })?;
     let (raw, level_text) = mapped("level");
     let level = Level::read(&level_text, rules.source.level_codes()).map_err(|e| {
         let reason = match e {

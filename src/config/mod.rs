@@ -28,7 +28,7 @@ pub use file::{
 };
 pub use file::{BurstRules, StepDays};
 pub use jobs::{JobDef, JobKind, PeriodExpr};
-pub use reference::{Category, Office, OfficeRole, OrgTree, OrgUnit, Scope, find_category, read_calendar};
+pub use reference::{Category, Office, OfficeRole, OrgTree, OrgUnit, Scope, category_index, find_category, read_calendar};
 pub use robots::{RobotConfig, RobotKind};
 pub use survey::{NeedDef, QuestionDef, QuestionKind, SurveyDef};
 

@@ -9,6 +9,7 @@ use crate::model::OrgLevel;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 /// A unit of the org hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,10 @@ pub struct OrgTree {
     /// checks run once per 差评 per office (millions in a province's monthly
     /// run), so the walk up the tree is done once here.
     lineage: HashMap<String, Vec<(String, OrgLevel)>, Fast>,
+    /// Each unit's code as one shared text, by its position in `units`:
+    /// every rating of a community holds the same copy rather than its own,
+    /// and ingest takes it without hashing the code a second time.
+    shared_codes: Vec<Arc<str>>,
 }
 
 impl OrgTree {
@@ -70,7 +75,8 @@ impl OrgTree {
                 (unit.code.clone(), chain)
             })
             .collect();
-        OrgTree { units, at, by_name, lineage }
+        let shared_codes = units.iter().map(|u| Arc::from(u.code.as_str())).collect();
+        OrgTree { units, at, by_name, lineage, shared_codes }
     }
 
     /// The unit with this code.
@@ -90,15 +96,22 @@ impl OrgTree {
 
     /// Resolves a community or grid given by code or by its unique name.
     pub fn resolve_rated_unit(&self, text: &str) -> Result<&OrgUnit, String> {
+        self.resolve_rated_code(text).map(|(unit, _)| unit)
+    }
+
+    /// [`OrgTree::resolve_rated_unit`], with the unit's code as the text
+    /// that every rating of the unit shares.
+    pub fn resolve_rated_code(&self, text: &str) -> Result<(&OrgUnit, &Arc<str>), String> {
         let t = text.trim();
-        if let Some(u) = self.get(t) {
+        if let Some(&i) = self.at.get(t) {
+            let u = &self.units[i];
             return match u.level {
-                OrgLevel::Community | OrgLevel::Grid => Ok(u),
+                OrgLevel::Community | OrgLevel::Grid => Ok((u, &self.shared_codes[i])),
                 _ => Err(format!("区划 {t} 是{:?}级，评价应落到社区或网格", u.level)),
             };
         }
         match self.by_name.get(t).map(Vec::as_slice) {
-            Some([code]) => self.resolve_rated_unit(code),
+            Some([code]) => self.resolve_rated_code(code),
             Some(codes) if codes.len() > 1 => Err(format!("社区名称“{t}”不唯一（{}），请改用12位区划代码", codes.join("、"))),
             _ if t.is_empty() => Err("社区/区划为空".into()),
             _ => Err(format!("未知的社区或区划代码“{t}”（不在 orgs.csv 中）")),
@@ -138,8 +151,13 @@ pub struct Category {
 
 /// The category a feed's value names: by code, by name, or by one of its synonyms.
 pub fn find_category<'a>(categories: &'a [Category], text: &str) -> Option<&'a Category> {
+    category_index(categories, text).map(|i| &categories[i])
+}
+
+/// Where in `categories` the one [`find_category`] finds is.
+pub fn category_index(categories: &[Category], text: &str) -> Option<usize> {
     let t = text.trim();
-    categories.iter().find(|c| c.code == t || c.name == t).or_else(|| categories.iter().find(|c| c.synonyms.iter().any(|s| s == t)))
+    categories.iter().position(|c| c.code == t || c.name == t).or_else(|| categories.iter().position(|c| c.synonyms.iter().any(|s| s == t)))
 }
 
 /// Whether an office gets the leadership report or its own slice.
