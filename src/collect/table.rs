@@ -449,6 +449,25 @@ mod tests {
     }
 
     #[test]
+    fn cells_read_through_byte_records_are_the_cells_as_written() {
+        // Quotes doubled inside a quoted cell, a comma and a line break in
+        // one, a row of only (full-width) blanks skipped, a short row.
+        let text = "办件编号,文字评价,满意度\nA1,\"他说\"\"很好\"\"，谢谢\",5\n　, ,\t\nA2,\"一，二\n三\"\nA3\n";
+        let t = read_table("x.csv", text.as_bytes()).expect("table");
+        let rows: Vec<(usize, Vec<String>)> = t.rows.iter().map(|(l, r)| (*l, cells(Row::of(r)))).collect();
+        assert_eq!(
+            rows,
+            [
+                (2, vec!["A1".to_string(), "他说\"很好\"，谢谢".into(), "5".into()]),
+                (4, vec!["A2".into(), "一，二\n三".into()]),
+                (6, vec!["A3".into()]),
+            ]
+        );
+        let a3 = Row::of(&t.rows[2].1);
+        assert_eq!((cell(a3, 0), cell(a3, 1), a3.get(1)), ("A3", "", None));
+    }
+
+    #[test]
     fn utf8_bom_is_stripped() {
         let t = read_table("x.csv", "\u{feff}办件编号\nA1\n".as_bytes()).expect("table");
         assert_eq!(t.headers, ["办件编号"]);
