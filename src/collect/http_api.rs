@@ -7,7 +7,7 @@
 //! lands every page as received and commits the parsed records.
 
 use super::json_page::{Lite, RawRecord, Records};
-use super::rating_file::{DEFAULT_MARK, Rules, normalise_rating};
+use super::rating_file::{DEFAULT_MARK, Field, Rules, normalise_rating};
 use super::{Parsed, parse_timestamp};
 use crate::config::{ApiConfig, Config, SignatureEncoding, SourceConfig, find_category};
 use crate::retry::Backoff;
@@ -518,14 +518,15 @@ pub fn parse_haochaping_page(
 /// Normalises the records of page `number`.
 fn parse_records(cfg: &Config, source: &SourceConfig, number: u32, records: &[RawRecord<'_>], now: NaiveDateTime) -> Parsed {
     let fields = field_table(source);
-    // The normaliser asks for some 20 fields a record by canonical name;
-    // finding each by comparing it with every field in turn was 7 % of
-    // reading a page. The first field of a name wins, as `position` had it.
+    // Each canonical field's slot, found by name once a page: the normaliser
+    // asks for some 20 fields a record, each by its `Field`, the index into
+    // `field_slots`. The first field of a name wins, as `position` had it.
     let mut slot_of: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
     for (k, (canon, _)) in fields.iter().enumerate() {
         slot_of.entry(*canon).or_insert(k);
     }
     let slot = |canon: &str| slot_of.get(canon).copied();
+    let field_slots = Field::slots(slot);
     let channel_field = slot("channel").map(|i| fields[i].1);
     let default_in_channel = source.default_rating.as_ref().is_some_and(|r| Some(r.field.as_str()) == channel_field);
     let rules = Rules::new(cfg, source, now, default_in_channel);
@@ -575,7 +576,7 @@ fn parse_records(cfg: &Config, source: &SourceConfig, number: u32, records: &[Ra
             }
         }
         platform_codes_to_words(cfg, source, &codes, &mut vals);
-        let get = |f: &str| slot(f).map(|k| vals[k].as_ref()).unwrap_or("");
+        let get = |f: Field| field_slots[f as usize].map(|k| vals[k].as_ref()).unwrap_or("");
         match normalise_rating(&rules, &get, &mut parsed.unrecognised) {
             Ok(read) => parsed.add_rating(read),
             Err((field, reason)) => {

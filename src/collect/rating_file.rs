@@ -43,6 +43,69 @@ pub(crate) fn field_label(field: &str) -> &'static str {
     DEFAULT_HEADERS.iter().find(|(f, _)| *f == field).map(|(_, h)| h[0]).unwrap_or("")
 }
 
+/// A field the normaliser reads from a record: the canonical fields of
+/// [`DEFAULT_HEADERS`], in its order, then the default-rating mark.
+///
+/// Why a type and not the field's name: the normaliser asks some twenty
+/// fields a record, and a reader that found each by its name (comparing it
+/// with every field's, or hashing it) spent a few per cent of an ingest on
+/// it; a `Field` is the index of its slot. A misspelt field is also a
+/// compile error instead of an empty cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    ProjectNo,
+    AssessNumber,
+    RatedAt,
+    Org,
+    Category,
+    ServiceItem,
+    Department,
+    Channel,
+    Level,
+    ReasonTags,
+    Comment,
+    Anonymous,
+    RaterPhone,
+    FollowUp,
+    RectifiedAt,
+    Revisit,
+    /// The raw value of the source's `default_rating.field` ([`DEFAULT_MARK`]).
+    DefaultMark,
+}
+
+impl Field {
+    /// Every field, in slot order.
+    pub const ALL: [Field; DEFAULT_HEADERS.len() + 1] = [
+        Field::ProjectNo,
+        Field::AssessNumber,
+        Field::RatedAt,
+        Field::Org,
+        Field::Category,
+        Field::ServiceItem,
+        Field::Department,
+        Field::Channel,
+        Field::Level,
+        Field::ReasonTags,
+        Field::Comment,
+        Field::Anonymous,
+        Field::RaterPhone,
+        Field::FollowUp,
+        Field::RectifiedAt,
+        Field::Revisit,
+        Field::DefaultMark,
+    ];
+
+    /// The field's canonical name, as `manyi.toml` and quarantine files give it.
+    pub fn name(self) -> &'static str {
+        DEFAULT_HEADERS.get(self as usize).map(|(f, _)| *f).unwrap_or(DEFAULT_MARK)
+    }
+
+    /// Each field's slot, from where a reader found the field by name.
+    pub fn slots(find: impl Fn(&str) -> Option<usize>) -> [Option<usize>; Field::ALL.len()] {
+        Field::ALL.map(|f| find(f.name()))
+    }
+}
+
 /// Finds the column of every canonical field. Errors: a required field
 /// missing, or a header that appears twice. Optional fields the source's
 /// map names but the file lacks are noted, never silently left empty.
@@ -174,7 +237,7 @@ fn parse_rating_rows(
         {
             numeric_levels.push(line);
         }
-        let get = |field: &str| columns.of(field).map(|i| super::table::cell(cells, i)).unwrap_or("");
+        let get = |field: Field| columns.of(field).map(|i| super::table::cell(cells, i)).unwrap_or("");
         match normalise_rating(&rules, &get, &mut parsed.unrecognised) {
             Ok(read) => parsed.add_rating(read),
             Err((field, reason)) => {
@@ -190,27 +253,18 @@ fn parse_rating_rows(
     }
 }
 
-/// The column of each canonical field, looked up by the field's place in
-/// [`DEFAULT_HEADERS`]: the normaliser asks some twenty times a row, and
-/// hashing the name each time was a few per cent of a file's parse.
+/// The column of each [`Field`], by the field.
 struct Columns {
-    /// By the field's place in `DEFAULT_HEADERS`, then the default-rating mark.
-    at: [Option<usize>; DEFAULT_HEADERS.len() + 1],
+    at: [Option<usize>; Field::ALL.len()],
 }
 
 impl Columns {
     fn new(idx: &HashMap<&'static str, usize>) -> Columns {
-        let mut at = [None; DEFAULT_HEADERS.len() + 1];
-        for (k, slot) in at.iter_mut().enumerate() {
-            let field = DEFAULT_HEADERS.get(k).map(|(f, _)| *f).unwrap_or(DEFAULT_MARK);
-            *slot = idx.get(field).copied();
-        }
-        Columns { at }
+        Columns { at: Field::slots(|name| idx.get(name).copied()) }
     }
 
-    fn of(&self, field: &str) -> Option<usize> {
-        let k = DEFAULT_HEADERS.iter().position(|(f, _)| *f == field).or((field == DEFAULT_MARK).then_some(DEFAULT_HEADERS.len()))?;
-        self.at[k]
+    fn of(&self, field: Field) -> Option<usize> {
+        self.at[field as usize]
     }
 }
 
@@ -332,23 +386,23 @@ pub(crate) fn earliest_plausible() -> NaiveDateTime {
 /// coded fields that nothing maps are counted in `unknown`.
 pub(crate) fn normalise_rating<'a>(
     rules: &Rules<'_>,
-    get: &dyn Fn(&str) -> &'a str,
+    get: &dyn Fn(Field) -> &'a str,
     unknown: &mut Unrecognised,
 ) -> Result<ReadRating, Rejection> {
     let (cfg, now) = (rules.cfg, rules.now);
     let latest_ok = now + chrono::Duration::days(1);
     let reject = |field: &str, reason: String| (field.to_string(), reason);
-    let project = get("project_no");
+    let project = get(Field::ProjectNo);
     if project.is_empty() {
         return Err(reject("project_no", "办件编号为空".into()));
     }
-    let times = get("assess_number");
+    let times = get(Field::AssessNumber);
     let times: u32 = if times.is_empty() {
         1
     } else {
         times.parse().map_err(|_| reject("assess_number", format!("评价次数“{}”不是正整数", clip(times))))?
     };
-    let rated_at_text = get("rated_at");
+    let rated_at_text = get(Field::RatedAt);
     let rated_at = read_timestamp(rated_at_text)
         .ok_or_else(|| reject("rated_at", format!("评价时间“{}”无法识别，应为 2026-10-03 14:22:05 这样的格式", clip(rated_at_text))))?;
     if rated_at > latest_ok {
@@ -357,37 +411,37 @@ pub(crate) fn normalise_rating<'a>(
     if rated_at < earliest_plausible() {
         return Err(reject("rated_at", format!("评价时间“{rated_at_text}”早于2000-01-01，不是可信的日期（常见于占位值或年份录错）")));
     }
-    let (_, org_code) = cfg.orgs.resolve_rated_code(get("org")).map_err(|e| reject("org", clip(&e).into_owned()))?;
+    let (_, org_code) = cfg.orgs.resolve_rated_code(get(Field::Org)).map_err(|e| reject("org", clip(&e).into_owned()))?;
     let codes = read_codes(rules, get).map_err(|miss| {
         if !miss.value.is_empty() {
             *unknown.entry(miss.field.into()).or_default().entry(miss.value.clone()).or_default() += 1;
         }
         reject(miss.field, miss.reason)
     })?;
-    let rectified_at = read_rectified(get("rectified_at"), now)?;
-    let phone = get("rater_phone");
+    let rectified_at = read_rectified(get(Field::RectifiedAt), now)?;
+    let phone = get(Field::RaterPhone);
     // Keyed (HMAC) with the deployment's secret: a plain digest of an 11-digit
     // phone is inverted by trying every number.
     let rater_hash = cfg.rater_key.hash(phone);
-    let anonymous = matches!(get("anonymous"), "是" | "1" | "true" | "Y");
+    let anonymous = matches!(get(Field::Anonymous), "是" | "1" | "true" | "Y");
     let rating = Rating {
         rating_id: rating_id(project, times).into(),
         source: Arc::clone(&rules.source_name),
         rated_at,
         org_code: Arc::clone(org_code),
         category: Arc::clone(&rules.category_codes[codes.category]),
-        service_item: rules.shared.get(get("service_item")),
-        department: rules.shared.get(get("department")),
+        service_item: rules.shared.get(get(Field::ServiceItem)),
+        department: rules.shared.get(get(Field::Department)),
         channel: codes.channel,
         level: codes.level,
-        reason_tags: get("reason_tags").into(),
+        reason_tags: get(Field::ReasonTags).into(),
         // Free text enters curated masked; landing keeps the raw payload.
-        comment: crate::privacy::mask(get("comment")).into(),
+        comment: crate::privacy::mask(get(Field::Comment)).into(),
         anonymous,
         rater_hash: rater_hash.map(String::into_boxed_str),
         follow_up: codes.follow_up,
         rectified_at,
-        revisit: crate::privacy::mask(get("revisit")).into(),
+        revisit: crate::privacy::mask(get(Field::Revisit)).into(),
         default_rating: codes.default_rating,
     };
     Ok(ReadRating { rating, numeric_level: codes.numeric_level })
@@ -423,22 +477,22 @@ fn rating_id(project: &str, times: u32) -> String {
     id
 }
 
-fn read_codes<'a>(rules: &Rules<'_>, get: &dyn Fn(&str) -> &'a str) -> Result<Codes, Miss> {
+fn read_codes<'a>(rules: &Rules<'_>, get: &dyn Fn(Field) -> &'a str) -> Result<Codes, Miss> {
     let values = &rules.source.values;
     // A mapped value replaces the feed's; an unmapped one is read as sent.
-    let mapped = |field: &'static str| -> (&'a str, Cow<'_, str>) {
+    let mapped = |field: Field| -> (&'a str, Cow<'_, str>) {
         let raw = get(field);
-        let to = values.of(field).and_then(|m| m.get(raw)).map_or(Cow::Borrowed(raw), |to| Cow::Borrowed(to.as_str()));
+        let to = values.of(field.name()).and_then(|m| m.get(raw)).map_or(Cow::Borrowed(raw), |to| Cow::Borrowed(to.as_str()));
         (raw, to)
     };
     let miss = |field: &'static str, raw: &str, reason: String| Miss { field, value: raw.to_string(), reason };
-    let (raw, cat_text) = mapped("category");
+    let (raw, cat_text) = mapped(Field::Category);
     let category = category_index(&rules.cfg.categories, &cat_text).ok_or_else(|| {
         let reason =
             format!("服务类别“{}”不在 categories.csv 中（代码、名称或 synonyms 列），也不在 [source.values.category] 中", clip(raw));
         miss("category", raw, reason)
     })?;
-    let (raw, level_text) = mapped("level");
+    let (raw, level_text) = mapped(Field::Level);
     let level = Level::read(&level_text, rules.source.level_codes()).map_err(|e| {
         let reason = match e {
             LevelReadError::Direction => format!("满意度“{}”是数字，但来源没有设置 level_codes", clip(raw)),
@@ -447,14 +501,14 @@ fn read_codes<'a>(rules: &Rules<'_>, get: &dyn Fn(&str) -> &'a str) -> Result<Co
         miss("level", raw, reason)
     })?;
     let numeric_level = Level::from_word(&level_text).is_none();
-    let default_rating = rules.source.default_rating.as_ref().is_some_and(|r| get(DEFAULT_MARK).trim() == r.value.trim());
-    let (raw, channel_text) = mapped("channel");
+    let default_rating = rules.source.default_rating.as_ref().is_some_and(|r| get(Field::DefaultMark).trim() == r.value.trim());
+    let (raw, channel_text) = mapped(Field::Channel);
     let channel = if default_rating && rules.default_in_channel {
         0
     } else {
         channel_code(&channel_text).ok_or_else(|| miss("channel", raw, format!("评价渠道“{}”不是1–7或已知的渠道名称", clip(raw))))?
     };
-    let (raw, follow_text) = mapped("follow_up");
+    let (raw, follow_text) = mapped(Field::FollowUp);
     let follow_up = if level.code() > 2 {
         None
     } else if follow_text.is_empty() {
@@ -516,6 +570,39 @@ mod tests {
 
     /// The id is the 办件编号 and the number as the number reads, whatever
     /// the feed's text of it.
+    #[test]
+    fn each_field_is_the_slot_of_its_name_in_the_default_headers() {
+        let names: Vec<&str> = Field::ALL.iter().map(|f| f.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "project_no",
+                "assess_number",
+                "rated_at",
+                "org",
+                "category",
+                "service_item",
+                "department",
+                "channel",
+                "level",
+                "reason_tags",
+                "comment",
+                "anonymous",
+                "rater_phone",
+                "follow_up",
+                "rectified_at",
+                "revisit",
+                DEFAULT_MARK
+            ]
+        );
+        for (k, f) in Field::ALL.iter().enumerate() {
+            assert_eq!(*f as usize, k, "{f:?}");
+        }
+        let slots = Field::slots(|name| (name == "comment").then_some(7));
+        assert_eq!(slots.iter().flatten().collect::<Vec<_>>(), [&7]);
+        assert_eq!(slots[Field::Comment as usize], Some(7));
+    }
+
     #[test]
     fn a_rating_id_carries_the_number_as_read() {
         for (text, times, id) in
