@@ -391,30 +391,30 @@ pub(crate) fn normalise_rating<'a>(
 ) -> Result<ReadRating, Rejection> {
     let (cfg, now) = (rules.cfg, rules.now);
     let latest_ok = now + chrono::Duration::days(1);
-    let reject = |field: &str, reason: String| (field.to_string(), reason);
+    let reject = |field: Field, reason: String| (field.name().to_string(), reason);
     let project = get(Field::ProjectNo);
     if project.is_empty() {
-        return Err(reject("project_no", "办件编号为空".into()));
+        return Err(reject(Field::ProjectNo, "办件编号为空".into()));
     }
     let times = get(Field::AssessNumber);
     let times: u32 = if times.is_empty() {
         1
     } else {
-        times.parse().map_err(|_| reject("assess_number", format!("评价次数“{}”不是正整数", clip(times))))?
+        times.parse().map_err(|_| reject(Field::AssessNumber, format!("评价次数“{}”不是正整数", clip(times))))?
     };
     let rated_at_text = get(Field::RatedAt);
     let rated_at = read_timestamp(rated_at_text)
-        .ok_or_else(|| reject("rated_at", format!("评价时间“{}”无法识别，应为 2026-10-03 14:22:05 这样的格式", clip(rated_at_text))))?;
+        .ok_or_else(|| reject(Field::RatedAt, format!("评价时间“{}”无法识别，应为 2026-10-03 14:22:05 这样的格式", clip(rated_at_text))))?;
     if rated_at > latest_ok {
-        return Err(reject("rated_at", format!("评价时间“{rated_at_text}”晚于采集时间，疑为时钟错误")));
+        return Err(reject(Field::RatedAt, format!("评价时间“{rated_at_text}”晚于采集时间，疑为时钟错误")));
     }
     if rated_at < earliest_plausible() {
-        return Err(reject("rated_at", format!("评价时间“{rated_at_text}”早于2000-01-01，不是可信的日期（常见于占位值或年份录错）")));
+        return Err(reject(Field::RatedAt, format!("评价时间“{rated_at_text}”早于2000-01-01，不是可信的日期（常见于占位值或年份录错）")));
     }
-    let (_, org_code) = cfg.orgs.resolve_rated_code(get(Field::Org)).map_err(|e| reject("org", clip(&e).into_owned()))?;
+    let (_, org_code) = cfg.orgs.resolve_rated_code(get(Field::Org)).map_err(|e| reject(Field::Org, clip(&e).into_owned()))?;
     let codes = read_codes(rules, get).map_err(|miss| {
         if !miss.value.is_empty() {
-            *unknown.entry(miss.field.into()).or_default().entry(miss.value.clone()).or_default() += 1;
+            *unknown.entry(miss.field.name().into()).or_default().entry(miss.value.clone()).or_default() += 1;
         }
         reject(miss.field, miss.reason)
     })?;
@@ -460,7 +460,7 @@ struct Codes {
 
 /// A coded value nothing maps: the field, the value as the feed sent it, and the reason.
 struct Miss {
-    field: &'static str,
+    field: Field,
     value: String,
     reason: String,
 }
@@ -485,12 +485,12 @@ fn read_codes<'a>(rules: &Rules<'_>, get: &dyn Fn(Field) -> &'a str) -> Result<C
         let to = values.of(field.name()).and_then(|m| m.get(raw)).map_or(Cow::Borrowed(raw), |to| Cow::Borrowed(to.as_str()));
         (raw, to)
     };
-    let miss = |field: &'static str, raw: &str, reason: String| Miss { field, value: raw.to_string(), reason };
+    let miss = |field: Field, raw: &str, reason: String| Miss { field, value: raw.to_string(), reason };
     let (raw, cat_text) = mapped(Field::Category);
     let category = category_index(&rules.cfg.categories, &cat_text).ok_or_else(|| {
         let reason =
             format!("服务类别“{}”不在 categories.csv 中（代码、名称或 synonyms 列），也不在 [source.values.category] 中", clip(raw));
-        miss("category", raw, reason)
+        miss(Field::Category, raw, reason)
     })?;
     let (raw, level_text) = mapped(Field::Level);
     let level = Level::read(&level_text, rules.source.level_codes()).map_err(|e| {
@@ -498,7 +498,7 @@ fn read_codes<'a>(rules: &Rules<'_>, get: &dyn Fn(Field) -> &'a str) -> Result<C
             LevelReadError::Direction => format!("满意度“{}”是数字，但来源没有设置 level_codes", clip(raw)),
             LevelReadError::Unknown => format!("满意度“{}”应为1–5或非常满意/满意/基本满意/不满意/非常不满意", clip(raw)),
         };
-        miss("level", raw, reason)
+        miss(Field::Level, raw, reason)
     })?;
     let numeric_level = Level::from_word(&level_text).is_none();
     let default_rating = rules.source.default_rating.as_ref().is_some_and(|r| get(Field::DefaultMark).trim() == r.value.trim());
@@ -506,7 +506,7 @@ fn read_codes<'a>(rules: &Rules<'_>, get: &dyn Fn(Field) -> &'a str) -> Result<C
     let channel = if default_rating && rules.default_in_channel {
         0
     } else {
-        channel_code(&channel_text).ok_or_else(|| miss("channel", raw, format!("评价渠道“{}”不是1–7或已知的渠道名称", clip(raw))))?
+        channel_code(&channel_text).ok_or_else(|| miss(Field::Channel, raw, format!("评价渠道“{}”不是1–7或已知的渠道名称", clip(raw))))?
     };
     let (raw, follow_text) = mapped(Field::FollowUp);
     let follow_up = if level.code() > 2 {
@@ -516,7 +516,7 @@ fn read_codes<'a>(rules: &Rules<'_>, get: &dyn Fn(Field) -> &'a str) -> Result<C
     } else {
         Some(
             FollowUp::parse(&follow_text)
-                .ok_or_else(|| miss("follow_up", raw, format!("整改状态“{}”不是待核实/有效/无效/整改中/已整改/无法整改", clip(raw))))?,
+                .ok_or_else(|| miss(Field::FollowUp, raw, format!("整改状态“{}”不是待核实/有效/无效/整改中/已整改/无法整改", clip(raw))))?,
         )
     };
     Ok(Codes { category, channel, level, numeric_level, follow_up, default_rating })
@@ -548,13 +548,13 @@ fn read_rectified(text: &str, now: NaiveDateTime) -> Result<Option<NaiveDateTime
     if text.is_empty() {
         return Ok(None);
     }
-    let t = read_timestamp(text).ok_or_else(|| ("rectified_at".to_string(), format!("整改完成时间“{}”无法识别", clip(text))))?;
+    let t = read_timestamp(text).ok_or_else(|| (Field::RectifiedAt.name().to_string(), format!("整改完成时间“{}”无法识别", clip(text))))?;
     // Up to a year ahead: a planned date typed into the column is
     // plausible, 9999-12-31 is not.
     let latest = now + chrono::Duration::days(366);
     if t < earliest_plausible() || t > latest {
         return Err((
-            "rectified_at".to_string(),
+            Field::RectifiedAt.name().to_string(),
             format!(
                 "整改完成时间“{text}”不在2000-01-01至{}之间，不是可信的日期（常见于占位值9999-12-31或年份录错）",
                 latest.format("%Y-%m-%d")
@@ -568,8 +568,6 @@ fn read_rectified(text: &str, now: NaiveDateTime) -> Result<Option<NaiveDateTime
 mod tests {
     use super::*;
 
-    /// The id is the 办件编号 and the number as the number reads, whatever
-    /// the feed's text of it.
     #[test]
     fn each_field_is_the_slot_of_its_name_in_the_default_headers() {
         // The canonical fields as the configuration knows them, in order, then the mark.
@@ -596,6 +594,8 @@ mod tests {
         assert_eq!(slots[Field::Comment as usize], Some(7));
     }
 
+    /// The id is the 办件编号 and the number as the number reads, whatever
+    /// the feed's text of it.
     #[test]
     fn a_rating_id_carries_the_number_as_read() {
         for (text, times, id) in
