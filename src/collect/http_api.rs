@@ -7,7 +7,7 @@
 //! lands every page as received and commits the parsed records.
 
 use super::json_page::{Lite, RawRecord, Records};
-use super::rating_file::{DEFAULT_MARK, Field, Rules, normalise_rating};
+use super::rating_file::{DEFAULT_MARK, Field, FieldSlots, Rules, normalise_rating};
 use super::{Parsed, parse_timestamp};
 use crate::config::{ApiConfig, Config, SignatureEncoding, SourceConfig, find_category};
 use crate::retry::Backoff;
@@ -520,22 +520,15 @@ fn parse_records(cfg: &Config, source: &SourceConfig, number: u32, records: &[Ra
     let fields = field_table(source);
     // Each canonical field's slot, found by name once a page: the normaliser
     // asks for some 20 fields a record, each by its `Field`, the index into
-    // `field_slots`. The first field of a name wins, as `position` had it.
+    // `slots`. The first field of a name wins, as `position` had it.
     let mut slot_of: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
     for (k, (canon, _)) in fields.iter().enumerate() {
         slot_of.entry(*canon).or_insert(k);
     }
-    let slot = |canon: &str| slot_of.get(canon).copied();
-    let field_slots = Field::slots(slot);
-    let channel_field = slot("channel").map(|i| fields[i].1);
+    let slots = FieldSlots::find(|canon| slot_of.get(canon).copied());
+    let channel_field = slots.of(Field::Channel).map(|i| fields[i].1);
     let default_in_channel = source.default_rating.as_ref().is_some_and(|r| Some(r.field.as_str()) == channel_field);
     let rules = Rules::new(cfg, source, now, default_in_channel);
-    let codes = CodeSlots {
-        rated_at: slot("rated_at"),
-        rectified_at: slot("rectified_at"),
-        follow_up: slot("follow_up"),
-        category: slot("category"),
-    };
     let mut parsed = Parsed { headers: api_quarantine_headers(), encoding: "JSON", ..Default::default() };
     parsed.ratings.reserve(records.len());
     // Whether any record carries each field (not null), for `missing_fields`.
@@ -575,8 +568,8 @@ fn parse_records(cfg: &Config, source: &SourceConfig, number: u32, records: &[Ra
                 carried[k] |= *value != Lite::Null;
             }
         }
-        platform_codes_to_words(cfg, source, &codes, &mut vals);
-        let get = |f: Field| field_slots[f as usize].map(|k| vals[k].as_ref()).unwrap_or("");
+        platform_codes_to_words(cfg, source, &slots, &mut vals);
+        let get = |f: Field| slots.of(f).map(|k| vals[k].as_ref()).unwrap_or("");
         match normalise_rating(&rules, &get, &mut parsed.unrecognised) {
             Ok(read) => parsed.add_rating(read),
             Err((field, reason)) => {
@@ -606,23 +599,15 @@ fn missing_fields(source: &SourceConfig, fields: &[(&str, &str)], carried: &[boo
         .collect()
 }
 
-/// Where the fields platform codes are translated in sit in a record's values.
-struct CodeSlots {
-    rated_at: Option<usize>,
-    rectified_at: Option<usize>,
-    follow_up: Option<usize>,
-    category: Option<usize>,
-}
-
 /// Platform codes → the words the shared normaliser reads, unless the
 /// source's own `[source.values.*]` maps the value.
-fn platform_codes_to_words(cfg: &Config, source: &SourceConfig, slots: &CodeSlots, vals: &mut [Cow<'_, str>]) {
-    for k in [slots.rated_at, slots.rectified_at].into_iter().flatten() {
+fn platform_codes_to_words(cfg: &Config, source: &SourceConfig, slots: &FieldSlots, vals: &mut [Cow<'_, str>]) {
+    for k in [slots.of(Field::RatedAt), slots.of(Field::RectifiedAt)].into_iter().flatten() {
         if let Some(local) = epoch_ms_to_local(&vals[k], cfg) {
             vals[k] = Cow::Owned(local);
         }
     }
-    if let Some(k) = slots.follow_up.filter(|&k| !source.values.follow_up.contains_key(vals[k].as_ref())) {
+    if let Some(k) = slots.of(Field::FollowUp).filter(|&k| !source.values.follow_up.contains_key(vals[k].as_ref())) {
         // Rectification status of the open-source module: 0 —, 1 整改中, 2 整改完成, 3 无法整改.
         let word = match vals[k].as_ref() {
             "0" => Some(""),
@@ -640,8 +625,8 @@ fn platform_codes_to_words(cfg: &Config, source: &SourceConfig, slots: &CodeSlot
 
 /// The platform's category code through `[source.api] category_map`, or its
 /// default category for a code nothing knows.
-fn map_category(cfg: &Config, source: &SourceConfig, slots: &CodeSlots, vals: &mut [Cow<'_, str>]) {
-    let (Some(api), Some(k)) = (source.api.as_ref(), slots.category) else { return };
+fn map_category(cfg: &Config, source: &SourceConfig, slots: &FieldSlots, vals: &mut [Cow<'_, str>]) {
+    let (Some(api), Some(k)) = (source.api.as_ref(), slots.of(Field::Category)) else { return };
     let c = vals[k].as_ref();
     if let Some(code) = api.category_map.get(c) {
         vals[k] = Cow::Owned(code.clone());

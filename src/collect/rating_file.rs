@@ -99,10 +99,22 @@ impl Field {
     pub fn name(self) -> &'static str {
         DEFAULT_HEADERS.get(self as usize).map(|(f, _)| *f).unwrap_or(DEFAULT_MARK)
     }
+}
 
-    /// Each field's slot, from where a reader found the field by name.
-    pub fn slots(find: impl Fn(&str) -> Option<usize>) -> [Option<usize>; Field::ALL.len()] {
-        Field::ALL.map(|f| find(f.name()))
+/// Where each [`Field`] sits in a reader's record (a file's column, a page's
+/// value slot), found by the field's name once a file or page and then
+/// taken by the field twenty times a record.
+pub(crate) struct FieldSlots([Option<usize>; Field::ALL.len()]);
+
+impl FieldSlots {
+    /// The slots a reader finds by canonical name.
+    pub fn find(slot_of: impl Fn(&str) -> Option<usize>) -> FieldSlots {
+        FieldSlots(Field::ALL.map(|f| slot_of(f.name())))
+    }
+
+    /// The slot of `field`, if the record has it.
+    pub fn of(&self, field: Field) -> Option<usize> {
+        self.0[field as usize]
     }
 }
 
@@ -222,11 +234,11 @@ fn parse_rating_rows(
     let (idx, notes) = locate_columns(source, file, head)?;
     // Numeric levels from a source that does not say which way they run are
     // looked for in the same pass; the file is held at the end if any came.
-    let direction_col = idx.get("level").copied().filter(|_| source.level_codes().is_none());
+    let columns = FieldSlots::find(|name| idx.get(name).copied());
+    let direction_col = columns.of(Field::Level).filter(|_| source.level_codes().is_none());
     let mut numeric_levels: Vec<usize> = Vec::new();
-    let default_in_channel = idx.get(DEFAULT_MARK).is_some_and(|i| idx.get("channel") == Some(i));
+    let default_in_channel = columns.of(Field::DefaultMark).is_some_and(|i| columns.of(Field::Channel) == Some(i));
     let rules = Rules::new(cfg, source, now, default_in_channel);
-    let columns = Columns::new(&idx);
     let mut parsed = Parsed { headers: head.headers.clone(), encoding: head.encoding, notes, ..Default::default() };
     // Sized once: growing a vector of 800,000 ratings by doubling held two
     // copies of it at the peak.
@@ -250,21 +262,6 @@ fn parse_rating_rows(
     match numeric_levels.first() {
         None => Ok(parsed),
         Some(&first) => Err(direction_unknown(source, file, numeric_levels.len(), first)),
-    }
-}
-
-/// The column of each [`Field`], by the field.
-struct Columns {
-    at: [Option<usize>; Field::ALL.len()],
-}
-
-impl Columns {
-    fn new(idx: &HashMap<&'static str, usize>) -> Columns {
-        Columns { at: Field::slots(|name| idx.get(name).copied()) }
-    }
-
-    fn of(&self, field: Field) -> Option<usize> {
-        self.at[field as usize]
     }
 }
 
@@ -589,9 +586,9 @@ mod tests {
         for (k, f) in Field::ALL.iter().enumerate() {
             assert_eq!(*f as usize, k, "{f:?}");
         }
-        let slots = Field::slots(|name| (name == "comment").then_some(7));
-        assert_eq!(slots.iter().flatten().collect::<Vec<_>>(), [&7]);
-        assert_eq!(slots[Field::Comment as usize], Some(7));
+        let slots = FieldSlots::find(|name| (name == "comment").then_some(7));
+        assert_eq!(Field::ALL.iter().filter_map(|&f| slots.of(f)).collect::<Vec<_>>(), [7]);
+        assert_eq!(slots.of(Field::Comment), Some(7));
     }
 
     /// The id is the 办件编号 and the number as the number reads, whatever

@@ -1287,6 +1287,13 @@ mod tests {
         .expect("old form");
     }
 
+    /// Every row of `record_keys` (kind, source, id, hash, last batch, versions), by id.
+    fn key_rows(conn: &Connection) -> Vec<(String, String, String, String, i64, i64)> {
+        let mut stmt = conn.prepare("SELECT * FROM record_keys ORDER BY record_id").expect("prepare");
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))).expect("query");
+        rows.collect::<Result<_, _>>().expect("rows")
+    }
+
     /// A state.db whose keys are the old text table opens with them moved
     /// into the compact tables: the same rows through the view, re-sent
     /// records still unchanged, a changed one a second version.
@@ -1294,12 +1301,10 @@ mod tests {
     fn keys_of_an_old_catalog_are_moved_and_still_match() {
         let dir = tempfile::tempdir().expect("tempdir");
         let first: Vec<Rating> = (0..5).map(|i| rating(i, 5)).collect();
-        let before: Vec<(String, String, String, String, i64, i64)> = {
+        let before = {
             let mut store = Store::open(dir.path()).expect("store");
             store.commit_ratings(&meta("b1"), &first).expect("commit");
-            let mut stmt = store.conn.prepare("SELECT * FROM record_keys ORDER BY record_id").expect("prepare");
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))).expect("query");
-            rows.collect::<Result<_, _>>().expect("rows")
+            key_rows(&store.conn)
         };
         assert_eq!(before.len(), 5);
         assert!(before.iter().all(|k| k.3.len() == 32 && k.3.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())));
@@ -1309,12 +1314,7 @@ mod tests {
         let kind: String =
             store.conn.query_row("SELECT type FROM sqlite_master WHERE name = 'record_keys'", [], |r| r.get(0)).expect("type");
         assert_eq!(kind, "view");
-        let after: Vec<(String, String, String, String, i64, i64)> = {
-            let mut stmt = store.conn.prepare("SELECT * FROM record_keys ORDER BY record_id").expect("prepare");
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))).expect("query");
-            rows.collect::<Result<_, _>>().expect("rows")
-        };
-        assert_eq!(after, before);
+        assert_eq!(key_rows(&store.conn), before);
         let out = store.commit_ratings(&meta("b2"), &first).expect("commit");
         assert_eq!((out.new, out.updated, out.unchanged), (0, 0, 5));
         let out = store.commit_ratings(&meta("b3"), &[rating(2, 1), rating(7, 3)]).expect("commit");
