@@ -50,7 +50,12 @@ impl Level {
             return Ok(level);
         }
         let t = text.trim();
-        let code = t.parse::<f64>().ok().filter(|v| v.fract() == 0.0 && (1.0..=5.0).contains(v)).map(|v| v as u8);
+        // A lone digit, as nearly every numeric feed sends it, without parsing
+        // a float (which also reads "4.0" and "4e0", hence the fallback).
+        let code = match t.as_bytes() {
+            [d @ b'1'..=b'5'] => Some(d - b'0'),
+            _ => t.parse::<f64>().ok().filter(|v| v.fract() == 0.0 && (1.0..=5.0).contains(v)).map(|v| v as u8),
+        };
         match (code, codes) {
             (None, _) => Err(LevelReadError::Unknown),
             (Some(_), None) => Err(LevelReadError::Direction),
@@ -394,6 +399,19 @@ mod tests {
         assert_eq!(Level::read("2", None), Err(LevelReadError::Direction));
         assert_eq!(Level::read("很满意", None), Ok(Level(5)));
         assert_eq!(Level::read("好评", Some(LevelCodes::Gbt39046)), Err(LevelReadError::Unknown));
+    }
+
+    #[test]
+    fn a_lone_digit_reads_as_the_float_reading_reads_it() {
+        // The float reading the quick path stands in for.
+        let by_float = |t: &str| t.trim().parse::<f64>().ok().filter(|v| v.fract() == 0.0 && (1.0..=5.0).contains(v)).map(|v| v as u8);
+        let mut texts: Vec<String> = (0u8..=255).map(|b| char::from(b).to_string()).collect();
+        texts.extend(["4.0", "4e0", " 3 ", "+3", "03", "３", "-1", "5.5", ""].map(String::from));
+        for t in &texts {
+            let read = Level::read(t, Some(LevelCodes::Ascending)).ok().map(Level::code);
+            let expected = by_float(t).or_else(|| Level::from_word(t).map(Level::code));
+            assert_eq!(read, expected, "level text {t:?}");
+        }
     }
 
     #[test]

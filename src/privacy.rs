@@ -387,6 +387,13 @@ const NAME_TRIGGERS: [(&str, bool); 10] = [
     ("本人", false),
 ];
 
+/// Whether `c` is the first character of one of [`NAME_TRIGGERS`]. A match
+/// rather than `"我本名姓联".contains(c)`: that encodes each character of every
+/// comment and searches the text for it, about 1 % of reading a rating file.
+fn starts_a_name_trigger(c: char) -> bool {
+    matches!(c, '我' | '本' | '名' | '姓' | '联')
+}
+
 const SURNAMES: &str = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢\
                         姜崔钟谭陆汪范金石廖贾夏韦付傅方邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤常康施\
                         牛樊葛邢安齐易乔伍庞颜倪庄聂章鲁岳翟殷詹申欧耿兰焦俞左柳甘祝包宁尚符舒阮柯纪梅童凌毕单季裴霍涂苗谷盛曲翁冉\
@@ -436,7 +443,7 @@ fn name_at(chars: &[char], i: usize, strong: bool) -> Option<usize> {
 /// numbers are left alone, and masked text masks to itself.
 pub fn mask(text: &str) -> Cow<'_, str> {
     // Most comments have nothing to mask: one pass to find out, no copy.
-    let suspect = |c: char| digit(c).is_some() || c == '@' || is_stripped(c) || "我本名姓联".contains(c);
+    let suspect = |c: char| digit(c).is_some() || c == '@' || is_stripped(c) || starts_a_name_trigger(c);
     if !text.chars().any(suspect) {
         return Cow::Borrowed(text);
     }
@@ -600,6 +607,16 @@ mod tests {
     #[test]
     fn text_with_nothing_to_mask_is_not_copied() {
         assert!(matches!(mask("排队两小时，态度很好"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn every_name_trigger_makes_a_comment_suspect() {
+        // The quick check lists the triggers' first characters by hand.
+        for (trigger, _) in NAME_TRIGGERS {
+            let first = trigger.chars().next().expect("a trigger has text");
+            assert!(starts_a_name_trigger(first), "{trigger} starts with {first}, which the quick check misses");
+        }
+        assert!(matches!(mask("我叫张伟，联系我"), Cow::Owned(_)));
     }
 
     #[test]
