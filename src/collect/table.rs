@@ -286,11 +286,9 @@ fn decode_checked<'a>(file: &str, bytes: &'a [u8]) -> Result<(Cow<'a, str>, &'st
     let bom = if bytes.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
     let body = &bytes[bom..];
     // simdutf8 checks a province's monthly file (100 MB) several times
-    // faster than std; std then says where a file that fails goes wrong.
-    if let Ok(text) = simdutf8::basic::from_utf8(body) {
-        return Ok((Cow::Borrowed(text), if bom > 0 { "UTF-8 (BOM)" } else { "UTF-8" }));
-    }
-    let utf8 = match std::str::from_utf8(body) {
+    // faster than std; its `compat` check says where a failing file goes
+    // wrong, as std's does.
+    let utf8 = match simdutf8::compat::from_utf8(body) {
         Ok(text) => return Ok((Cow::Borrowed(text), if bom > 0 { "UTF-8 (BOM)" } else { "UTF-8" })),
         Err(e) => e,
     };
