@@ -5,7 +5,7 @@
 //! exports use. A row that fails any check goes to quarantine with the field
 //! and the reason; the rest of the file is ingested.
 
-use super::table::{CsvFile, Row, clip, is_xlsx, open_csv, read_table};
+use super::table::{Row, clip, is_xlsx, open_csv, read_table};
 use super::{CollectError, Parsed, Table, Unrecognised, parse_timestamp};
 use crate::config::{Config, SourceConfig, category_index};
 use crate::model::{FollowUp, Level, LevelReadError, Rating, channel_code};
@@ -186,42 +186,55 @@ pub fn parse_rating_file(
     bytes: &[u8],
     now: NaiveDateTime,
 ) -> Result<Parsed, CollectError> {
-    if is_xlsx(bytes) {
-        parse_ratings(cfg, source, file, read_table(file, bytes)?, now)
-    } else {
-        parse_rating_csv(cfg, source, file, &open_csv(file, bytes)?, now)
-    }
+    parse_rating_file_in_parts(cfg, source, file, bytes, now, usize::MAX, &mut |_| Ok(()))
 }
 
-/// A rating table read whole (XLSX), consumed row by row: each row's cells
-/// are freed once its rating is built, so that a file is not held twice
-/// (as cells and as ratings) at the end of its parse.
-fn parse_ratings(cfg: &Config, source: &SourceConfig, file: &str, table: Table, now: NaiveDateTime) -> Result<Parsed, CollectError> {
-    let Table { headers, rows, encoding } = table;
-    let head = Table { headers, rows: Vec::new(), encoding };
-    let size = rows.len();
-    parse_rating_rows(cfg, source, file, &head, size, now, |each| {
-        rows.into_iter().try_for_each(|(line, cells)| each(line, Row::of(&cells)))
-    })
-}
+/// Where a parse hands its good ratings, `part_rows` at a time, in file
+/// order. An error stops the parse and is its result.
+pub type PartSink<'a> = dyn FnMut(Vec<Rating>) -> Result<(), CollectError> + 'a;
 
-/// [`parse_ratings`] for a CSV rating file read a row at a time: the file's
-/// rows are never all in memory as cells, only as the ratings made of them.
-fn parse_rating_csv(
+/// [`parse_rating_file`] for a file that may be too large to hold as
+/// ratings: every `part_rows` good ratings go to `part` as they are read,
+/// and the result holds only those after the last full part. Everything
+/// else the result says (rejected rows, counts, notes, the guard, a file
+/// held or refused) is about the whole file, known only at its end — so
+/// whoever receives the parts must be able to drop them all (the store's
+/// [`crate::store::PartedBatch`] is).
+pub fn parse_rating_file_in_parts(
     cfg: &Config,
     source: &SourceConfig,
     file: &str,
-    csv: &CsvFile<'_>,
+    bytes: &[u8],
     now: NaiveDateTime,
+    part_rows: usize,
+    part: &mut PartSink<'_>,
 ) -> Result<Parsed, CollectError> {
-    parse_rating_rows(cfg, source, file, &csv.head, csv.max_rows(), now, |each| csv.for_each_row(each))
+    let part_rows = part_rows.max(1);
+    if is_xlsx(bytes) {
+        // An XLSX table is read whole, and consumed row by row: each row's
+        // cells are freed once its rating is built, so that a file is not
+        // held twice (as cells and as ratings) at the end of its parse.
+        let Table { headers, rows, encoding } = read_table(file, bytes)?;
+        let head = Table { headers, rows: Vec::new(), encoding };
+        let size = rows.len();
+        parse_rating_rows(cfg, source, file, &head, size, now, part_rows, part, |each| {
+            rows.into_iter().try_for_each(|(line, cells)| each(line, Row::of(&cells)))
+        })
+    } else {
+        // A CSV file read a row at a time: its rows are never all in memory
+        // as cells, only as the ratings made of them.
+        let csv = open_csv(file, bytes)?;
+        parse_rating_rows(cfg, source, file, &csv.head, csv.max_rows(), now, part_rows, part, |each| csv.for_each_row(each))
+    }
 }
 
 /// What one row of a rating table is handed to.
 type RowSink<'a> = dyn FnMut(usize, Row<'_>) -> Result<(), CollectError> + 'a;
 
 /// The parse of a rating table whose header is `head` and whose rows (at
-/// most `size` of them) `rows` feeds, in file order, to the sink it is given.
+/// most `size` of them) `rows` feeds, in file order, to the sink it is
+/// given; good ratings go to `part` every `part_rows`.
+#[allow(clippy::too_many_arguments)]
 fn parse_rating_rows(
     cfg: &Config,
     source: &SourceConfig,
@@ -229,6 +242,8 @@ fn parse_rating_rows(
     head: &Table,
     size: usize,
     now: NaiveDateTime,
+    part_rows: usize,
+    part: &mut PartSink<'_>,
     rows: impl FnOnce(&mut RowSink<'_>) -> Result<(), CollectError>,
 ) -> Result<Parsed, CollectError> {
     let (idx, notes) = locate_columns(source, file, head)?;
@@ -242,7 +257,8 @@ fn parse_rating_rows(
     let mut parsed = Parsed { headers: head.headers.clone(), encoding: head.encoding, notes, ..Default::default() };
     // Sized once: growing a vector of 800,000 ratings by doubling held two
     // copies of it at the peak.
-    parsed.ratings.reserve_exact(size);
+    let room = size.min(part_rows);
+    parsed.ratings.reserve_exact(room);
     rows(&mut |line, cells| {
         if let Some(i) = direction_col
             && numeric_level(source, super::table::cell(cells, i))
@@ -251,7 +267,12 @@ fn parse_rating_rows(
         }
         let get = |field: Field| columns.of(field).map(|i| super::table::cell(cells, i)).unwrap_or("");
         match normalise_rating(&rules, &get, &mut parsed.unrecognised) {
-            Ok(read) => parsed.add_rating(read),
+            Ok(read) => {
+                parsed.add_rating(read);
+                if parsed.ratings.len() >= part_rows {
+                    part(std::mem::replace(&mut parsed.ratings, Vec::with_capacity(room)))?;
+                }
+            }
             Err((field, reason)) => {
                 parsed.rows_read += 1;
                 parsed.rejected.push(QuarantineRow { line, field, reason, values: super::table::cells(cells) })

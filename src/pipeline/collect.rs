@@ -6,7 +6,7 @@
 
 use crate::collect::{self, ApiBatch, ApiPager, Fetched};
 use crate::config::{Config, SourceConfig, SourceKind};
-use crate::store::{BatchMeta, BatchOutcome, Store};
+use crate::store::{BatchMeta, BatchOutcome, PartedBatch, RecordKind, Store};
 use anyhow::{Result, bail};
 use chrono::Utc;
 use std::path::PathBuf;
@@ -158,6 +158,7 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
     // failed commit stays landed and in the inbox, as after a crash between
     // landing and commit; the next run lands and commits it afresh.
     let landing = store.landing(&src.name, Utc::now().with_timezone(&cfg.tz).date_naive());
+    let part_rows = part_rows();
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = std::sync::mpsc::sync_channel(0);
         let files = &files;
@@ -168,22 +169,53 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
                     let batch_id = format!("{}-{}-{k:03}", src.name, now_utc.format("%Y%m%dT%H%M%S%3fZ"));
                     let landed = landing.put(&batch_id, &fetched.ext, &fetched.bytes)?;
                     landing.sync();
-                    let parsed = parse_payload(cfg, src, &fetched, now_utc.with_timezone(&cfg.tz).naive_local());
+                    // A file of more than `part_rows` good ratings goes to
+                    // the committer a part at a time as it is parsed, so
+                    // that memory follows the part, not the file (a year's
+                    // export of a province is tens of millions of rows).
+                    let mut send_part = |ratings| {
+                        tx.send(FromReader::Part { batch_id: batch_id.clone(), ratings })
+                            .map_err(|_| collect::CollectError::BadFile { file: fetched.name.clone(), reason: "the commit stopped".into() })
+                    };
+                    let parsed = parse_payload(cfg, src, &fetched, now_utc.with_timezone(&cfg.tz).naive_local(), part_rows, &mut send_part);
                     // Landed and parsed, the bytes are needed no more: a
                     // province's monthly file is some 100 MB, held through
                     // the commit while the next file is read beside it.
                     fetched.bytes = Vec::new();
-                    Ok(LandedFile { fetched, parsed, batch_id, landing: landed })
+                    Ok(Box::new(LandedFile { fetched, parsed, batch_id, landing: landed }))
                 });
                 let failed = item.is_err();
-                if tx.send(item).is_err() || failed {
+                if tx.send(FromReader::File(item)).is_err() || failed {
                     break;
                 }
             }
         });
-        for item in rx {
+        let mut messages = rx.into_iter();
+        while let Some(mut message) = messages.next() {
+            // One file: its parts, if it is large, then the file itself.
+            // The batch is begun by the first of them, so that a file
+            // parsed whole holds the store's write lock only for its commit.
+            let (kind, batch_id) = match message {
+                FromReader::Part { ref batch_id, .. } => (RecordKind::Ratings, batch_id.clone()),
+                FromReader::File(Ok(ref file)) => (record_kind(src), file.batch_id.clone()),
+                FromReader::File(Err(e)) => return Err(e),
+            };
+            let mut batch = store.begin_batch(kind, &batch_id)?;
+            let file = loop {
+                match message {
+                    FromReader::Part { ratings, .. } => {
+                        batch.add_ratings(&ratings)?;
+                        drop(ratings);
+                        message = messages.next().ok_or_else(|| anyhow::anyhow!("the file reader stopped within a file"))?;
+                    }
+                    FromReader::File(file) => break file,
+                }
+            };
             sum.files += 1;
-            ingest_file(cfg, store, src, &inbox, sum, item?)?;
+            let committed = ingest_file(src, &inbox, sum, *file?, batch)?;
+            if committed {
+                super::publish::after_commit(cfg, store);
+            }
             progress(Progress { source: &src.name, done: sum.fetched as u64, total: None });
         }
         Ok(())
@@ -217,7 +249,9 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
 /// unknown channel word count as one reason).
 fn over_quarantined(what: &str, parsed: &collect::Parsed, limit: f64, quarantine: Option<&std::path::Path>) -> Option<String> {
     let bad = parsed.rejected.len();
-    let rows = bad + parsed.ratings.len() + parsed.responses.len();
+    // `rows_read` counts a large file's rows whose ratings went ahead in
+    // parts; the sum, records of a payload that does not count its rows.
+    let rows = parsed.rows_read.max(bad + parsed.ratings.len() + parsed.responses.len());
     if bad == 0 || (bad as f64) <= limit * rows as f64 {
         return None;
     }
@@ -251,22 +285,49 @@ struct LandedFile {
     landing: PathBuf,
 }
 
-/// Commits what parsed of a landed file, and archives it (or moves it to
-/// `rejected/`) only after the commit.
+/// What the file reader hands the committer: a large file's parts as they
+/// are parsed, then each file.
+enum FromReader {
+    /// Good ratings of the file landed as `batch_id`, in file order.
+    Part { batch_id: String, ratings: Vec<crate::model::Rating> },
+    /// A file landed and parsed to its end (its ratings after the last
+    /// part), or why it could not be read.
+    File(Result<Box<LandedFile>>),
+}
+
+/// Ratings a file hands to the store at a time: polars' row group, so that
+/// a monthly file's Parquet row groups are as whole as written at once.
+/// `MANYI_PART_ROWS` sets it for the tests, which cannot afford files of a
+/// quarter of a million rows.
+fn part_rows() -> usize {
+    const PART_ROWS: usize = 512 * 512;
+    std::env::var("MANYI_PART_ROWS").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(PART_ROWS)
+}
+
+/// The kind of record a file source's payloads hold.
+fn record_kind(src: &SourceConfig) -> RecordKind {
+    match src.kind {
+        SourceKind::WjxExport | SourceKind::WjxApi => RecordKind::Responses,
+        SourceKind::RatingFile | SourceKind::HaochapingApi | SourceKind::Intake => RecordKind::Ratings,
+    }
+}
+
+/// Commits what parsed of a landed file into `batch` (which holds the
+/// parts a large file sent ahead), and archives it (or moves it to
+/// `rejected/`) only after the commit. Whether it committed.
 fn ingest_file(
-    cfg: &Config,
-    store: &mut Store,
     src: &SourceConfig,
     inbox: &std::path::Path,
     sum: &mut SourceSummary,
     file: LandedFile,
-) -> Result<()> {
+    batch: PartedBatch<'_>,
+) -> Result<bool> {
     let LandedFile { fetched, parsed, batch_id, landing } = file;
     crate::store::crash_point("after-land");
     if let Ok(p) = &parsed {
         sum.absorb(p);
     }
-    match commit_file(store, src, &fetched, parsed, &batch_id, landing) {
+    match commit_file(batch, src, &fetched, parsed, &batch_id, landing) {
         Ok(outcome) => {
             sum.fetched += outcome.rows_read;
             sum.add(&outcome.batch);
@@ -275,7 +336,7 @@ fn ingest_file(
             sum.over_quarantined.extend(outcome.over_quarantined);
             crate::store::crash_point("after-commit");
             collect::finish_file(inbox, &fetched, None)?;
-            super::publish::after_commit(cfg, store);
+            return Ok(true);
         }
         Err(FileFailure::Held(reason)) => {
             // Left in the inbox: after the setting is fixed it is read again.
@@ -290,7 +351,7 @@ fn ingest_file(
         }
         Err(FileFailure::Other(e)) => return Err(e.context(format!("file {}", fetched.path.display()))),
     }
-    Ok(())
+    Ok(false)
 }
 
 /// How many pages an API source's fetcher may run ahead of the commits: a
@@ -455,22 +516,32 @@ struct FileOutcome {
     over_quarantined: Option<String>,
 }
 
-/// Reads a file's table and normalises its rows (no side effects).
-fn parse_payload(cfg: &Config, src: &SourceConfig, fetched: &Fetched, now_local: chrono::NaiveDateTime) -> ParseResult {
+/// Reads a file's table and normalises its rows (no side effects but the
+/// parts of a large rating file handed to `part`).
+fn parse_payload(
+    cfg: &Config,
+    src: &SourceConfig,
+    fetched: &Fetched,
+    now_local: chrono::NaiveDateTime,
+    part_rows: usize,
+    part: &mut collect::PartSink<'_>,
+) -> ParseResult {
     let (file, bytes) = (fetched.name.as_str(), fetched.bytes.as_slice());
     match src.kind {
         SourceKind::WjxExport | SourceKind::WjxApi => {
             collect::read_table(file, bytes).and_then(|t| collect::parse_wjx_export(cfg, src, file, &t))
         }
         SourceKind::RatingFile | SourceKind::HaochapingApi | SourceKind::Intake => {
-            collect::parse_rating_file(cfg, src, file, bytes, now_local)
+            collect::parse_rating_file_in_parts(cfg, src, file, bytes, now_local, part_rows, part)
         }
     }
 }
 
-/// Quarantines a parsed file's rejected rows and commits the rest.
+/// Quarantines a parsed file's rejected rows and commits the rest into
+/// `batch`; dropped uncommitted (the file held or refused), the batch
+/// takes the parts it was handed with it.
 fn commit_file(
-    store: &mut Store,
+    mut batch: PartedBatch<'_>,
     src: &SourceConfig,
     fetched: &Fetched,
     parsed: ParseResult,
@@ -486,7 +557,7 @@ fn commit_file(
     if let Some(why) = inversion_evidence(src, &format!("file {} (it stays in the inbox)", fetched.name), parsed.guard) {
         return Err(FileFailure::Held(why));
     }
-    let quarantine = store.quarantine(&src.name, batch_id, &parsed.headers, &parsed.rejected)?;
+    let quarantine = batch.quarantine(&src.name, &parsed.headers, &parsed.rejected)?;
     if let Some(q) = &quarantine {
         tracing::warn!(source = %src.name, file = %fetched.name, rows = parsed.rejected.len(), quarantine = %q.display(), "rows quarantined");
     }
@@ -499,10 +570,11 @@ fn commit_file(
         quarantined: parsed.rejected.len(),
         watermark: None,
     };
-    let batch = match src.kind {
-        SourceKind::RatingFile | SourceKind::HaochapingApi | SourceKind::Intake => store.commit_ratings(&meta, &parsed.ratings)?,
-        SourceKind::WjxExport | SourceKind::WjxApi => store.commit_responses(&meta, &parsed.responses)?,
+    match record_kind(src) {
+        RecordKind::Ratings => batch.add_ratings(&parsed.ratings)?,
+        RecordKind::Responses => batch.add_responses(&src.name, &parsed.responses)?,
     };
+    let batch = batch.finish(&meta)?;
     Ok(FileOutcome {
         rows_read: parsed.rows_read,
         batch,

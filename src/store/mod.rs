@@ -320,128 +320,33 @@ impl Store {
         headers: &[String],
         rows: &[QuarantineRow],
     ) -> Result<Option<PathBuf>, StoreError> {
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let path = self.root.join("quarantine").join(source).join(format!("{batch_id}.csv"));
-        let mut w = csv::WriterBuilder::new().flexible(true).from_writer(Vec::new());
-        let mut head = vec!["行号".to_string(), "问题字段".to_string(), "原因".to_string()];
-        head.extend(headers.iter().cloned());
-        let csv_err = |e: csv::Error| StoreError::Io { path: path.clone(), source: std::io::Error::other(e) };
-        w.write_record(&head).map_err(csv_err)?;
-        for r in rows {
-            let mut rec = vec![r.line.to_string(), r.field.clone(), r.reason.clone()];
-            rec.extend(r.values.iter().cloned());
-            w.write_record(&rec).map_err(csv_err)?;
-        }
-        let mut bytes = "\u{feff}".as_bytes().to_vec();
-        bytes.extend(w.into_inner().map_err(|e| StoreError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?);
-        write_atomic(&path, &bytes)?;
-        Ok(Some(path))
+        write_quarantine(&self.root, source, batch_id, headers, rows)
     }
 
     /// Commits a batch of ratings (see the module docs for the protocol).
     pub fn commit_ratings(&mut self, batch: &BatchMeta, ratings: &[Rating]) -> Result<BatchOutcome, StoreError> {
-        self.commit(batch, RecordKind::Ratings, ratings, |rs, seq| ratings_frame(rs, seq))
+        let mut parts = self.begin_batch(RecordKind::Ratings, &batch.batch_id)?;
+        parts.add_ratings(ratings)?;
+        parts.finish(batch)
     }
 
     /// Commits a batch of questionnaire responses.
     pub fn commit_responses(&mut self, batch: &BatchMeta, responses: &[SurveyResponse]) -> Result<BatchOutcome, StoreError> {
-        let sourced: Vec<SourcedResponse> = responses.iter().map(|r| SourcedResponse { source: &batch.source, response: r }).collect();
-        self.commit(batch, RecordKind::Responses, &sourced, |rs, seq| {
-            let plain: Vec<&SurveyResponse> = rs.iter().map(|s| s.response).collect();
-            responses_frame(&batch.source, &plain, seq)
-        })
+        let mut parts = self.begin_batch(RecordKind::Responses, &batch.batch_id)?;
+        parts.add_responses(&batch.source, responses)?;
+        parts.finish(batch)
     }
 
-    fn commit<T: Curated + Sync>(
-        &mut self,
-        batch: &BatchMeta,
-        kind: RecordKind,
-        records: &[T],
-        frame: impl Fn(&[&T], i64) -> PolarsResult<DataFrame> + Sync,
-    ) -> Result<BatchOutcome, StoreError> {
+    /// Opens a batch that is handed its records a part at a time
+    /// ([`PartedBatch::add_ratings`]) and committed whole at the end
+    /// ([`PartedBatch::finish`]), so that a file of millions of rows need
+    /// not be in memory at once. The IMMEDIATE transaction is held from
+    /// here to the end: no other writer commits in between, and nothing of
+    /// the batch is visible before [`PartedBatch::finish`].
+    pub fn begin_batch(&mut self, kind: RecordKind, batch_id: &str) -> Result<PartedBatch<'_>, StoreError> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let seq: i64 = tx.query_row("SELECT COALESCE(MAX(batch_seq), 0) + 1 FROM batches", [], |r| r.get(0))?;
-        let mut out = BatchOutcome { batch_seq: seq, ..Default::default() };
-
-        // Classify against what is stored. Within the batch the last occurrence
-        // of an id wins, as a platform's later page carries the newer state.
-        // Sorting by (key, position) puts each id's occurrences side by side
-        // with the last at the end of its run, so one sort both finds the
-        // latest occurrences and gives the key order the look-ups want
-        // (consecutive look-ups then walk the same B-tree pages, which on a
-        // store of ten million keys is several times faster than the order
-        // of the file). A hash map of every key cost as much as the sort.
-        // A stable sort by key is that (key, position) order, and it finds
-        // the runs already in key order: exports mostly list their records
-        // by id or time, which made the unstable sort's quicksort (with the
-        // position as a tie-break, no input is one sorted run) 4 % of an
-        // ingest's CPU for a file of near-sorted ids.
-        let mut all: Vec<usize> = (0..records.len()).collect();
-        all.sort_by(|&a, &b| records[a].key().cmp(&records[b].key()));
-        let mut order: Vec<usize> = Vec::with_capacity(all.len());
-        for run in all.chunk_by(|&a, &b| records[a].key() == records[b].key()) {
-            order.extend(run.last());
-        }
-        drop(all);
-        out.unchanged += records.len() - order.len();
-        let mut found = stored_keys(&tx, kind, records, &order)?;
-        // In key order, as `write_keys` wants them.
-        let mut to_write: Vec<Pending<'_, T>> = Vec::with_capacity(order.len());
-        for &i in &order {
-            let r = &records[i];
-            let hash = r.hash();
-            match found[i].take() {
-                None => {
-                    out.new += 1;
-                    to_write.push(Pending { record: r, pos: i, hash, version: Version::First });
-                }
-                Some(stored) if stored.hash == hash.0 => out.unchanged += 1,
-                Some(stored) => {
-                    out.updated += 1;
-                    let version = if stored.versions == 1 { Version::Second { first_batch: stored.last_batch } } else { Version::Later };
-                    to_write.push(Pending { record: r, pos: i, hash, version });
-                }
-            }
-        }
-        drop(found);
-        // The Parquet files keep the records in the order the payload sent them.
-        let mut in_payload_order: Vec<&Pending<'_, T>> = to_write.iter().collect();
-        in_payload_order.sort_unstable_by_key(|p| p.pos);
-
-        // The Parquet files are encoded and written on a thread of their own
-        // while this one writes the keys into the open transaction: the two
-        // take about as long as each other on a large batch, and nothing of
-        // either is visible before the commit below, which waits for both.
-        let root = &self.root;
-        let (files, keys) = std::thread::scope(|scope| {
-            let parquet = scope.spawn(|| write_parquet(root, kind, &batch.batch_id, seq, &in_payload_order, ROW_GROUP_ROWS, &frame));
-            let keys = write_keys(&tx, kind, seq, &to_write);
-            (parquet.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), keys)
-        });
-        let files = files?;
-        keys?;
-
-        crash_point("after-parquet");
-        let now = Utc::now();
-        insert_batch(&tx, seq, kind, batch, &out, now)?;
-        let mut ins_file =
-            tx.prepare_cached("INSERT INTO batch_files (batch_seq, month, path, rows, parquet_rows) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-        for f in &files {
-            ins_file.execute(params![seq, f.month, f.path, f.rows as i64, f.parquet_rows as i64])?;
-        }
-        drop(ins_file);
-        if let Some(w) = &batch.watermark {
-            tx.execute(
-                "INSERT INTO watermarks (source, value, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (source) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                params![batch.source, w, now.to_rfc3339()],
-            )?;
-        }
-        pause_point("before-commit");
-        tx.commit()?;
-        Ok(out)
+        let first_seq: i64 = tx.query_row("SELECT COALESCE(MAX(batch_seq), 0) + 1 FROM batches", [], |r| r.get(0))?;
+        Ok(PartedBatch { root: &self.root, tx: Some(tx), kind, batch_id: batch_id.to_string(), first_seq, parts: Vec::new() })
     }
 
     /// The ratings visible at `as_of` for the given months, latest version of
@@ -722,6 +627,231 @@ fn quarantine_keys(path: &Path) -> Result<Vec<[u8; 32]>, csv::Error> {
         keys.push(h.finalize().into());
     }
     Ok(keys)
+}
+
+/// See [`Store::quarantine`].
+fn write_quarantine(
+    root: &Path,
+    source: &str,
+    batch_id: &str,
+    headers: &[String],
+    rows: &[QuarantineRow],
+) -> Result<Option<PathBuf>, StoreError> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let path = root.join("quarantine").join(source).join(format!("{batch_id}.csv"));
+    let mut w = csv::WriterBuilder::new().flexible(true).from_writer(Vec::new());
+    let mut head = vec!["行号".to_string(), "问题字段".to_string(), "原因".to_string()];
+    head.extend(headers.iter().cloned());
+    let csv_err = |e: csv::Error| StoreError::Io { path: path.clone(), source: std::io::Error::other(e) };
+    w.write_record(&head).map_err(csv_err)?;
+    for r in rows {
+        let mut rec = vec![r.line.to_string(), r.field.clone(), r.reason.clone()];
+        rec.extend(r.values.iter().cloned());
+        w.write_record(&rec).map_err(csv_err)?;
+    }
+    let mut bytes = "\u{feff}".as_bytes().to_vec();
+    bytes.extend(w.into_inner().map_err(|e| StoreError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?);
+    write_atomic(&path, &bytes)?;
+    Ok(Some(path))
+}
+
+/// A batch being committed a part at a time (see [`Store::begin_batch`]).
+///
+/// Each part is a batch of the catalog of its own (its own `batch_seq`,
+/// Parquet files and `batches` row, the first part under the batch's id,
+/// the others under `<id>-part<k>`), all committed in the one transaction
+/// at the same instant. Within a part the last occurrence of an id wins as
+/// in any batch; an id that comes again in a later part with other content
+/// is that part's new version of it, which every as-of read resolves to
+/// the later part, as the batches commit together. So a file committed in
+/// parts reads back exactly as the same file committed whole.
+///
+/// Dropped without [`PartedBatch::finish`] (an error, a file held at its
+/// end), the transaction rolls back; Parquet files already written are
+/// removed, and any a crash leaves are not listed and never read.
+pub struct PartedBatch<'s> {
+    root: &'s Path,
+    /// `None` once committed.
+    tx: Option<rusqlite::Transaction<'s>>,
+    kind: RecordKind,
+    batch_id: String,
+    first_seq: i64,
+    parts: Vec<Part>,
+}
+
+/// One part of a [`PartedBatch`], committed at its end.
+struct Part {
+    seq: i64,
+    out: BatchOutcome,
+    files: Vec<BatchFile>,
+}
+
+impl PartedBatch<'_> {
+    /// Adds a part of ratings.
+    pub fn add_ratings(&mut self, ratings: &[Rating]) -> Result<BatchOutcome, StoreError> {
+        self.add(ratings, |rs, seq| ratings_frame(rs, seq))
+    }
+
+    /// Adds a part of questionnaire responses of `source`.
+    pub fn add_responses(&mut self, source: &str, responses: &[SurveyResponse]) -> Result<BatchOutcome, StoreError> {
+        let sourced: Vec<SourcedResponse> = responses.iter().map(|r| SourcedResponse { source, response: r }).collect();
+        self.add(&sourced, |rs, seq| {
+            let plain: Vec<&SurveyResponse> = rs.iter().map(|s| s.response).collect();
+            responses_frame(source, &plain, seq)
+        })
+    }
+
+    /// [`Store::quarantine`] while the batch is open.
+    pub fn quarantine(&self, source: &str, headers: &[String], rows: &[QuarantineRow]) -> Result<Option<PathBuf>, StoreError> {
+        write_quarantine(self.root, source, &self.batch_id, headers, rows)
+    }
+
+    fn add<T: Curated + Sync>(
+        &mut self,
+        records: &[T],
+        frame: impl Fn(&[&T], i64) -> PolarsResult<DataFrame> + Sync,
+    ) -> Result<BatchOutcome, StoreError> {
+        // No part of nothing: a file whose ratings all went in earlier
+        // parts ends with none. (A batch with no part at all is still
+        // committed, by `finish`.)
+        if records.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        let seq = self.first_seq + self.parts.len() as i64;
+        let part_id = match self.parts.len() {
+            0 => self.batch_id.clone(),
+            k => format!("{}-part{}", self.batch_id, k + 1),
+        };
+        let kind = self.kind;
+        let Some(tx) = self.tx.as_ref() else { return Err(rusqlite::Error::InvalidQuery.into()) };
+        let mut out = BatchOutcome { batch_seq: seq, ..Default::default() };
+
+        // Classify against what is stored. Within the batch the last occurrence
+        // of an id wins, as a platform's later page carries the newer state.
+        // Sorting by (key, position) puts each id's occurrences side by side
+        // with the last at the end of its run, so one sort both finds the
+        // latest occurrences and gives the key order the look-ups want
+        // (consecutive look-ups then walk the same B-tree pages, which on a
+        // store of ten million keys is several times faster than the order
+        // of the file). A hash map of every key cost as much as the sort.
+        // A stable sort by key is that (key, position) order, and it finds
+        // the runs already in key order: exports mostly list their records
+        // by id or time, which made the unstable sort's quicksort (with the
+        // position as a tie-break, no input is one sorted run) 4 % of an
+        // ingest's CPU for a file of near-sorted ids.
+        let mut all: Vec<usize> = (0..records.len()).collect();
+        all.sort_by(|&a, &b| records[a].key().cmp(&records[b].key()));
+        let mut order: Vec<usize> = Vec::with_capacity(all.len());
+        for run in all.chunk_by(|&a, &b| records[a].key() == records[b].key()) {
+            order.extend(run.last());
+        }
+        drop(all);
+        out.unchanged += records.len() - order.len();
+        // An earlier part's keys are in `stored_keys` already (the same
+        // transaction): an id it wrote is found here like any stored one.
+        let mut found = stored_keys(tx, kind, records, &order)?;
+        // In key order, as `write_keys` wants them.
+        let mut to_write: Vec<Pending<'_, T>> = Vec::with_capacity(order.len());
+        for &i in &order {
+            let r = &records[i];
+            let hash = r.hash();
+            match found[i].take() {
+                None => {
+                    out.new += 1;
+                    to_write.push(Pending { record: r, pos: i, hash, version: Version::First });
+                }
+                Some(stored) if stored.hash == hash.0 => out.unchanged += 1,
+                Some(stored) => {
+                    out.updated += 1;
+                    let version = if stored.versions == 1 { Version::Second { first_batch: stored.last_batch } } else { Version::Later };
+                    to_write.push(Pending { record: r, pos: i, hash, version });
+                }
+            }
+        }
+        drop(found);
+        // The Parquet files keep the records in the order the payload sent them.
+        let mut in_payload_order: Vec<&Pending<'_, T>> = to_write.iter().collect();
+        in_payload_order.sort_unstable_by_key(|p| p.pos);
+
+        // The Parquet files are encoded and written on a thread of their own
+        // while this one writes the keys into the open transaction: the two
+        // take about as long as each other on a large batch, and nothing of
+        // either is visible before the commit, which waits for both.
+        let root = self.root;
+        let (files, keys) = std::thread::scope(|scope| {
+            let parquet = scope.spawn(|| write_parquet(root, kind, &part_id, seq, &in_payload_order, ROW_GROUP_ROWS, &frame));
+            let keys = write_keys(tx, kind, seq, &to_write);
+            (parquet.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), keys)
+        });
+        // Files written before the keys failed are remembered, so that the
+        // rollback removes them (a half-written part's own files are never
+        // listed, as after a crash).
+        self.parts.push(Part { seq, out: out.clone(), files: files? });
+        keys?;
+        Ok(out)
+    }
+
+    /// Commits every part: a `batches` row each (the landing on each, the
+    /// quarantine file and its count on the first, where a batch of one
+    /// part has them), their files, the watermark. Returns the counts of
+    /// all the parts together, under the last part's `batch_seq`.
+    pub fn finish(mut self, batch: &BatchMeta) -> Result<BatchOutcome, StoreError> {
+        if self.parts.is_empty() {
+            // A payload with no good record is still a batch: its quarantine
+            // and landing are listed, and a watermark advances.
+            let seq = self.first_seq;
+            self.parts.push(Part { seq, out: BatchOutcome { batch_seq: seq, ..Default::default() }, files: Vec::new() });
+        }
+        crash_point("after-parquet");
+        let now = Utc::now();
+        let mut total = BatchOutcome::default();
+        let Some(tx) = self.tx.as_ref() else { return Err(rusqlite::Error::InvalidQuery.into()) };
+        let mut ins_file =
+            tx.prepare_cached("INSERT INTO batch_files (batch_seq, month, path, rows, parquet_rows) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        for (k, part) in self.parts.iter().enumerate() {
+            let meta = match k {
+                0 => batch.clone(),
+                _ => BatchMeta { batch_id: format!("{}-part{}", self.batch_id, k + 1), quarantine: None, quarantined: 0, ..batch.clone() },
+            };
+            insert_batch(tx, part.seq, self.kind, &meta, &part.out, now)?;
+            for f in &part.files {
+                ins_file.execute(params![part.seq, f.month, f.path, f.rows as i64, f.parquet_rows as i64])?;
+            }
+            total = BatchOutcome {
+                batch_seq: part.seq,
+                new: total.new + part.out.new,
+                updated: total.updated + part.out.updated,
+                unchanged: total.unchanged + part.out.unchanged,
+            };
+        }
+        drop(ins_file);
+        if let Some(w) = &batch.watermark {
+            tx.execute(
+                "INSERT INTO watermarks (source, value, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (source) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                params![batch.source, w, now.to_rfc3339()],
+            )?;
+        }
+        pause_point("before-commit");
+        if let Some(tx) = self.tx.take() {
+            tx.commit()?;
+        }
+        // Committed: `Drop` must not remove the files now listed.
+        self.parts.clear();
+        Ok(total)
+    }
+}
+
+impl Drop for PartedBatch<'_> {
+    /// A batch dropped uncommitted: the transaction rolls back as it is
+    /// dropped, and the files its parts wrote go with it.
+    fn drop(&mut self) {
+        for file in self.parts.iter().flat_map(|p| &p.files) {
+            let _ = fs::remove_file(self.root.join(&file.path));
+        }
+    }
 }
 
 /// The stored key of each record listed in `order` (indices of `records`
@@ -1179,6 +1309,77 @@ mod tests {
             (0..df.height()).map(|i| (ids.get(i).unwrap_or_default().to_string(), levels.get(i).unwrap_or(0))).collect();
         got.sort();
         assert_eq!(got, [("R000001".to_string(), 1), ("R000002".to_string(), 4), ("R000003".to_string(), 5)]);
+    }
+
+    /// (id, level) of every rating October reads as, sorted.
+    fn october(store: &Store) -> Vec<(String, i32)> {
+        let df = store.ratings(&["2026-10".into()], Utc::now()).expect("read").collect().expect("collect");
+        let ids = df.column("rating_id").expect("id").str().expect("str").clone();
+        let levels = df.column("level").expect("level").i32().expect("i32").clone();
+        let mut got: Vec<(String, i32)> =
+            (0..df.height()).map(|i| (ids.get(i).unwrap_or_default().to_string(), levels.get(i).unwrap_or(0))).collect();
+        got.sort();
+        got
+    }
+
+    /// A batch handed over in parts reads back as the batch whole: an id
+    /// in two parts is the later part's, an id sent again unchanged is not
+    /// stored again. Dropped before `finish`, it leaves no batch, key or file.
+    #[test]
+    fn a_batch_in_parts_reads_as_the_batch_whole_and_dropped_leaves_nothing() {
+        let before: Vec<Rating> = (0..6).map(|i| rating(i, 5)).collect();
+        // R1 changes in part 1 and again in part 3; R7 is new in part 1 and
+        // changes in part 2; R2 comes unchanged in parts 1 and 3.
+        let parts: [Vec<Rating>; 3] =
+            [vec![rating(1, 2), rating(7, 3), rating(2, 5)], vec![rating(7, 4), rating(8, 1)], vec![rating(1, 1), rating(2, 5)]];
+        let whole: Vec<Rating> = parts.iter().flatten().cloned().collect();
+        let (a, b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let (mut one, mut many) = (Store::open(a.path()).expect("store"), Store::open(b.path()).expect("store"));
+        one.commit_ratings(&meta("b0"), &before).expect("commit");
+        many.commit_ratings(&meta("b0"), &before).expect("commit");
+        let out = one.commit_ratings(&meta("b1"), &whole).expect("commit");
+        // Whole: R1 updated once, R7 and R8 new, R2 unchanged, the three
+        // earlier occurrences (R1, R7, R2) unchanged within the batch.
+        assert_eq!((out.new, out.updated, out.unchanged), (2, 1, 4));
+        let mut batch = many.begin_batch(RecordKind::Ratings, "b1").expect("begin");
+        let outs: Vec<(usize, usize, usize)> =
+            parts.iter().map(|p| batch.add_ratings(p).expect("part")).map(|o| (o.new, o.updated, o.unchanged)).collect();
+        assert_eq!(outs, [(1, 1, 1), (1, 1, 0), (0, 1, 1)]);
+        let out = batch.finish(&meta("b1")).expect("finish");
+        assert_eq!((out.new, out.updated, out.unchanged), (2, 3, 2));
+        assert_eq!(october(&one), october(&many));
+        assert_eq!(october(&many).iter().find(|(id, _)| id == "R000001"), Some(&("R000001".to_string(), 1)));
+        let ids: Vec<String> = {
+            let mut stmt = many.conn.prepare("SELECT batch_id FROM batches ORDER BY batch_seq").expect("prepare");
+            stmt.query_map([], |r| r.get(0)).expect("query").collect::<Result<_, _>>().expect("rows")
+        };
+        assert_eq!(ids, ["b0", "b1", "b1-part2", "b1-part3"]);
+
+        // Dropped: the transaction rolls back and the parts' files go.
+        let files = |dir: &Path| walkdir(&dir.join("curated"));
+        let (keys, listed) = (key_count(&many), files(b.path()));
+        let mut batch = many.begin_batch(RecordKind::Ratings, "b2").expect("begin");
+        batch.add_ratings(&[rating(20, 3), rating(1, 4)]).expect("part");
+        batch.add_ratings(&[rating(21, 3)]).expect("part");
+        assert!(files(b.path()).len() > listed.len(), "the parts wrote their files");
+        drop(batch);
+        assert_eq!(files(b.path()), listed);
+        assert_eq!(key_count(&many), keys);
+        assert_eq!(october(&many), october(&one));
+    }
+
+    fn key_count(store: &Store) -> i64 {
+        store.conn.query_row("SELECT COUNT(*) FROM stored_keys", [], |r| r.get(0)).expect("count")
+    }
+
+    fn walkdir(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() { out.extend(walkdir(&p)) } else { out.push(p) }
+        }
+        out.sort();
+        out
     }
 
     /// The inline hash is the first half of the SHA-256, which stores

@@ -604,3 +604,103 @@ fn a_run_stopped_by_the_page_limit_is_resumed_where_it_stopped() {
     assert_eq!(stored(&d, "ratings"), (25, 25));
     assert_eq!(watermark(&d, "hcp").as_deref(), Some("2026-10-05 12:15:00"));
 }
+
+/// A drop of 23 rows: C001–C020, then C003 again with another level (its
+/// later state), C004 again unchanged, and one row with no 办件编号. In parts
+/// of five good ratings, C003's two states fall in different parts.
+fn parted_drop() -> String {
+    let orgs = ["369901001001", "369901001002", "369901001003"];
+    let cats = ["政务办事", "养老服务"];
+    let levels = ["非常满意", "满意", "基本满意", "不满意", "非常不满意"];
+    let mut csv = crate::HEAD.to_string();
+    let row = |i: usize, level: &str| {
+        format!("C{i:03},1,2026-10-{:02} 09:{:02}:00,{},{},1,{level},,\n", 1 + i % 28, i % 60, orgs[i % 3], cats[i % 2])
+    };
+    for i in 1..=20 {
+        csv.push_str(&row(i, levels[i % 5]));
+    }
+    csv.push_str(&row(3, "非常不满意"));
+    csv.push_str(&row(4, levels[4]));
+    csv.push_str(",1,2026-10-05 09:00:00,369901001001,政务办事,1,满意,,\n");
+    csv
+}
+
+/// What a deployment's store says of October: `manyi figures` by community
+/// and category, and the stored (rows, ids).
+fn october(d: &Deployment) -> (String, (i64, i64)) {
+    let out = manyi_env(d, &["figures", "--period", "2026-10", "--by", "community,category"], &[]);
+    assert!(out.status.success(), "figures: {}", String::from_utf8_lossy(&out.stderr));
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stored(d, "ratings"))
+}
+
+#[test]
+fn a_file_committed_in_parts_reads_back_as_the_file_committed_whole() {
+    // A file of more good ratings than a part (a quarter of a million;
+    // five here) goes to the store a part at a time, each part a batch of
+    // its own, all committed in one transaction. The figures must be the
+    // ones the file committed whole gives, C003 at its later level.
+    let mut seen = Vec::new();
+    for part in [None, Some("5")] {
+        let d = Deployment::small();
+        d.file("inbox/ratings/drop.csv", &parted_drop());
+        let env: Vec<(&str, &str)> = part.iter().map(|p| ("MANYI_PART_ROWS", *p)).collect();
+        let out = manyi_env(&d, &["collect", "office-drop"], &env);
+        assert!(out.status.success(), "{part:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let batches = d.count("SELECT COUNT(*) FROM batches");
+        // 22 good ratings: one batch whole, five parts of at most five.
+        assert_eq!(batches, if part.is_some() { 5 } else { 1 }, "{part:?}");
+        // The quarantined row is listed once, on the first part.
+        assert_eq!(d.count("SELECT COALESCE(SUM(rows_quarantined), 0) FROM batches"), 1, "{part:?}");
+        assert_eq!(d.count("SELECT COUNT(quarantine) FROM batches"), 1, "{part:?}");
+        let landed = d.count("SELECT COUNT(*) FROM batches WHERE landing LIKE '%/landing/office-drop/%'");
+        assert_eq!(landed, batches, "{part:?}: every part names the landed file");
+        assert!(d.dir.join("inbox/ratings/archive/drop.csv").exists(), "{part:?}: archived after the commit");
+        seen.push(october(&d));
+    }
+    let (whole, parted) = (&seen[0], &seen[1]);
+    assert_eq!(whole.0, parted.0, "the same figures whole and in parts");
+    // Whole: C003's first state is dropped within the batch (20 rows, 20
+    // ids). In parts: it is stored as C003's first version, shadowed by
+    // the later part's (21 rows, 20 ids).
+    assert_eq!(whole.1, (20, 20));
+    assert_eq!(parted.1, (21, 20));
+    // 春晖社区 × 养老服务 holds C003, C009 and C015: counted by hand, C003
+    // at its later level 非常不满意 (c1) with C009, C015 非常满意 (c5). At
+    // its first level (不满意) the cell would read 3,1,1,0,0,1.
+    assert!(whole.0.contains("\n369901001001,春晖社区,elderly_care,养老服务,3,2,0,0,0,1,"), "{}", whole.0);
+}
+
+#[test]
+fn a_file_held_or_crashed_after_some_of_its_parts_leaves_nothing_of_them() {
+    // Held at its end: numeric levels from a source that does not say
+    // which way they run. Its first parts were written by then; the hold
+    // must take them back (no batch, no Parquet file) and leave the file
+    // in the inbox.
+    let d = Deployment::small();
+    let toml = d.dir.join("manyi.toml");
+    let text = std::fs::read_to_string(&toml).expect("manyi.toml");
+    std::fs::write(&toml, text.replacen("level_codes = \"ascending\"\n", "", 1)).expect("write manyi.toml");
+    let held = parted_drop().replacen(",1,非常不满意,,\n", ",1,1,,\n", 1);
+    assert_ne!(held, parted_drop(), "the numeric level is in the file");
+    d.file("inbox/ratings/drop.csv", &held);
+    let out = manyi_env(&d, &["collect", "office-drop"], &[("MANYI_PART_ROWS", "5")]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("level_codes"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(d.count("SELECT COUNT(*) FROM batches"), 0);
+    assert_eq!(d.count("SELECT COUNT(*) FROM record_keys"), 0);
+    assert!(crate::walk(&d.dir.join("data/curated")).is_empty(), "no Parquet file left: {:?}", crate::walk(&d.dir.join("data/curated")));
+    assert!(d.dir.join("inbox/ratings/drop.csv").exists(), "the held file waits in the inbox");
+
+    // A crash after every part's files are written, before the commit:
+    // nothing is visible; the next run commits the file once.
+    let d = Deployment::small();
+    d.file("inbox/ratings/drop.csv", &parted_drop());
+    let out = manyi_env(&d, &["collect", "office-drop"], &[("MANYI_PART_ROWS", "5"), ("MANYI_CRASH_AT", "after-parquet")]);
+    assert!(!out.status.success(), "the hook must abort the process");
+    assert_eq!(d.count("SELECT COUNT(*) FROM batches"), 0);
+    assert_eq!(stored(&d, "ratings"), (0, 0));
+    let out = manyi_env(&d, &["collect", "office-drop"], &[("MANYI_PART_ROWS", "5")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stored(&d, "ratings"), (21, 20));
+    assert_eq!(figures_n(&d, "2026-10"), 20);
+}
