@@ -153,8 +153,9 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
     // files of close to a million rows, and the two halves take about as
     // long as each other. (Landing on the committing thread, its fsyncs of
     // some 100 MB a file were a fifth of that thread's time.) The channel
-    // holds nothing (a rendezvous), so at most two files are in memory: the
-    // one being committed and the next, parsed. A file landed ahead of a
+    // holds nothing (a rendezvous), so what is in memory is what the
+    // committer holds (a part, or a small file) and what the reader holds
+    // (the next part being parsed, and the bytes of its file). A file landed ahead of a
     // failed commit stays landed and in the inbox, as after a crash between
     // landing and commit; the next run lands and commits it afresh.
     let landing = store.landing(&src.name, Utc::now().with_timezone(&cfg.tz).date_naive());

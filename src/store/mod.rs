@@ -12,7 +12,9 @@
 //! The commit protocol: a batch's Parquet files are written under a temporary
 //! name, fsynced and renamed while an IMMEDIATE SQLite transaction is held;
 //! the batch row, its file list, the record keys and the source watermark are
-//! then committed together. Readers list files from the catalog, never from
+//! then committed together. A large file is handed over a part at a time
+//! ([`PartedBatch`]): each part is a batch of its own, and all of them are
+//! committed in the one transaction. Readers list files from the catalog, never from
 //! the directory, so a file left by a crash before the commit is invisible and
 //! the batch is simply fetched again.
 

@@ -146,6 +146,35 @@ fn delta_table_equals_figures_at_latest_and_at_an_older_as_of() {
     assert!(footer, "a report written after the correction says Delta version {latest}");
 }
 
+#[test]
+fn a_file_committed_in_parts_is_one_delta_commit() {
+    // A file larger than a part is several catalog batches committed at one
+    // instant: one Delta version for all of them, not one a part writing
+    // the same months again, and the table still equals the figures.
+    let (_temp, dd, demo) = demo_with_delta("5");
+    dd.manyi(&["publish"]).success();
+    let before = version_at(&dd, i64::MAX);
+    let month_csv = std::fs::read_to_string(demo.join("inbox/ratings/archive/好差评导出_2026-10.csv")).expect("csv");
+    let mut lines = month_csv.lines();
+    let header = lines.next().expect("header");
+    let level_col = header.split(',').position(|h| h == "满意度").expect("满意度 column");
+    let mut changed = vec![header.to_string()];
+    for line in lines.filter(|l| !l.contains('"')).step_by(401).take(12) {
+        let mut cells: Vec<&str> = line.split(',').collect();
+        cells[level_col] = if cells[level_col] == "1" { "5" } else { "1" };
+        changed.push(cells.join(","));
+    }
+    dd.file("inbox/ratings/parted.csv", &(changed.join("\n") + "\n"));
+    dd.manyi_env(&["collect"], &[("MANYI_PART_ROWS", "4")]).success();
+    let parts = "SELECT COUNT(*) FROM batches WHERE batch_id LIKE '%-part%'";
+    assert_eq!(dd.count(parts), 2, "12 ratings in parts of 4: the batch and two more parts");
+    let versions = "SELECT COUNT(DISTINCT d.delta_version) FROM batches b JOIN delta_versions d USING (batch_seq)
+         WHERE b.batch_seq >= (SELECT MIN(batch_seq) FROM batches WHERE batch_id LIKE '%-part%') - 1";
+    assert_eq!(dd.count(versions), 1, "the three parts share one Delta version");
+    assert_eq!(version_at(&dd, i64::MAX), before + 1, "one Delta commit for the file");
+    assert_same_table(&dd, before + 1, None);
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
