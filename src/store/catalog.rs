@@ -239,6 +239,15 @@ pub(super) fn init(conn: &Connection) -> rusqlite::Result<()> {
     if !file_cols.iter().any(|c| c == "parquet_rows") {
         conn.execute_batch("ALTER TABLE batch_files ADD COLUMN parquet_rows INTEGER")?;
     }
+    // A large file is committed in parts, each a batch (`PartedBatch`): a
+    // part after the first names the first's `batch_seq` here, so that a
+    // file still counts as one batch where people count them (the
+    // reports' 数据来源). NULL in every batch of versions before it.
+    let batch_cols: Vec<String> =
+        conn.prepare("SELECT name FROM pragma_table_info('batches')")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    if !batch_cols.iter().any(|c| c == "part_of") {
+        conn.execute_batch("ALTER TABLE batches ADD COLUMN part_of INTEGER")?;
+    }
     if compact_record_keys(conn)? {
         // Once, right after the move: the old table's pages would otherwise
         // stay in the file as free pages (at 10 M keys, 770 MB of a 1.2 GB

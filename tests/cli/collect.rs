@@ -649,6 +649,7 @@ fn a_file_committed_in_parts_reads_back_as_the_file_committed_whole() {
         let batches = d.count("SELECT COUNT(*) FROM batches");
         // 22 good ratings: one batch whole, five parts of at most five.
         assert_eq!(batches, if part.is_some() { 5 } else { 1 }, "{part:?}");
+        assert_eq!(d.count("SELECT COUNT(*) FROM batches WHERE part_of IS NULL"), 1, "{part:?}: one file, one batch to people");
         // The quarantined row is listed once, on the first part.
         assert_eq!(d.count("SELECT COALESCE(SUM(rows_quarantined), 0) FROM batches"), 1, "{part:?}");
         assert_eq!(d.count("SELECT COUNT(quarantine) FROM batches"), 1, "{part:?}");
