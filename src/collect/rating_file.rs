@@ -189,17 +189,32 @@ pub fn parse_rating_file(
     parse_rating_file_in_parts(cfg, source, file, bytes, now, usize::MAX, &mut |_| Ok(()))
 }
 
-/// Where a parse hands its good ratings, `part_rows` at a time, in file
-/// order. An error stops the parse and is its result.
-pub type PartSink<'a> = dyn FnMut(Vec<Rating>) -> Result<(), CollectError> + 'a;
+/// What a parse in parts hands over as it reads (see [`parse_rating_file_in_parts`]).
+#[derive(Debug)]
+pub enum Part {
+    /// `part_rows` good ratings, in file order.
+    Ratings(Vec<Rating>),
+    /// Rejected rows with their reasons, in file order, a quarter of
+    /// `part_rows` at a time (a rejected row keeps every cell as text and
+    /// its reason: about 1.2 KB, four times a rating).
+    Rejected {
+        /// The file's headers, for the quarantine file's.
+        headers: Vec<String>,
+        /// The rows.
+        rows: Vec<QuarantineRow>,
+    },
+}
+
+/// Where a parse hands its parts. An error stops the parse and is its result.
+pub type PartSink<'a> = dyn FnMut(Part) -> Result<(), CollectError> + 'a;
 
 /// [`parse_rating_file`] for a file that may be too large to hold as
-/// ratings: every `part_rows` good ratings go to `part` as they are read,
-/// and the result holds only those after the last full part. Everything
-/// else the result says (rejected rows, counts, notes, the guard, a file
-/// held or refused) is about the whole file, known only at its end — so
-/// whoever receives the parts must be able to drop them all (the store's
-/// [`crate::store::PartedBatch`] is).
+/// ratings: every `part_rows` good ratings (and every quarter of that of
+/// rejected rows) go to `part` as they are read, and the result holds only
+/// those after the last part. What else the result says (rows read, notes,
+/// the guard, a file held or refused) is about the whole file, known only
+/// at its end — so whoever receives the parts must be able to drop them
+/// all (the store's [`crate::store::PartedBatch`] is).
 pub fn parse_rating_file_in_parts(
     cfg: &Config,
     source: &SourceConfig,
@@ -259,6 +274,7 @@ fn parse_rating_rows(
     // copies of it at the peak.
     let room = size.min(part_rows);
     parsed.ratings.reserve_exact(room);
+    let rejected_part = (part_rows / 4).max(1);
     rows(&mut |line, cells| {
         if let Some(i) = direction_col
             && numeric_level(source, super::table::cell(cells, i))
@@ -270,12 +286,15 @@ fn parse_rating_rows(
             Ok(read) => {
                 parsed.add_rating(read);
                 if parsed.ratings.len() >= part_rows {
-                    part(std::mem::replace(&mut parsed.ratings, Vec::with_capacity(room)))?;
+                    part(Part::Ratings(std::mem::replace(&mut parsed.ratings, Vec::with_capacity(room))))?;
                 }
             }
             Err((field, reason)) => {
                 parsed.rows_read += 1;
-                parsed.rejected.push(QuarantineRow { line, field, reason, values: super::table::cells(cells) })
+                parsed.rejected.push(QuarantineRow { line, field, reason, values: super::table::cells(cells) });
+                if parsed.rejected.len() >= rejected_part {
+                    part(Part::Rejected { headers: parsed.headers.clone(), rows: std::mem::take(&mut parsed.rejected) })?;
+                }
             }
         }
         Ok(())

@@ -6,7 +6,7 @@
 
 use crate::collect::{self, ApiBatch, ApiPager, Fetched};
 use crate::config::{Config, SourceConfig, SourceKind};
-use crate::store::{BatchMeta, BatchOutcome, PartedBatch, RecordKind, Store};
+use crate::store::{BatchMeta, BatchOutcome, PartedBatch, QuarantineRow, RecordKind, Store};
 use anyhow::{Result, bail};
 use chrono::Utc;
 use std::path::PathBuf;
@@ -174,8 +174,8 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
                     // the committer a part at a time as it is parsed, so
                     // that memory follows the part, not the file (a year's
                     // export of a province is tens of millions of rows).
-                    let mut send_part = |ratings| {
-                        tx.send(FromReader::Part { batch_id: batch_id.clone(), ratings })
+                    let mut send_part = |part| {
+                        tx.send(FromReader::Part { batch_id: batch_id.clone(), part })
                             .map_err(|_| collect::CollectError::BadFile { file: fetched.name.clone(), reason: "the commit stopped".into() })
                     };
                     let parsed = parse_payload(cfg, src, &fetched, now_utc.with_timezone(&cfg.tz).naive_local(), part_rows, &mut send_part);
@@ -202,18 +202,20 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
                 FromReader::File(Err(e)) => return Err(e),
             };
             let mut batch = store.begin_batch(kind, &batch_id)?;
+            let mut rejections = Rejections::default();
             let file = loop {
                 match message {
-                    FromReader::Part { ratings, .. } => {
-                        batch.add_ratings(&ratings)?;
-                        drop(ratings);
-                        message = messages.next().ok_or_else(|| anyhow::anyhow!("the file reader stopped within a file"))?;
+                    FromReader::Part { part: collect::Part::Ratings(ratings), .. } => batch.add_ratings(&ratings).map(drop)?,
+                    FromReader::Part { part: collect::Part::Rejected { headers, rows }, .. } => {
+                        rejections.add(&rows);
+                        batch.quarantine_rows(&src.name, &headers, &rows)?;
                     }
                     FromReader::File(file) => break file,
                 }
+                message = messages.next().ok_or_else(|| anyhow::anyhow!("the file reader stopped within a file"))?;
             };
             sum.files += 1;
-            let committed = ingest_file(src, &inbox, sum, *file?, batch)?;
+            let committed = ingest_file(src, &inbox, sum, *file?, batch, rejections)?;
             if committed {
                 super::publish::after_commit(cfg, store);
             }
@@ -244,35 +246,62 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
     Ok(())
 }
 
-/// Why a file or API batch (`what`) fails the run: more than `limit` of its
-/// rows quarantined. Names the share, the quarantine file and the three most
-/// frequent reasons (by their exact text, so that 81 rows with the same
-/// unknown channel word count as one reason).
-fn over_quarantined(what: &str, parsed: &collect::Parsed, limit: f64, quarantine: Option<&std::path::Path>) -> Option<String> {
-    let bad = parsed.rejected.len();
-    // `rows_read` counts a large file's rows whose ratings went ahead in
-    // parts; the sum, records of a payload that does not count its rows.
-    let rows = parsed.rows_read.max(bad + parsed.ratings.len() + parsed.responses.len());
+/// A payload's rejected rows counted by their exact (field, reason), so
+/// that 81 rows with the same unknown channel word count as one reason,
+/// without holding the rows (a large file's go to its quarantine file a
+/// part at a time).
+#[derive(Debug, Default)]
+struct Rejections {
+    /// Rows rejected.
+    rows: usize,
+    /// (field, reason, rows) in the order each was first seen.
+    reasons: Vec<(String, String, usize)>,
+    /// field → reason → its place in `reasons`.
+    index: std::collections::HashMap<String, std::collections::HashMap<String, usize>>,
+}
+
+impl Rejections {
+    /// Reasons told apart: a reason quotes the value, and a file of a
+    /// million unreadable dates has a million; rows past this many reasons
+    /// are counted, their reasons not kept.
+    const MAX_REASONS: usize = 10_000;
+
+    fn add(&mut self, rows: &[QuarantineRow]) {
+        for r in rows {
+            self.rows += 1;
+            if let Some(&i) = self.index.get(r.field.as_str()).and_then(|m| m.get(r.reason.as_str())) {
+                self.reasons[i].2 += 1;
+            } else if self.reasons.len() < Self::MAX_REASONS {
+                self.index.entry(r.field.clone()).or_default().insert(r.reason.clone(), self.reasons.len());
+                self.reasons.push((r.field.clone(), r.reason.clone(), 1));
+            }
+        }
+    }
+
+    /// The `n` most frequent reasons, as "<rows> row(s) <field>: <reason>";
+    /// equal counts in the order the rows came in.
+    fn top(&self, n: usize) -> Vec<String> {
+        let mut counts: Vec<&(String, String, usize)> = self.reasons.iter().collect();
+        counts.sort_by_key(|c| std::cmp::Reverse(c.2));
+        counts.iter().take(n).map(|(f, why, k)| format!("{k} row(s) {f}: {why}")).collect()
+    }
+}
+
+/// Why a file or API batch (`what`) of `rows` rows fails the run: more than
+/// `limit` of them quarantined. Names the share, the quarantine file and
+/// the three most frequent reasons.
+fn over_quarantined(what: &str, rejected: &Rejections, rows: usize, limit: f64, quarantine: Option<&std::path::Path>) -> Option<String> {
+    let bad = rejected.rows;
     if bad == 0 || (bad as f64) <= limit * rows as f64 {
         return None;
     }
-    let mut counts: Vec<(&str, &str, usize)> = Vec::new();
-    for r in &parsed.rejected {
-        match counts.iter_mut().find(|(f, why, _)| *f == r.field && *why == r.reason) {
-            Some(c) => c.2 += 1,
-            None => counts.push((&r.field, &r.reason, 1)),
-        }
-    }
-    // Stable: equal counts keep the order the rows came in.
-    counts.sort_by_key(|c| std::cmp::Reverse(c.2));
-    let top: Vec<String> = counts.iter().take(3).map(|(f, why, n)| format!("{n} row(s) {f}: {why}")).collect();
     Some(format!(
         "{what}: {bad} of {rows} rows quarantined ({:.1}%, more than max_quarantine_share {:.1}%); the {} good rows were committed. \
          Top reasons: {}. The rows and their reasons are in {}; correct them at the source and send them again",
         100.0 * bad as f64 / rows as f64,
         100.0 * limit,
         rows - bad,
-        top.join("; "),
+        rejected.top(3).join("; "),
         quarantine.map(|q| q.display().to_string()).unwrap_or_default()
     ))
 }
@@ -289,8 +318,8 @@ struct LandedFile {
 /// What the file reader hands the committer: a large file's parts as they
 /// are parsed, then each file.
 enum FromReader {
-    /// Good ratings of the file landed as `batch_id`, in file order.
-    Part { batch_id: String, ratings: Vec<crate::model::Rating> },
+    /// Good ratings or rejected rows of the file landed as `batch_id`, in file order.
+    Part { batch_id: String, part: collect::Part },
     /// A file landed and parsed to its end (its ratings after the last
     /// part), or why it could not be read.
     File(Result<Box<LandedFile>>),
@@ -322,13 +351,14 @@ fn ingest_file(
     sum: &mut SourceSummary,
     file: LandedFile,
     batch: PartedBatch<'_>,
+    rejections: Rejections,
 ) -> Result<bool> {
     let LandedFile { fetched, parsed, batch_id, landing } = file;
     crate::store::crash_point("after-land");
     if let Ok(p) = &parsed {
         sum.absorb(p);
     }
-    match commit_file(batch, src, &fetched, parsed, &batch_id, landing) {
+    match commit_file(batch, rejections, src, &fetched, parsed, &batch_id, landing) {
         Ok(outcome) => {
             sum.fetched += outcome.rows_read;
             sum.add(&outcome.batch);
@@ -473,7 +503,10 @@ fn commit_api_batch(
         sum.quarantine_files.push(q.clone());
     }
     let what = format!("batch {batch_id} (pages {:?})", batch.pages);
-    sum.over_quarantined.extend(over_quarantined(&what, &parsed, src.max_quarantine_share, quarantine.as_deref()));
+    let mut rejections = Rejections::default();
+    rejections.add(&parsed.rejected);
+    let rows = parsed.rows_read.max(rejections.rows + parsed.ratings.len() + parsed.responses.len());
+    sum.over_quarantined.extend(over_quarantined(&what, &rejections, rows, src.max_quarantine_share, quarantine.as_deref()));
     let meta = BatchMeta {
         batch_id: batch_id.into(),
         source: src.name.clone(),
@@ -543,6 +576,7 @@ fn parse_payload(
 /// takes the parts it was handed with it.
 fn commit_file(
     mut batch: PartedBatch<'_>,
+    mut rejections: Rejections,
     src: &SourceConfig,
     fetched: &Fetched,
     parsed: ParseResult,
@@ -558,17 +592,22 @@ fn commit_file(
     if let Some(why) = inversion_evidence(src, &format!("file {} (it stays in the inbox)", fetched.name), parsed.guard) {
         return Err(FileFailure::Held(why));
     }
-    let quarantine = batch.quarantine(&src.name, &parsed.headers, &parsed.rejected)?;
+    rejections.add(&parsed.rejected);
+    batch.quarantine_rows(&src.name, &parsed.headers, &parsed.rejected)?;
+    let quarantine = batch.close_quarantine()?;
     if let Some(q) = &quarantine {
-        tracing::warn!(source = %src.name, file = %fetched.name, rows = parsed.rejected.len(), quarantine = %q.display(), "rows quarantined");
+        tracing::warn!(source = %src.name, file = %fetched.name, rows = rejections.rows, quarantine = %q.display(), "rows quarantined");
     }
-    let over = over_quarantined(&fetched.name, &parsed, src.max_quarantine_share, quarantine.as_deref());
+    // `rows_read` counts a large file's rows that went ahead in parts; the
+    // sum, the records of a payload that does not count its rows.
+    let rows = parsed.rows_read.max(rejections.rows + parsed.ratings.len() + parsed.responses.len());
+    let over = over_quarantined(&fetched.name, &rejections, rows, src.max_quarantine_share, quarantine.as_deref());
     let meta = BatchMeta {
         batch_id: batch_id.into(),
         source: src.name.clone(),
         landing: Some(landing),
         quarantine: quarantine.clone(),
-        quarantined: parsed.rejected.len(),
+        quarantined: rejections.rows,
         watermark: None,
     };
     match record_kind(src) {
@@ -579,7 +618,7 @@ fn commit_file(
     Ok(FileOutcome {
         rows_read: parsed.rows_read,
         batch,
-        quarantined: parsed.rejected.len(),
+        quarantined: rejections.rows,
         quarantine_file: quarantine,
         over_quarantined: over,
     })

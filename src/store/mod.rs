@@ -348,7 +348,15 @@ impl Store {
     pub fn begin_batch(&mut self, kind: RecordKind, batch_id: &str) -> Result<PartedBatch<'_>, StoreError> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let first_seq: i64 = tx.query_row("SELECT COALESCE(MAX(batch_seq), 0) + 1 FROM batches", [], |r| r.get(0))?;
-        Ok(PartedBatch { root: &self.root, tx: Some(tx), kind, batch_id: batch_id.to_string(), first_seq, parts: Vec::new() })
+        Ok(PartedBatch {
+            root: &self.root,
+            tx: Some(tx),
+            kind,
+            batch_id: batch_id.to_string(),
+            first_seq,
+            parts: Vec::new(),
+            quarantine: None,
+        })
     }
 
     /// The ratings visible at `as_of` for the given months, latest version of
@@ -642,21 +650,77 @@ fn write_quarantine(
     if rows.is_empty() {
         return Ok(None);
     }
-    let path = root.join("quarantine").join(source).join(format!("{batch_id}.csv"));
-    let mut w = csv::WriterBuilder::new().flexible(true).from_writer(Vec::new());
-    let mut head = vec!["行号".to_string(), "问题字段".to_string(), "原因".to_string()];
-    head.extend(headers.iter().cloned());
-    let csv_err = |e: csv::Error| StoreError::Io { path: path.clone(), source: std::io::Error::other(e) };
-    w.write_record(&head).map_err(csv_err)?;
-    for r in rows {
-        let mut rec = vec![r.line.to_string(), r.field.clone(), r.reason.clone()];
-        rec.extend(r.values.iter().cloned());
-        w.write_record(&rec).map_err(csv_err)?;
+    let mut file = QuarantineFile::create(quarantine_path(root, source, batch_id), headers)?;
+    file.append(rows)?;
+    file.close().map(Some)
+}
+
+fn quarantine_path(root: &Path, source: &str, batch_id: &str) -> PathBuf {
+    root.join("quarantine").join(source).join(format!("{batch_id}.csv"))
+}
+
+/// A quarantine file written as its rows come (a large file's rejected
+/// rows a part at a time, never all in memory), under a temporary name
+/// until [`QuarantineFile::close`] syncs it and gives it its own: UTF-8
+/// with a BOM so that Excel opens the Chinese text, the row's line, field
+/// and reason, then its cells under the payload's headers.
+struct QuarantineFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    /// `None` once closed.
+    out: Option<csv::Writer<std::io::BufWriter<fs::File>>>,
+}
+
+impl QuarantineFile {
+    fn create(path: PathBuf, headers: &[String]) -> Result<QuarantineFile, StoreError> {
+        let dir = folder_of(&path).to_path_buf();
+        make_folder(&dir)?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let mut file = std::io::BufWriter::new(fs::File::create(&tmp).map_err(io_err(&tmp))?);
+        file.write_all("\u{feff}".as_bytes()).map_err(io_err(&tmp))?;
+        let out = csv::WriterBuilder::new().flexible(true).from_writer(file);
+        let mut file = QuarantineFile { path, tmp, out: Some(out) };
+        file.write(["行号", "问题字段", "原因"].into_iter().chain(headers.iter().map(String::as_str)))?;
+        Ok(file)
     }
-    let mut bytes = "\u{feff}".as_bytes().to_vec();
-    bytes.extend(w.into_inner().map_err(|e| StoreError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?);
-    write_atomic(&path, &bytes)?;
-    Ok(Some(path))
+
+    fn write<'c>(&mut self, cells: impl IntoIterator<Item = &'c str>) -> Result<(), StoreError> {
+        let err = |e: csv::Error| StoreError::Io { path: self.tmp.clone(), source: std::io::Error::other(e) };
+        match self.out.as_mut() {
+            Some(out) => out.write_record(cells).map_err(err),
+            None => Err(err(csv::Error::from(std::io::Error::other("the quarantine file is closed")))),
+        }
+    }
+
+    fn append(&mut self, rows: &[QuarantineRow]) -> Result<(), StoreError> {
+        for r in rows {
+            let line = r.line.to_string();
+            self.write([line.as_str(), r.field.as_str(), r.reason.as_str()].into_iter().chain(r.values.iter().map(String::as_str)))?;
+        }
+        Ok(())
+    }
+
+    fn close(mut self) -> Result<PathBuf, StoreError> {
+        let tmp = self.tmp.clone();
+        let Some(out) = self.out.take() else { return Ok(self.path.clone()) };
+        let file = out.into_inner().map_err(|e| StoreError::Io { path: tmp.clone(), source: std::io::Error::other(e.to_string()) })?;
+        let file = file.into_inner().map_err(|e| StoreError::Io { path: tmp.clone(), source: e.into_error() })?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
+        sync_folder(folder_of(&self.path));
+        Ok(self.path.clone())
+    }
+}
+
+impl Drop for QuarantineFile {
+    /// Not closed (an error, a batch dropped): the temporary goes; closed,
+    /// it has its own name already and there is nothing to remove.
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// A batch being committed a part at a time (see [`Store::begin_batch`]).
@@ -681,6 +745,8 @@ pub struct PartedBatch<'s> {
     batch_id: String,
     first_seq: i64,
     parts: Vec<Part>,
+    /// The quarantine file, while rows are being added to it.
+    quarantine: Option<QuarantineFile>,
 }
 
 /// One part of a [`PartedBatch`], committed at its end.
@@ -705,9 +771,24 @@ impl PartedBatch<'_> {
         })
     }
 
-    /// [`Store::quarantine`] while the batch is open.
-    pub fn quarantine(&self, source: &str, headers: &[String], rows: &[QuarantineRow]) -> Result<Option<PathBuf>, StoreError> {
-        write_quarantine(self.root, source, &self.batch_id, headers, rows)
+    /// Adds rejected rows of the batch's payload to its quarantine file
+    /// (made by the first, under a temporary name until
+    /// [`PartedBatch::close_quarantine`]; removed if the batch is dropped).
+    pub fn quarantine_rows(&mut self, source: &str, headers: &[String], rows: &[QuarantineRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let file = match &mut self.quarantine {
+            Some(file) => file,
+            None => self.quarantine.insert(QuarantineFile::create(quarantine_path(self.root, source, &self.batch_id), headers)?),
+        };
+        file.append(rows)
+    }
+
+    /// Syncs the quarantine file and gives it its name (see
+    /// [`Store::quarantine`]): its path, or `None` when no row was rejected.
+    pub fn close_quarantine(&mut self) -> Result<Option<PathBuf>, StoreError> {
+        self.quarantine.take().map(QuarantineFile::close).transpose()
     }
 
     fn add<T: Curated + Sync>(

@@ -705,3 +705,48 @@ fn a_file_held_or_crashed_after_some_of_its_parts_leaves_nothing_of_them() {
     assert_eq!(stored(&d, "ratings"), (21, 20));
     assert_eq!(figures_n(&d, "2026-10"), 20);
 }
+
+#[test]
+fn a_large_files_rejected_rows_go_to_its_quarantine_file_as_they_come() {
+    // 30 rows, 12 of them bad for three reasons. In parts of 8 good
+    // ratings (rejected rows two at a time), the quarantine file and the
+    // over-quarantine message must be those of the file read whole.
+    let mut csv = crate::HEAD.to_string();
+    for i in 1..=30 {
+        let (org, level) = match i % 5 {
+            0 => ("369999999999", "满意"),
+            3 if i % 2 == 1 => ("369901001002", "还行吧"),
+            _ => ("369901001001", "非常满意"),
+        };
+        let at = if i == 14 { "2026-13-01 09:00:00".to_string() } else { format!("2026-10-{:02} 10:00:00", i) };
+        csv.push_str(&format!("Q{i:03},1,{at},{org},政务办事,1,{level},,\n"));
+    }
+    let mut seen = Vec::new();
+    for part in [None, Some("8")] {
+        let d = Deployment::small();
+        d.file("inbox/ratings/drop.csv", &csv);
+        let env: Vec<(&str, &str)> = part.iter().map(|p| ("MANYI_PART_ROWS", *p)).collect();
+        let out = manyi_env(&d, &["collect", "office-drop"], &env);
+        assert_eq!(out.status.code(), Some(1), "over max_quarantine_share: {part:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let message = stderr.lines().find(|l| l.contains("rows quarantined (")).expect("the message").to_string();
+        let qdir = d.dir.join("data/quarantine/office-drop");
+        let files = crate::walk(&qdir);
+        assert_eq!(files.len(), 1, "{part:?}: one quarantine file, no temporary left: {files:?}");
+        let text = std::fs::read_to_string(&files[0]).expect("quarantine file");
+        assert_eq!(d.count("SELECT SUM(rows_quarantined) FROM batches"), 10, "{part:?}");
+        let name = files[0].file_name().expect("name").to_string_lossy().into_owned();
+        seen.push((message.replace(&name, "Q.csv").replace(qdir.to_str().expect("path"), "DIR"), text, stored(&d, "ratings")));
+    }
+    let (whole, parted) = (&seen[0], &seen[1]);
+    assert_eq!(whole.1, parted.1, "the same quarantine file");
+    assert_eq!(whole.2, (20, 20));
+    assert_eq!(parted.2, (20, 20));
+    // 6 unknown orgs (i % 5 == 0), 3 unknown levels (i = 3, 13, 23), 1 bad
+    // date (i = 14): 10 of 30, the reasons most frequent first.
+    assert!(whole.0.contains("10 of 30 rows quarantined (33.3%"), "{}", whole.0);
+    assert!(whole.0.contains("Top reasons: 6 row(s) org:"), "{}", whole.0);
+    let after = |m: &str| m.split_once("drop.csv:").map(|(_, rest)| rest.to_string()).expect("the file named");
+    assert_eq!(after(&whole.0), after(&parted.0), "the same message whole and in parts");
+    assert_eq!(whole.1.lines().count(), 11, "the header and ten rows");
+}
