@@ -203,15 +203,23 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
             };
             let mut batch = store.begin_batch(kind, &batch_id)?;
             let mut rejections = Rejections::default();
+            // Rows of this file handed over in parts, for the progress bar:
+            // a year's export in one file is a minute of work.
+            let mut parted = 0;
             let file = loop {
                 match message {
-                    FromReader::Part { part: collect::Part::Ratings(ratings), .. } => batch.add_ratings(&ratings).map(drop)?,
+                    FromReader::Part { part: collect::Part::Ratings(ratings), .. } => {
+                        batch.add_ratings(&ratings)?;
+                        parted += ratings.len();
+                    }
                     FromReader::Part { part: collect::Part::Rejected { headers, rows }, .. } => {
                         rejections.add(&rows);
                         batch.quarantine_rows(&src.name, &headers, &rows)?;
+                        parted += rows.len();
                     }
                     FromReader::File(file) => break file,
                 }
+                progress(Progress { source: &src.name, done: (sum.fetched + parted) as u64, total: None });
                 message = messages.next().ok_or_else(|| anyhow::anyhow!("the file reader stopped within a file"))?;
             };
             sum.files += 1;
