@@ -638,37 +638,53 @@ fn a_file_committed_in_parts_reads_back_as_the_file_committed_whole() {
     // A file of more good ratings than a part (a quarter of a million;
     // five here) goes to the store a part at a time, each part a batch of
     // its own, all committed in one transaction. The figures must be the
-    // ones the file committed whole gives, C003 at its later level.
+    // ones the file committed whole gives, C003 at its later level, in
+    // each form an office exports: UTF-8 CSV, GBK CSV and XLSX.
+    let csv = parted_drop();
+    let xlsx = {
+        let mut wb = rust_xlsxwriter::Workbook::new();
+        let sheet = wb.add_worksheet();
+        for (r, line) in csv.lines().enumerate() {
+            for (c, cell) in line.split(',').enumerate() {
+                sheet.write_string(r as u32, c as u16, cell).expect("cell");
+            }
+        }
+        wb.save_to_buffer().expect("xlsx")
+    };
+    let forms: [(&str, Vec<u8>); 3] =
+        [("drop.csv", csv.as_bytes().to_vec()), ("drop-gbk.csv", encoding_rs::GBK.encode(&csv).0.into_owned()), ("drop.xlsx", xlsx)];
     let mut seen = Vec::new();
-    for part in [None, Some("5")] {
-        let d = Deployment::small();
-        d.file("inbox/ratings/drop.csv", &parted_drop());
-        let env: Vec<(&str, &str)> = part.iter().map(|p| ("MANYI_PART_ROWS", *p)).collect();
-        let out = manyi_env(&d, &["collect", "office-drop"], &env);
-        assert!(out.status.success(), "{part:?}: {}", String::from_utf8_lossy(&out.stderr));
-        let batches = d.count("SELECT COUNT(*) FROM batches");
-        // 22 good ratings: one batch whole, five parts of at most five.
-        assert_eq!(batches, if part.is_some() { 5 } else { 1 }, "{part:?}");
-        assert_eq!(d.count("SELECT COUNT(*) FROM batches WHERE part_of IS NULL"), 1, "{part:?}: one file, one batch to people");
-        // The quarantined row is listed once, on the first part.
-        assert_eq!(d.count("SELECT COALESCE(SUM(rows_quarantined), 0) FROM batches"), 1, "{part:?}");
-        assert_eq!(d.count("SELECT COUNT(quarantine) FROM batches"), 1, "{part:?}");
-        let landed = d.count("SELECT COUNT(*) FROM batches WHERE landing LIKE '%/landing/office-drop/%'");
-        assert_eq!(landed, batches, "{part:?}: every part names the landed file");
-        assert!(d.dir.join("inbox/ratings/archive/drop.csv").exists(), "{part:?}: archived after the commit");
-        seen.push(october(&d));
+    for (name, bytes) in &forms {
+        for part in [None, Some("5")] {
+            let d = Deployment::small();
+            std::fs::create_dir_all(d.dir.join("inbox/ratings")).expect("inbox");
+            std::fs::write(d.dir.join("inbox/ratings").join(name), bytes).expect("write the file");
+            let env: Vec<(&str, &str)> = part.iter().map(|p| ("MANYI_PART_ROWS", *p)).collect();
+            let out = manyi_env(&d, &["collect", "office-drop"], &env);
+            assert!(out.status.success(), "{name} {part:?}: {}", String::from_utf8_lossy(&out.stderr));
+            let batches = d.count("SELECT COUNT(*) FROM batches");
+            // 22 good ratings: one batch whole, five parts of at most five.
+            assert_eq!(batches, if part.is_some() { 5 } else { 1 }, "{name} {part:?}");
+            assert_eq!(d.count("SELECT COUNT(*) FROM batches WHERE part_of IS NULL"), 1, "{name} {part:?}: one file, one batch to people");
+            // The quarantined row is listed once, on the first part.
+            assert_eq!(d.count("SELECT COALESCE(SUM(rows_quarantined), 0) FROM batches"), 1, "{name} {part:?}");
+            assert_eq!(d.count("SELECT COUNT(quarantine) FROM batches"), 1, "{name} {part:?}");
+            let landed = d.count("SELECT COUNT(*) FROM batches WHERE landing LIKE '%/landing/office-drop/%'");
+            assert_eq!(landed, batches, "{name} {part:?}: every part names the landed file");
+            assert!(d.dir.join("inbox/ratings/archive").join(name).exists(), "{name} {part:?}: archived after the commit");
+            let (figures, stored) = october(&d);
+            // Whole: C003's first state is dropped within the batch (20
+            // rows, 20 ids). In parts: it is stored as C003's first
+            // version, shadowed by the later part's (21 rows, 20 ids).
+            assert_eq!(stored, if part.is_some() { (21, 20) } else { (20, 20) }, "{name} {part:?}");
+            seen.push(figures);
+        }
     }
-    let (whole, parted) = (&seen[0], &seen[1]);
-    assert_eq!(whole.0, parted.0, "the same figures whole and in parts");
-    // Whole: C003's first state is dropped within the batch (20 rows, 20
-    // ids). In parts: it is stored as C003's first version, shadowed by
-    // the later part's (21 rows, 20 ids).
-    assert_eq!(whole.1, (20, 20));
-    assert_eq!(parted.1, (21, 20));
+    assert!(seen.iter().all(|f| *f == seen[0]), "the same figures whole and in parts, in every form");
     // 春晖社区 × 养老服务 holds C003, C009 and C015: counted by hand, C003
     // at its later level 非常不满意 (c1) with C009, C015 非常满意 (c5). At
     // its first level (不满意) the cell would read 3,1,1,0,0,1.
-    assert!(whole.0.contains("\n369901001001,春晖社区,elderly_care,养老服务,3,2,0,0,0,1,"), "{}", whole.0);
+    assert!(seen[0].contains("\n369901001001,春晖社区,elderly_care,养老服务,3,2,0,0,0,1,"), "{}", seen[0]);
 }
 
 #[test]
