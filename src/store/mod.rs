@@ -1388,13 +1388,7 @@ mod tests {
         let batch = [rating(1, 2), rating(2, 3), rating(1, 1), rating(3, 5), rating(2, 4)];
         let out = store.commit_ratings(&meta("b2"), &batch).expect("commit");
         assert_eq!((out.new, out.updated, out.unchanged), (2, 1, 2));
-        let df = store.ratings(&["2026-10".into()], Utc::now()).expect("read").collect().expect("collect");
-        let ids = df.column("rating_id").expect("id").str().expect("str").clone();
-        let levels = df.column("level").expect("level").i32().expect("i32").clone();
-        let mut got: Vec<(String, i32)> =
-            (0..df.height()).map(|i| (ids.get(i).unwrap_or_default().to_string(), levels.get(i).unwrap_or(0))).collect();
-        got.sort();
-        assert_eq!(got, [("R000001".to_string(), 1), ("R000002".to_string(), 4), ("R000003".to_string(), 5)]);
+        assert_eq!(october(&store), [("R000001".to_string(), 1), ("R000002".to_string(), 4), ("R000003".to_string(), 5)]);
     }
 
     /// (id, level) of every rating October reads as, sorted.
