@@ -5,7 +5,7 @@
 //! exports use. A row that fails any check goes to quarantine with the field
 //! and the reason; the rest of the file is ingested.
 
-use super::table::{Row, clip, is_xlsx, open_csv, read_table};
+use super::table::{Row, clip, is_xlsx, open_csv, open_csv_stream, read_table};
 use super::{CollectError, Parsed, Table, Unrecognised, parse_timestamp};
 use crate::config::{Config, SourceConfig, category_index};
 use crate::model::{FollowUp, Level, LevelReadError, Rating, channel_code};
@@ -241,6 +241,26 @@ pub fn parse_rating_file_in_parts(
         let csv = open_csv(file, bytes)?;
         parse_rating_rows(cfg, source, file, &csv.head, csv.max_rows(), now, part_rows, part, |each| csv.for_each_row(each))
     }
+}
+
+/// [`parse_rating_file_in_parts`] for a UTF-8 CSV file read as a stream
+/// ([`CsvStream`]), so that not even its bytes are held: a file of any
+/// size. Whether the file is UTF-8 CSV is its caller's to check first
+/// ([`super::table::looks_utf8`]); a later line that is not is refused
+/// there, the file whole.
+pub fn parse_rating_csv_stream<R: std::io::Read>(
+    cfg: &Config,
+    source: &SourceConfig,
+    file: &str,
+    reader: R,
+    now: NaiveDateTime,
+    part_rows: usize,
+    part: &mut PartSink<'_>,
+) -> Result<Parsed, CollectError> {
+    let part_rows = part_rows.max(1);
+    let mut csv = open_csv_stream(file, reader)?;
+    let head = Table { headers: csv.head.headers.clone(), rows: Vec::new(), encoding: csv.head.encoding };
+    parse_rating_rows(cfg, source, file, &head, part_rows, now, part_rows, part, |each| csv.for_each_row(each))
 }
 
 /// What one row of a rating table is handed to.

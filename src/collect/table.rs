@@ -206,6 +206,166 @@ impl CsvFile<'_> {
     }
 }
 
+/// A UTF-8 CSV file read as a stream, for a file too large to hold: only
+/// the reader's buffer and the current record are in memory. Its header is
+/// read on opening. What [`CsvFile`] checks on the whole text first (that
+/// it is UTF-8 at all) is checked record by record here, so a file that
+/// goes wrong on its last line is refused there, after its first rows were
+/// read: the caller must be able to drop what it made of them (the store's
+/// `PartedBatch` is). Whether a file is UTF-8 and not GBK is decided by its
+/// caller from its first bytes ([`looks_utf8`]).
+pub struct CsvStream<R: std::io::Read> {
+    /// The header and encoding, with no rows.
+    pub head: Table,
+    file: String,
+    rdr: csv::Reader<BreakTracker<R>>,
+}
+
+/// Whether `head`, the first bytes of a CSV file, are UTF-8 text (a
+/// character cut at its end allowed) and no XLSX: a file whose head is
+/// can be read as a [`CsvStream`].
+pub fn looks_utf8(head: &[u8]) -> bool {
+    if is_xlsx(head) {
+        return false;
+    }
+    match std::str::from_utf8(head) {
+        Ok(_) => true,
+        // Cut inside a character at the end: the rest of it is further on.
+        Err(e) => e.error_len().is_none() && head.len() - e.valid_up_to() < 4,
+    }
+}
+
+/// Opens `reader`, a UTF-8 CSV file named `file`, and reads its header.
+pub fn open_csv_stream<R: std::io::Read>(file: &str, reader: R) -> Result<CsvStream<R>, CollectError> {
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(BreakTracker::new(reader));
+    let bad = |reason: String| CollectError::BadFile { file: file.into(), reason };
+    let headers = match rdr.byte_headers() {
+        Ok(h) => h.clone(),
+        Err(e) => return Err(bad(format!("表头无法读取: {e}"))),
+    };
+    let text = simdutf8::basic::from_utf8(headers.as_slice()).map_err(|_| bad("第1行（表头）不是有效的UTF-8文本".into()))?;
+    let row = Row { text, record: &headers };
+    let headers: Vec<String> = row.iter().map(|h| h.trim().to_string()).collect();
+    let encoding = if rdr.get_ref().bom { "UTF-8 (BOM)" } else { "UTF-8" };
+    Ok(CsvStream { head: Table { headers, rows: Vec::new(), encoding }, file: file.into(), rdr })
+}
+
+impl<R: std::io::Read> CsvStream<R> {
+    /// [`CsvFile::for_each_row`] for the stream: every data row that is not
+    /// blank, with the line it starts on, in file order; the first error
+    /// (`each`'s, a row not CSV, a row not UTF-8, a quote that swallowed
+    /// the rows after it) stops the reading and is the result.
+    pub fn for_each_row(&mut self, mut each: impl FnMut(usize, Row<'_>) -> Result<(), CollectError>) -> Result<(), CollectError> {
+        let mut r = csv::ByteRecord::new();
+        let bad = |reason: String| CollectError::BadFile { file: self.file.clone(), reason };
+        loop {
+            match self.rdr.read_byte_record(&mut r) {
+                Ok(false) => return Ok(()),
+                Ok(true) => {
+                    let line = r.position().map(|p| self.rdr.get_mut().line_at(p.byte())).unwrap_or(0);
+                    let text = simdutf8::basic::from_utf8(r.as_slice())
+                        .map_err(|_| bad(format!("第{line}行不是有效的UTF-8文本；整个文件未导入，请另存为UTF-8后重新放入收件箱")))?;
+                    let row = Row { text, record: &r };
+                    if row.is_blank() {
+                        continue;
+                    }
+                    if let Some(reason) = swallowed_rows(&self.head.headers, line, row) {
+                        return Err(bad(reason));
+                    }
+                    each(line, row)?;
+                }
+                Err(e) => {
+                    let line = e.position().map(|p| self.rdr.get_mut().line_at(p.byte())).unwrap_or(0);
+                    return Err(bad(format!("第{line}行无法解析为CSV: {e}")));
+                }
+            }
+        }
+    }
+}
+
+/// A reader that strips a UTF-8 BOM and remembers where the line-break
+/// bytes it passed on lie, so that [`BreakTracker::line_at`] numbers a
+/// record's line as [`LineCounter::line_at`] does on a whole text, holding
+/// only the breaks the CSV reader has read ahead of the records it gave.
+struct BreakTracker<R> {
+    inner: R,
+    /// Bytes passed on so far (after the BOM): the CSV reader's offsets.
+    at: u64,
+    /// Whether the file began with a BOM.
+    bom: bool,
+    started: bool,
+    /// The first bytes, read to look for a BOM and not one, still to pass on.
+    pending: Vec<u8>,
+    /// (offset, is `\n`) of the `\r` and `\n` bytes not yet counted.
+    breaks: std::collections::VecDeque<(u64, bool)>,
+    /// Line of the last offset counted up to, and that offset.
+    line: usize,
+    counted: u64,
+}
+
+impl<R: std::io::Read> BreakTracker<R> {
+    fn new(inner: R) -> Self {
+        BreakTracker { inner, at: 0, bom: false, started: false, pending: Vec::new(), breaks: Default::default(), line: 1, counted: 0 }
+    }
+
+    /// See [`LineCounter::line_at`]; offsets must not go back.
+    fn line_at(&mut self, byte: u64) -> usize {
+        // The breaks before the record's first byte, then those the reader
+        // left at its start (the `\n` of a CRLF, empty lines).
+        let mut start = byte.max(self.counted);
+        while let Some(&(offset, newline)) = self.breaks.front() {
+            if offset <= start {
+                if offset == start {
+                    start += 1;
+                }
+                self.line += usize::from(newline);
+                self.breaks.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.counted = start;
+        self.line
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for BreakTracker<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.started {
+            self.started = true;
+            // The first three bytes, however the reads cut them, decide
+            // whether there is a BOM to drop.
+            let mut first = Vec::with_capacity(3);
+            let mut byte = [0u8; 3];
+            while first.len() < 3 {
+                match self.inner.read(&mut byte[..3 - first.len()])? {
+                    0 => break,
+                    k => first.extend_from_slice(&byte[..k]),
+                }
+            }
+            self.bom = first == b"\xEF\xBB\xBF";
+            if !self.bom {
+                self.pending = first;
+            }
+        }
+        let n = if self.pending.is_empty() {
+            self.inner.read(buf)?
+        } else {
+            let k = self.pending.len().min(buf.len());
+            buf[..k].copy_from_slice(&self.pending[..k]);
+            self.pending.drain(..k);
+            k
+        };
+        for (i, &b) in buf[..n].iter().enumerate() {
+            if b == b'\n' || b == b'\r' {
+                self.breaks.push_back((self.at + i as u64, b == b'\n'));
+            }
+        }
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
 /// The physical line (1-based, as a text editor numbers it) at which a CSV
 /// record starts, from the byte offset the reader gives.
 ///
@@ -412,6 +572,67 @@ mod tests {
         let long = "表".repeat(1000);
         let c = clip(&long);
         assert!(c.chars().count() < ECHO_CHARS + 20 && c.ends_with("（共3000字节）"), "{c}");
+    }
+
+    #[test]
+    fn a_stream_reads_the_rows_lines_and_errors_the_whole_text_reads() {
+        /// Hands its bytes over `step` at a time, so that records, line
+        /// ends and the BOM fall across reads.
+        struct Trickle<'a> {
+            bytes: &'a [u8],
+            step: usize,
+        }
+        impl std::io::Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.step.min(buf.len()).min(self.bytes.len());
+                buf[..n].copy_from_slice(&self.bytes[..n]);
+                self.bytes = &self.bytes[n..];
+                Ok(n)
+            }
+        }
+        type Read = Result<(Vec<String>, &'static str, Vec<(usize, Vec<String>)>), String>;
+        fn whole(text: &[u8]) -> Read {
+            let csv = open_csv("x.csv", text).map_err(|e| e.to_string())?;
+            let mut rows = Vec::new();
+            csv.for_each_row(|line, row| {
+                rows.push((line, cells(row)));
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+            Ok((csv.head.headers.clone(), csv.head.encoding, rows))
+        }
+        fn stream(text: &[u8], step: usize) -> Read {
+            let mut csv = open_csv_stream("x.csv", Trickle { bytes: text, step }).map_err(|e| e.to_string())?;
+            let mut rows = Vec::new();
+            csv.for_each_row(|line, row| {
+                rows.push((line, cells(row)));
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+            Ok((csv.head.headers.clone(), csv.head.encoding, rows))
+        }
+        let texts: [&[u8]; 6] = [
+            "\u{feff}办件编号,文字评价\r\nA1,好\r\nA2,\"第一行\r\n第二行\r\n第三行\"\r\n\r\nA3,差\r\nA4,中".as_bytes(),
+            "办件编号,文字评价\nA1,好\n\n\n ,  \nA2,\"x\ny\"\nA3,差\n".as_bytes(),
+            "办件编号,文字评价\rA1,好\rA2,差\r".as_bytes(),
+            // A quote that swallows the rows after it.
+            "办件编号,评价时间,区划代码,文字评价\nA1,2026-10-01,1,\"坏\nA2,2026-10-02,1,好\nA3,2026-10-03,1,好\n".as_bytes(),
+            // Not CSV on line 3.
+            "a,b\n1,2\n\"x\"y,3\n".as_bytes(),
+            "\u{feff}a,b\r\n1,2\r\n".as_bytes(),
+        ];
+        for text in texts {
+            let want = whole(text);
+            for step in [1, 2, 3, 7, 64, 1 << 20] {
+                assert_eq!(stream(text, step), want, "step {step}: {}", String::from_utf8_lossy(text));
+            }
+        }
+        // Invalid UTF-8 on line 3 of a file that began as UTF-8: refused there.
+        let err = stream(b"a,b\n1,2\n\xB2\xE2,3\n", 4).expect_err("refused");
+        assert!(err.contains("第3行不是有效的UTF-8文本"), "{err}");
+        assert!(looks_utf8("办件编号,满意度\n".as_bytes()) && !looks_utf8(b"\xB0\xEC\xBC\xFE,x\n"));
+        // A character cut by the end of the head still looks UTF-8; a ZIP (XLSX) does not.
+        assert!(looks_utf8(&"办件".as_bytes()[..4]) && !looks_utf8(b"PK\x03\x04\x14\x00"));
     }
 
     #[test]

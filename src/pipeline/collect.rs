@@ -7,7 +7,7 @@
 use crate::collect::{self, ApiBatch, ApiPager, Fetched};
 use crate::config::{Config, SourceConfig, SourceKind};
 use crate::store::{BatchMeta, BatchOutcome, PartedBatch, QuarantineRow, RecordKind, Store};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use std::path::PathBuf;
 
@@ -165,26 +165,19 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
         let files = &files;
         scope.spawn(move || {
             for (k, file) in files.iter().enumerate() {
-                let item = file.read().map_err(anyhow::Error::from).and_then(|mut fetched| {
-                    let now_utc = Utc::now();
-                    let batch_id = format!("{}-{}-{k:03}", src.name, now_utc.format("%Y%m%dT%H%M%S%3fZ"));
-                    let landed = landing.put(&batch_id, &fetched.ext, &fetched.bytes)?;
-                    landing.sync();
-                    // A file of more than `part_rows` good ratings goes to
-                    // the committer a part at a time as it is parsed, so
-                    // that memory follows the part, not the file (a year's
-                    // export of a province is tens of millions of rows).
-                    let mut send_part = |part| {
-                        tx.send(FromReader::Part { batch_id: batch_id.clone(), part })
-                            .map_err(|_| collect::CollectError::BadFile { file: fetched.name.clone(), reason: "the commit stopped".into() })
-                    };
-                    let parsed = parse_payload(cfg, src, &fetched, now_utc.with_timezone(&cfg.tz).naive_local(), part_rows, &mut send_part);
-                    // Landed and parsed, the bytes are needed no more: a
-                    // province's monthly file is some 100 MB, held through
-                    // the commit while the next file is read beside it.
-                    fetched.bytes = Vec::new();
-                    Ok(Box::new(LandedFile { fetched, parsed, batch_id, landing: landed }))
-                });
+                let now_utc = Utc::now();
+                let batch_id = format!("{}-{}-{k:03}", src.name, now_utc.format("%Y%m%dT%H%M%S%3fZ"));
+                // A file of more than `part_rows` good ratings goes to the
+                // committer a part at a time as it is parsed, so that memory
+                // follows the part, not the file (a year's export of a
+                // province is tens of millions of rows).
+                let mut send_part = |part| {
+                    tx.send(FromReader::Part { batch_id: batch_id.clone(), part })
+                        .map_err(|_| collect::CollectError::BadFile { file: file.name.clone(), reason: "the commit stopped".into() })
+                };
+                let now_local = now_utc.with_timezone(&cfg.tz).naive_local();
+                let item = land_and_parse(cfg, src, file, &batch_id, &landing, now_local, part_rows, &mut send_part)
+                    .map(|(fetched, parsed, landed)| Box::new(LandedFile { fetched, parsed, batch_id: batch_id.clone(), landing: landed }));
                 let failed = item.is_err();
                 if tx.send(FromReader::File(item)).is_err() || failed {
                     break;
@@ -391,6 +384,63 @@ fn ingest_file(
         Err(FileFailure::Other(e)) => return Err(e.context(format!("file {}", fetched.path.display()))),
     }
     Ok(false)
+}
+
+/// Lands an inbox file and parses it, handing a large file's parts to
+/// `part` as they are read. Returns the file (its bytes dropped: a
+/// province's monthly file is some 100 MB, and it waits through the commit
+/// while the next file is read beside it), what parsed and the landed copy.
+///
+/// A rating file larger than [`stream_bytes`] whose first megabyte is UTF-8
+/// CSV is never read into memory: it is landed by a copy in the kernel and
+/// read from the landed copy as a stream, so that a file of any size (a
+/// province's year in one export: tens of millions of rows, gigabytes)
+/// costs the memory of a part. Any other file is read whole, landed from
+/// its bytes and parsed from them; GBK text has to be decoded whole.
+#[allow(clippy::too_many_arguments)]
+fn land_and_parse(
+    cfg: &Config,
+    src: &SourceConfig,
+    file: &collect::InboxFile,
+    batch_id: &str,
+    landing: &crate::store::Landing,
+    now_local: chrono::NaiveDateTime,
+    part_rows: usize,
+    part: &mut collect::PartSink<'_>,
+) -> Result<(Fetched, ParseResult, PathBuf)> {
+    use std::io::BufRead;
+    let size = std::fs::metadata(&file.path).with_context(|| format!("reading {}", file.path.display()))?.len();
+    if src.kind == SourceKind::RatingFile && size > stream_bytes() {
+        let landed = landing.put_copy(batch_id, &file.ext, &file.path)?;
+        landing.sync();
+        let opened = std::fs::File::open(&landed).with_context(|| format!("reading {}", landed.display()))?;
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, opened);
+        let head = reader.fill_buf().with_context(|| format!("reading {}", landed.display()))?;
+        let fetched = Fetched { path: file.path.clone(), name: file.name.clone(), ext: file.ext.clone(), bytes: Vec::new() };
+        if collect::looks_utf8(head) {
+            tracing::info!(source = %src.name, file = %file.name, bytes = size, "large UTF-8 file: read as a stream");
+            let parsed = collect::parse_rating_csv_stream(cfg, src, &file.name, reader, now_local, part_rows, part);
+            return Ok((fetched, parsed, landed));
+        }
+        let bytes = std::fs::read(&landed).with_context(|| format!("reading {}", landed.display()))?;
+        let whole = Fetched { bytes, ..fetched.clone() };
+        return Ok((fetched, parse_payload(cfg, src, &whole, now_local, part_rows, part), landed));
+    }
+    let mut fetched = file.read()?;
+    let landed = landing.put(batch_id, &fetched.ext, &fetched.bytes)?;
+    landing.sync();
+    let parsed = parse_payload(cfg, src, &fetched, now_local, part_rows, part);
+    fetched.bytes = Vec::new();
+    Ok((fetched, parsed, landed))
+}
+
+/// The size from which a UTF-8 rating file is read as a stream (see
+/// [`land_and_parse`]): 64 MiB, about half a million rows. Smaller files
+/// are read whole, as their encoding is best judged on the whole text
+/// (a UTF-8 file with a few broken bytes is told from a GBK one).
+/// `MANYI_STREAM_BYTES` sets it for the tests.
+fn stream_bytes() -> u64 {
+    std::env::var("MANYI_STREAM_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(64 << 20)
 }
 
 /// How many pages an API source's fetcher may run ahead of the commits: a

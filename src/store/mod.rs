@@ -1240,6 +1240,18 @@ impl Landing {
         Ok(path)
     }
 
+    /// [`Landing::put`] of the file at `from`, copied by the kernel: a file
+    /// too large to read whole is landed without passing through memory.
+    pub fn put_copy(&self, name: &str, ext: &str, from: &Path) -> Result<PathBuf, StoreError> {
+        let path = self.dir.join(format!("{name}.{ext}"));
+        make_folder(&self.dir)?;
+        let tmp = self.dir.join(format!(".{name}.{ext}.tmp-{}", std::process::id()));
+        fs::copy(from, &tmp).map_err(io_err(&tmp))?;
+        fs::OpenOptions::new().write(true).open(&tmp).and_then(|f| f.sync_all()).map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        Ok(path)
+    }
+
     /// Makes the names of everything put so far survive a power cut.
     pub fn sync(&self) {
         sync_folder(&self.dir);

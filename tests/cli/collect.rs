@@ -651,15 +651,22 @@ fn a_file_committed_in_parts_reads_back_as_the_file_committed_whole() {
         }
         wb.save_to_buffer().expect("xlsx")
     };
-    let forms: [(&str, Vec<u8>); 3] =
-        [("drop.csv", csv.as_bytes().to_vec()), ("drop-gbk.csv", encoding_rs::GBK.encode(&csv).0.into_owned()), ("drop.xlsx", xlsx)];
+    // The last form is the UTF-8 file read as a stream, as a file too large
+    // to read whole is (`MANYI_STREAM_BYTES`, 64 MiB unless set).
+    let forms: [(&str, Vec<u8>, &str); 4] = [
+        ("drop.csv", csv.as_bytes().to_vec(), "67108864"),
+        ("drop-gbk.csv", encoding_rs::GBK.encode(&csv).0.into_owned(), "0"),
+        ("drop.xlsx", xlsx, "0"),
+        ("drop.csv", csv.as_bytes().to_vec(), "0"),
+    ];
     let mut seen = Vec::new();
-    for (name, bytes) in &forms {
+    for (name, bytes, stream) in &forms {
         for part in [None, Some("5")] {
             let d = Deployment::small();
             std::fs::create_dir_all(d.dir.join("inbox/ratings")).expect("inbox");
             std::fs::write(d.dir.join("inbox/ratings").join(name), bytes).expect("write the file");
-            let env: Vec<(&str, &str)> = part.iter().map(|p| ("MANYI_PART_ROWS", *p)).collect();
+            let mut env: Vec<(&str, &str)> = part.iter().map(|p| ("MANYI_PART_ROWS", *p)).collect();
+            env.push(("MANYI_STREAM_BYTES", stream));
             let out = manyi_env(&d, &["collect", "office-drop"], &env);
             assert!(out.status.success(), "{name} {part:?}: {}", String::from_utf8_lossy(&out.stderr));
             let batches = d.count("SELECT COUNT(*) FROM batches");
@@ -672,6 +679,10 @@ fn a_file_committed_in_parts_reads_back_as_the_file_committed_whole() {
             let landed = d.count("SELECT COUNT(*) FROM batches WHERE landing LIKE '%/landing/office-drop/%'");
             assert_eq!(landed, batches, "{name} {part:?}: every part names the landed file");
             assert!(d.dir.join("inbox/ratings/archive").join(name).exists(), "{name} {part:?}: archived after the commit");
+            // The quarantined row (line 24) named by its line, read whole or as a stream.
+            let quarantine = crate::walk(&d.dir.join("data/quarantine/office-drop"));
+            let text = std::fs::read_to_string(&quarantine[0]).expect("quarantine file");
+            assert!(text.lines().nth(1).is_some_and(|l| l.starts_with("24,project_no,")), "{name} {part:?}: {text}");
             let (figures, stored) = october(&d);
             // Whole: C003's first state is dropped within the batch (20
             // rows, 20 ids). In parts: it is stored as C003's first
@@ -765,4 +776,40 @@ fn a_large_files_rejected_rows_go_to_its_quarantine_file_as_they_come() {
     let after = |m: &str| m.split_once("drop.csv:").map(|(_, rest)| rest.to_string()).expect("the file named");
     assert_eq!(after(&whole.0), after(&parted.0), "the same message whole and in parts");
     assert_eq!(whole.1.lines().count(), 11, "the header and ten rows");
+}
+
+#[test]
+fn a_streamed_file_that_turns_out_not_utf8_stores_nothing_of_it() {
+    // A file read as a stream is judged UTF-8 by its first megabyte; a GBK
+    // line further on is found only when it is read, after parts of the
+    // file went to the store. The file must be refused whole, naming the
+    // line, with nothing of it stored.
+    let d = Deployment::small();
+    let mut bytes = crate::HEAD.as_bytes().to_vec();
+    let n = 12_000;
+    for i in 1..=n {
+        let row = format!("S{i:06},1,2026-10-{:02} 09:00:00,369901001001,政务办事,1,满意,{},\n", 1 + i % 28, "很好".repeat(20));
+        bytes.extend_from_slice(row.as_bytes());
+    }
+    assert!(bytes.len() > 1 << 20, "past the first megabyte: {}", bytes.len());
+    let good_part = bytes.len();
+    bytes.extend_from_slice(b"S999999,1,2026-10-05 09:00:00,369901001001,\xD5\xFE\xCE\xF1,1,\xC2\xFA\xD2\xE2,,\n");
+    std::fs::create_dir_all(d.dir.join("inbox/ratings")).expect("inbox");
+    std::fs::write(d.dir.join("inbox/ratings/big.csv"), &bytes).expect("write");
+    let env = [("MANYI_STREAM_BYTES", "0"), ("MANYI_PART_ROWS", "5000")];
+    let out = manyi_env(&d, &["collect", "office-drop"], &env);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let reason = std::fs::read_to_string(d.dir.join("inbox/ratings/rejected/big.csv.reason.txt")).expect("reason file");
+    assert!(reason.contains(&format!("第{}行不是有效的UTF-8文本", n + 2)), "{reason}");
+    assert_eq!(d.count("SELECT COUNT(*) FROM batches"), 0);
+    assert_eq!(d.count("SELECT COUNT(*) FROM record_keys"), 0);
+    assert!(crate::walk(&d.dir.join("data/curated")).is_empty(), "the parts' files went with the batch");
+    // Saved again as UTF-8, the same file goes in whole, in parts, as a stream.
+    let mut fixed = bytes[..good_part].to_vec();
+    fixed.extend_from_slice("S999999,1,2026-10-05 09:00:00,369901001001,政务办事,1,满意,,\n".as_bytes());
+    std::fs::write(d.dir.join("inbox/ratings/big-utf8.csv"), &fixed).expect("write");
+    let out = manyi_env(&d, &["collect", "office-drop"], &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stored(&d, "ratings"), (n as i64 + 1, n as i64 + 1));
+    assert_eq!(d.count("SELECT COUNT(*) FROM batches"), 3, "12,001 ratings in parts of 5,000");
 }
