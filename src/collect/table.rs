@@ -591,25 +591,25 @@ mod tests {
             }
         }
         type Read = Result<(Vec<String>, &'static str, Vec<(usize, Vec<String>)>), String>;
-        fn whole(text: &[u8]) -> Read {
-            let csv = open_csv("x.csv", text).map_err(|e| e.to_string())?;
+        type Sink<'s> = dyn FnMut(usize, Row<'_>) -> Result<(), CollectError> + 's;
+        /// The header, encoding and (line, cells) of every row one of the readers gives.
+        fn read(head: &Table, for_each: impl FnOnce(&mut Sink<'_>) -> Result<(), CollectError>) -> Read {
             let mut rows = Vec::new();
-            csv.for_each_row(|line, row| {
+            for_each(&mut |line, row| {
                 rows.push((line, cells(row)));
                 Ok(())
             })
             .map_err(|e| e.to_string())?;
-            Ok((csv.head.headers.clone(), csv.head.encoding, rows))
+            Ok((head.headers.clone(), head.encoding, rows))
+        }
+        fn whole(text: &[u8]) -> Read {
+            let csv = open_csv("x.csv", text).map_err(|e| e.to_string())?;
+            read(&csv.head, |each| csv.for_each_row(each))
         }
         fn stream(text: &[u8], step: usize) -> Read {
             let mut csv = open_csv_stream("x.csv", Trickle { bytes: text, step }).map_err(|e| e.to_string())?;
-            let mut rows = Vec::new();
-            csv.for_each_row(|line, row| {
-                rows.push((line, cells(row)));
-                Ok(())
-            })
-            .map_err(|e| e.to_string())?;
-            Ok((csv.head.headers.clone(), csv.head.encoding, rows))
+            let head = Table { headers: csv.head.headers.clone(), rows: Vec::new(), encoding: csv.head.encoding };
+            read(&head, |each| csv.for_each_row(each))
         }
         let texts: [&[u8]; 6] = [
             "\u{feff}办件编号,文字评价\r\nA1,好\r\nA2,\"第一行\r\n第二行\r\n第三行\"\r\n\r\nA3,差\r\nA4,中".as_bytes(),
