@@ -5,10 +5,10 @@
 //! at once (an operator's `manyi run` while `serve` fires the job, or two
 //! terminals) both read "not yet delivered" and both send, so recipients got
 //! two copies. The lock makes the second run wait until the first is done; it
-//! then finds everyone served and sends nothing. A holder whose heartbeat is
-//! older than [`STALE_AFTER`], or whose process is gone from this host, is
-//! dead: its lock is taken over, and only then may the new run say that an
-//! earlier run was interrupted.
+//! then finds everyone served and sends nothing. A holder whose process is
+//! gone from this host (or, on another host, whose heartbeat is older than
+//! [`STALE_AFTER`]) is dead: its lock is taken over, and only then may the
+//! new run say that an earlier run was interrupted.
 
 use super::{Store, StoreError};
 use chrono::Utc;
@@ -58,13 +58,39 @@ pub struct RunLockHolder {
 }
 
 impl RunLockHolder {
-    /// Whether the holder is certainly dead: no heartbeat for [`STALE_AFTER`],
-    /// or its process is gone from this very host.
+    /// Whether the holder is certainly dead. On this very host the process
+    /// table says: dead when its process is gone, or when the process of
+    /// that number started after the lock was taken (the number was given
+    /// to another); a live holder is alive whatever its heartbeat says,
+    /// because its heartbeat can wait behind its own commit — a province's
+    /// year in one file holds the store's write lock for most of a minute,
+    /// and the heartbeat's write waits for it. Elsewhere (or without
+    /// `/proc`): no heartbeat for [`STALE_AFTER`].
     fn is_dead(&self, now_ms: i64, this_host: &str) -> bool {
-        let stale = now_ms - self.heartbeat_ms > STALE_AFTER.as_millis() as i64;
-        let gone = self.host == this_host && Path::new("/proc").is_dir() && !Path::new("/proc").join(self.pid.to_string()).exists();
-        stale || gone
+        if self.host == this_host && Path::new("/proc/self/stat").is_file() {
+            let taken = chrono::DateTime::parse_from_rfc3339(&self.started_at).map(|t| t.timestamp()).unwrap_or(i64::MAX);
+            return match process_started(self.pid) {
+                None => true,
+                // Whole seconds both: a second's grace.
+                Some(started) => started > taken + 1,
+            };
+        }
+        now_ms - self.heartbeat_ms > STALE_AFTER.as_millis() as i64
     }
+}
+
+/// When process `pid` started, in Unix seconds, from `/proc`; `None` when
+/// there is no such process. Its start is field 22 of `/proc/<pid>/stat`,
+/// in clock ticks after boot (`USER_HZ`, 100 on Linux whatever the
+/// kernel's own tick), and boot is `btime` of `/proc/stat`.
+fn process_started(pid: u32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let ticks: i64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: i64 =
+        std::fs::read_to_string("/proc/stat").ok()?.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse().ok()))?;
+    Some(boot + ticks / 100)
 }
 
 /// A held run lock; the heartbeat runs on its own thread and connection until
@@ -179,5 +205,34 @@ impl Store {
             })
             .ok();
         RunLockGuard { db, job: job.into(), period: period.into(), run_id: run_id.into(), stop, beat, took_over }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(pid: u32, host: &str, started_at: chrono::DateTime<Utc>, heartbeat_ms: i64) -> RunLockHolder {
+        RunLockHolder { run_id: "r".into(), pid, host: host.into(), started_at: started_at.to_rfc3339(), heartbeat_ms }
+    }
+
+    /// On this host the process table decides, not the heartbeat: a live
+    /// holder whose heartbeat is a minute old (waiting behind its own long
+    /// commit) keeps its lock; a holder whose process is gone, or whose
+    /// number a later process now has, is dead. On another host the
+    /// heartbeat decides.
+    #[test]
+    fn a_holder_is_dead_by_its_process_here_and_by_its_heartbeat_elsewhere() {
+        let here = this_host();
+        let now = Utc::now();
+        let minute_ago = now.timestamp_millis() - 60_000;
+        let me = std::process::id();
+        assert!(process_started(me).is_some_and(|t| t <= now.timestamp() && t > now.timestamp() - 86_400 * 365));
+        assert!(!holder(me, &here, now, minute_ago).is_dead(now.timestamp_millis(), &here), "alive, heartbeat stale");
+        let long_ago = now - chrono::Duration::days(400);
+        assert!(holder(me, &here, long_ago, now.timestamp_millis()).is_dead(now.timestamp_millis(), &here), "the number reused");
+        assert!(holder(u32::MAX - 7, &here, now, now.timestamp_millis()).is_dead(now.timestamp_millis(), &here), "no such process");
+        assert!(holder(me, "elsewhere", now, minute_ago).is_dead(now.timestamp_millis(), &here), "another host, stale");
+        assert!(!holder(me, "elsewhere", now, now.timestamp_millis() - 1_000).is_dead(now.timestamp_millis(), &here));
     }
 }
