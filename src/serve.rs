@@ -27,7 +27,9 @@ use tokio::task::JoinSet;
 
 /// How often the lock's heartbeat is renewed.
 const HEARTBEAT: Duration = Duration::from_secs(5);
-/// A holder silent for this long is dead and its lock is taken over.
+/// A holder on another host silent for this long is dead and its lock is
+/// taken over (on this host, its process gone is enough; see
+/// `Store::acquire_service_lock`).
 const STALE_AFTER: TimeDelta = TimeDelta::seconds(30);
 /// Longest sleep, so that a signal is noticed promptly.
 const TICK: Duration = Duration::from_millis(250);
@@ -38,7 +40,8 @@ pub enum ServeError {
     /// Another live service holds the data directory.
     #[error(
         "another `manyi serve` is running on {data_dir}: {holder} (pid {pid} on {host}, started {started}, \
-         last heartbeat {beat}). Stop it first; if it died, its lock is taken over {stale} s after its last heartbeat."
+         last heartbeat {beat}). Stop it first. If it died, its lock is taken over: at once from the same host, \
+         {stale} s after its last heartbeat from another."
     )]
     Locked {
         /// The data directory.

@@ -460,7 +460,10 @@ impl Store {
 
     /// Takes the service lock of this data directory unless a live holder
     /// has it: `Ok(None)` when taken, `Ok(Some(holder))` when refused. A
-    /// holder whose heartbeat is older than `stale_after` is dead and is taken over.
+    /// holder on this host is alive while its process is (its heartbeat can
+    /// wait behind one of its own long commits) and dead as soon as it is
+    /// gone; a holder on another host is dead once its heartbeat is older
+    /// than `stale_after`.
     pub fn acquire_service_lock(
         &self,
         holder: &str,
@@ -468,25 +471,42 @@ impl Store {
         now: DateTime<Utc>,
         stale_after: TimeDelta,
     ) -> Result<Option<LockHolder>, StoreError> {
+        let mut dead_here: Option<String> = None;
+        if let Some(h) = self.service_lock_holder()?
+            && h.host == host
+            && h.holder != holder
+        {
+            match super::run_lock::alive_here(u32::try_from(h.pid).unwrap_or(0), &h.started_at) {
+                Some(true) => return Ok(Some(h)),
+                Some(false) => dead_here = Some(h.holder),
+                None => {}
+            }
+        }
         // One statement, so two services starting at once cannot both win.
         let taken = self.conn.execute(
             "INSERT INTO service_lock (id, holder, pid, host, started_at, heartbeat_ms) VALUES (1, ?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, pid = excluded.pid, host = excluded.host,
                started_at = excluded.started_at, heartbeat_ms = excluded.heartbeat_ms
-             WHERE service_lock.heartbeat_ms < ?6 OR service_lock.holder = excluded.holder",
+             WHERE service_lock.heartbeat_ms < ?6 OR service_lock.holder = excluded.holder OR service_lock.holder = ?7",
             params![
                 holder,
                 std::process::id() as i64,
                 host,
                 now.to_rfc3339(),
                 now.timestamp_millis(),
-                (now - stale_after).timestamp_millis()
+                (now - stale_after).timestamp_millis(),
+                dead_here
             ],
         )?;
         if taken == 1 {
             return Ok(None);
         }
-        let live = self
+        self.service_lock_holder()
+    }
+
+    /// Who holds the service lock, if anyone.
+    fn service_lock_holder(&self) -> Result<Option<LockHolder>, StoreError> {
+        let holder = self
             .conn
             .query_row("SELECT holder, pid, host, started_at, heartbeat_ms FROM service_lock WHERE id = 1", [], |r| {
                 let ms: i64 = r.get(4)?;
@@ -499,7 +519,7 @@ impl Store {
                 })
             })
             .optional()?;
-        Ok(live)
+        Ok(holder)
     }
 
     /// Renews the lock; false when another service has taken it over (this
@@ -722,18 +742,32 @@ mod tests {
         let a = Store::open(tmp.path()).expect("store a");
         let b = Store::open(tmp.path()).expect("store b");
         let stale = TimeDelta::seconds(30);
-        assert!(a.acquire_service_lock("a", "host", at("2026-11-26T00:00:00Z"), stale).expect("lock").is_none());
+        // Services on two hosts (one data directory): the heartbeat decides.
+        assert!(a.acquire_service_lock("a", "host-a", at("2026-11-26T00:00:00Z"), stale).expect("lock").is_none());
         assert!(a.heartbeat_service_lock("a", at("2026-11-26T00:00:20Z")).expect("beat"));
         // 25 s after a's last heartbeat it is alive: b is refused and told who holds it.
-        let held = b.acquire_service_lock("b", "host", at("2026-11-26T00:00:45Z"), stale).expect("lock");
+        let held = b.acquire_service_lock("b", "host-b", at("2026-11-26T00:00:45Z"), stale).expect("lock");
         assert_eq!(held.map(|h| h.holder), Some("a".to_string()));
         // 31 s after it, a is presumed dead: b takes over, and a learns it on its next beat.
-        assert!(b.acquire_service_lock("b", "host", at("2026-11-26T00:00:51Z"), stale).expect("lock").is_none());
+        assert!(b.acquire_service_lock("b", "host-b", at("2026-11-26T00:00:51Z"), stale).expect("lock").is_none());
         assert!(!a.heartbeat_service_lock("a", at("2026-11-26T00:00:52Z")).expect("beat"));
         // a's release does not free b's lock; b's does.
         a.release_service_lock("a").expect("release");
-        assert!(a.acquire_service_lock("a", "host", at("2026-11-26T00:00:53Z"), stale).expect("lock").is_some());
+        assert!(a.acquire_service_lock("a", "host-a", at("2026-11-26T00:00:53Z"), stale).expect("lock").is_some());
         b.release_service_lock("b").expect("release");
-        assert!(a.acquire_service_lock("a", "host", at("2026-11-26T00:00:54Z"), stale).expect("lock").is_none());
+        assert!(a.acquire_service_lock("a", "host-a", at("2026-11-26T00:00:54Z"), stale).expect("lock").is_none());
+        a.release_service_lock("a").expect("release");
+
+        // On one host the process table decides. A holder whose process
+        // lives (this test's) keeps the lock with a heartbeat an hour old.
+        let now = Utc::now();
+        assert!(a.acquire_service_lock("a", "here", now, stale).expect("lock").is_none());
+        let later = now + TimeDelta::hours(1);
+        let held = b.acquire_service_lock("b", "here", later, stale).expect("lock");
+        assert_eq!(held.map(|h| h.holder), Some("a".to_string()), "alive, its heartbeat old");
+        // A holder whose process is gone is taken over at once, heartbeat fresh.
+        a.conn.execute("UPDATE service_lock SET pid = 4194000 WHERE holder = 'a'", []).expect("a gone");
+        assert!(b.acquire_service_lock("b", "here", now, stale).expect("lock").is_none(), "gone: taken over");
+        assert!(!a.heartbeat_service_lock("a", now).expect("beat"));
     }
 }

@@ -67,16 +67,29 @@ impl RunLockHolder {
     /// and the heartbeat's write waits for it. Elsewhere (or without
     /// `/proc`): no heartbeat for [`STALE_AFTER`].
     fn is_dead(&self, now_ms: i64, this_host: &str) -> bool {
-        if self.host == this_host && Path::new("/proc/self/stat").is_file() {
-            let taken = chrono::DateTime::parse_from_rfc3339(&self.started_at).map(|t| t.timestamp()).unwrap_or(i64::MAX);
-            return match process_started(self.pid) {
-                None => true,
-                // Whole seconds both: a second's grace.
-                Some(started) => started > taken + 1,
-            };
+        if self.host == this_host
+            && let Some(alive) = alive_here(self.pid, &self.started_at)
+        {
+            return !alive;
         }
         now_ms - self.heartbeat_ms > STALE_AFTER.as_millis() as i64
     }
+}
+
+/// Whether process `pid` of this host still holds what it took at
+/// `taken` (RFC 3339): it exists, and it started no later than that (else
+/// its number was given to another process since). `None` without
+/// `/proc`, where only a heartbeat can tell.
+pub(super) fn alive_here(pid: u32, taken: &str) -> Option<bool> {
+    if !Path::new("/proc/self/stat").is_file() {
+        return None;
+    }
+    let taken = chrono::DateTime::parse_from_rfc3339(taken).map(|t| t.timestamp()).unwrap_or(i64::MAX);
+    Some(match process_started(pid) {
+        None => false,
+        // Whole seconds both: a second's grace.
+        Some(started) => started <= taken + 1,
+    })
 }
 
 /// When process `pid` started, in Unix seconds, from `/proc`; `None` when
