@@ -224,7 +224,6 @@ pub fn parse_rating_file_in_parts(
     part_rows: usize,
     part: &mut PartSink<'_>,
 ) -> Result<Parsed, CollectError> {
-    let part_rows = part_rows.max(1);
     if is_xlsx(bytes) {
         // An XLSX table is read whole, and consumed row by row: each row's
         // cells are freed once its rating is built, so that a file is not
@@ -257,7 +256,6 @@ pub fn parse_rating_csv_stream<R: std::io::Read>(
     part_rows: usize,
     part: &mut PartSink<'_>,
 ) -> Result<Parsed, CollectError> {
-    let part_rows = part_rows.max(1);
     let mut csv = open_csv_stream(file, reader)?;
     let head = Table { headers: csv.head.headers.clone(), rows: Vec::new(), encoding: csv.head.encoding };
     parse_rating_rows(cfg, source, file, &head, part_rows, now, part_rows, part, |each| csv.for_each_row(each))
@@ -281,6 +279,7 @@ fn parse_rating_rows(
     part: &mut PartSink<'_>,
     rows: impl FnOnce(&mut RowSink<'_>) -> Result<(), CollectError>,
 ) -> Result<Parsed, CollectError> {
+    let part_rows = part_rows.max(1);
     let (idx, notes) = locate_columns(source, file, head)?;
     // Numeric levels from a source that does not say which way they run are
     // looked for in the same pass; the file is held at the end if any came.

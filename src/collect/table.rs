@@ -172,35 +172,52 @@ impl CsvFile<'_> {
     /// starts on, in file order. Stops at the first error, `each`'s own or
     /// the file's: a row that cannot be read as CSV, or one whose quote
     /// swallowed the rows after it, rejects the whole file.
-    pub fn for_each_row(&self, mut each: impl FnMut(usize, Row<'_>) -> Result<(), CollectError>) -> Result<(), CollectError> {
-        let mut rdr = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(self.text.as_bytes());
-        let mut lines = LineCounter::new(self.text.as_bytes());
-        let mut r = csv::ByteRecord::new();
-        loop {
-            match rdr.read_byte_record(&mut r) {
-                Ok(false) => return Ok(()),
-                Ok(true) => {
-                    let line = r.position().map(|p| lines.line_at(p.byte() as usize)).unwrap_or(0);
-                    // The text was checked whole when decoded, and a record
-                    // is split at ASCII bytes, so this cannot fail; checked
-                    // all the same rather than trusted.
-                    let text = simdutf8::basic::from_utf8(r.as_slice())
-                        .map_err(|_| CollectError::BadFile {
-                            file: self.file.into(), reason: format!("第{line}行不是有效的UTF-8文本")
-                        })?;
-                    let row = Row { text, record: &r };
-                    if row.is_blank() {
-                        continue;
-                    }
-                    if let Some(reason) = swallowed_rows(&self.head.headers, line, row) {
-                        return Err(CollectError::BadFile { file: self.file.into(), reason });
-                    }
-                    each(line, row)?;
+    pub fn for_each_row(&self, each: impl FnMut(usize, Row<'_>) -> Result<(), CollectError>) -> Result<(), CollectError> {
+        // The text is past its BOM already, and was checked as UTF-8 whole
+        // when decoded: the check of each record in `read_rows` cannot fail
+        // here, and is kept rather than trusted away.
+        let mut rdr = csv_reader(BreakTracker::after_bom(self.text.as_bytes()));
+        read_rows(self.file, &self.head.headers, &mut rdr, each)
+    }
+}
+
+/// The CSV reader both row readers use: rows of any length (a short or long
+/// row is the normaliser's to judge), the header skipped.
+fn csv_reader<R: std::io::Read>(tracker: BreakTracker<R>) -> csv::Reader<BreakTracker<R>> {
+    csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(tracker)
+}
+
+/// Calls `each` with every data row of `rdr` that is not blank, and the line
+/// it starts on, in file order. Stops at the first error, `each`'s own or
+/// the file's: a row that cannot be read as CSV, one that is not UTF-8, or
+/// one whose quote swallowed the rows after it rejects the whole file.
+fn read_rows<R: std::io::Read>(
+    file: &str,
+    headers: &[String],
+    rdr: &mut csv::Reader<BreakTracker<R>>,
+    mut each: impl FnMut(usize, Row<'_>) -> Result<(), CollectError>,
+) -> Result<(), CollectError> {
+    let bad = |reason: String| CollectError::BadFile { file: file.into(), reason };
+    let mut r = csv::ByteRecord::new();
+    loop {
+        match rdr.read_byte_record(&mut r) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {
+                let line = r.position().map(|p| rdr.get_mut().line_at(p.byte())).unwrap_or(0);
+                let text = simdutf8::basic::from_utf8(r.as_slice())
+                    .map_err(|_| bad(format!("第{line}行不是有效的UTF-8文本；整个文件未导入，请另存为UTF-8后重新放入收件箱")))?;
+                let row = Row { text, record: &r };
+                if row.is_blank() {
+                    continue;
                 }
-                Err(e) => {
-                    let line = e.position().map(|p| lines.line_at(p.byte() as usize)).unwrap_or(0);
-                    return Err(CollectError::BadFile { file: self.file.into(), reason: format!("第{line}行无法解析为CSV: {e}") });
+                if let Some(reason) = swallowed_rows(headers, line, row) {
+                    return Err(bad(reason));
                 }
+                each(line, row)?;
+            }
+            Err(e) => {
+                let line = e.position().map(|p| rdr.get_mut().line_at(p.byte())).unwrap_or(0);
+                return Err(bad(format!("第{line}行无法解析为CSV: {e}")));
             }
         }
     }
@@ -237,7 +254,7 @@ pub fn looks_utf8(head: &[u8]) -> bool {
 
 /// Opens `reader`, a UTF-8 CSV file named `file`, and reads its header.
 pub fn open_csv_stream<R: std::io::Read>(file: &str, reader: R) -> Result<CsvStream<R>, CollectError> {
-    let mut rdr = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(BreakTracker::new(reader));
+    let mut rdr = csv_reader(BreakTracker::new(reader));
     let bad = |reason: String| CollectError::BadFile { file: file.into(), reason };
     let headers = match rdr.byte_headers() {
         Ok(h) => h.clone(),
@@ -255,38 +272,22 @@ impl<R: std::io::Read> CsvStream<R> {
     /// blank, with the line it starts on, in file order; the first error
     /// (`each`'s, a row not CSV, a row not UTF-8, a quote that swallowed
     /// the rows after it) stops the reading and is the result.
-    pub fn for_each_row(&mut self, mut each: impl FnMut(usize, Row<'_>) -> Result<(), CollectError>) -> Result<(), CollectError> {
-        let mut r = csv::ByteRecord::new();
-        let bad = |reason: String| CollectError::BadFile { file: self.file.clone(), reason };
-        loop {
-            match self.rdr.read_byte_record(&mut r) {
-                Ok(false) => return Ok(()),
-                Ok(true) => {
-                    let line = r.position().map(|p| self.rdr.get_mut().line_at(p.byte())).unwrap_or(0);
-                    let text = simdutf8::basic::from_utf8(r.as_slice())
-                        .map_err(|_| bad(format!("第{line}行不是有效的UTF-8文本；整个文件未导入，请另存为UTF-8后重新放入收件箱")))?;
-                    let row = Row { text, record: &r };
-                    if row.is_blank() {
-                        continue;
-                    }
-                    if let Some(reason) = swallowed_rows(&self.head.headers, line, row) {
-                        return Err(bad(reason));
-                    }
-                    each(line, row)?;
-                }
-                Err(e) => {
-                    let line = e.position().map(|p| self.rdr.get_mut().line_at(p.byte())).unwrap_or(0);
-                    return Err(bad(format!("第{line}行无法解析为CSV: {e}")));
-                }
-            }
-        }
+    pub fn for_each_row(&mut self, each: impl FnMut(usize, Row<'_>) -> Result<(), CollectError>) -> Result<(), CollectError> {
+        read_rows(&self.file, &self.head.headers, &mut self.rdr, each)
     }
 }
 
 /// A reader that strips a UTF-8 BOM and remembers where the line-break
-/// bytes it passed on lie, so that [`BreakTracker::line_at`] numbers a
-/// record's line as [`LineCounter::line_at`] does on a whole text, holding
-/// only the breaks the CSV reader has read ahead of the records it gave.
+/// bytes it passed on lie, so that [`BreakTracker::line_at`] can give the
+/// physical line (1-based, as a text editor numbers it) at which a CSV
+/// record starts, holding only the breaks the CSV reader has read ahead of
+/// the records it gave.
+///
+/// The CSV reader's own line count is one short in files with CRLF line
+/// ends, as Excel on Windows saves them: it stops a record at the `\r` and
+/// counts the `\n` only when it reads the next record, so every row of such
+/// a file was quarantined under the line above it. Counting `\n` bytes
+/// ourselves also counts the lines of a quoted multi-line cell.
 struct BreakTracker<R> {
     inner: R,
     /// Bytes passed on so far (after the BOM): the CSV reader's offsets.
@@ -308,7 +309,14 @@ impl<R: std::io::Read> BreakTracker<R> {
         BreakTracker { inner, at: 0, bom: false, started: false, pending: Vec::new(), breaks: Default::default(), line: 1, counted: 0 }
     }
 
-    /// See [`LineCounter::line_at`]; offsets must not go back.
+    /// A tracker over text whose BOM, if it had one, is gone already.
+    fn after_bom(inner: R) -> Self {
+        BreakTracker { started: true, ..BreakTracker::new(inner) }
+    }
+
+    /// The line of the first byte of the record at `byte`, after the line
+    /// ends (the `\n` of a CRLF, empty lines) the reader left before it.
+    /// Offsets must not go back.
     fn line_at(&mut self, byte: u64) -> usize {
         // The breaks before the record's first byte, then those the reader
         // left at its start (the `\n` of a CRLF, empty lines).
@@ -363,45 +371,6 @@ impl<R: std::io::Read> std::io::Read for BreakTracker<R> {
         }
         self.at += n as u64;
         Ok(n)
-    }
-}
-
-/// The physical line (1-based, as a text editor numbers it) at which a CSV
-/// record starts, from the byte offset the reader gives.
-///
-/// The reader's own line count is one short in files with CRLF line ends,
-/// as Excel on Windows saves them: it stops a record at the `\r` and counts
-/// the `\n` only when it reads the next record, so every row of such a file
-/// was quarantined under the line above it. Counting `\n` bytes ourselves
-/// also counts the lines of a quoted multi-line cell. Offsets only grow, so
-/// the whole file is scanned once.
-pub struct LineCounter<'a> {
-    text: &'a [u8],
-    at: usize,
-    line: usize,
-}
-
-impl<'a> LineCounter<'a> {
-    /// A counter at the start of `text` (line 1).
-    pub fn new(text: &'a [u8]) -> Self {
-        LineCounter { text, at: 0, line: 1 }
-    }
-
-    /// The line of the first byte of the record at `byte`, after the line
-    /// ends (the `\n` of a CRLF, empty lines) the reader left before it.
-    pub fn line_at(&mut self, byte: usize) -> usize {
-        let mut start = byte.min(self.text.len());
-        while start < self.text.len() && matches!(self.text[start], b'\r' | b'\n') {
-            start += 1;
-        }
-        if start < self.at {
-            // A position before the last one asked: count afresh rather than go wrong.
-            self.at = 0;
-            self.line = 1;
-        }
-        self.line += self.text[self.at..start].iter().filter(|&&b| b == b'\n').count();
-        self.at = start;
-        self.line
     }
 }
 

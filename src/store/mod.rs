@@ -322,7 +322,12 @@ impl Store {
         headers: &[String],
         rows: &[QuarantineRow],
     ) -> Result<Option<PathBuf>, StoreError> {
-        write_quarantine(&self.root, source, batch_id, headers, rows)
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut file = QuarantineFile::create(quarantine_path(&self.root, source, batch_id), headers)?;
+        file.append(rows)?;
+        file.close().map(Some)
     }
 
     /// Commits a batch of ratings (see the module docs for the protocol).
@@ -639,22 +644,6 @@ fn quarantine_keys(path: &Path) -> Result<Vec<[u8; 32]>, csv::Error> {
     Ok(keys)
 }
 
-/// See [`Store::quarantine`].
-fn write_quarantine(
-    root: &Path,
-    source: &str,
-    batch_id: &str,
-    headers: &[String],
-    rows: &[QuarantineRow],
-) -> Result<Option<PathBuf>, StoreError> {
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    let mut file = QuarantineFile::create(quarantine_path(root, source, batch_id), headers)?;
-    file.append(rows)?;
-    file.close().map(Some)
-}
-
 fn quarantine_path(root: &Path, source: &str, batch_id: &str) -> PathBuf {
     root.join("quarantine").join(source).join(format!("{batch_id}.csv"))
 }
@@ -673,10 +662,8 @@ struct QuarantineFile {
 
 impl QuarantineFile {
     fn create(path: PathBuf, headers: &[String]) -> Result<QuarantineFile, StoreError> {
-        let dir = folder_of(&path).to_path_buf();
-        make_folder(&dir)?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        make_folder(folder_of(&path))?;
+        let tmp = temp_sibling(&path);
         let mut file = std::io::BufWriter::new(fs::File::create(&tmp).map_err(io_err(&tmp))?);
         file.write_all("\u{feff}".as_bytes()).map_err(io_err(&tmp))?;
         let out = csv::WriterBuilder::new().flexible(true).from_writer(file);
@@ -752,6 +739,8 @@ pub struct PartedBatch<'s> {
 /// One part of a [`PartedBatch`], committed at its end.
 struct Part {
     seq: i64,
+    /// The batch id of the part: the batch's own for the first.
+    id: String,
     out: BatchOutcome,
     files: Vec<BatchFile>,
 }
@@ -791,6 +780,14 @@ impl PartedBatch<'_> {
         self.quarantine.take().map(QuarantineFile::close).transpose()
     }
 
+    /// The batch id of part `k` (from 0): the batch's own, then `<id>-part2` ….
+    fn part_id(&self, k: usize) -> String {
+        match k {
+            0 => self.batch_id.clone(),
+            k => format!("{}-part{}", self.batch_id, k + 1),
+        }
+    }
+
     fn add<T: Curated + Sync>(
         &mut self,
         records: &[T],
@@ -803,10 +800,7 @@ impl PartedBatch<'_> {
             return Ok(BatchOutcome::default());
         }
         let seq = self.first_seq + self.parts.len() as i64;
-        let part_id = match self.parts.len() {
-            0 => self.batch_id.clone(),
-            k => format!("{}-part{}", self.batch_id, k + 1),
-        };
+        let part_id = self.part_id(self.parts.len());
         let kind = self.kind;
         let Some(tx) = self.tx.as_ref() else { return Err(rusqlite::Error::InvalidQuery.into()) };
         let mut out = BatchOutcome { batch_seq: seq, ..Default::default() };
@@ -871,7 +865,7 @@ impl PartedBatch<'_> {
         // Files written before the keys failed are remembered, so that the
         // rollback removes them (a half-written part's own files are never
         // listed, as after a crash).
-        self.parts.push(Part { seq, out: out.clone(), files: files? });
+        self.parts.push(Part { seq, id: part_id, out: out.clone(), files: files? });
         keys?;
         Ok(out)
     }
@@ -885,7 +879,8 @@ impl PartedBatch<'_> {
             // A payload with no good record is still a batch: its quarantine
             // and landing are listed, and a watermark advances.
             let seq = self.first_seq;
-            self.parts.push(Part { seq, out: BatchOutcome { batch_seq: seq, ..Default::default() }, files: Vec::new() });
+            let id = self.part_id(0);
+            self.parts.push(Part { seq, id, out: BatchOutcome { batch_seq: seq, ..Default::default() }, files: Vec::new() });
         }
         crash_point("after-parquet");
         let now = Utc::now();
@@ -896,7 +891,7 @@ impl PartedBatch<'_> {
         for (k, part) in self.parts.iter().enumerate() {
             let meta = match k {
                 0 => batch.clone(),
-                _ => BatchMeta { batch_id: format!("{}-part{}", self.batch_id, k + 1), quarantine: None, quarantined: 0, ..batch.clone() },
+                _ => BatchMeta { batch_id: part.id.clone(), quarantine: None, quarantined: 0, ..batch.clone() },
             };
             let part_of = (k > 0).then_some(self.first_seq);
             insert_batch(tx, part.seq, part_of, self.kind, &meta, &part.out, now)?;
@@ -1245,7 +1240,7 @@ impl Landing {
     pub fn put_copy(&self, name: &str, ext: &str, from: &Path) -> Result<PathBuf, StoreError> {
         let path = self.dir.join(format!("{name}.{ext}"));
         make_folder(&self.dir)?;
-        let tmp = self.dir.join(format!(".{name}.{ext}.tmp-{}", std::process::id()));
+        let tmp = temp_sibling(&path);
         fs::copy(from, &tmp).map_err(io_err(&tmp))?;
         fs::OpenOptions::new().write(true).open(&tmp).and_then(|f| f.sync_all()).map_err(io_err(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
@@ -1280,16 +1275,22 @@ pub fn folder_of(path: &Path) -> &Path {
 /// before its name points at them, the name itself only after the folder is
 /// synced (by [`sync_folder`], once for many files).
 pub fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = folder_of(path);
-    make_folder(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    make_folder(folder_of(path))?;
+    let tmp = temp_sibling(path);
     {
         let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
         f.write_all(bytes).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
     }
     fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// The temporary name a file is written under beside `path` before it is
+/// renamed there: hidden, and this process's, so that two writers never
+/// share one and an inbox listing skips it.
+fn temp_sibling(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    folder_of(path).join(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 /// Creates `dir` and any missing folders above it, each made durable: a new
