@@ -216,8 +216,12 @@ pub fn list_inbox(inbox: &Path) -> Result<Vec<InboxFile>, CollectError> {
 }
 
 /// Moves a processed payload out of the inbox: to `archive/` when it was
-/// ingested, or to `rejected/` with a `.reason.txt` beside it.
-pub fn finish_file(inbox: &Path, fetched: &Fetched, rejected: Option<&str>) -> Result<PathBuf, CollectError> {
+/// ingested, or to `rejected/` with a `.reason.txt` beside it. `None` when
+/// the file has left the inbox already: another collect of the same inbox
+/// (a second terminal, `serve` and an operator at once) read it too, and
+/// moved it first. Its commit stored nothing twice (the record keys saw to
+/// that), so there is nothing left to do and nothing to fail.
+pub fn finish_file(inbox: &Path, fetched: &Fetched, rejected: Option<&str>) -> Result<Option<PathBuf>, CollectError> {
     let sub = if rejected.is_some() { "rejected" } else { "archive" };
     let dir = inbox.join(sub);
     let io = |path: &Path| {
@@ -233,10 +237,17 @@ pub fn finish_file(inbox: &Path, fetched: &Fetched, rejected: Option<&str>) -> R
         target = dir.join(format!("{}.{k}", fetched.name));
         k += 1;
     }
+    if !fetched.path.exists() {
+        return Ok(None);
+    }
     if let Some(reason) = rejected {
         let reason_path = PathBuf::from(format!("{}.reason.txt", target.display()));
         fs::write(&reason_path, format!("{reason}\n")).map_err(io(&reason_path))?;
     }
-    fs::rename(&fetched.path, &target).map_err(io(&target))?;
-    Ok(target)
+    match fs::rename(&fetched.path, &target) {
+        Ok(()) => Ok(Some(target)),
+        // Moved by the other collect between the look and the move.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !fetched.path.exists() => Ok(None),
+        Err(e) => Err(CollectError::Io { path: target, source: e }),
+    }
 }

@@ -166,7 +166,7 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
         scope.spawn(move || {
             for (k, file) in files.iter().enumerate() {
                 let now_utc = Utc::now();
-                let batch_id = format!("{}-{}-{k:03}", src.name, now_utc.format("%Y%m%dT%H%M%S%3fZ"));
+                let batch_id = format!("{}-{k:03}", collect_stamp(&src.name, now_utc));
                 // A file of more than `part_rows` good ratings goes to the
                 // committer a part at a time as it is parsed, so that memory
                 // follows the part, not the file (a year's export of a
@@ -326,6 +326,15 @@ enum FromReader {
     File(Result<Box<LandedFile>>),
 }
 
+/// What names a collect's batches (and their landed payloads and Parquet
+/// files): the source, the time to the millisecond and the process. Two
+/// collects of one source started in the same millisecond (two terminals,
+/// an operator and `serve`) gave the same batch ids, and the second's
+/// commit failed on `batches.batch_id`.
+fn collect_stamp(source: &str, now: chrono::DateTime<Utc>) -> String {
+    format!("{source}-{}-{}", now.format("%Y%m%dT%H%M%S%3fZ"), std::process::id())
+}
+
 /// Ratings a file hands to the store at a time: polars' row group, so that
 /// a monthly file's Parquet row groups are as whole as written at once.
 /// `MANYI_PART_ROWS` sets it for the tests, which cannot afford files of a
@@ -367,7 +376,9 @@ fn ingest_file(
             sum.quarantine_files.extend(outcome.quarantine_file);
             sum.over_quarantined.extend(outcome.over_quarantined);
             crate::store::crash_point("after-commit");
-            collect::finish_file(inbox, &fetched, None)?;
+            if collect::finish_file(inbox, &fetched, None)?.is_none() {
+                tracing::info!(source = %src.name, file = %fetched.name, "already archived by another collect of this inbox");
+            }
             return Ok(true);
         }
         Err(FileFailure::Held(reason)) => {
@@ -379,7 +390,9 @@ fn ingest_file(
             tracing::warn!(source = %src.name, file = %fetched.name, %reason, "file rejected");
             sum.rejected_files += 1;
             sum.rejected_names.push(fetched.name.clone());
-            collect::finish_file(inbox, &fetched, Some(&reason))?;
+            if collect::finish_file(inbox, &fetched, Some(&reason))?.is_none() {
+                tracing::info!(source = %src.name, file = %fetched.name, "already moved by another collect of this inbox");
+            }
         }
         Err(FileFailure::Other(e)) => return Err(e.context(format!("file {}", fetched.path.display()))),
     }
@@ -465,7 +478,7 @@ fn collect_api(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut So
     let now_utc = Utc::now();
     let now_local = now_utc.with_timezone(&cfg.tz).naive_local();
     let pager = ApiPager::new(cfg, src, store.watermark(&src.name)?, now_local)?;
-    let run_id = format!("{}-{}", src.name, now_utc.format("%Y%m%dT%H%M%S%3fZ"));
+    let run_id = collect_stamp(&src.name, now_utc);
     // Three threads, each handing on to the next through a bounded channel:
     // the fetcher gets and reads the next pages, the lander lands each page
     // as received, and this thread commits. The platform's answer, reading

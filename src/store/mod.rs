@@ -480,17 +480,22 @@ impl Store {
         Ok(with_version_mark(RecordKind::Ratings, lf, seen)?.filter(col("__seq").is_null()).drop(cols(["__seq"])))
     }
 
-    /// Waits until no other process is committing a batch.
+    /// Waits until no other process is between stamping a batch's commit
+    /// time and committing it.
     ///
-    /// Why: a writer stamps its batch's commit time inside its IMMEDIATE
-    /// transaction, a moment before the commit lands. A reader whose as-of
-    /// falls in that moment would miss the batch now and see it on every
-    /// rerun with the same as-of. Taking (and at once releasing) the write
-    /// lock before reading closes the gap: a writer that stamped before the
-    /// reader's as-of has then committed, and one that had not yet begun
-    /// stamps a later time. (Wall clocks are assumed not to step backwards.)
+    /// Why: a writer stamps its batch's commit time inside its transaction,
+    /// a moment before the commit lands. A reader whose as-of falls in that
+    /// moment would miss the batch now and see it on every rerun with the
+    /// same as-of. Taking (and at once releasing) the stamp lock before
+    /// reading closes the gap: a writer that stamped before the reader's
+    /// as-of has then committed, and one that had not yet stamped stamps a
+    /// later time. (Wall clocks are assumed not to step backwards.) The
+    /// stamp lock, not SQLite's write lock: a large file holds the write
+    /// lock while it is read and handed over part by part (most of a
+    /// minute for a year in one file), and a report waited all that time,
+    /// or failed after 30 s.
     fn settle_writers(&self) -> Result<(), StoreError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
+        drop(stamp_lock(&self.root)?);
         Ok(())
     }
 
@@ -883,6 +888,8 @@ impl PartedBatch<'_> {
             self.parts.push(Part { seq, id, out: BatchOutcome { batch_seq: seq, ..Default::default() }, files: Vec::new() });
         }
         crash_point("after-parquet");
+        // Held from the stamp to the commit (see `Store::settle_writers`).
+        let _stamping = stamp_lock(self.root)?;
         let now = Utc::now();
         let mut total = BatchOutcome::default();
         let Some(tx) = self.tx.as_ref() else { return Err(rusqlite::Error::InvalidQuery.into()) };
@@ -1283,6 +1290,18 @@ pub fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         f.sync_all().map_err(io_err(&tmp))?;
     }
     fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// The stamp lock of the data directory `root`, taken (waiting for it)
+/// and held until the file returned is dropped: a commit holds it from
+/// stamping its time to committing, a reader takes it for an instant to
+/// wait such a commit out (see `Store::settle_writers`). An OS file lock,
+/// released by the kernel if its holder dies.
+fn stamp_lock(root: &Path) -> Result<fs::File, StoreError> {
+    let path = root.join(".commit-stamp.lock");
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+    file.lock().map_err(io_err(&path))?;
+    Ok(file)
 }
 
 /// The temporary name a file is written under beside `path` before it is

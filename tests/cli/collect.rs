@@ -813,3 +813,40 @@ fn a_streamed_file_that_turns_out_not_utf8_stores_nothing_of_it() {
     assert_eq!(stored(&d, "ratings"), (n as i64 + 1, n as i64 + 1));
     assert_eq!(d.count("SELECT COUNT(*) FROM batches"), 3, "12,001 ratings in parts of 5,000");
 }
+
+#[test]
+fn two_collects_of_one_inbox_at_once_store_each_rating_once_and_both_succeed() {
+    // An operator's `manyi collect` while another (or `serve`) collects the
+    // same inbox: both read the file; the commit that waits finds every
+    // rating stored and writes none again. The file is archived once, and
+    // the run that finds it archived already has nothing left to fail on.
+    let d = Deployment::small();
+    // The store made first: two processes making a new state.db at the same
+    // instant is another matter (SQLite's switch to WAL), not this test's.
+    let out = manyi_env(&d, &["collect", "office-drop"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    d.file("inbox/ratings/drop.csv", &parted_drop());
+    let spawn = || {
+        Command::new(BIN)
+            .args(["collect", "office-drop"])
+            .current_dir(&d.dir)
+            .env("MANYI_CONFIG", d.dir.join("manyi.toml"))
+            // Each commit waits a second before it commits, so that both
+            // runs have read the file before either archives it.
+            .env("MANYI_PAUSE_AT", "before-commit:1000")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn manyi collect")
+    };
+    let (a, b) = (spawn(), spawn());
+    for run in [a, b] {
+        let out = run.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(stored(&d, "ratings"), (20, 20), "as one collect stores them");
+    assert_eq!(figures_n(&d, "2026-10"), 20);
+    let archived = crate::walk(&d.dir.join("inbox/ratings/archive"));
+    assert_eq!(archived.len(), 1, "archived once: {archived:?}");
+    assert!(!d.dir.join("inbox/ratings/drop.csv").exists());
+}
