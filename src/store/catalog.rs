@@ -113,7 +113,6 @@ text_enum! {
 }
 
 const SCHEMA: &str = "
-PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
 -- A province's record_keys run to hundreds of megabytes; the default 2 MB
 -- page cache made every key look-up of a large batch a read from the OS.
@@ -218,36 +217,11 @@ CREATE TABLE IF NOT EXISTS delivery_history (
 );
 ";
 
-/// Columns added to `runs` after the first release, for state.db files made by it.
-const RUNS_ADDED: [(&str, &str); 2] = [("fire_time", "TEXT"), ("slots", "INTEGER")];
-
 pub(super) fn init(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    use_wal(conn)?;
     conn.execute_batch(SCHEMA)?;
-    let existing: Vec<String> =
-        conn.prepare("SELECT name FROM pragma_table_info('runs')")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    for (col, ty) in RUNS_ADDED {
-        if !existing.iter().any(|c| c == col) {
-            conn.execute_batch(&format!("ALTER TABLE runs ADD COLUMN {col} {ty}"))?;
-        }
-    }
-    // The Parquet row count of each file, checked before every read (a
-    // response is several rows, so `rows`, the records, cannot serve). NULL
-    // in files listed by versions before it: those are checked for presence.
-    let file_cols: Vec<String> =
-        conn.prepare("SELECT name FROM pragma_table_info('batch_files')")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    if !file_cols.iter().any(|c| c == "parquet_rows") {
-        conn.execute_batch("ALTER TABLE batch_files ADD COLUMN parquet_rows INTEGER")?;
-    }
-    // A large file is committed in parts, each a batch (`PartedBatch`): a
-    // part after the first names the first's `batch_seq` here, so that a
-    // file still counts as one batch where people count them (the
-    // reports' 数据来源). NULL in every batch of versions before it.
-    let batch_cols: Vec<String> =
-        conn.prepare("SELECT name FROM pragma_table_info('batches')")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    if !batch_cols.iter().any(|c| c == "part_of") {
-        conn.execute_batch("ALTER TABLE batches ADD COLUMN part_of INTEGER")?;
-    }
+    add_missing_columns(conn)?;
     if compact_record_keys(conn)? {
         // Once, right after the move: the old table's pages would otherwise
         // stay in the file as free pages (at 10 M keys, 770 MB of a 1.2 GB
@@ -260,6 +234,67 @@ pub(super) fn init(conn: &Connection) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Columns added after the first release, for state.db files made before
+/// them: `runs.fire_time` and `runs.slots`; `batch_files.parquet_rows`, the
+/// Parquet row count of each file, checked before every read (a response is
+/// several rows, so `rows`, the records, cannot serve; NULL in files listed
+/// by versions before it, which are checked for presence); `batches.part_of`
+/// — a large file is committed in parts, each a batch (`PartedBatch`), and a
+/// part after the first names the first's `batch_seq` here, so that a file
+/// still counts as one batch where people count them (the reports' 数据来源).
+const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
+    ("runs", "fire_time", "TEXT"),
+    ("runs", "slots", "INTEGER"),
+    ("batch_files", "parquet_rows", "INTEGER"),
+    ("batches", "part_of", "INTEGER"),
+];
+
+/// Turns the file to WAL. Two processes opening a new data directory at
+/// once (`serve` and a command on a fresh install) both try; the switch
+/// needs the file to itself and SQLite answers the second "database is
+/// locked" at once, without waiting, so the wait is here.
+fn use_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Ok(_) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Adds the [`ADDED_COLUMNS`] a state.db lacks. Looked at with a plain read
+/// first (every opening passes here, and the write lock can be a large
+/// file's commit away), then again inside the write lock: two processes
+/// opening an old store at once both saw the column missing and the second
+/// `ALTER TABLE` failed with "duplicate column name".
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let missing = |conn: &Connection| -> rusqlite::Result<Vec<(&str, &str, &str)>> {
+        let mut out = Vec::new();
+        for (table, column, ty) in ADDED_COLUMNS {
+            let mut has = conn.prepare_cached("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?;
+            if !has.exists(rusqlite::params![table, column])? {
+                out.push((table, column, ty));
+            }
+        }
+        Ok(out)
+    };
+    if missing(conn)?.is_empty() {
+        return Ok(());
+    }
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    for (table, column, ty) in missing(&tx)? {
+        tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
+    }
+    tx.commit()
 }
 
 /// `record_keys` as stores before the compact key tables wrote it, and as

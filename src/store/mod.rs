@@ -1668,4 +1668,29 @@ mod tests {
         let n: i64 = conn.query_row("SELECT COUNT(*) FROM record_keys", [], |r| r.get(0)).expect("count");
         assert_eq!(n, 2, "the old table is untouched");
     }
+
+    /// Several processes opening one new data directory at the same
+    /// instant (a `manyi collect` and `serve` on a fresh install) all get
+    /// the store: none fails with "database is locked" while another turns
+    /// the new file to WAL.
+    #[test]
+    fn a_new_store_opened_by_many_at_once_opens_for_all() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let opens: Vec<_> = (0..6)
+                .map(|_| {
+                    let (root, start) = (dir.path().to_path_buf(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        Store::open(&root).map(|_| ()).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            for open in opens {
+                let result = open.join().expect("thread");
+                assert!(result.is_ok(), "round {round}: {result:?}");
+            }
+        }
+    }
 }
