@@ -217,8 +217,19 @@ CREATE TABLE IF NOT EXISTS delivery_history (
 );
 ";
 
+/// How long a statement waits for another process's write lock before it
+/// fails with "database is locked". Short in the unit tests, so that a test
+/// can hold the lock longer than a writer waits without taking half a minute.
+pub(super) const WRITE_WAIT: std::time::Duration =
+    if cfg!(test) { std::time::Duration::from_secs(2) } else { std::time::Duration::from_secs(30) };
+
+/// Whether `e` is SQLite saying another connection holds the lock.
+pub(super) fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
 pub(super) fn init(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.busy_timeout(WRITE_WAIT)?;
     use_wal(conn)?;
     conn.execute_batch(SCHEMA)?;
     add_missing_columns(conn)?;
@@ -256,16 +267,11 @@ const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
 /// needs the file to itself and SQLite answers the second "database is
 /// locked" at once, without waiting, so the wait is here.
 fn use_wal(conn: &Connection) -> rusqlite::Result<()> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + WRITE_WAIT;
     loop {
         match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
             Ok(_) => return Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(10)),
             Err(e) => return Err(e),
         }
     }

@@ -128,7 +128,7 @@ impl Drop for RunLockGuard {
             let _ = t.join();
         }
         if let Ok(conn) = Connection::open(&self.db) {
-            let _ = conn.busy_timeout(Duration::from_secs(30));
+            let _ = conn.busy_timeout(super::catalog::WRITE_WAIT);
             let _ = conn.execute(
                 "DELETE FROM run_locks WHERE job = ?1 AND period = ?2 AND run_id = ?3",
                 params![self.job, self.period, self.run_id],
@@ -145,19 +145,38 @@ impl Store {
     /// Takes the lock of (`job`, `period`) for `run_id`, waiting while a live
     /// run holds it (`waiting` is called once, with the holder, when a wait
     /// begins). A dead holder's lock is taken over.
+    ///
+    /// A store busy with another process's commit is waited out too, however
+    /// long: taking the lock writes to state.db, and a collect holds its
+    /// write lock while it reads a large file — most of a minute for a
+    /// province's year in one file, longer than SQLite's wait — so a report
+    /// job fired meanwhile failed with "database is locked" instead of
+    /// starting a minute late. A commit ends or its process dies (which
+    /// frees the lock), so the wait ends.
     pub fn lock_run(&self, job: &str, period: &str, run_id: &str, waiting: &dyn Fn(&RunLockHolder)) -> Result<RunLockGuard, StoreError> {
         let host = this_host();
-        let mut told = false;
+        let (mut told, mut told_busy) = (false, false);
         loop {
-            match self.try_lock_run(job, period, run_id, &host)? {
-                Ok(took_over) => return Ok(self.start_heartbeat(job, period, run_id, took_over)),
-                Err(holder) => {
+            match self.try_lock_run(job, period, run_id, &host) {
+                Ok(Ok(took_over)) => return Ok(self.start_heartbeat(job, period, run_id, took_over)),
+                Ok(Err(holder)) => {
                     if !told {
                         waiting(&holder);
                         told = true;
                     }
                     std::thread::sleep(POLL_EVERY);
                 }
+                Err(StoreError::Sql(e)) if super::catalog::is_busy(&e) => {
+                    if !told_busy {
+                        tracing::warn!(
+                            job,
+                            period,
+                            "the data directory is busy with another process's commit (a large file being collected?); waiting for it"
+                        );
+                        told_busy = true;
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -247,5 +266,30 @@ mod tests {
         assert!(holder(u32::MAX - 7, &here, now, now.timestamp_millis()).is_dead(now.timestamp_millis(), &here), "no such process");
         assert!(holder(me, "elsewhere", now, minute_ago).is_dead(now.timestamp_millis(), &here), "another host, stale");
         assert!(!holder(me, "elsewhere", now, now.timestamp_millis() - 1_000).is_dead(now.timestamp_millis(), &here));
+    }
+
+    /// A report fired while a collect holds the store's write lock longer
+    /// than SQLite waits (a province's year in one file) starts when the
+    /// commit ends, instead of failing with "database is locked".
+    #[test]
+    fn a_run_lock_waits_out_a_commit_longer_than_sqlites_wait() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let hold = super::super::catalog::WRITE_WAIT * 2;
+        let (held, release) = (Arc::new(std::sync::Barrier::new(2)), dir.path().join("state.db"));
+        let held2 = held.clone();
+        let writer = std::thread::spawn(move || {
+            let conn = Connection::open(release).expect("open");
+            conn.execute_batch("BEGIN IMMEDIATE").expect("write lock");
+            held2.wait();
+            std::thread::sleep(hold);
+            conn.execute_batch("COMMIT").expect("commit");
+        });
+        held.wait();
+        let started = std::time::Instant::now();
+        let guard = store.lock_run("monthly", "2026-10", "run-1", &|_| panic!("no run holds it")).expect("waits, then locks");
+        assert!(started.elapsed() >= hold - Duration::from_millis(200), "it waited for the commit: {:?}", started.elapsed());
+        assert!(guard.took_over.is_none());
+        writer.join().expect("writer");
     }
 }
