@@ -176,8 +176,11 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
                         .map_err(|_| collect::CollectError::BadFile { file: file.name.clone(), reason: "the commit stopped".into() })
                 };
                 let now_local = now_utc.with_timezone(&cfg.tz).naive_local();
-                let item = land_and_parse(cfg, src, file, &batch_id, &landing, now_local, part_rows, &mut send_part)
-                    .map(|(fetched, parsed, landed)| Box::new(LandedFile { fetched, parsed, batch_id: batch_id.clone(), landing: landed }));
+                let item = land_and_parse(cfg, src, file, &batch_id, &landing, now_local, part_rows, &mut send_part).map(
+                    |(fetched, parsed, landed)| {
+                        Box::new(LandedFile { fetched, parsed, batch_id: batch_id.clone(), landing: landed, now: now_local })
+                    },
+                );
                 let failed = item.is_err();
                 if tx.send(FromReader::File(item)).is_err() || failed {
                     break;
@@ -216,7 +219,18 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
                 message = messages.next().ok_or_else(|| anyhow::anyhow!("the file reader stopped within a file"))?;
             };
             sum.files += 1;
-            let committed = ingest_file(src, &inbox, sum, *file?, batch, rejections)?;
+            let (mut file, mut holding) = (*file?, false);
+            let committed = loop {
+                match ingest_file(src, &inbox, sum, file, batch, rejections, !holding)? {
+                    Ingested::Done(committed) => break committed,
+                    Ingested::Again { file: landed, repeated } => {
+                        tracing::info!(source = %src.name, file = %landed.fetched.name, ids = repeated.len(),
+                            "ids come again in later parts of the file with other content: reading it again, each such id kept to its last occurrence");
+                        (file, batch, rejections) = reread_holding(cfg, src, store, landed, &repeated, part_rows)?;
+                        holding = true;
+                    }
+                }
+            };
             if committed {
                 super::publish::after_commit(cfg, store);
             }
@@ -314,6 +328,8 @@ struct LandedFile {
     parsed: ParseResult,
     batch_id: String,
     landing: PathBuf,
+    /// The collect time the file was parsed at (local), for reading it again alike.
+    now: chrono::NaiveDateTime,
 }
 
 /// What the file reader hands the committer: a large file's parts as they
@@ -362,13 +378,25 @@ fn ingest_file(
     file: LandedFile,
     batch: PartedBatch<'_>,
     rejections: Rejections,
-) -> Result<bool> {
-    let LandedFile { fetched, parsed, batch_id, landing } = file;
+    may_read_again: bool,
+) -> Result<Ingested> {
     crate::store::crash_point("after-land");
-    if let Ok(p) = &parsed {
-        sum.absorb(p);
+    // What the parse noticed (unknown words, notes), told once: a file read
+    // again tells it from its second reading.
+    let noticed = file.parsed.as_ref().ok().map(|p| (p.unrecognised.clone(), p.notes.clone()));
+    let LandedFile { fetched, parsed, batch_id, landing, now } = file;
+    let landed = Landed { fetched, batch_id, landing, now };
+    let outcome = commit_file(batch, rejections, src, &landed, parsed, may_read_again);
+    if let Some((unrecognised, notes)) = noticed
+        && !matches!(outcome, Err(FileFailure::Repeats(..)))
+    {
+        collect::merge_unrecognised(&mut sum.unrecognised, &unrecognised);
+        sum.notes.extend(notes);
     }
-    match commit_file(batch, rejections, src, &fetched, parsed, &batch_id, landing) {
+    if let Err(FileFailure::Repeats(repeated)) = outcome {
+        return Ok(Ingested::Again { file: landed, repeated });
+    }
+    match outcome {
         Ok(outcome) => {
             sum.fetched += outcome.rows_read;
             sum.add(&outcome.batch);
@@ -376,27 +404,150 @@ fn ingest_file(
             sum.quarantine_files.extend(outcome.quarantine_file);
             sum.over_quarantined.extend(outcome.over_quarantined);
             crate::store::crash_point("after-commit");
-            if collect::finish_file(inbox, &fetched, None)?.is_none() {
-                tracing::info!(source = %src.name, file = %fetched.name, "already archived by another collect of this inbox");
+            if collect::finish_file(inbox, &landed.fetched, None)?.is_none() {
+                tracing::info!(source = %src.name, file = %landed.fetched.name, "already archived by another collect of this inbox");
             }
-            return Ok(true);
+            return Ok(Ingested::Done(true));
         }
         Err(FileFailure::Held(reason)) => {
             // Left in the inbox: after the setting is fixed it is read again.
-            tracing::warn!(source = %src.name, file = %fetched.name, %reason, "file held");
+            tracing::warn!(source = %src.name, file = %landed.fetched.name, %reason, "file held");
             sum.held.push(reason);
         }
         Err(FileFailure::Rejected(reason)) => {
-            tracing::warn!(source = %src.name, file = %fetched.name, %reason, "file rejected");
+            tracing::warn!(source = %src.name, file = %landed.fetched.name, %reason, "file rejected");
             sum.rejected_files += 1;
-            sum.rejected_names.push(fetched.name.clone());
-            if collect::finish_file(inbox, &fetched, Some(&reason))?.is_none() {
-                tracing::info!(source = %src.name, file = %fetched.name, "already moved by another collect of this inbox");
+            sum.rejected_names.push(landed.fetched.name.clone());
+            if collect::finish_file(inbox, &landed.fetched, Some(&reason))?.is_none() {
+                tracing::info!(source = %src.name, file = %landed.fetched.name, "already moved by another collect of this inbox");
             }
         }
-        Err(FileFailure::Other(e)) => return Err(e.context(format!("file {}", fetched.path.display()))),
+        Err(FileFailure::Other(e)) => return Err(e.context(format!("file {}", landed.fetched.path.display()))),
+        // Returned above.
+        Err(FileFailure::Repeats(_)) => {}
     }
-    Ok(false)
+    Ok(Ingested::Done(false))
+}
+
+/// What [`ingest_file`] did with a file.
+enum Ingested {
+    /// Committed (`true`), or held or rejected (`false`).
+    Done(bool),
+    /// Nothing committed: ids came again in later parts with other content
+    /// (see [`PartedBatch::repeated_in_parts`]); read the file again
+    /// holding them ([`reread_holding`]).
+    Again { file: Landed, repeated: std::collections::BTreeSet<Box<str>> },
+}
+
+/// A landed file without what its parse gave: what reading it again needs.
+struct Landed {
+    fetched: Fetched,
+    batch_id: String,
+    landing: PathBuf,
+    now: chrono::NaiveDateTime,
+}
+
+/// Ids held to their last occurrence at most, when a file is read again
+/// ([`reread_holding`]): each waits in memory as a rating until the file's
+/// end. A file with more (its every row twice, with other content, far
+/// apart) is committed as first read, its repeats as shadowed versions.
+const HOLD_MAX: usize = 100_000;
+
+/// Reads a landed file again into a new batch, as [`land_and_parse`] read
+/// it but for the ids of `repeated`: their ratings are held back and go
+/// with the file's last part, where the last occurrence of each wins. So
+/// such an id is stored once, as in a file read whole, with the same
+/// counts, and the same file sent again is "unchanged" throughout.
+fn reread_holding<'s>(
+    cfg: &Config,
+    src: &SourceConfig,
+    store: &'s mut Store,
+    file: Landed,
+    repeated: &std::collections::BTreeSet<Box<str>>,
+    part_rows: usize,
+) -> Result<(LandedFile, PartedBatch<'s>, Rejections)> {
+    let mut batch = store.begin_batch(RecordKind::Ratings, &file.batch_id)?;
+    let mut rejections = Rejections::default();
+    let mut held = HeldRatings::new(repeated);
+    let mut failed = None;
+    let parsed = {
+        let mut sink = |part: collect::Part| {
+            let added = match part {
+                collect::Part::Ratings(ratings) => batch.add_ratings(&held.hold(ratings)).map(drop),
+                collect::Part::Rejected { headers, rows } => {
+                    rejections.add(&rows);
+                    batch.quarantine_rows(&src.name, &headers, &rows)
+                }
+            };
+            added.map_err(|e| {
+                failed = Some(e);
+                collect::CollectError::BadFile { file: file.fetched.name.clone(), reason: "the commit stopped".into() }
+            })
+        };
+        parse_landed(cfg, src, &file, part_rows, &mut sink)?
+    };
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let parsed = parsed.map(|mut p| {
+        p.ratings = held.hold(std::mem::take(&mut p.ratings));
+        p.ratings.extend(held.all());
+        p
+    });
+    let Landed { fetched, batch_id, landing, now } = file;
+    Ok((LandedFile { fetched, parsed, batch_id, landing, now }, batch, rejections))
+}
+
+/// The ratings of some ids held back while a file is read, every good
+/// occurrence in file order: committed together with the file's last part,
+/// the store keeps the last of each and counts the others unchanged, as it
+/// does for an id repeated within one part.
+struct HeldRatings<'a> {
+    ids: &'a std::collections::BTreeSet<Box<str>>,
+    kept: Vec<crate::model::Rating>,
+}
+
+impl<'a> HeldRatings<'a> {
+    fn new(ids: &'a std::collections::BTreeSet<Box<str>>) -> Self {
+        HeldRatings { ids, kept: Vec::new() }
+    }
+
+    /// `ratings` without the held ids, whose ratings are kept instead.
+    fn hold(&mut self, ratings: Vec<crate::model::Rating>) -> Vec<crate::model::Rating> {
+        let (kept, rest): (Vec<_>, Vec<_>) = ratings.into_iter().partition(|r| self.ids.contains(&r.rating_id));
+        self.kept.extend(kept);
+        rest
+    }
+
+    /// The held ratings.
+    fn all(self) -> Vec<crate::model::Rating> {
+        self.kept
+    }
+}
+
+/// Parses a file from its landed copy, as [`land_and_parse`] parsed it from
+/// the inbox: a large UTF-8 file as a stream, any other whole.
+fn parse_landed(
+    cfg: &Config,
+    src: &SourceConfig,
+    file: &Landed,
+    part_rows: usize,
+    part: &mut collect::PartSink<'_>,
+) -> Result<ParseResult> {
+    use std::io::BufRead;
+    let landed = &file.landing;
+    let size = std::fs::metadata(landed).with_context(|| format!("reading {}", landed.display()))?.len();
+    if src.kind == SourceKind::RatingFile && size > stream_bytes() {
+        let opened = std::fs::File::open(landed).with_context(|| format!("reading {}", landed.display()))?;
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, opened);
+        let head = reader.fill_buf().with_context(|| format!("reading {}", landed.display()))?;
+        if collect::looks_utf8(head) {
+            return Ok(collect::parse_rating_csv_stream(cfg, src, &file.fetched.name, reader, file.now, part_rows, part));
+        }
+    }
+    let bytes = std::fs::read(landed).with_context(|| format!("reading {}", landed.display()))?;
+    let whole = Fetched { bytes, ..file.fetched.clone() };
+    Ok(parse_payload(cfg, src, &whole, file.now, part_rows, part))
 }
 
 /// Lands an inbox file and parses it, handing a large file's parts to
@@ -598,6 +749,9 @@ fn commit_api_batch(
 enum FileFailure {
     Rejected(String),
     Held(String),
+    /// Ids came again in later parts with other content (see
+    /// [`Ingested::Again`]); the file as parsed, to be read again.
+    Repeats(std::collections::BTreeSet<Box<str>>),
     Other(anyhow::Error),
 }
 
@@ -649,11 +803,11 @@ fn commit_file(
     mut batch: PartedBatch<'_>,
     mut rejections: Rejections,
     src: &SourceConfig,
-    fetched: &Fetched,
+    landed: &Landed,
     parsed: ParseResult,
-    batch_id: &str,
-    landing: PathBuf,
+    may_read_again: bool,
 ) -> std::result::Result<FileOutcome, FileFailure> {
+    let fetched = &landed.fetched;
     let parsed = match parsed {
         Ok(p) => p,
         Err(collect::CollectError::BadFile { file, reason }) => return Err(FileFailure::Rejected(format!("{file}: {reason}"))),
@@ -665,6 +819,18 @@ fn commit_file(
     }
     rejections.add(&parsed.rejected);
     batch.quarantine_rows(&src.name, &parsed.headers, &parsed.rejected)?;
+    match record_kind(src) {
+        RecordKind::Ratings => batch.add_ratings(&parsed.ratings)?,
+        RecordKind::Responses => batch.add_responses(&src.name, &parsed.responses)?,
+    };
+    let repeated = batch.repeated_in_parts();
+    if may_read_again && !repeated.is_empty() {
+        if repeated.len() <= HOLD_MAX {
+            return Err(FileFailure::Repeats(repeated.clone()));
+        }
+        tracing::warn!(source = %src.name, file = %fetched.name, ids = repeated.len(),
+            "too many ids come again in later parts with other content to hold them: each is stored as a version of its own, the last counting");
+    }
     let quarantine = batch.close_quarantine()?;
     if let Some(q) = &quarantine {
         tracing::warn!(source = %src.name, file = %fetched.name, rows = rejections.rows, quarantine = %q.display(), "rows quarantined");
@@ -674,16 +840,12 @@ fn commit_file(
     let rows = parsed.rows_read.max(rejections.rows + parsed.ratings.len() + parsed.responses.len());
     let over = over_quarantined(&fetched.name, &rejections, rows, src.max_quarantine_share, quarantine.as_deref());
     let meta = BatchMeta {
-        batch_id: batch_id.into(),
+        batch_id: landed.batch_id.clone(),
         source: src.name.clone(),
-        landing: Some(landing),
+        landing: Some(landed.landing.clone()),
         quarantine: quarantine.clone(),
         quarantined: rejections.rows,
         watermark: None,
-    };
-    match record_kind(src) {
-        RecordKind::Ratings => batch.add_ratings(&parsed.ratings)?,
-        RecordKind::Responses => batch.add_responses(&src.name, &parsed.responses)?,
     };
     let batch = batch.finish(&meta)?;
     Ok(FileOutcome {

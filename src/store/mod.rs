@@ -37,7 +37,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use polars::prelude::*;
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -361,6 +361,7 @@ impl Store {
             first_seq,
             parts: Vec::new(),
             quarantine: None,
+            repeated: BTreeSet::new(),
         })
     }
 
@@ -739,6 +740,9 @@ pub struct PartedBatch<'s> {
     parts: Vec<Part>,
     /// The quarantine file, while rows are being added to it.
     quarantine: Option<QuarantineFile>,
+    /// Ids an earlier part wrote that a later part brought with other
+    /// content (see [`PartedBatch::repeated_in_parts`]).
+    repeated: BTreeSet<Box<str>>,
 }
 
 /// One part of a [`PartedBatch`], committed at its end.
@@ -783,6 +787,17 @@ impl PartedBatch<'_> {
     /// [`Store::quarantine`]): its path, or `None` when no row was rejected.
     pub fn close_quarantine(&mut self) -> Result<Option<PathBuf>, StoreError> {
         self.quarantine.take().map(QuarantineFile::close).transpose()
+    }
+
+    /// The ids that an earlier part of this batch wrote and a later part
+    /// brought again with other content: each is stored twice, the earlier
+    /// one a shadowed version. The figures are right, but the file sent
+    /// again stores both once more (the first occurrence differs from what
+    /// the last one stored), and its counts say "updated" for a file that
+    /// changed nothing. A caller that can read the payload again holding
+    /// these ids to their last occurrence drops this batch and does so.
+    pub fn repeated_in_parts(&self) -> &BTreeSet<Box<str>> {
+        &self.repeated
     }
 
     /// The batch id of part `k` (from 0): the batch's own, then `<id>-part2` ….
@@ -847,6 +862,9 @@ impl PartedBatch<'_> {
                 Some(stored) if stored.hash == hash.0 => out.unchanged += 1,
                 Some(stored) => {
                     out.updated += 1;
+                    if stored.last_batch >= self.first_seq {
+                        self.repeated.insert(r.key().1.into());
+                    }
                     let version = if stored.versions == 1 { Version::Second { first_batch: stored.last_batch } } else { Version::Later };
                     to_write.push(Pending { record: r, pos: i, hash, version });
                 }
