@@ -20,8 +20,8 @@ pub use http_api::{
     Ahead, ApiError, CATCH_UP, HAOCHAPING_FIELDS, HttpSource, Page, PageFault, ReadPage, Window, api_quarantine_headers,
     parse_haochaping_page, sign_haochaping,
 };
-pub use rating_file::{Part, PartSink, parse_rating_csv_stream, parse_rating_file, parse_rating_file_in_parts};
-pub use table::{Table, decode_text, looks_utf8, read_table};
+pub use rating_file::{Part, PartSink, parse_rating_csv_stream, parse_rating_file, parse_rating_file_in_parts, parse_rating_gbk_stream};
+pub use table::{GbkHead, Table, decode_text, looks_gbk, looks_utf8, read_table};
 pub use wjx_api::{WjxPage, fetch_wjx_page, parse_wjx_page, sign_wjx};
 pub use wjx_export::parse_wjx_export;
 

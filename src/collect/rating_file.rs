@@ -261,6 +261,37 @@ pub fn parse_rating_csv_stream<R: std::io::Read>(
     parse_rating_rows(cfg, source, file, &head, part_rows, now, part_rows, part, |each| csv.for_each_row(each))
 }
 
+/// [`parse_rating_csv_stream`] for a GBK CSV file, decoded as it is read
+/// ([`super::table::GbkDecoding`]): a file of any size, as a GBK export
+/// from Excel on a Chinese Windows may be. Its head is judged GBK by its
+/// caller first ([`super::table::looks_gbk`]); bytes further on that refuse
+/// the file (as they would refuse it read whole) refuse it here too, after
+/// its first parts were handed over.
+#[allow(clippy::too_many_arguments)]
+pub fn parse_rating_gbk_stream<R: std::io::Read>(
+    cfg: &Config,
+    source: &SourceConfig,
+    file: &str,
+    reader: R,
+    head: super::table::GbkHead,
+    now: NaiveDateTime,
+    part_rows: usize,
+    part: &mut PartSink<'_>,
+) -> Result<Parsed, CollectError> {
+    let (opened, verdict) = super::table::open_gbk_csv_stream(file, reader, head);
+    let refused = || verdict.reason().map(|reason| CollectError::BadFile { file: file.into(), reason });
+    let mut csv = match opened {
+        Ok(csv) => csv,
+        Err(e) => return Err(refused().unwrap_or(e)),
+    };
+    let table = Table { headers: csv.head.headers.clone(), rows: Vec::new(), encoding: csv.head.encoding };
+    let parsed = parse_rating_rows(cfg, source, file, &table, part_rows, now, part_rows, part, |each| csv.for_each_row(each));
+    match refused() {
+        Some(e) => Err(e),
+        None => parsed,
+    }
+}
+
 /// What one row of a rating table is handed to.
 type RowSink<'a> = dyn FnMut(usize, Row<'_>) -> Result<(), CollectError> + 'a;
 

@@ -254,7 +254,29 @@ pub fn looks_utf8(head: &[u8]) -> bool {
 
 /// Opens `reader`, a UTF-8 CSV file named `file`, and reads its header.
 pub fn open_csv_stream<R: std::io::Read>(file: &str, reader: R) -> Result<CsvStream<R>, CollectError> {
-    let mut rdr = csv_reader(BreakTracker::new(reader));
+    open_tracked_stream(file, BreakTracker::new(reader))
+}
+
+/// Opens `reader`, a GBK CSV file named `file` whose head [`looks_gbk`]
+/// judged, decoding it as it is read; the verdict says whether the file
+/// is refused after all, and overrides what was read of it.
+pub fn open_gbk_csv_stream<R: std::io::Read>(
+    file: &str,
+    reader: R,
+    head: GbkHead,
+) -> (Result<CsvStream<GbkDecoding<R>>, CollectError>, GbkVerdict) {
+    let (decoding, verdict) = GbkDecoding::new(reader, head);
+    // The decoder drops a BOM as `decode_checked`'s does; the text is
+    // taken as it comes, as a GBK file's decoded text is read whole.
+    let opened = open_tracked_stream(file, BreakTracker::after_bom(decoding)).map(|mut csv| {
+        csv.head.encoding = "GBK";
+        csv
+    });
+    (opened, verdict)
+}
+
+fn open_tracked_stream<R: std::io::Read>(file: &str, tracker: BreakTracker<R>) -> Result<CsvStream<R>, CollectError> {
+    let mut rdr = csv_reader(tracker);
     let bad = |reason: String| CollectError::BadFile { file: file.into(), reason };
     let headers = match rdr.byte_headers() {
         Ok(h) => h.clone(),
@@ -421,28 +443,43 @@ fn decode_checked<'a>(file: &str, bytes: &'a [u8]) -> Result<(Cow<'a, str>, &'st
         Ok(text) => return Ok((Cow::Borrowed(text), if bom > 0 { "UTF-8 (BOM)" } else { "UTF-8" })),
         Err(e) => e,
     };
-    let at = utf8.valid_up_to();
+    let place = utf8_break(bom, body, utf8.valid_up_to());
+    let bad = |reason: String| CollectError::BadFile { file: file.into(), reason };
+    if mostly_utf8(body) {
+        return Err(bad(broken_utf8(&place)));
+    }
+    let (text, _, gbk_errors) = encoding_rs::GB18030.decode(body);
+    if gbk_errors {
+        return Err(bad(neither_encoding(&place)));
+    }
+    Ok((Cow::Owned(text.into_owned()), "GBK"))
+}
+
+/// Where a text stops being UTF-8, `at` bytes into `body` (the file's bytes
+/// after a BOM of `bom` bytes), as [`decode_checked`]'s reasons name it.
+fn utf8_break(bom: usize, body: &[u8], at: usize) -> String {
     let line = body[..at].iter().filter(|&&b| b == b'\n').count() + 1;
     let offset = bom + at;
     // The bytes from there: a stray byte inside a character breaks the
     // sequence before it, so the culprit may be the second or third.
     let shown: Vec<String> = body[at..].iter().take(4).map(|b| format!("0x{b:02X}")).collect();
-    let place = format!("第{line}行、文件第{offset}字节（从0数起）起的字节 {} 处", shown.join(" "));
-    let bad = |reason: String| CollectError::BadFile { file: file.into(), reason };
-    if mostly_utf8(body) {
-        return Err(bad(format!(
-            "文件编码有误：已尝试UTF-8和GBK（GB18030）。文件基本是UTF-8文本，但{place}不是有效的UTF-8；按GBK读会把整个文件读成乱码。\
-             请检查该处内容（常见于复制粘贴或截断的文字），另存为UTF-8后重新放入收件箱"
-        )));
-    }
-    let (text, _, gbk_errors) = encoding_rs::GB18030.decode(body);
-    if gbk_errors {
-        return Err(bad(format!(
-            "文件既不是UTF-8也不是GBK文本：已尝试UTF-8（{place}无效）和GBK（GB18030，同样有无法解码的字节）。\
-             请确认放入的是CSV或xlsx文件，而不是其他格式或损坏的文件"
-        )));
-    }
-    Ok((Cow::Owned(text.into_owned()), "GBK"))
+    format!("第{line}行、文件第{offset}字节（从0数起）起的字节 {} 处", shown.join(" "))
+}
+
+/// Why UTF-8 text with broken bytes at `place` is refused.
+fn broken_utf8(place: &str) -> String {
+    format!(
+        "文件编码有误：已尝试UTF-8和GBK（GB18030）。文件基本是UTF-8文本，但{place}不是有效的UTF-8；按GBK读会把整个文件读成乱码。\
+         请检查该处内容（常见于复制粘贴或截断的文字），另存为UTF-8后重新放入收件箱"
+    )
+}
+
+/// Why bytes that are neither UTF-8 (from `place` on) nor GBK are refused.
+fn neither_encoding(place: &str) -> String {
+    format!(
+        "文件既不是UTF-8也不是GBK文本：已尝试UTF-8（{place}无效）和GBK（GB18030，同样有无法解码的字节）。\
+         请确认放入的是CSV或xlsx文件，而不是其他格式或损坏的文件"
+    )
 }
 
 /// Whether invalid UTF-8 is a few broken bytes in UTF-8 text rather than
@@ -451,12 +488,218 @@ fn decode_checked<'a>(file: &str, bytes: &'a [u8]) -> Result<(Cow<'a, str>, &'st
 /// characters outnumbering invalid sequences four to one does not happen in
 /// GBK beyond a handful of characters.
 fn mostly_utf8(body: &[u8]) -> bool {
-    let (mut multibyte, mut invalid) = (0usize, 0usize);
-    for chunk in body.utf8_chunks() {
-        multibyte += chunk.valid().chars().filter(|c| c.len_utf8() > 1).count();
-        invalid += usize::from(!chunk.invalid().is_empty());
+    let mut counts = Utf8Counts::default();
+    counts.add(body, true);
+    counts.mostly_utf8()
+}
+
+/// What [`mostly_utf8`] counts, over text that comes a piece at a time: the
+/// valid multi-byte characters and the invalid sequences, a character cut
+/// between two pieces carried to the next.
+#[derive(Debug, Default)]
+struct Utf8Counts {
+    multibyte: usize,
+    invalid: usize,
+    carry: Vec<u8>,
+}
+
+impl Utf8Counts {
+    /// Counts `piece`; `last` when nothing follows it (a cut character at
+    /// its end is then an invalid sequence, as `utf8_chunks` has it).
+    fn add(&mut self, piece: &[u8], last: bool) {
+        let joined;
+        let mut rest = if self.carry.is_empty() {
+            piece
+        } else {
+            joined = [std::mem::take(&mut self.carry).as_slice(), piece].concat();
+            joined.as_slice()
+        };
+        // A multi-byte character is its lead byte (0xC0 and up) in valid text.
+        let multibyte = |valid: &[u8]| valid.iter().filter(|&&b| b >= 0xC0).count();
+        while !rest.is_empty() {
+            match simdutf8::compat::from_utf8(rest) {
+                Ok(_) => {
+                    self.multibyte += multibyte(rest);
+                    break;
+                }
+                Err(e) => {
+                    self.multibyte += multibyte(&rest[..e.valid_up_to()]);
+                    match e.error_len() {
+                        Some(len) => {
+                            self.invalid += 1;
+                            rest = &rest[e.valid_up_to() + len..];
+                        }
+                        None if last => {
+                            self.invalid += 1;
+                            break;
+                        }
+                        None => {
+                            self.carry = rest[e.valid_up_to()..].to_vec();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
     }
-    multibyte >= 8 && multibyte >= 4 * invalid
+
+    fn mostly_utf8(&self) -> bool {
+        self.multibyte >= 8 && self.multibyte >= 4 * self.invalid
+    }
+}
+
+/// Whether `head`, the first bytes of a file, is GBK (GB18030) text that a
+/// [`GbkDecoding`] can read as a stream, as [`decode_checked`] would read
+/// the whole file: not UTF-8, not UTF-8 with a few broken bytes, and no
+/// byte GB18030 cannot decode (a character cut at the end allowed). Gives
+/// where the head stops being UTF-8, which the reasons for refusing the
+/// file name if its later bytes say otherwise.
+pub fn looks_gbk(head: &[u8]) -> Option<GbkHead> {
+    if is_xlsx(head) || looks_utf8(head) {
+        return None;
+    }
+    let bom = if head.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
+    let body = &head[bom..];
+    let at = std::str::from_utf8(body).err()?.valid_up_to();
+    let mut counts = Utf8Counts::default();
+    counts.add(body, false);
+    if counts.mostly_utf8() {
+        return None;
+    }
+    let mut decoder = encoding_rs::GB18030.new_decoder();
+    let mut text = String::with_capacity(decoder.max_utf8_buffer_length(body.len())?);
+    let (_, _, errors) = decoder.decode_to_string(body, &mut text, false);
+    (!errors).then(|| GbkHead { bom: bom > 0, place: utf8_break(bom, body, at) })
+}
+
+/// What [`looks_gbk`] found in a file's head.
+#[derive(Debug, Clone)]
+pub struct GbkHead {
+    bom: bool,
+    place: String,
+}
+
+/// A reader of GBK (GB18030) bytes that hands on their text as UTF-8, for a
+/// GBK CSV file too large to decode whole (a province's year exported from
+/// Excel on a Chinese Windows). It judges the file as [`decode_checked`]
+/// judges a whole one: bytes GB18030 cannot decode, or a file that turns
+/// out to be mostly UTF-8 after all, refuse it whole, for the same reason
+/// and in the same words. Such a verdict comes only as the bytes are read
+/// (the second at their end): the reader then ends its text, and the
+/// verdict ([`GbkVerdict`]) overrides whatever was made of the text.
+pub struct GbkDecoding<R> {
+    inner: R,
+    decoder: encoding_rs::Decoder,
+    skip_bom: bool,
+    raw: Vec<u8>,
+    text: String,
+    handed: usize,
+    done: bool,
+    counts: Utf8Counts,
+    place: String,
+    verdict: GbkVerdict,
+}
+
+/// Why a [`GbkDecoding`]'s file is refused, once it knows; shared with its
+/// reader's owner.
+#[derive(Debug, Clone, Default)]
+pub struct GbkVerdict(std::rc::Rc<std::cell::RefCell<Option<String>>>);
+
+impl GbkVerdict {
+    /// The reason the file is refused, if it is.
+    pub fn reason(&self) -> Option<String> {
+        self.0.borrow().clone()
+    }
+}
+
+impl<R: std::io::Read> GbkDecoding<R> {
+    /// Decodes `inner`, a file whose head [`looks_gbk`] judged, from its first byte.
+    pub fn new(inner: R, head: GbkHead) -> (Self, GbkVerdict) {
+        let verdict = GbkVerdict::default();
+        let reader = GbkDecoding {
+            inner,
+            decoder: encoding_rs::GB18030.new_decoder(),
+            skip_bom: head.bom,
+            raw: vec![0; 1 << 16],
+            text: String::new(),
+            handed: 0,
+            done: false,
+            counts: Utf8Counts::default(),
+            place: head.place,
+            verdict: verdict.clone(),
+        };
+        (reader, verdict)
+    }
+
+    /// Reads and decodes the next bytes into `text`; at the end of the
+    /// file, or at a verdict (with no text), marks the reader done.
+    fn refill(&mut self) -> std::io::Result<()> {
+        if self.skip_bom {
+            self.skip_bom = false;
+            let mut bom = [0u8; 3];
+            self.inner.read_exact(&mut bom)?;
+        }
+        let n = read_some(&mut self.inner, &mut self.raw)?;
+        let last = n == 0;
+        self.counts.add(&self.raw[..n], last);
+        self.text.clear();
+        self.handed = 0;
+        let room = self.decoder.max_utf8_buffer_length(n).unwrap_or(4 * n + 16);
+        self.text.reserve(room);
+        let (_, _, errors) = self.decoder.decode_to_string(&self.raw[..n], &mut self.text, last);
+        if errors {
+            // Which reason is decided by the whole file, as for one read
+            // whole: its remaining bytes are only counted.
+            loop {
+                let n = read_some(&mut self.inner, &mut self.raw)?;
+                self.counts.add(&self.raw[..n], n == 0);
+                if n == 0 {
+                    break;
+                }
+            }
+            let reason = if self.counts.mostly_utf8() { broken_utf8(&self.place) } else { neither_encoding(&self.place) };
+            self.refuse(reason);
+        } else if last {
+            self.done = true;
+            if self.counts.mostly_utf8() {
+                self.refuse(broken_utf8(&self.place));
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the text with the file refused for `reason`.
+    fn refuse(&mut self, reason: String) {
+        *self.verdict.0.borrow_mut() = Some(reason);
+        self.text.clear();
+        self.handed = 0;
+        self.done = true;
+    }
+}
+
+/// One read of `inner` into `buf`, retried when interrupted.
+fn read_some<R: std::io::Read>(inner: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match inner.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for GbkDecoding<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.handed == self.text.len() {
+            if self.done {
+                return Ok(0);
+            }
+            self.refill()?;
+        }
+        let k = (self.text.len() - self.handed).min(buf.len());
+        buf[..k].copy_from_slice(&self.text.as_bytes()[self.handed..self.handed + k]);
+        self.handed += k;
+        Ok(k)
+    }
 }
 
 /// UTF-8 (BOM stripped) if the bytes are valid UTF-8, else GB18030 (a superset of GBK).
@@ -602,6 +845,51 @@ mod tests {
         assert!(looks_utf8("办件编号,满意度\n".as_bytes()) && !looks_utf8(b"\xB0\xEC\xBC\xFE,x\n"));
         // A character cut by the end of the head still looks UTF-8; a ZIP (XLSX) does not.
         assert!(looks_utf8(&"办件".as_bytes()[..4]) && !looks_utf8(b"PK\x03\x04\x14\x00"));
+
+        // GBK, decoded as it is read: the rows, lines and encoding of the
+        // text decoded whole, and the same refusals in the same words.
+        fn gbk_stream(bytes: &[u8], head: usize, step: usize) -> Read {
+            let judged = looks_gbk(&bytes[..head]).ok_or("the head does not look GBK")?;
+            let (opened, verdict) = open_gbk_csv_stream("x.csv", Trickle { bytes, step }, judged);
+            let read_rows = opened.map_err(|e| e.to_string()).and_then(|mut csv| {
+                let head = Table { headers: csv.head.headers.clone(), rows: Vec::new(), encoding: csv.head.encoding };
+                read(&head, |each| csv.for_each_row(each))
+            });
+            match verdict.reason() {
+                Some(reason) => Err(CollectError::BadFile { file: "x.csv".into(), reason }.to_string()),
+                None => read_rows,
+            }
+        }
+        for text in texts {
+            // ASCII is the same bytes in GBK: read as UTF-8.
+            let Some(text) = std::str::from_utf8(text).ok().filter(|t| !t.trim_start_matches('\u{feff}').is_ascii()) else { continue };
+            let bytes = encoding_rs::GBK.encode(text.trim_start_matches('\u{feff}')).0.into_owned();
+            let want = whole(&bytes);
+            assert_eq!(want.as_ref().map(|w| w.1), want.as_ref().map(|_| "GBK"), "{text}");
+            for step in [1, 2, 3, 7, 64, 1 << 20] {
+                assert_eq!(gbk_stream(&bytes, bytes.len(), step), want, "step {step}: {text}");
+            }
+        }
+        let gbk = |t: &str| encoding_rs::GBK.encode(t).0.into_owned();
+        let head = gbk("办件编号,文字评价\nA1,很好\n");
+        // A byte GB18030 cannot decode on line 4, far from the head.
+        let broken = [head.clone(), gbk("A2,好\n"), b"A3,\xFF\xFF\n".to_vec()].concat();
+        // A GBK head, then UTF-8 text (two exports pasted together).
+        let pasted = [head.clone(), "A2,非常满意，办事很快，工作人员热情周到\nA3,满意\n".repeat(8).into_bytes()].concat();
+        for bytes in [&broken, &pasted] {
+            let want = whole(bytes);
+            assert!(want.is_err(), "{want:?}");
+            for step in [1, 5, 64] {
+                assert_eq!(gbk_stream(bytes, head.len(), step), want, "step {step}");
+            }
+        }
+        assert!(whole(&pasted).expect_err("refused").contains("文件基本是UTF-8文本"));
+        assert!(whole(&broken).expect_err("refused").contains("既不是UTF-8也不是GBK"));
+        // UTF-8 heads, XLSX and text with few broken bytes are not read as GBK.
+        assert!(looks_gbk("办件编号,满意度\n".as_bytes()).is_none() && looks_gbk(b"PK\x03\x04\x14\x00").is_none());
+        assert!(looks_gbk(&["办件编号,满意度,很好很好很好\n".as_bytes(), b"\xFF"].concat()).is_none());
+        // A GBK character cut by the end of the head still looks GBK.
+        assert!(looks_gbk(&head[..head.len() - 3]).is_some() && looks_gbk(&gbk("办件")[..3]).is_some());
     }
 
     #[test]

@@ -534,16 +534,13 @@ fn parse_landed(
     part_rows: usize,
     part: &mut collect::PartSink<'_>,
 ) -> Result<ParseResult> {
-    use std::io::BufRead;
     let landed = &file.landing;
     let size = std::fs::metadata(landed).with_context(|| format!("reading {}", landed.display()))?.len();
-    if src.kind == SourceKind::RatingFile && size > stream_bytes() {
-        let opened = std::fs::File::open(landed).with_context(|| format!("reading {}", landed.display()))?;
-        let mut reader = std::io::BufReader::with_capacity(1 << 20, opened);
-        let head = reader.fill_buf().with_context(|| format!("reading {}", landed.display()))?;
-        if collect::looks_utf8(head) {
-            return Ok(collect::parse_rating_csv_stream(cfg, src, &file.fetched.name, reader, file.now, part_rows, part));
-        }
+    if src.kind == SourceKind::RatingFile
+        && size > stream_bytes()
+        && let Some(parsed) = parse_as_stream(cfg, src, &file.fetched.name, landed, file.now, part_rows, part)?
+    {
+        return Ok(parsed);
     }
     let bytes = std::fs::read(landed).with_context(|| format!("reading {}", landed.display()))?;
     let whole = Fetched { bytes, ..file.fetched.clone() };
@@ -555,12 +552,12 @@ fn parse_landed(
 /// province's monthly file is some 100 MB, and it waits through the commit
 /// while the next file is read beside it), what parsed and the landed copy.
 ///
-/// A rating file larger than [`stream_bytes`] whose first megabyte is UTF-8
-/// CSV is never read into memory: it is landed by a copy in the kernel and
-/// read from the landed copy as a stream, so that a file of any size (a
-/// province's year in one export: tens of millions of rows, gigabytes)
-/// costs the memory of a part. Any other file is read whole, landed from
-/// its bytes and parsed from them; GBK text has to be decoded whole.
+/// A rating file larger than [`stream_bytes`] whose first megabyte is CSV
+/// in UTF-8 or GBK is never read into memory: it is landed by a copy in the
+/// kernel and read from the landed copy as a stream (GBK decoded as it is
+/// read), so that a file of any size (a province's year in one export:
+/// tens of millions of rows, gigabytes) costs the memory of a part. Any
+/// other file is read whole, landed from its bytes and parsed from them.
 #[allow(clippy::too_many_arguments)]
 fn land_and_parse(
     cfg: &Config,
@@ -572,18 +569,12 @@ fn land_and_parse(
     part_rows: usize,
     part: &mut collect::PartSink<'_>,
 ) -> Result<(Fetched, ParseResult, PathBuf)> {
-    use std::io::BufRead;
     let size = std::fs::metadata(&file.path).with_context(|| format!("reading {}", file.path.display()))?.len();
     if src.kind == SourceKind::RatingFile && size > stream_bytes() {
         let landed = landing.put_copy(batch_id, &file.ext, &file.path)?;
         landing.sync();
-        let opened = std::fs::File::open(&landed).with_context(|| format!("reading {}", landed.display()))?;
-        let mut reader = std::io::BufReader::with_capacity(1 << 20, opened);
-        let head = reader.fill_buf().with_context(|| format!("reading {}", landed.display()))?;
         let fetched = Fetched { path: file.path.clone(), name: file.name.clone(), ext: file.ext.clone(), bytes: Vec::new() };
-        if collect::looks_utf8(head) {
-            tracing::info!(source = %src.name, file = %file.name, bytes = size, "large UTF-8 file: read as a stream");
-            let parsed = collect::parse_rating_csv_stream(cfg, src, &file.name, reader, now_local, part_rows, part);
+        if let Some(parsed) = parse_as_stream(cfg, src, &file.name, &landed, now_local, part_rows, part)? {
             return Ok((fetched, parsed, landed));
         }
         let bytes = std::fs::read(&landed).with_context(|| format!("reading {}", landed.display()))?;
@@ -596,6 +587,33 @@ fn land_and_parse(
     let parsed = parse_payload(cfg, src, &fetched, now_local, part_rows, part);
     fetched.bytes = Vec::new();
     Ok((fetched, parsed, landed))
+}
+
+/// Parses the landed copy `landed` of a large rating file as a stream, if
+/// its first megabyte is CSV text in UTF-8 or GBK; `None` for any other
+/// file (an XLSX, text that is neither), which is read whole.
+fn parse_as_stream(
+    cfg: &Config,
+    src: &SourceConfig,
+    name: &str,
+    landed: &std::path::Path,
+    now_local: chrono::NaiveDateTime,
+    part_rows: usize,
+    part: &mut collect::PartSink<'_>,
+) -> Result<Option<ParseResult>> {
+    use std::io::BufRead;
+    let opened = std::fs::File::open(landed).with_context(|| format!("reading {}", landed.display()))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, opened);
+    let head = reader.fill_buf().with_context(|| format!("reading {}", landed.display()))?;
+    if collect::looks_utf8(head) {
+        tracing::info!(source = %src.name, file = %name, "large UTF-8 file: read as a stream");
+        return Ok(Some(collect::parse_rating_csv_stream(cfg, src, name, reader, now_local, part_rows, part)));
+    }
+    if let Some(gbk) = collect::looks_gbk(head) {
+        tracing::info!(source = %src.name, file = %name, "large GBK file: decoded as it is read");
+        return Ok(Some(collect::parse_rating_gbk_stream(cfg, src, name, reader, gbk, now_local, part_rows, part)));
+    }
+    Ok(None)
 }
 
 /// The size from which a UTF-8 rating file is read as a stream (see

@@ -651,13 +651,16 @@ fn a_file_committed_in_parts_reads_back_as_the_file_committed_whole() {
         }
         wb.save_to_buffer().expect("xlsx")
     };
-    // The last form is the UTF-8 file read as a stream, as a file too large
-    // to read whole is (`MANYI_STREAM_BYTES`, 64 MiB unless set).
-    let forms: [(&str, Vec<u8>, &str); 4] = [
+    // A CSV file is read whole, then as a stream, as a file too large to
+    // read whole is (`MANYI_STREAM_BYTES`, 64 MiB unless set): UTF-8 read
+    // as it is, GBK decoded as it is read.
+    let gbk = encoding_rs::GBK.encode(&csv).0.into_owned();
+    let forms: [(&str, Vec<u8>, &str); 5] = [
         ("drop.csv", csv.as_bytes().to_vec(), "67108864"),
-        ("drop-gbk.csv", encoding_rs::GBK.encode(&csv).0.into_owned(), "0"),
+        ("drop-gbk.csv", gbk.clone(), "67108864"),
         ("drop.xlsx", xlsx, "0"),
         ("drop.csv", csv.as_bytes().to_vec(), "0"),
+        ("drop-gbk.csv", gbk, "0"),
     ];
     let mut seen = Vec::new();
     for (name, bytes, stream) in &forms {
@@ -667,8 +670,12 @@ fn a_file_committed_in_parts_reads_back_as_the_file_committed_whole() {
             std::fs::write(d.dir.join("inbox/ratings").join(name), bytes).expect("write the file");
             let mut env: Vec<(&str, &str)> = part.iter().map(|p| ("MANYI_PART_ROWS", *p)).collect();
             env.push(("MANYI_STREAM_BYTES", stream));
+            env.push(("MANYI_LOG", "info"));
             let out = manyi_env(&d, &["collect", "office-drop"], &env);
             assert!(out.status.success(), "{name} {part:?}: {}", String::from_utf8_lossy(&out.stderr));
+            let streamed = ["large UTF-8 file", "large GBK file"].map(|m| String::from_utf8_lossy(&out.stderr).contains(m));
+            let csv_stream = *stream == "0" && name.ends_with(".csv");
+            assert_eq!(streamed, [csv_stream && !name.contains("gbk"), csv_stream && name.contains("gbk")], "{name} {stream}");
             let batches = d.count("SELECT COUNT(*) FROM batches");
             // 22 good ratings: one batch whole, five parts of at most five.
             assert_eq!(batches, if part.is_some() { 5 } else { 1 }, "{name} {part:?}");
