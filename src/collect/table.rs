@@ -386,10 +386,10 @@ impl<R: std::io::Read> std::io::Read for BreakTracker<R> {
             self.pending.drain(..k);
             k
         };
-        for (i, &b) in buf[..n].iter().enumerate() {
-            if b == b'\n' || b == b'\r' {
-                self.breaks.push_back((self.at + i as u64, b == b'\n'));
-            }
+        // memchr's vector search: a byte-by-byte look at every byte of a
+        // province's monthly file was 4 % of an ingest's CPU.
+        for i in memchr::memchr2_iter(b'\n', b'\r', &buf[..n]) {
+            self.breaks.push_back((self.at + i as u64, buf[i] == b'\n'));
         }
         self.at += n as u64;
         Ok(n)
