@@ -452,7 +452,96 @@ fn decode_checked<'a>(file: &str, bytes: &'a [u8]) -> Result<(Cow<'a, str>, &'st
     if gbk_errors {
         return Err(bad(neither_encoding(&place)));
     }
+    let mut pasted = PastedUtf8::default();
+    pasted.add(body, true);
+    if let Some(line) = pasted.found {
+        return Err(bad(mixed_encoding(line)));
+    }
     Ok((Cow::Owned(text.into_owned()), "GBK"))
+}
+
+/// Why a GBK file with UTF-8 text from `line` on is refused.
+fn mixed_encoding(line: usize) -> String {
+    format!(
+        "文件混有两种编码：文件按GBK读取，但第{line}行是UTF-8文本（常见于把不同系统的导出文件拼接在一起）；按GBK读会把这些行读成乱码并存入。\
+         请把文件统一另存为UTF-8后重新放入收件箱"
+    )
+}
+
+/// The least multi-byte characters a line of a GBK file must hold, the
+/// whole line valid UTF-8, to be taken for UTF-8 text pasted into it: a
+/// line of GBK text forms valid UTF-8 for roughly one character in seven
+/// (see [`mostly_utf8`]), so sixteen in a row is about one line in 10¹⁴,
+/// while a UTF-8 export's header alone has some fifty.
+const PASTED_UTF8_CHARS: usize = 16;
+
+/// Lines longer than this are not judged (a stream holds the line it has
+/// not finished; none of a real export comes near).
+const PASTED_LINE_MAX: usize = 1 << 20;
+
+/// Looks, line by line, for UTF-8 text in a file decoded as GBK: two
+/// exports pasted together, one saved by Excel (GBK), one by the platform
+/// (UTF-8). GB18030 decodes most UTF-8 bytes without an error, into
+/// mojibake, which neither the decoding nor [`mostly_utf8`] catches when
+/// the UTF-8 part is the smaller.
+#[derive(Debug, Default)]
+struct PastedUtf8 {
+    /// Lines ended so far.
+    lines: usize,
+    /// The unfinished line's bytes from earlier pieces.
+    partial: Vec<u8>,
+    /// The unfinished line is too long to judge.
+    overlong: bool,
+    /// The first UTF-8 line (1-based).
+    found: Option<usize>,
+}
+
+impl PastedUtf8 {
+    /// Looks at `piece`, the next bytes; `last` when nothing follows.
+    fn add(&mut self, piece: &[u8], last: bool) {
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', piece) {
+            if self.found.is_some() {
+                return;
+            }
+            if !self.overlong {
+                if self.partial.is_empty() {
+                    self.judge(&piece[start..end]);
+                } else {
+                    let mut line = std::mem::take(&mut self.partial);
+                    line.extend_from_slice(&piece[start..end]);
+                    self.judge(&line);
+                }
+            }
+            self.lines += 1;
+            self.partial.clear();
+            self.overlong = false;
+            start = end + 1;
+        }
+        let tail = &piece[start..];
+        if !self.overlong && self.found.is_none() {
+            if self.partial.len() + tail.len() > PASTED_LINE_MAX {
+                self.overlong = true;
+                self.partial = Vec::new();
+            } else if last {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(tail);
+                self.judge(&line);
+            } else {
+                self.partial.extend_from_slice(tail);
+            }
+        }
+    }
+
+    fn judge(&mut self, line: &[u8]) {
+        if self.found.is_none()
+            && line.len() <= PASTED_LINE_MAX
+            && line.iter().filter(|&&b| b >= 0xC0).count() >= PASTED_UTF8_CHARS
+            && simdutf8::basic::from_utf8(line).is_ok()
+        {
+            self.found = Some(self.lines + 1);
+        }
+    }
 }
 
 /// Where a text stops being UTF-8, `at` bytes into `body` (the file's bytes
@@ -596,6 +685,7 @@ pub struct GbkDecoding<R> {
     handed: usize,
     done: bool,
     counts: Utf8Counts,
+    pasted: PastedUtf8,
     place: String,
     verdict: GbkVerdict,
 }
@@ -625,6 +715,7 @@ impl<R: std::io::Read> GbkDecoding<R> {
             handed: 0,
             done: false,
             counts: Utf8Counts::default(),
+            pasted: PastedUtf8::default(),
             place: head.place,
             verdict: verdict.clone(),
         };
@@ -642,6 +733,7 @@ impl<R: std::io::Read> GbkDecoding<R> {
         let n = read_some(&mut self.inner, &mut self.raw)?;
         let last = n == 0;
         self.counts.add(&self.raw[..n], last);
+        self.pasted.add(&self.raw[..n], last);
         self.text.clear();
         self.handed = 0;
         let room = self.decoder.max_utf8_buffer_length(n).unwrap_or(4 * n + 16);
@@ -663,6 +755,8 @@ impl<R: std::io::Read> GbkDecoding<R> {
             self.done = true;
             if self.counts.mostly_utf8() {
                 self.refuse(broken_utf8(&self.place));
+            } else if let Some(line) = self.pasted.found {
+                self.refuse(mixed_encoding(line));
             }
         }
         Ok(())
@@ -884,6 +978,18 @@ mod tests {
             }
         }
         assert!(whole(&pasted).expect_err("refused").contains("文件基本是UTF-8文本"));
+        // A smaller UTF-8 part, which GB18030 decodes without an error into
+        // mojibake: refused by its first line of UTF-8 text, line 3; a long
+        // line of GBK text is not taken for UTF-8.
+        let gbk_line = gbk("A0,非常满意，窗口工作人员耐心细致，材料一次说清，当天就办好了，给你们点赞\n");
+        let short = [head.clone(), gbk_line.clone(), "A2,非常满意，办事很快，工作人员热情周到\nA3,满意\n".as_bytes().to_vec()].concat();
+        let want = whole(&short);
+        assert!(want.as_ref().expect_err("refused").contains("第4行是UTF-8文本"), "{want:?}");
+        for step in [1, 5, 64, 1 << 20] {
+            assert_eq!(gbk_stream(&short, head.len(), step), want, "step {step}");
+        }
+        let fine = [head.clone(), gbk_line].concat();
+        assert!(whole(&fine).is_ok_and(|w| w.1 == "GBK" && w.2.len() == 2));
         assert!(whole(&broken).expect_err("refused").contains("既不是UTF-8也不是GBK"));
         // UTF-8 heads, XLSX and text with few broken bytes are not read as GBK.
         assert!(looks_gbk("办件编号,满意度\n".as_bytes()).is_none() && looks_gbk(b"PK\x03\x04\x14\x00").is_none());
