@@ -31,7 +31,17 @@ const CSP_REPORT: &str = "default-src 'none'; style-src 'self' 'unsafe-inline'; 
 pub struct State {
     cfg: Arc<Config>,
     keys: Keys,
+    /// For the pages' reads. A read never waits for another process's
+    /// write lock (WAL), so nothing that writes may hold this connection:
+    /// a collect holds the store's write lock while it reads a large file
+    /// (most of a minute for a province's year in one file), and a page
+    /// view's audit line waiting for it here held up every page of the
+    /// site, each request behind the lock of this one connection.
     store: Mutex<Store>,
+    /// For the site's writes: sign-in, sign-out and the audit trail, each
+    /// done on tokio's blocking threads, so that a write waiting for the
+    /// store's write lock holds up neither the pages nor the runtime.
+    writer: Arc<Mutex<Store>>,
     tera: tera::Tera,
     session_hours: u32,
     secure: bool,
@@ -63,9 +73,10 @@ impl State {
         tera.add_raw_template("site.html", PAGE)?;
         tera.add_raw_template("nav.html", NAV)?;
         let store = Mutex::new(Store::open(&cfg.data_dir)?);
+        let writer = Arc::new(Mutex::new(Store::open(&cfg.data_dir)?));
         let keys = Keys::from_env(&sc.secret_env);
         let hashing = tokio::sync::Semaphore::new(2);
-        Ok(Arc::new(State { cfg, keys, store, tera, session_hours: sc.session_hours, secure: sc.secure_cookies, hashing }))
+        Ok(Arc::new(State { cfg, keys, store, writer, tera, session_hours: sc.session_hours, secure: sc.secure_cookies, hashing }))
     }
 
     /// Runs `f` on the store; a poisoned lock or a store error is logged and
@@ -75,8 +86,35 @@ impl State {
         f(&guard).map_err(|e| tracing::error!(error = %e, "the site could not read state.db")).ok()
     }
 
+    /// Runs `f` on the writing connection; for code on a blocking thread
+    /// (it may wait for the store's write lock).
+    fn with_writer<T>(&self, f: impl FnOnce(&Store) -> Result<T, crate::store::StoreError>) -> Option<T> {
+        let guard = self.writer.lock().ok()?;
+        f(&guard).map_err(|e| tracing::error!(error = %e, "the site could not write state.db")).ok()
+    }
+
+    /// Adds a line to the audit trail, at this instant, without waiting
+    /// for it to be written (see `writer`). The runtime finishes the write
+    /// before it shuts down.
     fn audit(&self, user: &str, action: &str, target: &str, outcome: &str) {
-        let _ = self.with_store(|s| s.audit(user, action, target, outcome));
+        let writer = Arc::clone(&self.writer);
+        let (at, user, action, target, outcome) =
+            (Utc::now(), user.to_string(), action.to_string(), target.to_string(), outcome.to_string());
+        tokio::task::spawn_blocking(move || {
+            let Ok(store) = writer.lock() else { return };
+            // Tried until written: a line of the trail is not dropped
+            // because a large file was being committed at the time.
+            loop {
+                match store.audit_at(at, &user, &action, &target, &outcome) {
+                    Ok(()) => return,
+                    Err(e) if e.is_busy() => continue,
+                    Err(e) => {
+                        tracing::error!(error = %e, action, "an audit line could not be written to state.db");
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     fn cookie(&self, name: &str, value: &str, max_age: i64) -> HeaderValue {
@@ -210,13 +248,13 @@ fn sign_in(st: &State, name: &str, password: &str) -> Option<SignIn> {
         return Some(SignIn::Locked);
     }
     if !auth::verify_password(password, &user.hash) {
-        let locked = st.with_store(|s| s.sign_in_failed(name, LOCK_AFTER))?;
+        let locked = st.with_writer(|s| s.sign_in_failed(name, LOCK_AFTER))?;
         st.audit(name, "sign-in", "", if locked { "wrong-password-locked" } else { "wrong-password" });
         return Some(if locked { SignIn::Locked } else { SignIn::Wrong });
     }
     let token = auth::random_token();
     let expires = Utc::now().timestamp_millis() + i64::from(st.session_hours) * 3_600_000;
-    st.with_store(|s| {
+    st.with_writer(|s| {
         s.sign_in_ok(name)?;
         s.create_session(&auth::token_hash(&token), name, &auth::random_token(), expires)
     })?;
@@ -269,7 +307,10 @@ async fn logout(Ext(st): Ext<Arc<State>>, headers: HeaderMap, Form(form): Form<H
         tracing::warn!("a sign-out form without a valid CSRF token was refused");
         return message(&st, StatusCode::FORBIDDEN, Some(&s), "页面已过期或来源不明，请刷新后再试。");
     }
-    let _ = st.with_store(|store| store.end_session(&s.token_hash));
+    // Ended before the answer, on a blocking thread: the token must not
+    // outlive the sign-out.
+    let (worker, token_hash) = (Arc::clone(&st), s.token_hash.clone());
+    let _ = tokio::task::spawn_blocking(move || worker.with_writer(|store| store.end_session(&token_hash))).await;
     st.audit(&s.user.name, "sign-out", "", "ok");
     let mut resp = redirect("/login");
     resp.headers_mut().insert(header::SET_COOKIE, st.cookie(SESSION_COOKIE, "", 0));

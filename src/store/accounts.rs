@@ -7,7 +7,7 @@
 //! so a copy of state.db gives neither a password nor a live session.
 
 use super::{Store, StoreError};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 const SCHEMA: &str = "
@@ -192,9 +192,14 @@ impl Store {
 
     /// Adds a line to the audit trail.
     pub fn audit(&self, user: &str, action: &str, target: &str, outcome: &str) -> Result<(), StoreError> {
+        self.audit_at(Utc::now(), user, action, target, outcome)
+    }
+
+    /// Adds a line to the audit trail for something done at `at`.
+    pub fn audit_at(&self, at: DateTime<Utc>, user: &str, action: &str, target: &str, outcome: &str) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO audit (at, user, action, target, outcome) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![Utc::now().to_rfc3339(), user, action, target, outcome],
+            params![at.to_rfc3339(), user, action, target, outcome],
         )?;
         Ok(())
     }

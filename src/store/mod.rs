@@ -1216,6 +1216,14 @@ pub struct SourceProvenance {
     pub last_commit: String,
 }
 
+impl StoreError {
+    /// Whether this is SQLite saying another process holds the store's
+    /// write lock (after waiting for it): the same write may succeed later.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, StoreError::Sql(e) if catalog::is_busy(e))
+    }
+}
+
 /// Describes a batch being committed.
 #[derive(Debug, Clone)]
 pub struct BatchMeta {

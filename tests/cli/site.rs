@@ -363,6 +363,45 @@ fn audit_rows_are_written(s: &Served) {
     );
 }
 
+#[test]
+fn the_site_answers_while_a_collect_holds_the_write_lock() {
+    // A collect holds the store's write lock while it reads a large file
+    // (most of a minute for a province's year in one file). A report view
+    // writes its audit line: that line waited for the lock on the site's
+    // one connection, and every page of the site waited behind it, then the
+    // line was dropped after 30 s. Now pages answer at once and the line is
+    // written when the lock goes.
+    let s = serve_site();
+    let c = client();
+    let (user, _, _, password) = USERS[2];
+    let cookie = sign_in(&c, &s.base, user, password);
+    let (code, list) = get(&c, &format!("{}/reports", s.base), &cookie);
+    assert_eq!(code, 200);
+    let report = hrefs(&list).into_iter().find(|h| h.starts_with("/r/") && h.ends_with(".html")).expect("a report in the list");
+    let views = |db: &rusqlite::Connection| -> i64 {
+        db.query_row("SELECT COUNT(*) FROM audit WHERE action = 'view' AND target LIKE ?1", [format!("%{}", &report[3..])], |r| r.get(0))
+            .expect("audit")
+    };
+    // Audit lines are written off the request: the sign-in's first.
+    std::thread::sleep(Duration::from_millis(500));
+    let lock = rusqlite::Connection::open(s.d.dir.join("data/state.db")).expect("state.db");
+    lock.execute_batch("BEGIN IMMEDIATE").expect("the write lock");
+    let before = views(&lock);
+    for _ in 0..3 {
+        let (code, html) = get(&c, &format!("{}{report}", s.base), &cookie);
+        assert_eq!(code, 200, "{html}");
+        let (code, _) = get(&c, &format!("{}/reports", s.base), &cookie);
+        assert_eq!(code, 200);
+    }
+    assert_eq!(views(&lock), before, "nothing written while the lock is held");
+    lock.execute_batch("ROLLBACK").expect("release");
+    let written = Instant::now() + Duration::from_secs(60);
+    while views(&lock) < before + 3 {
+        assert!(Instant::now() < written, "the views' audit lines were not written after the lock went");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `manyi check` refuses a wrong `[site]` (unknown key, bad address, session
 /// length); `manyi users` refuses an office account without a known office,
 /// a short password, a second account of one name.
