@@ -73,7 +73,9 @@ impl State {
         tera.add_raw_template("site.html", PAGE)?;
         tera.add_raw_template("nav.html", NAV)?;
         let store = Mutex::new(Store::open(&cfg.data_dir)?);
-        let writer = Arc::new(Mutex::new(Store::open(&cfg.data_dir)?));
+        let writer = Store::open(&cfg.data_dir)?;
+        writer.set_write_wait(std::time::Duration::from_secs(30))?;
+        let writer = Arc::new(Mutex::new(writer));
         let keys = Keys::from_env(&sc.secret_env);
         let hashing = tokio::sync::Semaphore::new(2);
         Ok(Arc::new(State { cfg, keys, store, writer, tera, session_hours: sc.session_hours, secure: sc.secure_cookies, hashing }))

@@ -218,10 +218,17 @@ CREATE TABLE IF NOT EXISTS delivery_history (
 ";
 
 /// How long a statement waits for another process's write lock before it
-/// fails with "database is locked". Short in the unit tests, so that a test
-/// can hold the lock longer than a writer waits without taking half a minute.
+/// fails with "database is locked": ten minutes. A collect holds the lock
+/// while it reads a large file, most of a minute for a province's year in
+/// one file, and a report delivering meanwhile (its delivery records), the
+/// intake's committer or a second collect must wait that out, not fail at
+/// SQLite's customary 30 s. A holder that died freed the lock with its
+/// process; only a hung one makes the others wait this long, and then fail.
+/// The site's writes wait less ([`super::Store::set_write_wait`]). Short in
+/// the unit tests, so that a test can hold the lock longer than a writer
+/// waits.
 pub(super) const WRITE_WAIT: std::time::Duration =
-    if cfg!(test) { std::time::Duration::from_secs(2) } else { std::time::Duration::from_secs(30) };
+    if cfg!(test) { std::time::Duration::from_secs(2) } else { std::time::Duration::from_secs(600) };
 
 /// Whether `e` is SQLite saying another connection holds the lock.
 pub(super) fn is_busy(e: &rusqlite::Error) -> bool {

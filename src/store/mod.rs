@@ -300,6 +300,13 @@ impl Store {
         Ok(Store { root: root.to_path_buf(), conn })
     }
 
+    /// How long this connection's statements wait for another process's
+    /// write lock before they fail (ten minutes unless set): the site's
+    /// sign-in waits half a minute, then tells the user to try again.
+    pub fn set_write_wait(&self, wait: std::time::Duration) -> Result<(), StoreError> {
+        Ok(self.conn.busy_timeout(wait)?)
+    }
+
     /// The data directory.
     pub fn root(&self) -> &Path {
         &self.root

@@ -836,6 +836,34 @@ fn a_streamed_file_that_turns_out_not_utf8_stores_nothing_of_it() {
 }
 
 #[test]
+fn a_collect_waits_out_another_process_holding_the_write_lock_past_half_a_minute() {
+    // A province's year in one file holds the store's write lock for most
+    // of a minute. A second collect (or a report's delivery records) used
+    // to fail with "database is locked" after SQLite's customary 30 s; it
+    // waits now, and commits when the lock goes.
+    let d = Deployment::small();
+    let out = manyi_env(&d, &["collect", "office-drop"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    d.file("inbox/ratings/drop.csv", &parted_drop());
+    let lock = d.db();
+    lock.execute_batch("BEGIN IMMEDIATE").expect("the write lock");
+    let mut run = Command::new(BIN)
+        .args(["collect", "office-drop"])
+        .current_dir(&d.dir)
+        .env("MANYI_CONFIG", d.dir.join("manyi.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn manyi collect");
+    std::thread::sleep(std::time::Duration::from_secs(35));
+    assert!(run.try_wait().expect("try_wait").is_none(), "the collect gave up while the lock was held");
+    lock.execute_batch("ROLLBACK").expect("release");
+    let out = run.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stored(&d, "ratings"), (20, 20));
+}
+
+#[test]
 fn two_collects_of_one_inbox_at_once_store_each_rating_once_and_both_succeed() {
     // An operator's `manyi collect` while another (or `serve`) collects the
     // same inbox: both read the file; the commit that waits finds every
