@@ -449,13 +449,15 @@ fn decode_checked<'a>(file: &str, bytes: &'a [u8]) -> Result<(Cow<'a, str>, &'st
         return Err(bad(broken_utf8(&place)));
     }
     let (text, _, gbk_errors) = encoding_rs::GB18030.decode(body);
-    if gbk_errors {
-        return Err(bad(neither_encoding(&place)));
-    }
+    // A line of UTF-8 text in it says what went wrong better than the bytes
+    // GB18030 cannot decode, which are often that UTF-8 text's.
     let mut pasted = PastedUtf8::default();
     pasted.add(body, true);
     if let Some(line) = pasted.found {
         return Err(bad(mixed_encoding(line)));
+    }
+    if gbk_errors {
+        return Err(bad(neither_encoding(&place)));
     }
     Ok((Cow::Owned(text.into_owned()), "GBK"))
 }
@@ -742,14 +744,18 @@ impl<R: std::io::Read> GbkDecoding<R> {
         if errors {
             // Which reason is decided by the whole file, as for one read
             // whole: its remaining bytes are only counted.
-            loop {
+            let mut last = last;
+            while !last {
                 let n = read_some(&mut self.inner, &mut self.raw)?;
-                self.counts.add(&self.raw[..n], n == 0);
-                if n == 0 {
-                    break;
-                }
+                last = n == 0;
+                self.counts.add(&self.raw[..n], last);
+                self.pasted.add(&self.raw[..n], last);
             }
-            let reason = if self.counts.mostly_utf8() { broken_utf8(&self.place) } else { neither_encoding(&self.place) };
+            let reason = match (self.counts.mostly_utf8(), self.pasted.found) {
+                (true, _) => broken_utf8(&self.place),
+                (false, Some(line)) => mixed_encoding(line),
+                (false, None) => neither_encoding(&self.place),
+            };
             self.refuse(reason);
         } else if last {
             self.done = true;
@@ -987,6 +993,16 @@ mod tests {
         assert!(want.as_ref().expect_err("refused").contains("第4行是UTF-8文本"), "{want:?}");
         for step in [1, 5, 64, 1 << 20] {
             assert_eq!(gbk_stream(&short, head.len(), step), want, "step {step}");
+        }
+        // UTF-8 text that GB18030 cannot decode either (most of it):
+        // refused as mixed, by its line, not as neither encoding.
+        let undecodable = "A2,政务办事,居住证办理,望江街道便民服务中心,非常满意,工作人员态度很好\n";
+        assert!(encoding_rs::GB18030.decode(undecodable.as_bytes()).2, "GB18030 cannot decode it");
+        let pasted_undecodable = [head.clone(), gbk_line.clone(), undecodable.as_bytes().to_vec()].concat();
+        let want = whole(&pasted_undecodable);
+        assert!(want.as_ref().expect_err("refused").contains("第4行是UTF-8文本"), "{want:?}");
+        for step in [1, 5, 64, 1 << 20] {
+            assert_eq!(gbk_stream(&pasted_undecodable, head.len(), step), want, "step {step}");
         }
         let fine = [head.clone(), gbk_line].concat();
         assert!(whole(&fine).is_ok_and(|w| w.1 == "GBK" && w.2.len() == 2));
