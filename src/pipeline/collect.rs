@@ -178,7 +178,10 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
                 let now_local = now_utc.with_timezone(&cfg.tz).naive_local();
                 let item = land_and_parse(cfg, src, file, &batch_id, &landing, now_local, part_rows, &mut send_part).map(
                     |(fetched, parsed, landed)| {
-                        Box::new(LandedFile { fetched, parsed, batch_id: batch_id.clone(), landing: landed, now: now_local })
+                        Box::new(LandedFile {
+                            file: Landed { fetched, batch_id: batch_id.clone(), landing: landed, now: now_local },
+                            parsed,
+                        })
                     },
                 );
                 let failed = item.is_err();
@@ -194,7 +197,7 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
             // parsed whole holds the store's write lock only for its commit.
             let (kind, batch_id) = match message {
                 FromReader::Part { ref batch_id, .. } => (RecordKind::Ratings, batch_id.clone()),
-                FromReader::File(Ok(ref file)) => (record_kind(src), file.batch_id.clone()),
+                FromReader::File(Ok(ref landed)) => (record_kind(src), landed.file.batch_id.clone()),
                 FromReader::File(Err(e)) => return Err(e),
             };
             let mut batch = store.begin_batch(kind, &batch_id)?;
@@ -204,15 +207,7 @@ fn collect_source(cfg: &Config, store: &mut Store, src: &SourceConfig, sum: &mut
             let mut parted = 0;
             let file = loop {
                 match message {
-                    FromReader::Part { part: collect::Part::Ratings(ratings), .. } => {
-                        batch.add_ratings(&ratings)?;
-                        parted += ratings.len();
-                    }
-                    FromReader::Part { part: collect::Part::Rejected { headers, rows }, .. } => {
-                        rejections.add(&rows);
-                        batch.quarantine_rows(&src.name, &headers, &rows)?;
-                        parted += rows.len();
-                    }
+                    FromReader::Part { part, .. } => parted += add_part(&mut batch, &mut rejections, &src.name, part)?,
                     FromReader::File(file) => break file,
                 }
                 progress(Progress { source: &src.name, done: (sum.fetched + parted) as u64, total: None });
@@ -322,14 +317,10 @@ fn over_quarantined(what: &str, rejected: &Rejections, rows: usize, limit: f64, 
 }
 
 /// An inbox file durably landed and parsed, its bytes dropped, waiting to
-/// be committed as batch `batch_id`.
+/// be committed.
 struct LandedFile {
-    fetched: Fetched,
+    file: Landed,
     parsed: ParseResult,
-    batch_id: String,
-    landing: PathBuf,
-    /// The collect time the file was parsed at (local), for reading it again alike.
-    now: chrono::NaiveDateTime,
 }
 
 /// What the file reader hands the committer: a large file's parts as they
@@ -384,8 +375,7 @@ fn ingest_file(
     // What the parse noticed (unknown words, notes), told once: a file read
     // again tells it from its second reading.
     let noticed = file.parsed.as_ref().ok().map(|p| (p.unrecognised.clone(), p.notes.clone()));
-    let LandedFile { fetched, parsed, batch_id, landing, now } = file;
-    let landed = Landed { fetched, batch_id, landing, now };
+    let LandedFile { file: landed, parsed } = file;
     let outcome = commit_file(batch, rejections, src, &landed, parsed, may_read_again);
     if let Some((unrecognised, notes)) = noticed
         && !matches!(outcome, Err(FileFailure::Repeats(..)))
@@ -439,11 +429,13 @@ enum Ingested {
     Again { file: Landed, repeated: std::collections::BTreeSet<Box<str>> },
 }
 
-/// A landed file without what its parse gave: what reading it again needs.
+/// An inbox file landed, to be committed as batch `batch_id`: what reading
+/// it again needs.
 struct Landed {
     fetched: Fetched,
     batch_id: String,
     landing: PathBuf,
+    /// The collect time the file was parsed at (local), for reading it again alike.
     now: chrono::NaiveDateTime,
 }
 
@@ -471,20 +463,17 @@ fn reread_holding<'s>(
     let mut held = HeldRatings::new(repeated);
     let mut failed = None;
     let parsed = {
-        let mut sink = |part: collect::Part| {
-            let added = match part {
-                collect::Part::Ratings(ratings) => batch.add_ratings(&held.hold(ratings)).map(drop),
-                collect::Part::Rejected { headers, rows } => {
-                    rejections.add(&rows);
-                    batch.quarantine_rows(&src.name, &headers, &rows)
-                }
+        let mut sink = |part| {
+            let part = match part {
+                collect::Part::Ratings(ratings) => collect::Part::Ratings(held.hold(ratings)),
+                rejected => rejected,
             };
-            added.map_err(|e| {
+            add_part(&mut batch, &mut rejections, &src.name, part).map(drop).map_err(|e| {
                 failed = Some(e);
                 collect::CollectError::BadFile { file: file.fetched.name.clone(), reason: "the commit stopped".into() }
             })
         };
-        parse_landed(cfg, src, &file, part_rows, &mut sink)?
+        parse_landed(cfg, src, &file.fetched, &file.landing, file.now, part_rows, &mut sink)?
     };
     if let Some(e) = failed {
         return Err(e.into());
@@ -494,8 +483,28 @@ fn reread_holding<'s>(
         p.ratings.extend(held.all());
         p
     });
-    let Landed { fetched, batch_id, landing, now } = file;
-    Ok((LandedFile { fetched, parsed, batch_id, landing, now }, batch, rejections))
+    Ok((LandedFile { file, parsed }, batch, rejections))
+}
+
+/// Hands a part of a file to its batch: good ratings to be written,
+/// rejected rows to its quarantine file (and counted). Returns the rows.
+fn add_part(
+    batch: &mut PartedBatch<'_>,
+    rejections: &mut Rejections,
+    source: &str,
+    part: collect::Part,
+) -> std::result::Result<usize, crate::store::StoreError> {
+    match part {
+        collect::Part::Ratings(ratings) => {
+            batch.add_ratings(&ratings)?;
+            Ok(ratings.len())
+        }
+        collect::Part::Rejected { headers, rows } => {
+            rejections.add(&rows);
+            batch.quarantine_rows(source, &headers, &rows)?;
+            Ok(rows.len())
+        }
+    }
 }
 
 /// The ratings of some ids held back while a file is read, every good
@@ -525,26 +534,28 @@ impl<'a> HeldRatings<'a> {
     }
 }
 
-/// Parses a file from its landed copy, as [`land_and_parse`] parsed it from
-/// the inbox: a large UTF-8 file as a stream, any other whole.
+/// Parses a file from its landed copy `landed`: a large rating file whose
+/// first megabyte is CSV in UTF-8 or GBK as a stream ([`parse_as_stream`]),
+/// any other whole. `now` is the collect time it is parsed at (local).
 fn parse_landed(
     cfg: &Config,
     src: &SourceConfig,
-    file: &Landed,
+    fetched: &Fetched,
+    landed: &std::path::Path,
+    now: chrono::NaiveDateTime,
     part_rows: usize,
     part: &mut collect::PartSink<'_>,
 ) -> Result<ParseResult> {
-    let landed = &file.landing;
     let size = std::fs::metadata(landed).with_context(|| format!("reading {}", landed.display()))?.len();
     if src.kind == SourceKind::RatingFile
         && size > stream_bytes()
-        && let Some(parsed) = parse_as_stream(cfg, src, &file.fetched.name, landed, file.now, part_rows, part)?
+        && let Some(parsed) = parse_as_stream(cfg, src, &fetched.name, landed, now, part_rows, part)?
     {
         return Ok(parsed);
     }
     let bytes = std::fs::read(landed).with_context(|| format!("reading {}", landed.display()))?;
-    let whole = Fetched { bytes, ..file.fetched.clone() };
-    Ok(parse_payload(cfg, src, &whole, file.now, part_rows, part))
+    let whole = Fetched { bytes, ..fetched.clone() };
+    Ok(parse_payload(cfg, src, &whole, now, part_rows, part))
 }
 
 /// Lands an inbox file and parses it, handing a large file's parts to
@@ -574,12 +585,8 @@ fn land_and_parse(
         let landed = landing.put_copy(batch_id, &file.ext, &file.path)?;
         landing.sync();
         let fetched = Fetched { path: file.path.clone(), name: file.name.clone(), ext: file.ext.clone(), bytes: Vec::new() };
-        if let Some(parsed) = parse_as_stream(cfg, src, &file.name, &landed, now_local, part_rows, part)? {
-            return Ok((fetched, parsed, landed));
-        }
-        let bytes = std::fs::read(&landed).with_context(|| format!("reading {}", landed.display()))?;
-        let whole = Fetched { bytes, ..fetched.clone() };
-        return Ok((fetched, parse_payload(cfg, src, &whole, now_local, part_rows, part), landed));
+        let parsed = parse_landed(cfg, src, &fetched, &landed, now_local, part_rows, part)?;
+        return Ok((fetched, parsed, landed));
     }
     let mut fetched = file.read()?;
     let landed = landing.put(batch_id, &fetched.ext, &fetched.bytes)?;

@@ -166,7 +166,7 @@ impl Store {
                     }
                     std::thread::sleep(POLL_EVERY);
                 }
-                Err(StoreError::Sql(e)) if super::catalog::is_busy(&e) => {
+                Err(e) if e.is_busy() => {
                     if !told_busy {
                         tracing::warn!(
                             job,

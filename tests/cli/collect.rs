@@ -115,13 +115,22 @@ fn records() -> Vec<Value> {
     v
 }
 
-fn manyi_env(d: &Deployment, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+fn manyi_command(d: &Deployment, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut c = Command::new(BIN);
     c.args(args).current_dir(&d.dir).env("MANYI_CONFIG", d.dir.join("manyi.toml")).env_remove("MANYI_LOG").env(SECRET_ENV, SECRET);
     for (k, v) in env {
         c.env(k, v);
     }
-    c.output().expect("run manyi")
+    c
+}
+
+fn manyi_env(d: &Deployment, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    manyi_command(d, args, env).output().expect("run manyi")
+}
+
+/// Starts manyi in `d` without waiting for it, its output kept for `wait_with_output`.
+fn spawn_manyi(d: &Deployment, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    manyi_command(d, args, env).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn manyi")
 }
 
 fn watermark(d: &Deployment, source: &str) -> Option<String> {
@@ -847,14 +856,7 @@ fn a_collect_waits_out_another_process_holding_the_write_lock_past_half_a_minute
     d.file("inbox/ratings/drop.csv", &parted_drop());
     let lock = d.db();
     lock.execute_batch("BEGIN IMMEDIATE").expect("the write lock");
-    let mut run = Command::new(BIN)
-        .args(["collect", "office-drop"])
-        .current_dir(&d.dir)
-        .env("MANYI_CONFIG", d.dir.join("manyi.toml"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn manyi collect");
+    let mut run = spawn_manyi(&d, &["collect", "office-drop"], &[]);
     std::thread::sleep(std::time::Duration::from_secs(35));
     assert!(run.try_wait().expect("try_wait").is_none(), "the collect gave up while the lock was held");
     lock.execute_batch("ROLLBACK").expect("release");
@@ -872,19 +874,9 @@ fn two_collects_of_one_inbox_at_once_store_each_rating_once_and_both_succeed() {
     let d = Deployment::small();
     // No store yet: both runs make the new state.db at the same instant too.
     d.file("inbox/ratings/drop.csv", &parted_drop());
-    let spawn = || {
-        Command::new(BIN)
-            .args(["collect", "office-drop"])
-            .current_dir(&d.dir)
-            .env("MANYI_CONFIG", d.dir.join("manyi.toml"))
-            // Each commit waits a second before it commits, so that both
-            // runs have read the file before either archives it.
-            .env("MANYI_PAUSE_AT", "before-commit:1000")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn manyi collect")
-    };
+    // Each commit waits a second before it commits, so that both runs have
+    // read the file before either archives it.
+    let spawn = || spawn_manyi(&d, &["collect", "office-drop"], &[("MANYI_PAUSE_AT", "before-commit:1000")]);
     let (a, b) = (spawn(), spawn());
     for run in [a, b] {
         let out = run.wait_with_output().expect("wait");
