@@ -534,9 +534,10 @@ impl<'a> HeldRatings<'a> {
     }
 }
 
-/// Parses a file from its landed copy `landed`: a large rating file whose
-/// first megabyte is CSV in UTF-8 or GBK as a stream ([`parse_as_stream`]),
-/// any other whole. `now` is the collect time it is parsed at (local).
+/// Parses a file from its landed copy `landed`: a rating file over
+/// [`stream_bytes`] whose first megabyte is CSV in UTF-8 or GBK as a
+/// stream, any other whole (an XLSX, text that is neither, a small file).
+/// `now` is the collect time it is parsed at (local).
 fn parse_landed(
     cfg: &Config,
     src: &SourceConfig,
@@ -546,14 +547,23 @@ fn parse_landed(
     part_rows: usize,
     part: &mut collect::PartSink<'_>,
 ) -> Result<ParseResult> {
-    let size = std::fs::metadata(landed).with_context(|| format!("reading {}", landed.display()))?.len();
-    if src.kind == SourceKind::RatingFile
-        && size > stream_bytes()
-        && let Some(parsed) = parse_as_stream(cfg, src, &fetched.name, landed, now, part_rows, part)?
-    {
-        return Ok(parsed);
+    use std::io::BufRead;
+    let reading = || format!("reading {}", landed.display());
+    let size = std::fs::metadata(landed).with_context(reading)?.len();
+    if src.kind == SourceKind::RatingFile && size > stream_bytes() {
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(landed).with_context(reading)?);
+        let head = reader.fill_buf().with_context(reading)?;
+        let name = fetched.name.as_str();
+        if collect::looks_utf8(head) {
+            tracing::info!(source = %src.name, file = %name, "large UTF-8 file: read as a stream");
+            return Ok(collect::parse_rating_csv_stream(cfg, src, name, reader, now, part_rows, part));
+        }
+        if let Some(gbk) = collect::looks_gbk(head) {
+            tracing::info!(source = %src.name, file = %name, "large GBK file: decoded as it is read");
+            return Ok(collect::parse_rating_gbk_stream(cfg, src, name, reader, gbk, now, part_rows, part));
+        }
     }
-    let bytes = std::fs::read(landed).with_context(|| format!("reading {}", landed.display()))?;
+    let bytes = std::fs::read(landed).with_context(reading)?;
     let whole = Fetched { bytes, ..fetched.clone() };
     Ok(parse_payload(cfg, src, &whole, now, part_rows, part))
 }
@@ -594,33 +604,6 @@ fn land_and_parse(
     let parsed = parse_payload(cfg, src, &fetched, now_local, part_rows, part);
     fetched.bytes = Vec::new();
     Ok((fetched, parsed, landed))
-}
-
-/// Parses the landed copy `landed` of a large rating file as a stream, if
-/// its first megabyte is CSV text in UTF-8 or GBK; `None` for any other
-/// file (an XLSX, text that is neither), which is read whole.
-fn parse_as_stream(
-    cfg: &Config,
-    src: &SourceConfig,
-    name: &str,
-    landed: &std::path::Path,
-    now_local: chrono::NaiveDateTime,
-    part_rows: usize,
-    part: &mut collect::PartSink<'_>,
-) -> Result<Option<ParseResult>> {
-    use std::io::BufRead;
-    let opened = std::fs::File::open(landed).with_context(|| format!("reading {}", landed.display()))?;
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, opened);
-    let head = reader.fill_buf().with_context(|| format!("reading {}", landed.display()))?;
-    if collect::looks_utf8(head) {
-        tracing::info!(source = %src.name, file = %name, "large UTF-8 file: read as a stream");
-        return Ok(Some(collect::parse_rating_csv_stream(cfg, src, name, reader, now_local, part_rows, part)));
-    }
-    if let Some(gbk) = collect::looks_gbk(head) {
-        tracing::info!(source = %src.name, file = %name, "large GBK file: decoded as it is read");
-        return Ok(Some(collect::parse_rating_gbk_stream(cfg, src, name, reader, gbk, now_local, part_rows, part)));
-    }
-    Ok(None)
 }
 
 /// The size from which a UTF-8 rating file is read as a stream (see
