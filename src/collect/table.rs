@@ -457,7 +457,8 @@ fn decode_checked<'a>(file: &str, bytes: &'a [u8]) -> Result<(Cow<'a, str>, &'st
         return Err(bad(mixed_encoding(line)));
     }
     if gbk_errors {
-        return Err(bad(neither_encoding(&place)));
+        let gbk_place = gbk_break(bom, body).unwrap_or_default();
+        return Err(bad(neither_encoding(&place, &gbk_place)));
     }
     Ok((Cow::Owned(text.into_owned()), "GBK"))
 }
@@ -549,11 +550,60 @@ impl PastedUtf8 {
 /// Where a text stops being UTF-8, `at` bytes into `body` (the file's bytes
 /// after a BOM of `bom` bytes), as [`decode_checked`]'s reasons name it.
 fn utf8_break(bom: usize, body: &[u8], at: usize) -> String {
-    let line = body[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-    let offset = bom + at;
-    // The bytes from there: a stray byte inside a character breaks the
-    // sequence before it, so the culprit may be the second or third.
-    let shown: Vec<String> = body[at..].iter().take(4).map(|b| format!("0x{b:02X}")).collect();
+    byte_place(lines_in(&body[..at]) + 1, bom + at, &body[at..])
+}
+
+/// Where GB18030 first cannot decode `body` (the file's bytes after a BOM
+/// of `bom` bytes), as the reasons name a place; `None` if it can.
+fn gbk_break(bom: usize, body: &[u8]) -> Option<String> {
+    let mut decoder = encoding_rs::GB18030.new_decoder();
+    let mut text = String::new();
+    let mut done = 0;
+    for piece in body.chunks(1 << 16) {
+        let last = done + piece.len() == body.len();
+        if let Err(start) = decode_gbk_piece(&mut decoder, piece, last, &mut text) {
+            let at = (done as isize + start) as usize;
+            return Some(byte_place(lines_in(&body[..at]) + 1, bom + at, &body[at..]));
+        }
+        text.clear();
+        done += piece.len();
+    }
+    None
+}
+
+/// Decodes `piece`, the next bytes of a GB18030 text, onto `text`; at the
+/// first byte sequence it cannot decode, stops and gives where that
+/// sequence starts, from the piece's first byte (before it, by up to three
+/// bytes, when the sequence began in the piece before).
+fn decode_gbk_piece(decoder: &mut encoding_rs::Decoder, mut piece: &[u8], last: bool, text: &mut String) -> Result<(), isize> {
+    use encoding_rs::DecoderResult;
+    let mut read_before = 0;
+    loop {
+        text.reserve(decoder.max_utf8_buffer_length_without_replacement(piece.len()).unwrap_or(4 * piece.len() + 16));
+        let (result, read) = decoder.decode_to_string_without_replacement(piece, text, last);
+        match result {
+            DecoderResult::InputEmpty => return Ok(()),
+            DecoderResult::OutputFull => {
+                read_before += read;
+                piece = &piece[read..];
+            }
+            DecoderResult::Malformed(bad, extra) => {
+                return Err((read_before + read) as isize - isize::from(bad) - isize::from(extra));
+            }
+        }
+    }
+}
+
+/// The line breaks in `bytes`.
+fn lines_in(bytes: &[u8]) -> usize {
+    memchr::memchr_iter(b'\n', bytes).count()
+}
+
+/// A place in a file as the reasons name it: its line, its byte offset,
+/// and the bytes from there (a stray byte inside a character breaks the
+/// sequence before it, so the culprit may be the second or third).
+fn byte_place(line: usize, offset: usize, from: &[u8]) -> String {
+    let shown: Vec<String> = from.iter().take(4).map(|b| format!("0x{b:02X}")).collect();
     format!("第{line}行、文件第{offset}字节（从0数起）起的字节 {} 处", shown.join(" "))
 }
 
@@ -565,11 +615,12 @@ fn broken_utf8(place: &str) -> String {
     )
 }
 
-/// Why bytes that are neither UTF-8 (from `place` on) nor GBK are refused.
-fn neither_encoding(place: &str) -> String {
+/// Why bytes that are neither UTF-8 (from `place` on) nor GBK (from
+/// `gbk_place` on) are refused.
+fn neither_encoding(place: &str, gbk_place: &str) -> String {
     format!(
-        "文件既不是UTF-8也不是GBK文本：已尝试UTF-8（{place}无效）和GBK（GB18030，同样有无法解码的字节）。\
-         请确认放入的是CSV或xlsx文件，而不是其他格式或损坏的文件"
+        "文件既不是UTF-8也不是GBK文本：已尝试UTF-8（{place}无效）和GBK（GB18030，同样有无法解码的字节：{gbk_place}）。\
+         请确认放入的是CSV或xlsx文件，而不是其他格式或损坏的文件；若是GBK导出，请检查该处（常见于截断或损坏的文件）"
     )
 }
 
@@ -682,6 +733,8 @@ pub struct GbkDecoding<R> {
     inner: R,
     decoder: encoding_rs::Decoder,
     skip_bom: bool,
+    /// The BOM's bytes before the text (for the byte offsets the reasons give).
+    bom_len: usize,
     raw: Vec<u8>,
     text: String,
     handed: usize,
@@ -689,6 +742,12 @@ pub struct GbkDecoding<R> {
     counts: Utf8Counts,
     pasted: PastedUtf8,
     place: String,
+    /// Bytes of the file's text decoded so far, and their line breaks.
+    decoded: usize,
+    lines: usize,
+    /// The last three of those bytes: a sequence GB18030 cannot decode
+    /// may begin there.
+    tail: Vec<u8>,
     verdict: GbkVerdict,
 }
 
@@ -712,6 +771,7 @@ impl<R: std::io::Read> GbkDecoding<R> {
             inner,
             decoder: encoding_rs::GB18030.new_decoder(),
             skip_bom: head.bom,
+            bom_len: if head.bom { 3 } else { 0 },
             raw: vec![0; 1 << 16],
             text: String::new(),
             handed: 0,
@@ -719,6 +779,9 @@ impl<R: std::io::Read> GbkDecoding<R> {
             counts: Utf8Counts::default(),
             pasted: PastedUtf8::default(),
             place: head.place,
+            decoded: 0,
+            lines: 0,
+            tail: Vec::new(),
             verdict: verdict.clone(),
         };
         (reader, verdict)
@@ -738,10 +801,15 @@ impl<R: std::io::Read> GbkDecoding<R> {
         self.pasted.add(&self.raw[..n], last);
         self.text.clear();
         self.handed = 0;
-        let room = self.decoder.max_utf8_buffer_length(n).unwrap_or(4 * n + 16);
-        self.text.reserve(room);
-        let (_, _, errors) = self.decoder.decode_to_string(&self.raw[..n], &mut self.text, last);
-        if errors {
+        let piece = &self.raw[..n];
+        if let Err(start) = decode_gbk_piece(&mut self.decoder, piece, last, &mut self.text) {
+            // Where, as `gbk_break` finds it in a file read whole: the
+            // sequence may have begun in the bytes before this piece.
+            let joined = [self.tail.as_slice(), piece].concat();
+            let from = (self.tail.len() as isize + start) as usize;
+            let line = self.lines + lines_in(&piece[..start.max(0) as usize]) + 1;
+            let at = (self.decoded as isize + start) as usize;
+            let mut shown = joined[from..].iter().take(4).copied().collect::<Vec<u8>>();
             // Which reason is decided by the whole file, as for one read
             // whole: its remaining bytes are only counted.
             let mut last = last;
@@ -750,14 +818,22 @@ impl<R: std::io::Read> GbkDecoding<R> {
                 last = n == 0;
                 self.counts.add(&self.raw[..n], last);
                 self.pasted.add(&self.raw[..n], last);
+                shown.extend(self.raw[..n].iter().take(4 - shown.len()));
             }
             let reason = match (self.counts.mostly_utf8(), self.pasted.found) {
                 (true, _) => broken_utf8(&self.place),
                 (false, Some(line)) => mixed_encoding(line),
-                (false, None) => neither_encoding(&self.place),
+                (false, None) => neither_encoding(&self.place, &byte_place(line, self.bom_len + at, &shown)),
             };
             self.refuse(reason);
-        } else if last {
+            return Ok(());
+        }
+        self.lines += lines_in(piece);
+        self.decoded += n;
+        let mut tail = std::mem::take(&mut self.tail);
+        tail.extend_from_slice(piece);
+        self.tail = tail.split_off(tail.len().saturating_sub(3));
+        if last {
             self.done = true;
             if self.counts.mostly_utf8() {
                 self.refuse(broken_utf8(&self.place));
@@ -976,7 +1052,10 @@ mod tests {
         let broken = [head.clone(), gbk("A2,好\n"), b"A3,\xFF\xFF\n".to_vec()].concat();
         // A GBK head, then UTF-8 text (two exports pasted together).
         let pasted = [head.clone(), "A2,非常满意，办事很快，工作人员热情周到\nA3,满意\n".repeat(8).into_bytes()].concat();
-        for bytes in [&broken, &pasted] {
+        // A lead byte whose second byte is not one: with a byte a read, the
+        // bad sequence begins in the read before.
+        let split = [head.clone(), gbk("A2,好\n"), b"A3,\x81\x7Fx\n".to_vec()].concat();
+        for bytes in [&broken, &pasted, &split] {
             let want = whole(bytes);
             assert!(want.is_err(), "{want:?}");
             for step in [1, 5, 64] {
@@ -1007,6 +1086,12 @@ mod tests {
         let fine = [head.clone(), gbk_line].concat();
         assert!(whole(&fine).is_ok_and(|w| w.1 == "GBK" && w.2.len() == 2));
         assert!(whole(&broken).expect_err("refused").contains("既不是UTF-8也不是GBK"));
+        // Where GB18030 fails is named too: line 4, at the first 0xFF.
+        let at = broken.iter().position(|&b| b == 0xFF).expect("the bad byte");
+        let named = format!("无法解码的字节：第4行、文件第{at}字节（从0数起）起的字节 0xFF 0xFF 0x0A 处");
+        assert!(whole(&broken).expect_err("refused").contains(&named), "{:?}", whole(&broken));
+        let at = split.iter().position(|&b| b == 0x81).expect("the lead byte");
+        assert!(whole(&split).expect_err("refused").contains(&format!("第4行、文件第{at}字节（从0数起）起的字节 0x81 0x7F")));
         // UTF-8 heads, XLSX and text with few broken bytes are not read as GBK.
         assert!(looks_gbk("办件编号,满意度\n".as_bytes()).is_none() && looks_gbk(b"PK\x03\x04\x14\x00").is_none());
         assert!(looks_gbk(&["办件编号,满意度,很好很好很好\n".as_bytes(), b"\xFF"].concat()).is_none());
