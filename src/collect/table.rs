@@ -830,9 +830,12 @@ impl<R: std::io::Read> GbkDecoding<R> {
         }
         self.lines += lines_in(piece);
         self.decoded += n;
-        let mut tail = std::mem::take(&mut self.tail);
-        tail.extend_from_slice(piece);
-        self.tail = tail.split_off(tail.len().saturating_sub(3));
+        if piece.len() >= 3 {
+            self.tail = piece[piece.len() - 3..].to_vec();
+        } else {
+            self.tail.extend_from_slice(piece);
+            self.tail.drain(..self.tail.len().saturating_sub(3));
+        }
         if last {
             self.done = true;
             if self.counts.mostly_utf8() {
