@@ -471,11 +471,15 @@ fn mixed_encoding(line: usize) -> String {
     )
 }
 
-/// The least multi-byte characters a line of a GBK file must hold, the
-/// whole line valid UTF-8, to be taken for UTF-8 text pasted into it: a
-/// line of GBK text forms valid UTF-8 for roughly one character in seven
-/// (see [`mostly_utf8`]), so sixteen in a row is about one line in 10¹⁴,
-/// while a UTF-8 export's header alone has some fifty.
+/// The least Chinese characters a run of lines of a GBK file must hold, every
+/// line of it valid UTF-8, to be taken for UTF-8 text pasted into it. A
+/// Chinese character in UTF-8 is three bytes led by 0xE3–0xE9 (U+3000–U+9FFF);
+/// GBK text forms such a sequence, and a line of it valid UTF-8 throughout,
+/// far more rarely than it forms any valid UTF-8 at all (about one character
+/// in seven, see [`mostly_utf8`]), so sixteen is out of reach of real GBK
+/// text, while a UTF-8 export's header alone has some fifty. A run, not a
+/// line: a pasted export of short rows ("A3,满意" is two characters) is caught
+/// over eight of them, where a line's sixteen never came.
 const PASTED_UTF8_CHARS: usize = 16;
 
 /// Lines longer than this are not judged (a stream holds the line it has
@@ -497,6 +501,12 @@ struct PastedUtf8 {
     overlong: bool,
     /// The first UTF-8 line (1-based).
     found: Option<usize>,
+    /// Chinese characters in UTF-8 on the lines since the last line that
+    /// was not UTF-8 (lines of ASCII alone read the same in both and do
+    /// not count or break the run)...
+    run: usize,
+    /// ...and the first of those lines that had any.
+    run_from: Option<usize>,
 }
 
 impl PastedUtf8 {
@@ -537,12 +547,22 @@ impl PastedUtf8 {
     }
 
     fn judge(&mut self, line: &[u8]) {
-        if self.found.is_none()
-            && line.len() <= PASTED_LINE_MAX
-            && line.iter().filter(|&&b| b >= 0xC0).count() >= PASTED_UTF8_CHARS
-            && simdutf8::basic::from_utf8(line).is_ok()
-        {
-            self.found = Some(self.lines + 1);
+        if self.found.is_some() || line.is_ascii() {
+            return;
+        }
+        if line.len() > PASTED_LINE_MAX || simdutf8::basic::from_utf8(line).is_err() {
+            self.run = 0;
+            self.run_from = None;
+            return;
+        }
+        // In valid UTF-8 these bytes only lead a three-byte character.
+        let chinese = line.iter().filter(|&&b| (0xE3..=0xE9).contains(&b)).count();
+        if chinese > 0 {
+            self.run += chinese;
+            let from = *self.run_from.get_or_insert(self.lines + 1);
+            if self.run >= PASTED_UTF8_CHARS {
+                self.found = Some(from);
+            }
         }
     }
 }
@@ -1086,6 +1106,20 @@ mod tests {
         for step in [1, 5, 64, 1 << 20] {
             assert_eq!(gbk_stream(&pasted_undecodable, head.len(), step), want, "step {step}");
         }
+        // An export of short rows pasted on: no line has sixteen Chinese
+        // characters, eight lines together do. Refused by the first of them.
+        let short_rows = |from: usize, to: usize| (from..to).map(|i| format!("A{i},满意\n")).collect::<String>().into_bytes();
+        let pasted_rows = [head.clone(), gbk_line.clone(), short_rows(2, 10)].concat();
+        let want = whole(&pasted_rows);
+        assert!(want.as_ref().expect_err("refused").contains("第4行是UTF-8文本"), "{want:?}");
+        for step in [1, 5, 64, 1 << 20] {
+            assert_eq!(gbk_stream(&pasted_rows, head.len(), step), want, "step {step}");
+        }
+        // A line of GBK text ends the run; a line of ASCII neither counts nor ends it.
+        let broken_run = [head.clone(), short_rows(2, 6), gbk("A6,好\n"), short_rows(7, 11)].concat();
+        assert!(whole(&broken_run).is_ok_and(|w| w.1 == "GBK"), "{:?}", whole(&broken_run));
+        let ascii_between = [head.clone(), short_rows(2, 6), b"A6,5\n".to_vec(), short_rows(7, 11)].concat();
+        assert!(whole(&ascii_between).expect_err("refused").contains("第3行是UTF-8文本"));
         let fine = [head.clone(), gbk_line].concat();
         assert!(whole(&fine).is_ok_and(|w| w.1 == "GBK" && w.2.len() == 2));
         assert!(whole(&broken).expect_err("refused").contains("既不是UTF-8也不是GBK"));
