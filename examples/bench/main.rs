@@ -286,6 +286,12 @@ fn aggregate_month(site: &Path, month: Period) -> Result<serde_json::Value> {
     let frames = buckets.iter().map(|b| Ok((*b, store.ratings(&b.month_keys(), as_of)?))).collect::<Result<Vec<_>>>()?;
     let grain = aggregate::grain(frames, &refs)?;
     let t_grain = t0.elapsed().as_secs_f64();
+    // A digest of the whole grain, so that two builds (another engine,
+    // another plan) can be shown to compute the same one.
+    let grain_md5 = {
+        use md5::Digest;
+        hex::encode(md5::Md5::digest(format!("{grain:?}").as_bytes()))
+    };
     let rules = Rules::default();
     let t1 = Instant::now();
     let lead = aggregate::rating_tables(&grain, &cfg.orgs, &cfg.categories, &Scope::default(), month, 12, rules);
@@ -299,7 +305,7 @@ fn aggregate_month(site: &Path, month: Period) -> Result<serde_json::Value> {
     let t_bad = t2.elapsed().as_secs_f64();
     let trend_n: u64 = lead.trend.iter().map(|(_, s)| s.n).sum();
     Ok(json!({"secs": t0.elapsed().as_secs_f64(), "items": trend_n, "per_sec": trend_n as f64 / t0.elapsed().as_secs_f64(),
-              "month_n": lead.total.n, "grain_secs": t_grain, "rollup_secs": t_rollup, "bad_secs": t_bad, "bad": bad.len(),
+              "month_n": lead.total.n, "grain_secs": t_grain, "grain_md5": grain_md5, "rollup_secs": t_rollup, "bad_secs": t_bad, "bad": bad.len(),
               "offices": cfg.offices.len(), "office_cells": cells,
               "streets": cfg.orgs.at_level(OrgLevel::Street).count()}))
 }

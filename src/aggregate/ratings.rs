@@ -391,7 +391,7 @@ pub fn grain(buckets: Vec<(Period, LazyFrame)>, refs: &RefFrames) -> Result<Grai
     if frames.is_empty() {
         return Ok(g);
     }
-    let df = concat(frames, UnionArgs::default())?.collect()?;
+    let df = collect_streaming(concat(frames, UnionArgs::default())?)?;
     let key_cols: Vec<&StringChunked> =
         ["bucket", "org_code", "category", "second_of"].iter().map(|k| df.column(k).and_then(|c| c.str())).collect::<PolarsResult<_>>()?;
     let kinds = df.column("kind")?.cast(&DataType::UInt32)?;
@@ -431,6 +431,19 @@ pub fn grain(buckets: Vec<(Period, LazyFrame)>, refs: &RefFrames) -> Result<Grai
     Ok(g)
 }
 
+/// Runs a query over many months' ratings on polars' streaming engine,
+/// which reads the files a morsel at a time. The in-memory engine reads
+/// every column the query needs, of every month, before it groups: a
+/// monthly report's 14 months (the month, the one before, 12 of trend) at
+/// 30 M ratings a year took 1.8 GB that way, and 0.7 GB streamed, in less
+/// time (BENCHMARKS.md, fourteenth session). The result is the same frame;
+/// its row order may differ, which nothing here depends on.
+fn collect_streaming(lf: LazyFrame) -> PolarsResult<DataFrame> {
+    // Several results come only from a plan of several sinks (polars'
+    // `collect_all`); a plan of one query gives one.
+    Ok(lf.collect_with_engine(Engine::Streaming)?.unwrap_single())
+}
+
 /// Second evaluations whose 办件 has no first evaluation anywhere in the
 /// frames read, per (bucket, org code, category). They are few, so the
 /// frames are searched for the first evaluations of their 办件 only, and not
@@ -461,7 +474,7 @@ fn orphan_seconds<'s>(
         )
     };
     let firsts: Vec<LazyFrame> = frames.into_iter().map(|f| f.filter(first_of_wanted.clone()).select([col("rating_id")])).collect();
-    let df = concat(firsts, UnionArgs::default())?.collect()?;
+    let df = collect_streaming(concat(firsts, UnionArgs::default())?)?;
     let ids = df.column("rating_id")?.str()?;
     let has_first: std::collections::HashSet<&str> = ids.downcast_iter().flat_map(|a| a.iter()).flatten().map(project_of).collect();
     for (key, project, n) in seconds {
