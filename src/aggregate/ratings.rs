@@ -191,7 +191,7 @@ pub fn breakdown(
     let lf = with_evaluation(refs.with_dims(within(ratings, period)));
     let mut by: Vec<Expr> = keys.iter().map(|k| col(*k)).collect();
     by.push(kind_expr());
-    let df = lf.group_by(by).agg(level_counts()).collect()?;
+    let df = collect_streaming(lf.group_by(by).agg(level_counts()))?;
     let mut with_kind = keys.clone();
     with_kind.push("kind");
     let mut cells: BTreeMap<Vec<String>, Cell> = BTreeMap::new();
@@ -431,13 +431,14 @@ pub fn grain(buckets: Vec<(Period, LazyFrame)>, refs: &RefFrames) -> Result<Grai
     Ok(g)
 }
 
-/// Runs a query over many months' ratings on polars' streaming engine,
-/// which reads the files a morsel at a time. The in-memory engine reads
-/// every column the query needs, of every month, before it groups: a
-/// monthly report's 14 months (the month, the one before, 12 of trend) at
-/// 30 M ratings a year took 1.8 GB that way, and 0.7 GB streamed, in less
-/// time (BENCHMARKS.md, fourteenth session). The result is the same frame;
-/// its row order may differ, which nothing here depends on.
+/// Runs a query over the curated ratings on polars' streaming engine, which
+/// reads the files a morsel at a time. The in-memory engine reads every
+/// column the query needs, of every month, before it groups: a monthly
+/// report's grain over 14 months (the month, the one before, 12 of trend)
+/// at 30 M ratings a year took 1.8 GB that way and 0.7 GB streamed, a
+/// month's table 1.0 GB and 0.55 GB, each in less time (BENCHMARKS.md,
+/// fourteenth session). The result is the same frame; its row order may
+/// differ, which no caller depends on (each reads it into a map).
 fn collect_streaming(lf: LazyFrame) -> PolarsResult<DataFrame> {
     // Several results come only from a plan of several sinks (polars'
     // `collect_all`); a plan of one query gives one.
