@@ -5,7 +5,7 @@
 //! exports use. A row that fails any check goes to quarantine with the field
 //! and the reason; the rest of the file is ingested.
 
-use super::table::{Row, clip, is_xlsx, open_csv, open_csv_stream, read_table};
+use super::table::{Row, clip, delimiter_of, is_xlsx, open_csv, open_csv_stream, read_table};
 use super::{CollectError, Parsed, Table, Unrecognised, parse_timestamp};
 use crate::config::{Config, SourceConfig, category_index};
 use crate::model::{FollowUp, Level, LevelReadError, Rating, channel_code};
@@ -247,16 +247,17 @@ pub fn parse_rating_file_in_parts(
 /// size. Whether the file is UTF-8 CSV is its caller's to check first
 /// ([`super::table::looks_utf8`]); a later line that is not is refused
 /// there, the file whole.
-pub fn parse_rating_csv_stream<R: std::io::Read>(
+pub fn parse_rating_csv_stream<R: std::io::BufRead>(
     cfg: &Config,
     source: &SourceConfig,
     file: &str,
-    reader: R,
+    mut reader: R,
     now: NaiveDateTime,
     part_rows: usize,
     part: &mut PartSink<'_>,
 ) -> Result<Parsed, CollectError> {
-    let mut csv = open_csv_stream(file, reader)?;
+    let delimiter = first_bytes(file, &mut reader).map(delimiter_of)?;
+    let mut csv = open_csv_stream(file, reader, delimiter)?;
     let head = Table { headers: csv.head.headers.clone(), rows: Vec::new(), encoding: csv.head.encoding };
     parse_rating_rows(cfg, source, file, &head, part_rows, now, part_rows, part, |each| csv.for_each_row(each))
 }
@@ -268,17 +269,18 @@ pub fn parse_rating_csv_stream<R: std::io::Read>(
 /// the file (as they would refuse it read whole) refuse it here too, after
 /// its first parts were handed over.
 #[allow(clippy::too_many_arguments)]
-pub fn parse_rating_gbk_stream<R: std::io::Read>(
+pub fn parse_rating_gbk_stream<R: std::io::BufRead>(
     cfg: &Config,
     source: &SourceConfig,
     file: &str,
-    reader: R,
+    mut reader: R,
     head: super::table::GbkHead,
     now: NaiveDateTime,
     part_rows: usize,
     part: &mut PartSink<'_>,
 ) -> Result<Parsed, CollectError> {
-    let (opened, verdict) = super::table::open_gbk_csv_stream(file, reader, head);
+    let delimiter = first_bytes(file, &mut reader).map(delimiter_of)?;
+    let (opened, verdict) = super::table::open_gbk_csv_stream(file, reader, head, delimiter);
     let refused = || verdict.reason().map(|reason| CollectError::BadFile { file: file.into(), reason });
     let mut csv = match opened {
         Ok(csv) => csv,
@@ -290,6 +292,12 @@ pub fn parse_rating_gbk_stream<R: std::io::Read>(
         Some(e) => Err(e),
         None => parsed,
     }
+}
+
+/// The first bytes of a file read as a stream, still to be read: where its
+/// delimiter is told ([`delimiter_of`]).
+fn first_bytes<'r, R: std::io::BufRead>(file: &str, reader: &'r mut R) -> Result<&'r [u8], CollectError> {
+    reader.fill_buf().map_err(|e| CollectError::BadFile { file: file.into(), reason: format!("文件无法读取: {e}") })
 }
 
 /// What one row of a rating table is handed to.

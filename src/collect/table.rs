@@ -144,6 +144,7 @@ pub struct CsvFile<'a> {
     pub head: Table,
     file: &'a str,
     text: Cow<'a, str>,
+    delimiter: u8,
 }
 
 /// Decodes `bytes` named `file` as CSV and reads its header.
@@ -151,14 +152,28 @@ pub fn open_csv<'a>(file: &'a str, bytes: &'a [u8]) -> Result<CsvFile<'a>, Colle
     // Borrowed when the file is UTF-8: a copy of a province's monthly file
     // was another 100 MB in memory beside the bytes.
     let (text, encoding) = decode_checked(file, bytes)?;
-    let mut rdr = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(text.as_bytes());
+    let delimiter = delimiter_of(text.as_bytes());
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).has_headers(true).delimiter(delimiter).from_reader(text.as_bytes());
     let headers: Vec<String> = rdr
         .headers()
         .map_err(|e| CollectError::BadFile { file: file.into(), reason: format!("表头无法读取: {e}") })?
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
-    Ok(CsvFile { head: Table { headers, rows: Vec::new(), encoding }, file, text })
+    Ok(CsvFile { head: Table { headers, rows: Vec::new(), encoding }, file, text, delimiter })
+}
+
+/// The delimiter of a CSV file whose text begins with `head`: a tab when its
+/// first line has more tabs than commas, else a comma. Excel on a Chinese
+/// Windows saves "文本文件(制表符分隔)" (GBK) and "Unicode 文本" (UTF-16)
+/// with tabs, and offices drop such `.txt` files as they drop CSV; read
+/// with commas, their header was one cell and the file was refused for
+/// missing every column. A tab or comma byte is never part of a multi-byte
+/// character in UTF-8 or GBK, so the raw bytes of either can be given.
+pub fn delimiter_of(head: &[u8]) -> u8 {
+    let first = memchr::memchr(b'\n', head).map_or(head, |end| &head[..end]);
+    let tabs = memchr::memchr_iter(b'\t', first).count();
+    if tabs > memchr::memchr_iter(b',', first).count() { b'\t' } else { b',' }
 }
 
 impl CsvFile<'_> {
@@ -176,15 +191,16 @@ impl CsvFile<'_> {
         // The text is past its BOM already, and was checked as UTF-8 whole
         // when decoded: the check of each record in `read_rows` cannot fail
         // here, and is kept rather than trusted away.
-        let mut rdr = csv_reader(BreakTracker::after_bom(self.text.as_bytes()));
-        read_rows(self.file, &self.head.headers, &mut rdr, each)
+        let mut rdr = csv_reader(BreakTracker::after_bom(self.text.as_bytes()), self.delimiter);
+        read_rows(self.file, &self.head.headers, &mut rdr, self.delimiter, each)
     }
 }
 
 /// The CSV reader both row readers use: rows of any length (a short or long
-/// row is the normaliser's to judge), the header skipped.
-fn csv_reader<R: std::io::Read>(tracker: BreakTracker<R>) -> csv::Reader<BreakTracker<R>> {
-    csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(tracker)
+/// row is the normaliser's to judge), the header skipped, cells split at
+/// `delimiter` ([`delimiter_of`]).
+fn csv_reader<R: std::io::Read>(tracker: BreakTracker<R>, delimiter: u8) -> csv::Reader<BreakTracker<R>> {
+    csv::ReaderBuilder::new().flexible(true).has_headers(true).delimiter(delimiter).from_reader(tracker)
 }
 
 /// Calls `each` with every data row of `rdr` that is not blank, and the line
@@ -195,6 +211,7 @@ fn read_rows<R: std::io::Read>(
     file: &str,
     headers: &[String],
     rdr: &mut csv::Reader<BreakTracker<R>>,
+    delimiter: u8,
     mut each: impl FnMut(usize, Row<'_>) -> Result<(), CollectError>,
 ) -> Result<(), CollectError> {
     let bad = |reason: String| CollectError::BadFile { file: file.into(), reason };
@@ -210,7 +227,7 @@ fn read_rows<R: std::io::Read>(
                 if row.is_blank() {
                     continue;
                 }
-                if let Some(reason) = swallowed_rows(headers, line, row) {
+                if let Some(reason) = swallowed_rows(headers, line, row, delimiter) {
                     return Err(bad(reason));
                 }
                 each(line, row)?;
@@ -236,6 +253,7 @@ pub struct CsvStream<R: std::io::Read> {
     pub head: Table,
     file: String,
     rdr: csv::Reader<BreakTracker<R>>,
+    delimiter: u8,
 }
 
 /// Whether `head`, the first bytes of a CSV file, are UTF-8 text (a
@@ -252,9 +270,10 @@ pub fn looks_utf8(head: &[u8]) -> bool {
     }
 }
 
-/// Opens `reader`, a UTF-8 CSV file named `file`, and reads its header.
-pub fn open_csv_stream<R: std::io::Read>(file: &str, reader: R) -> Result<CsvStream<R>, CollectError> {
-    open_tracked_stream(file, BreakTracker::new(reader))
+/// Opens `reader`, a UTF-8 CSV file named `file` whose cells are split at
+/// `delimiter` ([`delimiter_of`] its first bytes), and reads its header.
+pub fn open_csv_stream<R: std::io::Read>(file: &str, reader: R, delimiter: u8) -> Result<CsvStream<R>, CollectError> {
+    open_tracked_stream(file, BreakTracker::new(reader), delimiter)
 }
 
 /// Opens `reader`, a GBK CSV file named `file` whose head [`looks_gbk`]
@@ -264,19 +283,20 @@ pub fn open_gbk_csv_stream<R: std::io::Read>(
     file: &str,
     reader: R,
     head: GbkHead,
+    delimiter: u8,
 ) -> (Result<CsvStream<GbkDecoding<R>>, CollectError>, GbkVerdict) {
     let (decoding, verdict) = GbkDecoding::new(reader, head);
     // The decoder drops a BOM as `decode_checked`'s does; the text is
     // taken as it comes, as a GBK file's decoded text is read whole.
-    let opened = open_tracked_stream(file, BreakTracker::after_bom(decoding)).map(|mut csv| {
+    let opened = open_tracked_stream(file, BreakTracker::after_bom(decoding), delimiter).map(|mut csv| {
         csv.head.encoding = "GBK";
         csv
     });
     (opened, verdict)
 }
 
-fn open_tracked_stream<R: std::io::Read>(file: &str, tracker: BreakTracker<R>) -> Result<CsvStream<R>, CollectError> {
-    let mut rdr = csv_reader(tracker);
+fn open_tracked_stream<R: std::io::Read>(file: &str, tracker: BreakTracker<R>, delimiter: u8) -> Result<CsvStream<R>, CollectError> {
+    let mut rdr = csv_reader(tracker, delimiter);
     let bad = |reason: String| CollectError::BadFile { file: file.into(), reason };
     let headers = match rdr.byte_headers() {
         Ok(h) => h.clone(),
@@ -286,7 +306,7 @@ fn open_tracked_stream<R: std::io::Read>(file: &str, tracker: BreakTracker<R>) -
     let row = Row { text, record: &headers };
     let headers: Vec<String> = row.iter().map(|h| h.trim().to_string()).collect();
     let encoding = if rdr.get_ref().bom { "UTF-8 (BOM)" } else { "UTF-8" };
-    Ok(CsvStream { head: Table { headers, rows: Vec::new(), encoding }, file: file.into(), rdr })
+    Ok(CsvStream { head: Table { headers, rows: Vec::new(), encoding }, file: file.into(), rdr, delimiter })
 }
 
 impl<R: std::io::Read> CsvStream<R> {
@@ -295,7 +315,7 @@ impl<R: std::io::Read> CsvStream<R> {
     /// (`each`'s, a row not CSV, a row not UTF-8, a quote that swallowed
     /// the rows after it) stops the reading and is the result.
     pub fn for_each_row(&mut self, each: impl FnMut(usize, Row<'_>) -> Result<(), CollectError>) -> Result<(), CollectError> {
-        read_rows(&self.file, &self.head.headers, &mut self.rdr, each)
+        read_rows(&self.file, &self.head.headers, &mut self.rdr, self.delimiter, each)
     }
 }
 
@@ -401,7 +421,7 @@ impl<R: std::io::Read> std::io::Read for BreakTracker<R> {
 /// reader read the rows after it into one cell, which would lose them
 /// silently. A comment that really spans lines rarely holds as many ASCII
 /// commas as half a row, and never makes its row longer than the header.
-fn swallowed_rows(headers: &[String], line: usize, row: Row<'_>) -> Option<String> {
+fn swallowed_rows(headers: &[String], line: usize, row: Row<'_>, delimiter: u8) -> Option<String> {
     // Almost no row has a line break: one search of the row's text, not one a cell.
     if !row.text.contains('\n') {
         return None;
@@ -413,7 +433,7 @@ fn swallowed_rows(headers: &[String], line: usize, row: Row<'_>) -> Option<Strin
             continue;
         }
         let breaks = cell.matches('\n').count();
-        let swallowed: Vec<&str> = cell.split('\n').skip(1).filter(|l| l.matches(',').count() >= delimiters).collect();
+        let swallowed: Vec<&str> = cell.split('\n').skip(1).filter(|l| l.matches(char::from(delimiter)).count() >= delimiters).collect();
         if !swallowed.is_empty() || row.len() > headers.len() {
             let header = headers.get(i).map(|h| clip(h).into_owned()).unwrap_or_else(|| format!("第{}列", i + 1));
             let example = swallowed.first().map(|l| format!("，其中如“{}”", clip(l))).unwrap_or_default();
@@ -434,6 +454,9 @@ fn swallowed_rows(headers: &[String], line: usize, row: Row<'_>) -> Option<Strin
 /// mojibake header, or quietly replaced characters, so it is refused with
 /// where the first invalid byte is.
 fn decode_checked<'a>(file: &str, bytes: &'a [u8]) -> Result<(Cow<'a, str>, &'static str), CollectError> {
+    if let Some(read) = decode_utf16(file, bytes) {
+        return read;
+    }
     let bom = if bytes.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
     let body = &bytes[bom..];
     // simdutf8 checks a province's monthly file (100 MB) several times
@@ -461,6 +484,32 @@ fn decode_checked<'a>(file: &str, bytes: &'a [u8]) -> Result<(Cow<'a, str>, &'st
         return Err(bad(neither_encoding(&place, &gbk_place)));
     }
     Ok((Cow::Owned(text.into_owned()), "GBK"))
+}
+
+/// Text with a UTF-16 byte-order mark: what Excel saves as "Unicode 文本"
+/// (tab-separated, little-endian). `None` for any other text. Without this
+/// it was decoded correctly (GB18030's decoder honours the mark) but
+/// called GBK, and a UTF-16 file with a broken byte pair was decoded with
+/// replacement characters.
+fn decode_utf16<'a>(file: &str, bytes: &[u8]) -> Option<Result<(Cow<'a, str>, &'static str), CollectError>> {
+    let (encoding, bom) = encoding_rs::Encoding::for_bom(bytes)?;
+    let name = match encoding {
+        e if e == encoding_rs::UTF_16LE => "UTF-16LE (BOM)",
+        e if e == encoding_rs::UTF_16BE => "UTF-16BE (BOM)",
+        _ => return None,
+    };
+    let (text, malformed) = encoding.decode_without_bom_handling(&bytes[bom..]);
+    Some(if malformed {
+        Err(CollectError::BadFile {
+            file: file.into(),
+            reason: format!(
+                "文件是{name}文本（Excel另存为“Unicode文本”即是这种编码），但其中有无法解码的字节（常见于截断或损坏的文件）。\
+                 请重新导出，或另存为“CSV UTF-8(逗号分隔)”后重新放入收件箱"
+            ),
+        })
+    } else {
+        Ok((Cow::Owned(text.into_owned()), name))
+    })
 }
 
 /// Why a GBK file with UTF-8 text from `line` on is refused.
@@ -717,7 +766,8 @@ impl Utf8Counts {
 /// where the head stops being UTF-8, which the reasons for refusing the
 /// file name if its later bytes say otherwise.
 pub fn looks_gbk(head: &[u8]) -> Option<GbkHead> {
-    if is_xlsx(head) || looks_utf8(head) {
+    // UTF-16 (a BOM of FF FE or FE FF) is read whole, by `decode_checked`.
+    if is_xlsx(head) || looks_utf8(head) || head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF") {
         return None;
     }
     let bom = if head.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
@@ -954,6 +1004,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn excel_text_exports_with_tabs_and_in_utf16_are_read() {
+        let text = "办件编号\t文字评价\r\nA1\t好，很好\r\nA2\t\"x,y\ty\"\r\n";
+        let utf16 = |bom: &[u8], unit: fn(u16) -> [u8; 2]| [bom, &text.encode_utf16().flat_map(unit).collect::<Vec<u8>>()].concat();
+        let le = utf16(b"\xFF\xFE", u16::to_le_bytes);
+        let be = utf16(b"\xFE\xFF", u16::to_be_bytes);
+        let gbk = encoding_rs::GBK.encode(text).0.into_owned();
+        for (bytes, encoding) in [(text.as_bytes().to_vec(), "UTF-8"), (gbk, "GBK"), (le.clone(), "UTF-16LE (BOM)"), (be, "UTF-16BE (BOM)")]
+        {
+            let t = read_table("x.txt", &bytes).expect("read");
+            assert_eq!((t.encoding, t.headers.join("|")), (encoding, "办件编号|文字评价".to_string()));
+            let rows: Vec<(usize, Vec<&str>)> = t.rows.iter().map(|(line, r)| (*line, r.iter().collect())).collect();
+            assert_eq!(rows, [(2, vec!["A1", "好，很好"]), (3, vec!["A2", "x,y\ty"])], "{encoding}");
+        }
+        // The header decides: more tabs than commas on it, or not.
+        assert_eq!((delimiter_of(b"a\tb,c\td\n1,2,3\n"), delimiter_of(b"a,b\tc,d\n"), delimiter_of(b"a,b")), (b'\t', b',', b','));
+        // A UTF-16 file cut inside a character is refused as such, and is
+        // never taken for GBK to stream.
+        let err = read_table("x.txt", &le[..le.len() - 1]).expect_err("cut").to_string();
+        assert!(err.contains("文件是UTF-16LE (BOM)文本") && err.contains("无法解码"), "{err}");
+        assert!(looks_gbk(&le).is_none() && !looks_utf8(&le));
+    }
+
+    #[test]
     fn gbk_csv_is_detected_and_decoded() {
         let (gbk, _, _) = encoding_rs::GBK.encode("办件编号,满意度\nA1,非常满意\n");
         let t = read_table("x.csv", &gbk).expect("table");
@@ -1018,11 +1091,11 @@ mod tests {
             read(&csv.head, |each| csv.for_each_row(each))
         }
         fn stream(text: &[u8], step: usize) -> Read {
-            let mut csv = open_csv_stream("x.csv", Trickle { bytes: text, step }).map_err(|e| e.to_string())?;
+            let mut csv = open_csv_stream("x.csv", Trickle { bytes: text, step }, delimiter_of(text)).map_err(|e| e.to_string())?;
             let head = Table { headers: csv.head.headers.clone(), rows: Vec::new(), encoding: csv.head.encoding };
             read(&head, |each| csv.for_each_row(each))
         }
-        let texts: [&[u8]; 6] = [
+        let with_commas: [&[u8]; 6] = [
             "\u{feff}办件编号,文字评价\r\nA1,好\r\nA2,\"第一行\r\n第二行\r\n第三行\"\r\n\r\nA3,差\r\nA4,中".as_bytes(),
             "办件编号,文字评价\nA1,好\n\n\n ,  \nA2,\"x\ny\"\nA3,差\n".as_bytes(),
             "办件编号,文字评价\rA1,好\rA2,差\r".as_bytes(),
@@ -1032,8 +1105,18 @@ mod tests {
             "a,b\n1,2\n\"x\"y,3\n".as_bytes(),
             "\u{feff}a,b\r\n1,2\r\n".as_bytes(),
         ];
-        for text in texts {
+        // Each also with tabs, as Excel's "文本文件(制表符分隔)" has them.
+        let tabbed = with_commas.map(|t| t.iter().map(|&b| if b == b',' { b'\t' } else { b }).collect::<Vec<u8>>());
+        let texts: Vec<&[u8]> = with_commas.into_iter().chain(tabbed.iter().map(Vec::as_slice)).collect();
+        for (i, text) in texts.iter().enumerate() {
             let want = whole(text);
+            if i >= with_commas.len() {
+                // The same rows, or a refusal too (whose words quote the line as it is).
+                match (&want, whole(with_commas[i - with_commas.len()])) {
+                    (Ok(tabs), Ok(commas)) => assert_eq!(tabs, &commas),
+                    (tabs, commas) => assert!(tabs.is_err() && commas.is_err(), "{tabs:?} against {commas:?}"),
+                }
+            }
             for step in [1, 2, 3, 7, 64, 1 << 20] {
                 assert_eq!(stream(text, step), want, "step {step}: {}", String::from_utf8_lossy(text));
             }
@@ -1049,7 +1132,7 @@ mod tests {
         // text decoded whole, and the same refusals in the same words.
         fn gbk_stream(bytes: &[u8], head: usize, step: usize) -> Read {
             let judged = looks_gbk(&bytes[..head]).ok_or("the head does not look GBK")?;
-            let (opened, verdict) = open_gbk_csv_stream("x.csv", Trickle { bytes, step }, judged);
+            let (opened, verdict) = open_gbk_csv_stream("x.csv", Trickle { bytes, step }, judged, delimiter_of(&bytes[..head]));
             let read_rows = opened.map_err(|e| e.to_string()).and_then(|mut csv| {
                 let head = Table { headers: csv.head.headers.clone(), rows: Vec::new(), encoding: csv.head.encoding };
                 read(&head, |each| csv.for_each_row(each))

@@ -648,7 +648,8 @@ fn a_file_committed_in_parts_reads_back_as_the_file_committed_whole() {
     // five here) goes to the store a part at a time, each part a batch of
     // its own, all committed in one transaction. The figures must be the
     // ones the file committed whole gives, C003 at its later level, in
-    // each form an office exports: UTF-8 CSV, GBK CSV and XLSX.
+    // each form an office exports: UTF-8 CSV, GBK CSV and XLSX, and the
+    // text files Excel saves, tab-separated in UTF-8, GBK or UTF-16.
     let csv = parted_drop();
     let xlsx = {
         let mut wb = rust_xlsxwriter::Workbook::new();
@@ -664,12 +665,20 @@ fn a_file_committed_in_parts_reads_back_as_the_file_committed_whole() {
     // read whole is (`MANYI_STREAM_BYTES`, 64 MiB unless set): UTF-8 read
     // as it is, GBK decoded as it is read.
     let gbk = encoding_rs::GBK.encode(&csv).0.into_owned();
-    let forms: [(&str, Vec<u8>, &str); 5] = [
+    // "文本文件(制表符分隔)" and "Unicode 文本": tabs, in GBK or UTF-16LE
+    // with its BOM (read whole whatever its size).
+    let tabbed = csv.replace(',', "\t");
+    let unicode = [b"\xFF\xFE".to_vec(), tabbed.encode_utf16().flat_map(u16::to_le_bytes).collect()].concat();
+    let forms: [(&str, Vec<u8>, &str); 9] = [
         ("drop.csv", csv.as_bytes().to_vec(), "67108864"),
         ("drop-gbk.csv", gbk.clone(), "67108864"),
         ("drop.xlsx", xlsx, "0"),
         ("drop.csv", csv.as_bytes().to_vec(), "0"),
         ("drop-gbk.csv", gbk, "0"),
+        ("drop-tab.txt", tabbed.as_bytes().to_vec(), "67108864"),
+        ("drop-tab.txt", tabbed.as_bytes().to_vec(), "0"),
+        ("drop-tab-gbk.txt", encoding_rs::GBK.encode(&tabbed).0.into_owned(), "0"),
+        ("drop-unicode.txt", unicode, "0"),
     ];
     let mut seen = Vec::new();
     for (name, bytes, stream) in &forms {
@@ -683,7 +692,7 @@ fn a_file_committed_in_parts_reads_back_as_the_file_committed_whole() {
             let out = manyi_env(&d, &["collect", "office-drop"], &env);
             assert!(out.status.success(), "{name} {part:?}: {}", String::from_utf8_lossy(&out.stderr));
             let streamed = ["large UTF-8 file", "large GBK file"].map(|m| String::from_utf8_lossy(&out.stderr).contains(m));
-            let csv_stream = *stream == "0" && name.ends_with(".csv");
+            let csv_stream = *stream == "0" && !name.ends_with(".xlsx") && !name.contains("unicode");
             assert_eq!(streamed, [csv_stream && !name.contains("gbk"), csv_stream && name.contains("gbk")], "{name} {stream}");
             let batches = d.count("SELECT COUNT(*) FROM batches");
             // 22 good ratings: one batch whole, five parts of at most five.
