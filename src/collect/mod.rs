@@ -207,7 +207,7 @@ pub fn list_inbox(inbox: &Path) -> Result<Vec<InboxFile>, CollectError> {
     for path in paths {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
-        if name.starts_with('.') || !matches!(ext.as_str(), "csv" | "xlsx" | "txt") {
+        if name.starts_with('.') || !matches!(ext.as_str(), "csv" | "xlsx" | "xls" | "txt") {
             continue;
         }
         out.push(InboxFile { path, name, ext });

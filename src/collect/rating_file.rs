@@ -5,7 +5,7 @@
 //! exports use. A row that fails any check goes to quarantine with the field
 //! and the reason; the rest of the file is ingested.
 
-use super::table::{Row, clip, delimiter_of, is_xlsx, open_csv, open_csv_stream, read_table};
+use super::table::{Row, clip, delimiter_of, is_workbook, open_csv, open_csv_stream, read_table};
 use super::{CollectError, Parsed, Table, Unrecognised, parse_timestamp};
 use crate::config::{Config, SourceConfig, category_index};
 use crate::model::{FollowUp, Level, LevelReadError, Rating, channel_code};
@@ -224,8 +224,8 @@ pub fn parse_rating_file_in_parts(
     part_rows: usize,
     part: &mut PartSink<'_>,
 ) -> Result<Parsed, CollectError> {
-    if is_xlsx(bytes) {
-        // An XLSX table is read whole, and consumed row by row: each row's
+    if is_workbook(bytes) {
+        // An XLSX or XLS table is read whole, and consumed row by row: each row's
         // cells are freed once its rating is built, so that a file is not
         // held twice (as cells and as ratings) at the end of its parse.
         let Table { headers, rows, encoding } = read_table(file, bytes)?;

@@ -4,7 +4,7 @@
 //! its line number in the original file so quarantine can point at it.
 
 use super::CollectError;
-use calamine::{Data, Reader, Xlsx};
+use calamine::{Data, Reader, Xls, Xlsx};
 use std::borrow::Cow;
 use std::io::Cursor;
 
@@ -115,10 +115,15 @@ pub fn cells(row: Row<'_>) -> Vec<String> {
 }
 
 /// Parses `bytes` named `file` (the name decides nothing but the error text;
-/// the content is sniffed: XLSX is a ZIP archive).
+/// the content is sniffed: XLSX is a ZIP archive, XLS an OLE2 compound file).
 pub fn read_table(file: &str, bytes: &[u8]) -> Result<Table, CollectError> {
     if is_xlsx(bytes) {
-        return read_xlsx(file, bytes);
+        let book = Xlsx::new(Cursor::new(bytes)).map_err(|e| bad_workbook(file, "xlsx", e))?;
+        return read_sheet(file, book, "xlsx");
+    }
+    if is_xls(bytes) {
+        let book = Xls::new(Cursor::new(bytes)).map_err(|e| bad_workbook(file, "xls", e))?;
+        return read_sheet(file, book, "xls");
     }
     let csv = open_csv(file, bytes)?;
     let mut rows = Vec::new();
@@ -128,6 +133,18 @@ pub fn read_table(file: &str, bytes: &[u8]) -> Result<Table, CollectError> {
     })?;
     let CsvFile { head, .. } = csv;
     Ok(Table { rows, ..head })
+}
+
+/// Whether `bytes` are an Excel workbook, XLSX or the older XLS, rather
+/// than text.
+pub fn is_workbook(bytes: &[u8]) -> bool {
+    is_xlsx(bytes) || is_xls(bytes)
+}
+
+/// Whether `bytes` are an XLS workbook ("Excel 97-2003 工作簿", which older
+/// government systems still export): an OLE2 compound file.
+pub fn is_xls(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1")
 }
 
 /// Whether `bytes` are an XLSX workbook (a ZIP archive) rather than CSV text.
@@ -152,6 +169,18 @@ pub fn open_csv<'a>(file: &'a str, bytes: &'a [u8]) -> Result<CsvFile<'a>, Colle
     // Borrowed when the file is UTF-8: a copy of a province's monthly file
     // was another 100 MB in memory beside the bytes.
     let (text, encoding) = decode_checked(file, bytes)?;
+    // No CSV header begins with "<": this is a web page or XML, which some
+    // systems export under an ".xls" name (an HTML table, or Excel 2003's
+    // XML spreadsheet). Read as CSV its header is markup, and the reason
+    // would be every column missing.
+    if text.trim_start().starts_with('<') {
+        return Err(CollectError::BadFile {
+            file: file.into(),
+            reason: "文件是网页（HTML）或XML格式（以“<”开头），不是CSV文本，也不是Excel工作簿：有的系统导出的“.xls”其实是网页表格。\
+                     请用Excel打开它，另存为“Excel工作簿(*.xlsx)”或“CSV UTF-8(逗号分隔)”后重新放入收件箱"
+                .into(),
+        });
+    }
     let delimiter = delimiter_of(text.as_bytes());
     let mut rdr = csv::ReaderBuilder::new().flexible(true).has_headers(true).delimiter(delimiter).from_reader(text.as_bytes());
     let headers: Vec<String> = rdr
@@ -260,7 +289,7 @@ pub struct CsvStream<R: std::io::Read> {
 /// character cut at its end allowed) and no XLSX: a file whose head is
 /// can be read as a [`CsvStream`].
 pub fn looks_utf8(head: &[u8]) -> bool {
-    if is_xlsx(head) {
+    if is_workbook(head) {
         return false;
     }
     match std::str::from_utf8(head) {
@@ -767,7 +796,7 @@ impl Utf8Counts {
 /// file name if its later bytes say otherwise.
 pub fn looks_gbk(head: &[u8]) -> Option<GbkHead> {
     // UTF-16 (a BOM of FF FE or FE FF) is read whole, by `decode_checked`.
-    if is_xlsx(head) || looks_utf8(head) || head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF") {
+    if is_workbook(head) || looks_utf8(head) || head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF") {
         return None;
     }
     let bom = if head.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
@@ -963,10 +992,18 @@ pub fn decode_text(bytes: &[u8]) -> (String, &'static str) {
     }
 }
 
-fn read_xlsx(file: &str, bytes: &[u8]) -> Result<Table, CollectError> {
+fn bad_workbook(file: &str, kind: &str, e: impl std::fmt::Display) -> CollectError {
+    CollectError::BadFile { file: file.into(), reason: format!("不是有效的{kind}文件: {e}") }
+}
+
+/// The first sheet of a workbook (`kind`: xlsx or xls) as a table: its
+/// first row the header, rows numbered as Excel numbers them.
+fn read_sheet<RS: std::io::Read + std::io::Seek, B: Reader<RS>>(file: &str, mut book: B, kind: &'static str) -> Result<Table, CollectError>
+where
+    B::Error: std::fmt::Display,
+{
     let bad = |reason: String| CollectError::BadFile { file: file.into(), reason };
-    let mut book: Xlsx<_> = Xlsx::new(Cursor::new(bytes)).map_err(|e| bad(format!("不是有效的xlsx文件: {e}")))?;
-    let sheet = book.sheet_names().first().cloned().ok_or_else(|| bad("xlsx文件没有工作表".into()))?;
+    let sheet = book.sheet_names().first().cloned().ok_or_else(|| bad(format!("{kind}文件没有工作表")))?;
     let range = book.worksheet_range(&sheet).map_err(|e| bad(format!("工作表“{sheet}”无法读取: {e}")))?;
     let start_row = range.start().map(|(r, _)| r as usize).unwrap_or(0);
     let mut it = range.rows().enumerate();
@@ -982,7 +1019,7 @@ fn read_xlsx(file: &str, bytes: &[u8]) -> Result<Table, CollectError> {
         }
         rows.push((start_row + i + 1, csv::StringRecord::from(cells)));
     }
-    Ok(Table { headers, rows, encoding: "xlsx" })
+    Ok(Table { headers, rows, encoding: kind })
 }
 
 fn cell_text(c: &Data) -> String {
@@ -1024,6 +1061,13 @@ mod tests {
         let err = read_table("x.txt", &le[..le.len() - 1]).expect_err("cut").to_string();
         assert!(err.contains("文件是UTF-16LE (BOM)文本") && err.contains("无法解码"), "{err}");
         assert!(looks_gbk(&le).is_none() && !looks_utf8(&le));
+        // An ".xls" that is a web page, in UTF-8 or GBK, is told for what it is.
+        let page = "\u{feff}\r\n <html><body><table><tr><td>办件编号</td></tr></table></body></html>";
+        for bytes in [page.as_bytes().to_vec(), encoding_rs::GBK.encode(page.trim_start_matches('\u{feff}')).0.into_owned()] {
+            let err = read_table("x.xls", &bytes).expect_err("a web page").to_string();
+            assert!(err.contains("文件是网页（HTML）或XML格式"), "{err}");
+        }
+        assert!(is_workbook(b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1\0\0") && !is_workbook(b"\xD0\xCF\x11"));
     }
 
     #[test]

@@ -648,8 +648,8 @@ fn a_file_committed_in_parts_reads_back_as_the_file_committed_whole() {
     // five here) goes to the store a part at a time, each part a batch of
     // its own, all committed in one transaction. The figures must be the
     // ones the file committed whole gives, C003 at its later level, in
-    // each form an office exports: UTF-8 CSV, GBK CSV and XLSX, and the
-    // text files Excel saves, tab-separated in UTF-8, GBK or UTF-16.
+    // each form an office exports: UTF-8 CSV, GBK CSV, XLSX and XLS, and
+    // the text files Excel saves, tab-separated in UTF-8, GBK or UTF-16.
     let csv = parted_drop();
     let xlsx = {
         let mut wb = rust_xlsxwriter::Workbook::new();
@@ -669,7 +669,18 @@ fn a_file_committed_in_parts_reads_back_as_the_file_committed_whole() {
     // with its BOM (read whole whatever its size).
     let tabbed = csv.replace(',', "\t");
     let unicode = [b"\xFF\xFE".to_vec(), tabbed.encode_utf16().flat_map(u16::to_le_bytes).collect()].concat();
-    let forms: [(&str, Vec<u8>, &str); 9] = [
+    // An "Excel 97-2003 工作簿" of the same rows, written by xlwt
+    // (tests/fixtures/ratings/make_xls.py); read back here to be sure it
+    // still is.
+    let xls = include_bytes!("../fixtures/ratings/parted_drop.xls").to_vec();
+    {
+        use calamine::Reader;
+        let mut book = calamine::Xls::new(std::io::Cursor::new(xls.as_slice())).expect("the fixture is an XLS workbook");
+        let sheet = book.worksheet_range_at(0).expect("a sheet").expect("readable");
+        let lines: Vec<String> = sheet.rows().map(|r| r.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")).collect();
+        assert_eq!(lines.join("\n"), csv.trim_end(), "parted_drop.xls is not parted_drop(): run tests/fixtures/ratings/make_xls.py");
+    }
+    let forms: [(&str, Vec<u8>, &str); 10] = [
         ("drop.csv", csv.as_bytes().to_vec(), "67108864"),
         ("drop-gbk.csv", gbk.clone(), "67108864"),
         ("drop.xlsx", xlsx, "0"),
@@ -679,6 +690,7 @@ fn a_file_committed_in_parts_reads_back_as_the_file_committed_whole() {
         ("drop-tab.txt", tabbed.as_bytes().to_vec(), "0"),
         ("drop-tab-gbk.txt", encoding_rs::GBK.encode(&tabbed).0.into_owned(), "0"),
         ("drop-unicode.txt", unicode, "0"),
+        ("drop.xls", xls, "0"),
     ];
     let mut seen = Vec::new();
     for (name, bytes, stream) in &forms {
@@ -692,7 +704,7 @@ fn a_file_committed_in_parts_reads_back_as_the_file_committed_whole() {
             let out = manyi_env(&d, &["collect", "office-drop"], &env);
             assert!(out.status.success(), "{name} {part:?}: {}", String::from_utf8_lossy(&out.stderr));
             let streamed = ["large UTF-8 file", "large GBK file"].map(|m| String::from_utf8_lossy(&out.stderr).contains(m));
-            let csv_stream = *stream == "0" && !name.ends_with(".xlsx") && !name.contains("unicode");
+            let csv_stream = *stream == "0" && !name.contains(".xls") && !name.contains("unicode");
             assert_eq!(streamed, [csv_stream && !name.contains("gbk"), csv_stream && name.contains("gbk")], "{name} {stream}");
             let batches = d.count("SELECT COUNT(*) FROM batches");
             // 22 good ratings: one batch whole, five parts of at most five.
