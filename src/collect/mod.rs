@@ -195,8 +195,11 @@ impl InboxFile {
     }
 }
 
-/// The files waiting in an inbox, oldest name first. Hidden files and files
-/// still being copied in (`.tmp`, `.part`) are left alone.
+/// The files waiting in an inbox, oldest name first. Hidden files, the
+/// owner files Excel and WPS keep beside a workbook they have open (`~$`),
+/// and files still being copied in (`.tmp`, `.part`) are left alone; any
+/// other file manyi cannot read (a WPS `.et`, a `.zip`) is left too, with
+/// a warning each run, so that it is not left unnoticed.
 pub fn list_inbox(inbox: &Path) -> Result<Vec<InboxFile>, CollectError> {
     let io = |source| CollectError::Io { path: inbox.to_path_buf(), source };
     fs::create_dir_all(inbox).map_err(io)?;
@@ -207,7 +210,15 @@ pub fn list_inbox(inbox: &Path) -> Result<Vec<InboxFile>, CollectError> {
     for path in paths {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
-        if name.starts_with('.') || !matches!(ext.as_str(), "csv" | "xlsx" | "xls" | "txt") {
+        if name.starts_with('.') || name.starts_with("~$") || matches!(ext.as_str(), "tmp" | "part" | "crdownload") {
+            continue;
+        }
+        if !matches!(ext.as_str(), "csv" | "xlsx" | "xls" | "txt") {
+            tracing::warn!(
+                inbox = %inbox.display(),
+                file = %name,
+                "file left in the inbox unread: 只能读取CSV、TXT、XLSX或XLS文件，请另存为其中一种后重新放入"
+            );
             continue;
         }
         out.push(InboxFile { path, name, ext });
@@ -249,5 +260,21 @@ pub fn finish_file(inbox: &Path, fetched: &Fetched, rejected: Option<&str>) -> R
         // Moved by the other collect between the look and the move.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !fetched.path.exists() => Ok(None),
         Err(e) => Err(CollectError::Io { path: target, source: e }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inbox_lists_what_manyi_reads_and_leaves_the_rest() {
+        let dir = tempfile::tempdir().expect("tmp");
+        for name in ["b.xls", "a.CSV", "~$a.xlsx", ".hidden.csv", "c.txt", "d.et", "e.part", "f.xlsx.tmp", "g.xlsx"] {
+            std::fs::write(dir.path().join(name), b"x").expect("write");
+        }
+        std::fs::create_dir(dir.path().join("archive.csv")).expect("a folder");
+        let listed: Vec<String> = list_inbox(dir.path()).expect("list").into_iter().map(|f| f.name).collect();
+        assert_eq!(listed, ["a.CSV", "b.xls", "c.txt", "g.xlsx"]);
     }
 }
