@@ -448,8 +448,9 @@ impl<R: std::io::Read> std::io::Read for BreakTracker<R> {
 /// A row whose cell holds line breaks followed by what looks like further
 /// rows: a quote opened and never closed (or closed too late) made the CSV
 /// reader read the rows after it into one cell, which would lose them
-/// silently. A comment that really spans lines rarely holds as many ASCII
-/// commas as half a row, and never makes its row longer than the header.
+/// silently. A comment that really spans lines rarely holds as many of the
+/// file's delimiters (ASCII commas, or tabs) as half a row, and never makes
+/// its row longer than the header.
 fn swallowed_rows(headers: &[String], line: usize, row: Row<'_>, delimiter: u8) -> Option<String> {
     // Almost no row has a line break: one search of the row's text, not one a cell.
     if !row.text.contains('\n') {
@@ -521,12 +522,7 @@ fn decode_checked<'a>(file: &str, bytes: &'a [u8]) -> Result<(Cow<'a, str>, &'st
 /// called GBK, and a UTF-16 file with a broken byte pair was decoded with
 /// replacement characters.
 fn decode_utf16<'a>(file: &str, bytes: &[u8]) -> Option<Result<(Cow<'a, str>, &'static str), CollectError>> {
-    let (encoding, bom) = encoding_rs::Encoding::for_bom(bytes)?;
-    let name = match encoding {
-        e if e == encoding_rs::UTF_16LE => "UTF-16LE (BOM)",
-        e if e == encoding_rs::UTF_16BE => "UTF-16BE (BOM)",
-        _ => return None,
-    };
+    let (encoding, bom, name) = utf16_bom(bytes)?;
     let (text, malformed) = encoding.decode_without_bom_handling(&bytes[bom..]);
     Some(if malformed {
         Err(CollectError::BadFile {
@@ -539,6 +535,16 @@ fn decode_utf16<'a>(file: &str, bytes: &[u8]) -> Option<Result<(Cow<'a, str>, &'
     } else {
         Ok((Cow::Owned(text.into_owned()), name))
     })
+}
+
+/// The UTF-16 encoding the byte-order mark at the start of `bytes` names,
+/// the mark's length, and the encoding's name as reasons give it.
+fn utf16_bom(bytes: &[u8]) -> Option<(&'static encoding_rs::Encoding, usize, &'static str)> {
+    match encoding_rs::Encoding::for_bom(bytes)? {
+        (e, bom) if e == encoding_rs::UTF_16LE => Some((e, bom, "UTF-16LE (BOM)")),
+        (e, bom) if e == encoding_rs::UTF_16BE => Some((e, bom, "UTF-16BE (BOM)")),
+        _ => None,
+    }
 }
 
 /// Why a GBK file with UTF-8 text from `line` on is refused.
@@ -796,7 +802,7 @@ impl Utf8Counts {
 /// file name if its later bytes say otherwise.
 pub fn looks_gbk(head: &[u8]) -> Option<GbkHead> {
     // UTF-16 (a BOM of FF FE or FE FF) is read whole, by `decode_checked`.
-    if is_workbook(head) || looks_utf8(head) || head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF") {
+    if is_workbook(head) || looks_utf8(head) || utf16_bom(head).is_some() {
         return None;
     }
     let bom = if head.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
