@@ -1660,6 +1660,10 @@ mod tests {
         make_catalog_old(dir.path());
 
         let mut store = Store::open(dir.path()).expect("store opens and migrates");
+        // The migration's VACUUM ran with its temporary copy on disk and
+        // gave the statement journals back to memory (catalog::SCHEMA).
+        let temp_store: i64 = store.conn.query_row("PRAGMA temp_store", [], |r| r.get(0)).expect("temp_store");
+        assert_eq!(temp_store, 2, "temp_store = MEMORY");
         let kind: String =
             store.conn.query_row("SELECT type FROM sqlite_master WHERE name = 'record_keys'", [], |r| r.get(0)).expect("type");
         assert_eq!(kind, "view");
