@@ -4,7 +4,7 @@
 //! These are the only shapes that cross stage boundaries. A source's own field
 //! names never leave `collect`; the curated store holds exactly these fields.
 
-use chrono::NaiveDateTime;
+use chrono::{NaiveDateTime, Timelike};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -354,20 +354,63 @@ pub const RATING_FIELDS: [&str; 16] = [
     "revisit",
 ];
 
-/// Parses the timestamp formats offices and platforms use: ISO with a space
-/// or `T`, slashes as 问卷星 writes them, and GB/T 39046's `YYYYMMDDThhmmss`.
+/// Parses the local-time formats offices and platforms use: ISO with a
+/// space or `T`, slashes as 问卷星 and Excel write them, dots, Chinese
+/// `2026年10月3日 14时22分05秒` as WPS and Excel format dates on a Chinese
+/// system, and GB/T 39046's `YYYYMMDDThhmmss`.
+///
+/// Fractions of a second (`14:22:05.0`, as Java's `Timestamp` prints every
+/// time, or the `.123` of a `datetime(3)` column) are read and dropped: the
+/// standard's time is to the second, and the same rating sent once with
+/// and once without them must be the same rating, not an update.
 pub fn parse_timestamp(text: &str) -> Option<NaiveDateTime> {
-    const FORMATS: [&str; 7] = [
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%dT%H:%M:%S",
+    // `%.f` reads an optional fraction: "14:22:05" matches too.
+    const FORMATS: [&str; 15] = [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
         "%Y-%m-%d %H:%M",
-        "%Y/%m/%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y/%m/%d %H:%M:%S%.f",
         "%Y/%m/%d %H:%M",
+        "%Y.%m.%d %H:%M:%S%.f",
+        "%Y.%m.%d %H:%M",
+        "%Y年%m月%d日 %H:%M:%S",
+        "%Y年%m月%d日 %H:%M",
+        "%Y年%m月%d日 %H时%M分%S秒",
+        "%Y年%m月%d日 %H时%M分",
+        "%Y年%m月%d日 %H点%M分",
         "%Y%m%dT%H%M%S",
         "%Y%m%d%H%M%S",
     ];
     let t = text.trim();
-    FORMATS.iter().find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+    FORMATS.iter().find_map(|f| NaiveDateTime::parse_from_str(t, f).ok()).and_then(|t| t.with_nanosecond(0))
+}
+
+/// [`parse_timestamp`], and besides the forms that name an instant rather
+/// than a local time, turned into the local time of `tz`: ISO 8601 with an
+/// offset or `Z` (`2026-10-03T06:22:05.000Z`, `2026-10-03T14:22:05+08:00`), and
+/// Unix time in seconds (10 digits) or milliseconds (13 digits), which
+/// platforms built on Java's JSON libraries send for every date by default.
+/// A time in UTC read as local would put a rating of 03:00 on the day before.
+pub fn parse_timestamp_in(text: &str, tz: chrono_tz::Tz) -> Option<NaiveDateTime> {
+    parse_timestamp(text).or_else(|| parse_instant(text.trim()).and_then(|t| t.with_timezone(&tz).naive_local().with_nanosecond(0)))
+}
+
+fn parse_instant(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::{DateTime, Utc};
+    if t.bytes().all(|b| b.is_ascii_digit()) {
+        let n: i64 = t.parse().ok()?;
+        return match t.len() {
+            10 => DateTime::<Utc>::from_timestamp(n, 0),
+            13 => DateTime::<Utc>::from_timestamp_millis(n),
+            _ => None,
+        };
+    }
+    const WITH_OFFSET: [&str; 2] = ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"];
+    DateTime::parse_from_rfc3339(t)
+        .ok()
+        .or_else(|| WITH_OFFSET.iter().find_map(|f| DateTime::parse_from_str(t, f).ok()))
+        .map(|t| t.with_timezone(&Utc))
 }
 
 #[cfg(test)]
@@ -382,6 +425,54 @@ mod tests {
         assert_eq!(parse_timestamp("20261003T142205"), want);
         assert_eq!(parse_timestamp("2026-13-03 14:22:05"), None);
         assert_eq!(parse_timestamp("昨天"), None);
+        // Java's Timestamp, datetime(3), dots, and dates as WPS and Excel
+        // format them on a Chinese system; fractions of a second dropped.
+        for text in [
+            "2026-10-03 14:22:05.0",
+            "2026-10-03 14:22:05.123",
+            "2026-10-03T14:22:05.999999",
+            "2026.10.03 14:22:05",
+            "2026年10月3日 14:22:05",
+            "2026年10月03日14时22分05秒",
+        ] {
+            assert_eq!(parse_timestamp(text), want, "{text}");
+        }
+        let minute = NaiveDateTime::parse_from_str("2026-10-03 09:05:00", "%Y-%m-%d %H:%M:%S").ok();
+        assert_eq!(parse_timestamp("2026年10月3日 9点05分"), minute);
+        assert_eq!(parse_timestamp("2026-10-03T09:05"), minute);
+        // An instant is not a local time without the deployment's zone.
+        assert_eq!(parse_timestamp("2026-10-03T06:22:05Z"), None);
+        assert_eq!(parse_timestamp("1791008525"), None);
+        // A date alone is refused: a rating's time of day decides bursts.
+        assert_eq!(parse_timestamp("2026-10-03"), None);
+    }
+
+    #[test]
+    fn instants_are_read_as_the_local_time_of_the_zone() {
+        let shanghai = chrono_tz::Asia::Shanghai;
+        let want = NaiveDateTime::parse_from_str("2026-10-03 14:22:05", "%Y-%m-%d %H:%M:%S").ok();
+        // 1791008525 is 2026-10-03 06:22:05 UTC (Python: datetime(2026,10,3,6,22,5,tzinfo=timezone.utc).timestamp()).
+        for text in [
+            "1791008525",
+            "1791008525123",
+            "2026-10-03T06:22:05Z",
+            "2026-10-03T06:22:05.123Z",
+            "2026-10-03T14:22:05+08:00",
+            "2026-10-03T14:22:05.000+0800",
+            "2026-10-03 07:22:05+01:00",
+            "2026-10-03 14:22:05",
+        ] {
+            assert_eq!(parse_timestamp_in(text, shanghai), want, "{text}");
+        }
+        // The zone decides the day: 16:30 UTC is the next day in Shanghai, not in London.
+        let next_day = NaiveDateTime::parse_from_str("2026-10-01 00:30:00", "%Y-%m-%d %H:%M:%S").ok();
+        assert_eq!(parse_timestamp_in("2026-09-30T16:30:00Z", shanghai), next_day);
+        let london = NaiveDateTime::parse_from_str("2026-09-30 17:30:00", "%Y-%m-%d %H:%M:%S").ok();
+        assert_eq!(parse_timestamp_in("2026-09-30T16:30:00Z", chrono_tz::Europe::London), london);
+        // Other runs of digits are not Unix time.
+        for text in ["179100852", "17910085251", "179100852512345", "-1791008525"] {
+            assert_eq!(parse_timestamp_in(text, shanghai), None, "{text}");
+        }
     }
 
     #[test]

@@ -32,7 +32,11 @@ The 好差评 request is POST /api/evaluation/list with the JSON body
 {"page", "size", "startTime", "endTime"} and the headers X-App-Key,
 X-Timestamp and X-Signature = HMAC-SHA256(secret, timestamp + body); a wrong
 key or signature gets 401. Records are filtered to the window by assessTime,
-ordered by (assessTime, projectNo, assessNumber) and paged.
+ordered by (assessTime, projectNo, assessNumber) and paged. A record's
+assessTime may be written as the platform likes (Unix seconds or
+milliseconds, ISO 8601 with an offset, 年月日时分秒, a fraction of a second):
+the window and the order go by the moment it names in Beijing time, as a
+platform's own database would.
 """
 
 import base64
@@ -42,6 +46,7 @@ import json
 import sys
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CONTROL = sys.argv[1]
@@ -49,6 +54,29 @@ LOG = CONTROL + ".log"
 FIRED = {}
 LOCK = threading.Lock()
 GEN_CACHE = {}
+
+
+BEIJING = timezone(timedelta(hours=8))
+
+
+def moment(value):
+    """A record's assessTime as "YYYY-MM-DD HH:MM:SS" in Beijing time."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        secs = value / 1000 if value >= 10**11 else value
+        return datetime.fromtimestamp(int(secs), BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+    text = str(value or "")
+    for fmt in ("%Y年%m月%d日 %H时%M分%S秒", "%Y年%m月%d日 %H:%M:%S"):
+        try:
+            return datetime.strptime(text, fmt).strftime("%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            pass
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    if t.tzinfo is not None:
+        t = t.astimezone(BEIJING)
+    return t.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def control():
@@ -157,9 +185,9 @@ class Handler(BaseHTTPRequestHandler):
         else:
             records = ctl.get("records", [])
         begin, end = req.get("startTime", ""), req.get("endTime", "9999")
-        inside = [r for r in records if begin <= str(r.get("assessTime", "")) <= end] if "generate" not in ctl else records
+        inside = [r for r in records if begin <= moment(r.get("assessTime")) <= end] if "generate" not in ctl else records
         if "generate" not in ctl:
-            inside.sort(key=lambda r: (str(r.get("assessTime", "")), str(r.get("projectNo", "")), str(r.get("assessNumber", ""))))
+            inside.sort(key=lambda r: (moment(r.get("assessTime")), str(r.get("projectNo", "")), str(r.get("assessNumber", ""))))
         size = int(req.get("size", 100))
         chunk = inside[(page - 1) * size: page * size]
         body = {"code": 200, "msg": "ok", "data": {"page": page, "size": size, "total": len(inside), "records": chunk}}

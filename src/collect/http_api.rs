@@ -12,7 +12,7 @@ use super::{Parsed, parse_timestamp};
 use crate::config::{ApiConfig, Config, SignatureEncoding, SourceConfig, find_category};
 use crate::retry::Backoff;
 use crate::store::QuarantineRow;
-use chrono::{Duration, NaiveDateTime, TimeZone};
+use chrono::{Duration, NaiveDateTime};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use sha2::Sha256;
@@ -595,11 +595,8 @@ fn missing_fields(source: &SourceConfig, fields: &[(&str, &str)], carried: &[boo
 /// Platform codes → the words the shared normaliser reads, unless the
 /// source's own `[source.values.*]` maps the value.
 fn platform_codes_to_words(cfg: &Config, source: &SourceConfig, slots: &FieldSlots, vals: &mut [Cow<'_, str>]) {
-    for k in [slots.of(Field::RatedAt), slots.of(Field::RectifiedAt)].into_iter().flatten() {
-        if let Some(local) = epoch_ms_to_local(&vals[k], cfg) {
-            vals[k] = Cow::Owned(local);
-        }
-    }
+    // Times in Unix seconds or milliseconds, as some platforms send them,
+    // are read by the shared normaliser (`model::parse_timestamp_in`).
     if let Some(k) = slots.of(Field::FollowUp).filter(|&k| !source.values.follow_up.contains_key(vals[k].as_ref())) {
         // Rectification status of the open-source module: 0 —, 1 整改中, 2 整改完成, 3 无法整改.
         let word = match vals[k].as_ref() {
@@ -629,16 +626,6 @@ fn map_category(cfg: &Config, source: &SourceConfig, slots: &FieldSlots, vals: &
     {
         vals[k] = Cow::Owned(d.clone());
     }
-}
-
-/// `1759473725000` (Unix milliseconds, as some platforms send times) → local wall time text.
-fn epoch_ms_to_local(text: &str, cfg: &Config) -> Option<String> {
-    if text.len() != 13 || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let ms: i64 = text.parse().ok()?;
-    let t = cfg.tz.timestamp_millis_opt(ms).single()?;
-    Some(t.naive_local().format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub use wjx_export::parse_wjx_export;
 
 // Re-exported for the readers of this stage; it lives in `model` because
 // config checks `[source.api] start` with it too.
-pub use crate::model::parse_timestamp;
+pub use crate::model::{parse_timestamp, parse_timestamp_in};
 
 use crate::model::{Rating, SurveyResponse};
 use crate::store::QuarantineRow;

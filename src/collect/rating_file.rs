@@ -6,7 +6,7 @@
 //! and the reason; the rest of the file is ingested.
 
 use super::table::{Row, clip, delimiter_of, is_workbook, open_csv, open_csv_stream, read_table};
-use super::{CollectError, Parsed, Table, Unrecognised, parse_timestamp};
+use super::{CollectError, Parsed, Table, Unrecognised, parse_timestamp_in};
 use crate::config::{Config, SourceConfig, category_index};
 use crate::model::{FollowUp, Level, LevelReadError, Rating, channel_code};
 use crate::store::QuarantineRow;
@@ -498,7 +498,7 @@ pub(crate) fn normalise_rating<'a>(
         times.parse().map_err(|_| reject(Field::AssessNumber, format!("评价次数“{}”不是正整数", clip(times))))?
     };
     let rated_at_text = get(Field::RatedAt);
-    let rated_at = read_timestamp(rated_at_text)
+    let rated_at = read_timestamp(rated_at_text, cfg.tz)
         .ok_or_else(|| reject(Field::RatedAt, format!("评价时间“{}”无法识别，应为 2026-10-03 14:22:05 这样的格式", clip(rated_at_text))))?;
     if rated_at > latest_ok {
         return Err(reject(Field::RatedAt, format!("评价时间“{rated_at_text}”晚于采集时间，疑为时钟错误")));
@@ -513,7 +513,7 @@ pub(crate) fn normalise_rating<'a>(
         }
         reject(miss.field, miss.reason)
     })?;
-    let rectified_at = read_rectified(get(Field::RectifiedAt), now)?;
+    let rectified_at = read_rectified(get(Field::RectifiedAt), now, cfg.tz)?;
     let phone = get(Field::RaterPhone);
     // Keyed (HMAC) with the deployment's secret: a plain digest of an 11-digit
     // phone is inverted by trying every number.
@@ -617,12 +617,12 @@ fn read_codes<'a>(rules: &Rules<'_>, get: &dyn Fn(Field) -> &'a str) -> Result<C
     Ok(Codes { category, channel, level, numeric_level, follow_up, default_rating })
 }
 
-/// A time as [`parse_timestamp`] reads it. `2026-10-03 14:22:05`, the form
+/// A time as [`parse_timestamp_in`] reads it. `2026-10-03 14:22:05`, the form
 /// of nearly every export and of the platform, is read digit by digit:
 /// trying chrono's format strings one by one was a tenth of a file's parse.
 /// Anything else, and anything this reading refuses, goes the long way, so
 /// the result is the same.
-pub(crate) fn read_timestamp(text: &str) -> Option<NaiveDateTime> {
+pub(crate) fn read_timestamp(text: &str, tz: chrono_tz::Tz) -> Option<NaiveDateTime> {
     let b = text.trim().as_bytes();
     if b.len() == 19 && b[4] == b'-' && b[7] == b'-' && b[10] == b' ' && b[13] == b':' && b[16] == b':' {
         let num =
@@ -635,15 +635,16 @@ pub(crate) fn read_timestamp(text: &str) -> Option<NaiveDateTime> {
             }
         }
     }
-    parse_timestamp(text)
+    parse_timestamp_in(text, tz)
 }
 
 /// 整改完成时间: empty, or a plausible time up to a year ahead.
-fn read_rectified(text: &str, now: NaiveDateTime) -> Result<Option<NaiveDateTime>, Rejection> {
+fn read_rectified(text: &str, now: NaiveDateTime, tz: chrono_tz::Tz) -> Result<Option<NaiveDateTime>, Rejection> {
     if text.is_empty() {
         return Ok(None);
     }
-    let t = read_timestamp(text).ok_or_else(|| (Field::RectifiedAt.name().to_string(), format!("整改完成时间“{}”无法识别", clip(text))))?;
+    let t =
+        read_timestamp(text, tz).ok_or_else(|| (Field::RectifiedAt.name().to_string(), format!("整改完成时间“{}”无法识别", clip(text))))?;
     // Up to a year ahead: a planned date typed into the column is
     // plausible, 9999-12-31 is not.
     let latest = now + chrono::Duration::days(366);
@@ -739,7 +740,8 @@ mod tests {
             "+2026-10-03 14:22",
             "",
         ] {
-            assert_eq!(read_timestamp(text), parse_timestamp(text), "{text:?}");
+            let tz = chrono_tz::Asia::Shanghai;
+            assert_eq!(read_timestamp(text, tz), parse_timestamp_in(text, tz), "{text:?}");
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use super::rating_file::earliest_plausible;
 use super::table::clip;
-use super::{CollectError, Parsed, Table, parse_timestamp};
+use super::{CollectError, Parsed, Table, parse_timestamp_in};
 use crate::config::{Config, QuestionDef, QuestionKind, SourceConfig, SurveyDef};
 use crate::model::{Answer, SurveyResponse};
 // Open answers enter curated masked; landing keeps the raw export.
@@ -126,7 +126,7 @@ fn parse_response(
     }
     let raw_time = cell(layout.time_col);
     let submitted_at =
-        parse_timestamp(raw_time).ok_or_else(|| reject("提交答卷时间", format!("提交答卷时间“{}”无法识别", clip(raw_time))))?;
+        parse_timestamp_in(raw_time, cfg.tz).ok_or_else(|| reject("提交答卷时间", format!("提交答卷时间“{}”无法识别", clip(raw_time))))?;
     if submitted_at < earliest_plausible() || submitted_at > layout.latest_ok {
         return Err(reject("提交答卷时间", format!("提交答卷时间“{raw_time}”早于2000-01-01或晚于采集时间，不是可信的日期")));
     }

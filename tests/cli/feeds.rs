@@ -432,3 +432,63 @@ fn an_inverted_office_file_is_held_in_the_inbox_and_read_after_the_fix() {
     assert_eq!(rows.len(), 60);
     assert_eq!(rows.values().filter(|v| v.0 == 1).count(), 24);
 }
+
+/// Every stored rating's 评价时间 by id, as the local time the store keeps.
+fn rated_at(d: &Deployment) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for f in crate::walk(&d.dir.join("data/curated/ratings")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")) {
+        let df = ParquetReader::new(std::fs::File::open(&f).expect("open")).finish().expect("parquet");
+        let id = df.column("rating_id").expect("id").str().expect("str").clone();
+        let ms = df.column("rated_at").expect("rated_at").cast(&DataType::Int64).expect("as i64");
+        let ms = ms.i64().expect("i64");
+        for i in 0..df.height() {
+            let t = chrono::DateTime::from_timestamp_millis(ms.get(i).expect("time")).expect("in range").naive_utc();
+            out.insert(id.get(i).expect("id").to_string(), t.format("%Y-%m-%d %H:%M:%S%.3f").to_string());
+        }
+    }
+    out
+}
+
+/// 评价时间 as platforms built on Java send it and as Chinese spreadsheets
+/// format it: Unix milliseconds and seconds as JSON numbers (Jackson's
+/// default for a date), `Timestamp`'s `.0`, ISO 8601 in UTC and with the
+/// offset, 年月日时分秒. Each is the same local time, 2026-10-03 14:22:05 in
+/// Asia/Shanghai; before, every one of them was quarantined as "无法识别".
+/// The one in UTC just before midnight is the next day's, and month's, rating.
+#[test]
+fn times_written_as_java_platforms_and_chinese_spreadsheets_write_them_are_read_in_local_time() {
+    let d = Deployment::small();
+    let forms: [Value; 8] = [
+        json!("2026-10-03 14:22:05"),
+        json!(1_791_008_525_123_i64),
+        json!(1_791_008_525_i64),
+        json!("2026-10-03 14:22:05.0"),
+        json!("2026-10-03T06:22:05.123Z"),
+        json!("2026-10-03T14:22:05+08:00"),
+        json!("2026年10月03日 14时22分05秒"),
+        json!(1_790_785_800_i64),
+    ];
+    let recs: Vec<Value> = forms
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut r = national(i, 1, 2);
+            r["assessTime"] = t.clone();
+            r
+        })
+        .collect();
+    let p = Platform::start(&d.dir.join("platform.json"), &json!({"app_key": "prov-app", "secret": SECRET, "records": recs}));
+    with_sources(&d, &platform_source(p.port, ""));
+    run(&d, &["collect", "prov"]).success();
+    assert!(quarantine_lines(&d, "prov").is_empty(), "{:?}", quarantine_lines(&d, "prov"));
+    let times = rated_at(&d);
+    assert_eq!(times.len(), 8);
+    for i in 0..7 {
+        // Fractions of a second are dropped: the standard's time is to the second.
+        assert_eq!(times[&format!("SD-2026-{i:05}-1")], "2026-10-03 14:22:05.000", "form {}", forms[i]);
+    }
+    // 2026-09-30 16:30:00 UTC is 2026-10-01 00:30:00 in Asia/Shanghai.
+    assert_eq!(times["SD-2026-00007-1"], "2026-10-01 00:30:00.000");
+    let in_october = crate::walk(&d.dir.join("data/curated/ratings/month=2026-10"));
+    assert!(!in_october.is_empty() && crate::walk(&d.dir.join("data/curated/ratings")).len() == in_october.len(), "all in month=2026-10");
+}
