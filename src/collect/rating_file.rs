@@ -5,7 +5,7 @@
 //! exports use. A row that fails any check goes to quarantine with the field
 //! and the reason; the rest of the file is ingested.
 
-use super::table::{Row, clip, delimiter_of, is_workbook, open_csv, open_csv_stream, read_table};
+use super::table::{Row, clip, delimiter_of, excel_scientific, is_workbook, open_csv, open_csv_stream, read_table};
 use super::{CollectError, Parsed, Table, Unrecognised, parse_timestamp_in};
 use crate::config::{Config, SourceConfig, category_index};
 use crate::model::{FollowUp, Level, LevelReadError, Rating, channel_code};
@@ -468,6 +468,10 @@ pub(crate) struct ReadRating {
 /// Why a record was rejected: the canonical field at fault and the reason.
 pub(crate) type Rejection = (String, String);
 
+/// Why an id or a code in scientific notation is refused, and what to do.
+const EXCEL_NUMBER: &str = "是被Excel当作数字改成的科学计数法，原来的数字已经丢失（不同的编号会变成同一个）；\
+请在导出系统或Excel中把这一列设为“文本”格式后重新导出";
+
 /// The earliest date a rating, answer or rectification can carry: a year
 /// 0001 or 1900 is a placeholder or a typo, and a date far in the future made
 /// the working-day arithmetic of reports run for minutes.
@@ -491,6 +495,9 @@ pub(crate) fn normalise_rating<'a>(
     if project.is_empty() {
         return Err(reject(Field::ProjectNo, "办件编号为空".into()));
     }
+    if excel_scientific(project) {
+        return Err(reject(Field::ProjectNo, format!("办件编号“{}”{EXCEL_NUMBER}", clip(project))));
+    }
     let times = get(Field::AssessNumber);
     let times: u32 = if times.is_empty() {
         1
@@ -506,7 +513,11 @@ pub(crate) fn normalise_rating<'a>(
     if rated_at < earliest_plausible() {
         return Err(reject(Field::RatedAt, format!("评价时间“{rated_at_text}”早于2000-01-01，不是可信的日期（常见于占位值或年份录错）")));
     }
-    let (_, org_code) = cfg.orgs.resolve_rated_code(get(Field::Org)).map_err(|e| reject(Field::Org, clip(&e).into_owned()))?;
+    let org = get(Field::Org);
+    if excel_scientific(org) {
+        return Err(reject(Field::Org, format!("区划代码“{}”{EXCEL_NUMBER}", clip(org))));
+    }
+    let (_, org_code) = cfg.orgs.resolve_rated_code(org).map_err(|e| reject(Field::Org, clip(&e).into_owned()))?;
     let codes = read_codes(rules, get).map_err(|miss| {
         if !miss.value.is_empty() {
             *unknown.entry(miss.field.name().into()).or_default().entry(miss.value.clone()).or_default() += 1;

@@ -1028,11 +1028,31 @@ where
     Ok(Table { headers, rows, encoding: kind })
 }
 
+/// Whether `text` is a number in the scientific notation Excel gives a long
+/// number (`3.70101E+17`): an 18-digit 办件编号 or a 12-digit 区划代码 that
+/// went through Excel as a number and was saved as it showed it. Its digits
+/// are gone (Excel keeps 15 significant digits and shows 6), so many ids
+/// become one; read as an id, every rating of the file after the first was
+/// stored as "unchanged".
+pub fn excel_scientific(text: &str) -> bool {
+    let t = text.trim();
+    let Some((mantissa, exponent)) = t.split_once(['E', 'e']) else { return false };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, "0"));
+    let exponent = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits(int) && digits(frac) && digits(exponent)
+}
+
 fn cell_text(c: &Data) -> String {
     match c {
         Data::Empty => String::new(),
         Data::String(s) => s.clone(),
         Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", *f as i64),
+        // A whole number of 16 digits or more stored as a number has lost
+        // its last digits to Excel's 15 (and an f64's): written out in
+        // full it would pass for an id. Shown as Excel shows it, so that
+        // the reading of an id or a code refuses it saying why.
+        Data::Float(f) if f.fract() == 0.0 => format!("{f:E}"),
         Data::Float(f) => f.to_string(),
         Data::Int(i) => i.to_string(),
         Data::Bool(b) => b.to_string(),
@@ -1045,6 +1065,20 @@ fn cell_text(c: &Data) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_excel_wrote_in_scientific_notation_are_told_from_ids() {
+        for t in ["3.70101E+17", "3.69901E+11", "3.7010120261E17", "1E+15", "3.70101e+17", " 3.7E-5 "] {
+            assert!(excel_scientific(t), "{t}");
+        }
+        for t in ["370101202610000000", "E+17", "3.7E", "3.7E+", "LJ2025E+17", "3.7.1E+17", "-3.7E+17", "", "369901001001", "1.5"] {
+            assert!(!excel_scientific(t), "{t}");
+        }
+        // A workbook's whole number of 16 digits or more is shown so.
+        assert_eq!(cell_text(&Data::Float(370_101_202_610_000_001.0)), "3.7010120261E17");
+        assert_eq!(cell_text(&Data::Float(369_901_001_001.0)), "369901001001");
+        assert_eq!(cell_text(&Data::Float(999_999_999_999_999.0)), "999999999999999");
+    }
 
     #[test]
     fn excel_text_exports_with_tabs_and_in_utf16_are_read() {

@@ -390,6 +390,10 @@ fn ingest_file(
         Ok(outcome) => {
             sum.fetched += outcome.rows_read;
             sum.add(&outcome.batch);
+            if let Some(note) = superseded_note(&landed.fetched.name, &outcome.batch) {
+                tracing::warn!(source = %src.name, file = %landed.fetched.name, rows = outcome.batch.superseded, "{note}");
+                sum.notes.push(note);
+            }
             sum.quarantined += outcome.quarantined;
             sum.quarantine_files.extend(outcome.quarantine_file);
             sum.over_quarantined.extend(outcome.over_quarantined);
@@ -484,6 +488,24 @@ fn reread_holding<'s>(
         p
     });
     Ok((LandedFile { file, parsed }, batch, rejections))
+}
+
+/// What a clerk should hear about rows of one file that share an id with a
+/// later row of other content: only the later was stored. An office export
+/// lists each rating once, so this is ids that are not unique — a column
+/// that is not the 办件编号, or ids Excel cut to 15 digits — and each such
+/// row is a rating lost unless someone looks. (A platform's pages bring a
+/// record's newer state that way, so API batches say nothing.)
+fn superseded_note(file: &str, batch: &crate::store::BatchOutcome) -> Option<String> {
+    (batch.superseded > 0).then(|| {
+        format!(
+            "{file}: {} row(s) have the 办件编号 and 评价次数 of a later row with other content (e.g. {}); only the later row of \
+             each was stored. If they are different ratings, the file's ids are not unique (a long number cut by Excel to 15 \
+             digits looks like this): export the id column as text and send the file again",
+            batch.superseded,
+            batch.superseded_ids.join(", ")
+        )
+    })
 }
 
 /// Hands a part of a file to its batch: good ratings to be written,

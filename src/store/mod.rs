@@ -150,7 +150,17 @@ pub struct BatchOutcome {
     pub updated: usize,
     /// Records seen before with the same content: not stored again.
     pub unchanged: usize,
+    /// Of `unchanged`, the records whose id came again later in the same
+    /// batch with other content, so that only the later one was stored: a
+    /// platform's newer state of a record, or, in a file, ids that are not
+    /// unique (different ratings then collapse into one).
+    pub superseded: usize,
+    /// A few of those ids, for the message that names them.
+    pub superseded_ids: Vec<String>,
 }
+
+/// Ids [`BatchOutcome::superseded_ids`] keeps.
+const SUPERSEDED_SHOWN: usize = 3;
 
 /// A rejected row, kept with its reason.
 #[derive(Debug, Clone)]
@@ -849,6 +859,18 @@ impl PartedBatch<'_> {
         all.sort_by(|&a, &b| records[a].key().cmp(&records[b].key()));
         let mut order: Vec<usize> = Vec::with_capacity(all.len());
         for run in all.chunk_by(|&a, &b| records[a].key() == records[b].key()) {
+            if let [earlier @ .., last] = run
+                && !earlier.is_empty()
+            {
+                let kept = records[*last].hash();
+                let other = earlier.iter().filter(|&&i| records[i].hash() != kept).count();
+                if other > 0 {
+                    out.superseded += other;
+                    if out.superseded_ids.len() < SUPERSEDED_SHOWN {
+                        out.superseded_ids.push(records[*last].key().1.to_string());
+                    }
+                }
+            }
             order.extend(run.last());
         }
         drop(all);
@@ -930,11 +952,16 @@ impl PartedBatch<'_> {
             for f in &part.files {
                 ins_file.execute(params![part.seq, f.month, f.path, f.rows as i64, f.parquet_rows as i64])?;
             }
+            let mut ids = std::mem::take(&mut total.superseded_ids);
+            ids.extend(part.out.superseded_ids.iter().cloned());
+            ids.truncate(SUPERSEDED_SHOWN);
             total = BatchOutcome {
                 batch_seq: part.seq,
                 new: total.new + part.out.new,
                 updated: total.updated + part.out.updated,
                 unchanged: total.unchanged + part.out.unchanged,
+                superseded: total.superseded + part.out.superseded,
+                superseded_ids: ids,
             };
         }
         drop(ins_file);

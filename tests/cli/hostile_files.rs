@@ -156,3 +156,87 @@ fn a_rejected_file_makes_collect_exit_1_naming_the_file() {
     assert_eq!(stored(&d), 1, "the good file is still ingested");
     assert!(inbox.join("archive/e-good.csv").exists());
 }
+
+/// The data lines of the quarantine files of the small deployment's office drop.
+fn quarantined(d: &Deployment) -> Vec<String> {
+    let dir = d.dir.join("data/quarantine/office-drop");
+    crate::walk(&dir)
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).expect("quarantine file");
+            text.trim_start_matches('\u{feff}').lines().skip(1).map(String::from).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// An export opened in Excel and saved again: the 18-digit 办件编号 and the
+/// 12-digit 区划代码 come back as `3.70101E+17` and `3.69901E+11`, and an
+/// XLSX keeps such an id as a number whose last digits are gone. Read as
+/// ids, the four rows became one rating and three "unchanged"; now each is
+/// quarantined saying what Excel did and what to do.
+#[test]
+fn ids_and_codes_excel_turned_into_numbers_are_quarantined_saying_so() {
+    let d = Deployment::small();
+    let mut csv = HEAD.to_string();
+    for no in 1..=20 {
+        csv.push_str(&row(no, ""));
+    }
+    for minute in 0..4 {
+        csv.push_str(&format!("3.70101E+17,1,2026-10-04 09:{minute:02}:00,369901001001,政务办事,1,5,,\n"));
+    }
+    for minute in 0..2 {
+        csv.push_str(&format!("X{minute},1,2026-10-04 10:{minute:02}:00,3.69901E+11,政务办事,1,5,,\n"));
+    }
+    d.file("inbox/ratings/resaved.csv", &csv);
+    // The same damage in a workbook: ids written as numbers.
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    let ws = wb.add_worksheet();
+    for (c, h) in HEAD.trim_end().split(',').enumerate() {
+        ws.write_string(0, c as u16, h).expect("header");
+    }
+    for (r, id) in [370_101_202_610_000_001_f64, 370_101_202_610_000_002.0, 370_101_202_610_000_003.0].into_iter().enumerate() {
+        let r = r as u32 + 1;
+        ws.write_number(r, 0, id).expect("id");
+        for (c, v) in ["1", "2026-10-05 09:00:00", "369901001001", "政务办事", "1", "5", "", ""].into_iter().enumerate() {
+            ws.write_string(r, c as u16 + 1, v).expect("cell");
+        }
+    }
+    wb.save(d.dir.join("inbox/ratings/resaved.xlsx")).expect("xlsx");
+
+    let ran = d.manyi(&["collect"]).code(1);
+    let all = format!("{}{}", ran.stdout(), ran.stderr());
+    assert!(all.contains("科学计数法"), "the run says what happened:\n{all}");
+    assert_eq!(stored(&d), 20, "only the undamaged rows are stored");
+    let lines = quarantined(&d);
+    let count = |field: &str, value: &str| lines.iter().filter(|l| l.contains(&format!(",{field},")) && l.contains(value)).count();
+    assert_eq!(count("project_no", "办件编号“3.70101E+17”是被Excel当作数字改成的科学计数法"), 4, "{lines:#?}");
+    assert_eq!(count("org", "区划代码“3.69901E+11”是被Excel当作数字改成的科学计数法"), 2, "{lines:#?}");
+    // The workbook's ids are one number now (an f64 holds 15–17 digits), in scientific notation.
+    assert_eq!(count("project_no", "办件编号“3.7010120261E17”"), 3, "{lines:#?}");
+}
+
+/// Rows that share an id with a later row of other content: only the
+/// later is stored, and the run says so, naming an id. (An id cut by Excel
+/// to 15 digits looks like this: 370101202610000000 for every rating.) A
+/// row sent twice alike is a plain duplicate and says nothing.
+#[test]
+fn rows_that_share_an_id_with_other_content_are_named_in_a_note() {
+    let d = Deployment::small();
+    let mut csv = HEAD.to_string();
+    for minute in 0..3 {
+        csv.push_str(&format!("370101202610000000,1,2026-10-04 09:{minute:02}:00,369901001001,政务办事,1,5,,\n"));
+    }
+    csv.push_str(&row(1, ""));
+    csv.push_str(&row(1, ""));
+    csv.push_str(&row(2, ""));
+    d.file("inbox/ratings/cut.csv", &csv);
+    let out = d.manyi(&["collect"]).success().stdout();
+    assert_eq!(stored(&d), 3);
+    assert!(
+        out.contains(
+            "note: cut.csv: 2 row(s) have the 办件编号 and 评价次数 of a later row with other content (e.g. 370101202610000000-1)"
+        ),
+        "{out}"
+    );
+    assert_eq!(out.matches("row(s) have the 办件编号").count(), 1, "the repeated identical row is not named:\n{out}");
+}
