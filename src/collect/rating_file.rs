@@ -5,7 +5,7 @@
 //! exports use. A row that fails any check goes to quarantine with the field
 //! and the reason; the rest of the file is ingested.
 
-use super::table::{Row, clip, delimiter_of, excel_scientific, is_workbook, open_csv, open_csv_stream, read_table};
+use super::table::{Row, clip, delimiter_of, excel_scientific, is_workbook, open_csv, open_csv_stream, read_table, rows_above_header};
 use super::{CollectError, Parsed, Table, Unrecognised, parse_timestamp_in};
 use crate::config::{Config, SourceConfig, category_index};
 use crate::model::{FollowUp, Level, LevelReadError, Rating, channel_code};
@@ -124,6 +124,14 @@ impl FieldSlots {
 fn locate_columns(source: &SourceConfig, file: &str, table: &Table) -> Result<(HashMap<&'static str, usize>, Vec<String>), CollectError> {
     let mut idx = HashMap::new();
     let (mut missing, mut ambiguous, mut notes) = (Vec::new(), Vec::new(), Vec::new());
+    if !table.above_header.is_empty() {
+        let shown: Vec<String> = table.above_header.iter().filter(|r| !r.is_empty()).map(|r| format!("“{}”", clip(r))).collect();
+        notes.push(format!(
+            "{file}: {} row(s) above the header skipped as the table's title{}",
+            table.above_header.len(),
+            if shown.is_empty() { String::new() } else { format!(": {}", shown.join(" ")) }
+        ));
+    }
     for (field, defaults) in DEFAULT_HEADERS {
         let found = match source.columns.get(field) {
             Some(h) => table.column(&[h.as_str()]),
@@ -228,8 +236,8 @@ pub fn parse_rating_file_in_parts(
         // An XLSX or XLS table is read whole, and consumed row by row: each row's
         // cells are freed once its rating is built, so that a file is not
         // held twice (as cells and as ratings) at the end of its parse.
-        let Table { headers, rows, encoding } = read_table(file, bytes)?;
-        let head = Table { headers, rows: Vec::new(), encoding };
+        let Table { headers, rows, encoding, above_header } = read_table(file, bytes)?;
+        let head = Table { headers, rows: Vec::new(), encoding, above_header };
         let size = rows.len();
         parse_rating_rows(cfg, source, file, &head, size, now, part_rows, part, |each| {
             rows.into_iter().try_for_each(|(line, cells)| each(line, Row::of(&cells)))
@@ -256,9 +264,9 @@ pub fn parse_rating_csv_stream<R: std::io::BufRead>(
     part_rows: usize,
     part: &mut PartSink<'_>,
 ) -> Result<Parsed, CollectError> {
-    let delimiter = first_bytes(file, &mut reader).map(delimiter_of)?;
-    let mut csv = open_csv_stream(file, reader, delimiter)?;
-    let head = Table { headers: csv.head.headers.clone(), rows: Vec::new(), encoding: csv.head.encoding };
+    let (delimiter, above) = first_bytes(file, &mut reader).map(shape_of)?;
+    let mut csv = open_csv_stream(file, reader, delimiter, above)?;
+    let head = csv.head.clone();
     parse_rating_rows(cfg, source, file, &head, part_rows, now, part_rows, part, |each| csv.for_each_row(each))
 }
 
@@ -279,14 +287,14 @@ pub fn parse_rating_gbk_stream<R: std::io::BufRead>(
     part_rows: usize,
     part: &mut PartSink<'_>,
 ) -> Result<Parsed, CollectError> {
-    let delimiter = first_bytes(file, &mut reader).map(delimiter_of)?;
-    let (opened, verdict) = super::table::open_gbk_csv_stream(file, reader, head, delimiter);
+    let (delimiter, above) = first_bytes(file, &mut reader).map(shape_of)?;
+    let (opened, verdict) = super::table::open_gbk_csv_stream(file, reader, head, delimiter, above);
     let refused = || verdict.reason().map(|reason| CollectError::BadFile { file: file.into(), reason });
     let mut csv = match opened {
         Ok(csv) => csv,
         Err(e) => return Err(refused().unwrap_or(e)),
     };
-    let table = Table { headers: csv.head.headers.clone(), rows: Vec::new(), encoding: csv.head.encoding };
+    let table = csv.head.clone();
     let parsed = parse_rating_rows(cfg, source, file, &table, part_rows, now, part_rows, part, |each| csv.for_each_row(each));
     match refused() {
         Some(e) => Err(e),
@@ -294,8 +302,15 @@ pub fn parse_rating_gbk_stream<R: std::io::BufRead>(
     }
 }
 
+/// A CSV file's delimiter and the rows above its header, told from its
+/// first bytes ([`delimiter_of`], [`rows_above_header`]).
+fn shape_of(head: &[u8]) -> (u8, usize) {
+    let delimiter = delimiter_of(head);
+    (delimiter, rows_above_header(head, delimiter))
+}
+
 /// The first bytes of a file read as a stream, still to be read: where its
-/// delimiter is told ([`delimiter_of`]).
+/// delimiter and header are told ([`shape_of`]).
 fn first_bytes<'r, R: std::io::BufRead>(file: &str, reader: &'r mut R) -> Result<&'r [u8], CollectError> {
     reader.fill_buf().map_err(|e| CollectError::BadFile { file: file.into(), reason: format!("文件无法读取: {e}") })
 }
@@ -333,7 +348,12 @@ fn parse_rating_rows(
     let room = size.min(part_rows);
     parsed.ratings.reserve_exact(room);
     let rejected_part = (part_rows / 4).max(1);
+    let mut summary_rows: Vec<usize> = Vec::new();
     rows(&mut |line, cells| {
+        if summary_row(cells) {
+            summary_rows.push(line);
+            return Ok(());
+        }
         if let Some(i) = direction_col
             && numeric_level(source, super::table::cell(cells, i))
         {
@@ -357,10 +377,23 @@ fn parse_rating_rows(
         }
         Ok(())
     })?;
+    if let Some(first) = summary_rows.first() {
+        parsed.notes.push(format!("{file}: {} total row(s) (合计/总计/小计) skipped, first on line {first}", summary_rows.len()));
+    }
     match numeric_levels.first() {
         None => Ok(parsed),
         Some(&first) => Err(direction_unknown(source, file, numeric_levels.len(), first)),
     }
+}
+
+/// Whether a row is a total a report-style export puts under its table
+/// (`合计`, `总计` or `小计` in its first cell with text, the rest counts
+/// or empty): not a rating, and quarantined as one it failed a small file
+/// for its share of bad rows.
+fn summary_row(cells: Row<'_>) -> bool {
+    let Some(first) = cells.iter().map(str::trim).find(|c| !c.is_empty()) else { return false };
+    let word: String = first.trim_end_matches([':', '：']).chars().filter(|c| !c.is_whitespace()).collect();
+    matches!(word.as_str(), "合计" | "总计" | "小计")
 }
 
 /// Whether a level cell is a bare number, which reads only with a

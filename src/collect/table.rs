@@ -33,6 +33,48 @@ pub struct Table {
     pub rows: Vec<(usize, csv::StringRecord)>,
     /// Which encoding the text was in (for the collect summary).
     pub encoding: &'static str,
+    /// The rows above the header, each its cells joined, skipped: the
+    /// title and date lines a report-style export puts first
+    /// (`2026年11月好差评评价明细`, `导出时间：…`). See [`header_index`].
+    pub above_header: Vec<String>,
+}
+
+/// Rows looked at above the header at most: a title, a subtitle, a date
+/// and a unit line, with blank ones, are never more.
+const ABOVE_HEADER_MAX: usize = 10;
+
+/// How many leading rows of a table stand above its header: the rows of at
+/// most one cell with text before the first row of two or more, if such a
+/// row comes within [`ABOVE_HEADER_MAX`] rows; otherwise none (a table of
+/// one column keeps its first row as the header). Government exports put
+/// the table's title in a merged first row and often the export time in a
+/// merged row under it; taken as the header, the file was refused for
+/// missing every column. `counts` gives each row's cells with text.
+fn header_index(counts: impl Iterator<Item = usize>) -> usize {
+    for (k, n) in counts.take(ABOVE_HEADER_MAX + 1).enumerate() {
+        if n >= 2 {
+            return k;
+        }
+    }
+    0
+}
+
+fn cells_with_text<'c>(cells: impl Iterator<Item = &'c [u8]>) -> usize {
+    cells.filter(|c| !c.trim_ascii().is_empty()).take(2).count()
+}
+
+/// [`header_index`] of a CSV file whose text, or bytes in GBK, begin with
+/// `head`: a GBK character never holds a delimiter, quote or line-break
+/// byte, so the rows and cells of the raw bytes are the text's.
+pub fn rows_above_header(head: &[u8], delimiter: u8) -> usize {
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).has_headers(false).delimiter(delimiter).from_reader(head);
+    let counts = rdr.byte_records().map_while(Result::ok).map(|r| cells_with_text(r.iter()));
+    header_index(counts)
+}
+
+/// A row above the header as the note shows it: its cells with text.
+fn joined<'c>(cells: impl Iterator<Item = &'c str>) -> String {
+    cells.map(str::trim).filter(|c| !c.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 impl Table {
@@ -182,14 +224,19 @@ pub fn open_csv<'a>(file: &'a str, bytes: &'a [u8]) -> Result<CsvFile<'a>, Colle
         });
     }
     let delimiter = delimiter_of(text.as_bytes());
-    let mut rdr = csv::ReaderBuilder::new().flexible(true).has_headers(true).delimiter(delimiter).from_reader(text.as_bytes());
-    let headers: Vec<String> = rdr
-        .headers()
-        .map_err(|e| CollectError::BadFile { file: file.into(), reason: format!("表头无法读取: {e}") })?
-        .iter()
-        .map(|h| h.trim().to_string())
-        .collect();
-    Ok(CsvFile { head: Table { headers, rows: Vec::new(), encoding }, file, text, delimiter })
+    let above = rows_above_header(text.as_bytes(), delimiter);
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).has_headers(false).delimiter(delimiter).from_reader(text.as_bytes());
+    let (mut above_header, mut headers) = (Vec::new(), Vec::new());
+    for record in rdr.records() {
+        let record = record.map_err(|e| CollectError::BadFile { file: file.into(), reason: format!("表头无法读取: {e}") })?;
+        if above_header.len() < above {
+            above_header.push(joined(record.iter()));
+            continue;
+        }
+        headers = record.iter().map(|h| h.trim().to_string()).collect();
+        break;
+    }
+    Ok(CsvFile { head: Table { headers, rows: Vec::new(), encoding, above_header }, file, text, delimiter })
 }
 
 /// The delimiter of a CSV file whose text begins with `head`: a tab when its
@@ -221,6 +268,13 @@ impl CsvFile<'_> {
         // when decoded: the check of each record in `read_rows` cannot fail
         // here, and is kept rather than trusted away.
         let mut rdr = csv_reader(BreakTracker::after_bom(self.text.as_bytes()), self.delimiter);
+        // The reader took the first row as its header; the rest of the
+        // rows above the real header, and the header, go the same way.
+        let mut skipped = csv::ByteRecord::new();
+        for _ in 0..self.head.above_header.len() {
+            rdr.read_byte_record(&mut skipped)
+                .map_err(|e| CollectError::BadFile { file: self.file.into(), reason: format!("表头无法读取: {e}") })?;
+        }
         read_rows(self.file, &self.head.headers, &mut rdr, self.delimiter, each)
     }
 }
@@ -300,9 +354,11 @@ pub fn looks_utf8(head: &[u8]) -> bool {
 }
 
 /// Opens `reader`, a UTF-8 CSV file named `file` whose cells are split at
-/// `delimiter` ([`delimiter_of`] its first bytes), and reads its header.
-pub fn open_csv_stream<R: std::io::Read>(file: &str, reader: R, delimiter: u8) -> Result<CsvStream<R>, CollectError> {
-    open_tracked_stream(file, BreakTracker::new(reader), delimiter)
+/// `delimiter` ([`delimiter_of`] its first bytes) and whose header has
+/// `above` rows over it ([`rows_above_header`] of its first bytes), and
+/// reads its header.
+pub fn open_csv_stream<R: std::io::Read>(file: &str, reader: R, delimiter: u8, above: usize) -> Result<CsvStream<R>, CollectError> {
+    open_tracked_stream(file, BreakTracker::new(reader), delimiter, above)
 }
 
 /// Opens `reader`, a GBK CSV file named `file` whose head [`looks_gbk`]
@@ -313,29 +369,46 @@ pub fn open_gbk_csv_stream<R: std::io::Read>(
     reader: R,
     head: GbkHead,
     delimiter: u8,
+    above: usize,
 ) -> (Result<CsvStream<GbkDecoding<R>>, CollectError>, GbkVerdict) {
     let (decoding, verdict) = GbkDecoding::new(reader, head);
     // The decoder drops a BOM as `decode_checked`'s does; the text is
     // taken as it comes, as a GBK file's decoded text is read whole.
-    let opened = open_tracked_stream(file, BreakTracker::after_bom(decoding), delimiter).map(|mut csv| {
+    let opened = open_tracked_stream(file, BreakTracker::after_bom(decoding), delimiter, above).map(|mut csv| {
         csv.head.encoding = "GBK";
         csv
     });
     (opened, verdict)
 }
 
-fn open_tracked_stream<R: std::io::Read>(file: &str, tracker: BreakTracker<R>, delimiter: u8) -> Result<CsvStream<R>, CollectError> {
+fn open_tracked_stream<R: std::io::Read>(
+    file: &str,
+    tracker: BreakTracker<R>,
+    delimiter: u8,
+    above: usize,
+) -> Result<CsvStream<R>, CollectError> {
     let mut rdr = csv_reader(tracker, delimiter);
     let bad = |reason: String| CollectError::BadFile { file: file.into(), reason };
-    let headers = match rdr.byte_headers() {
+    let mut record = match rdr.byte_headers() {
         Ok(h) => h.clone(),
         Err(e) => return Err(bad(format!("表头无法读取: {e}"))),
     };
-    let text = simdutf8::basic::from_utf8(headers.as_slice()).map_err(|_| bad("第1行（表头）不是有效的UTF-8文本".into()))?;
-    let row = Row { text, record: &headers };
-    let headers: Vec<String> = row.iter().map(|h| h.trim().to_string()).collect();
+    let mut above_header = Vec::new();
+    let headers: Vec<String> = loop {
+        let text = simdutf8::basic::from_utf8(record.as_slice()).map_err(|_| bad("表头不是有效的UTF-8文本".into()))?;
+        let row = Row { text, record: &record };
+        if above_header.len() >= above {
+            break row.iter().map(|h| h.trim().to_string()).collect();
+        }
+        above_header.push(joined(row.iter()));
+        match rdr.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break Vec::new(),
+            Err(e) => return Err(bad(format!("表头无法读取: {e}"))),
+        }
+    };
     let encoding = if rdr.get_ref().bom { "UTF-8 (BOM)" } else { "UTF-8" };
-    Ok(CsvStream { head: Table { headers, rows: Vec::new(), encoding }, file: file.into(), rdr, delimiter })
+    Ok(CsvStream { head: Table { headers, rows: Vec::new(), encoding, above_header }, file: file.into(), rdr, delimiter })
 }
 
 impl<R: std::io::Read> CsvStream<R> {
@@ -1012,10 +1085,19 @@ where
     let sheet = book.sheet_names().first().cloned().ok_or_else(|| bad(format!("{kind}文件没有工作表")))?;
     let range = book.worksheet_range(&sheet).map_err(|e| bad(format!("工作表“{sheet}”无法读取: {e}")))?;
     let start_row = range.start().map(|(r, _)| r as usize).unwrap_or(0);
+    let above = header_index(range.rows().map(|row| row.iter().filter(|c| !cell_text(c).trim().is_empty()).take(2).count()));
     let mut it = range.rows().enumerate();
-    let headers = match it.next() {
-        Some((_, row)) => row.iter().map(|c| cell_text(c).trim().to_string()).collect(),
-        None => return Err(bad(format!("工作表“{sheet}”是空的"))),
+    let mut above_header = Vec::new();
+    let headers = loop {
+        let Some((_, row)) = it.next() else {
+            return Err(bad(format!("工作表“{sheet}”是空的")));
+        };
+        let cells: Vec<String> = row.iter().map(cell_text).collect();
+        if above_header.len() < above {
+            above_header.push(joined(cells.iter().map(String::as_str)));
+            continue;
+        }
+        break cells.iter().map(|c| c.trim().to_string()).collect();
     };
     let mut rows = Vec::new();
     for (i, row) in it {
@@ -1025,7 +1107,7 @@ where
         }
         rows.push((start_row + i + 1, csv::StringRecord::from(cells)));
     }
-    Ok(Table { headers, rows, encoding: kind })
+    Ok(Table { headers, rows, encoding: kind, above_header })
 }
 
 /// Whether `text` is a number in the scientific notation Excel gives a long
@@ -1175,11 +1257,14 @@ mod tests {
             read(&csv.head, |each| csv.for_each_row(each))
         }
         fn stream(text: &[u8], step: usize) -> Read {
-            let mut csv = open_csv_stream("x.csv", Trickle { bytes: text, step }, delimiter_of(text)).map_err(|e| e.to_string())?;
-            let head = Table { headers: csv.head.headers.clone(), rows: Vec::new(), encoding: csv.head.encoding };
+            let (delimiter, above) = (delimiter_of(text), rows_above_header(text, delimiter_of(text)));
+            let mut csv = open_csv_stream("x.csv", Trickle { bytes: text, step }, delimiter, above).map_err(|e| e.to_string())?;
+            let head = csv.head.clone();
             read(&head, |each| csv.for_each_row(each))
         }
-        let with_commas: [&[u8]; 6] = [
+        let with_commas: [&[u8]; 7] = [
+            // A title and an export time above the header, and a blank line.
+            "\u{feff}2026年11月好差评评价明细,,\r\n导出时间：2026-11-20,,\r\n\r\n办件编号,文字评价,满意度\r\nA1,好,5\r\nA2,\"差\r\n很差\",1\r\n".as_bytes(),
             "\u{feff}办件编号,文字评价\r\nA1,好\r\nA2,\"第一行\r\n第二行\r\n第三行\"\r\n\r\nA3,差\r\nA4,中".as_bytes(),
             "办件编号,文字评价\nA1,好\n\n\n ,  \nA2,\"x\ny\"\nA3,差\n".as_bytes(),
             "办件编号,文字评价\rA1,好\rA2,差\r".as_bytes(),
@@ -1216,9 +1301,11 @@ mod tests {
         // text decoded whole, and the same refusals in the same words.
         fn gbk_stream(bytes: &[u8], head: usize, step: usize) -> Read {
             let judged = looks_gbk(&bytes[..head]).ok_or("the head does not look GBK")?;
-            let (opened, verdict) = open_gbk_csv_stream("x.csv", Trickle { bytes, step }, judged, delimiter_of(&bytes[..head]));
+            let delimiter = delimiter_of(&bytes[..head]);
+            let above = rows_above_header(&bytes[..head], delimiter);
+            let (opened, verdict) = open_gbk_csv_stream("x.csv", Trickle { bytes, step }, judged, delimiter, above);
             let read_rows = opened.map_err(|e| e.to_string()).and_then(|mut csv| {
-                let head = Table { headers: csv.head.headers.clone(), rows: Vec::new(), encoding: csv.head.encoding };
+                let head = csv.head.clone();
                 read(&head, |each| csv.for_each_row(each))
             });
             match verdict.reason() {
@@ -1314,6 +1401,47 @@ mod tests {
         let lf = text.replace("\r\n", "\n");
         let t = read_table("x.csv", lf.as_bytes()).expect("table");
         assert_eq!(t.rows.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [2, 3, 7, 8]);
+    }
+
+    #[test]
+    fn rows_above_the_header_are_skipped_and_lines_kept() {
+        let text = "2026年11月好差评评价明细,,\r\n导出时间：2026-11-20,,\r\n\r\n办件编号,文字评价,满意度\r\nA1,好,5\r\nA2,差,1\r\n";
+        let lines = |t: &Table| t.rows.iter().map(|(l, r)| (*l, cell(Row::of(r), 0).to_string())).collect::<Vec<_>>();
+        let t = read_table("x.csv", text.as_bytes()).expect("table");
+        assert_eq!(t.headers, ["办件编号", "文字评价", "满意度"]);
+        assert_eq!(t.above_header, ["2026年11月好差评评价明细", "导出时间：2026-11-20"]);
+        assert_eq!(lines(&t), [(5, "A1".into()), (6, "A2".into())]);
+        // Read as a stream, told from the first bytes.
+        assert_eq!(rows_above_header(text.as_bytes(), b','), 2);
+        // A head that ends before the header tells nothing.
+        assert_eq!(rows_above_header(&text.as_bytes()[..64], b','), 0);
+        let mut csv = open_csv_stream("x.csv", text.as_bytes(), b',', 2).expect("stream");
+        assert_eq!((csv.head.headers.clone(), csv.head.above_header.clone()), (t.headers.clone(), t.above_header.clone()));
+        let mut streamed = Vec::new();
+        csv.for_each_row(|line, r| {
+            streamed.push((line, cell(r, 0).to_string()));
+            Ok(())
+        })
+        .expect("rows");
+        assert_eq!(streamed, lines(&t));
+        // A header of one column stays the header; so does a first row when
+        // no wider row comes within ten (a table of one column).
+        assert_eq!(read_table("x.csv", "办件编号\nA1\nA2\n".as_bytes()).expect("table").headers, ["办件编号"]);
+        let tall = format!("{}办件编号,满意度\nA1,5\n", "标题\n".repeat(ABOVE_HEADER_MAX + 1));
+        let t = read_table("x.csv", tall.as_bytes()).expect("table");
+        assert_eq!((t.headers, t.above_header.len()), (vec!["标题".to_string()], 0));
+        // A workbook with its title merged over the columns, rows numbered as Excel numbers them.
+        let mut wb = rust_xlsxwriter::Workbook::new();
+        let ws = wb.add_worksheet();
+        ws.merge_range(0, 0, 0, 2, "2026年11月好差评评价明细", &rust_xlsxwriter::Format::new()).expect("title");
+        for (row, cells) in [(1u32, ["办件编号", "文字评价", "满意度"]), (2, ["A1", "好", "5"])] {
+            for (c, v) in cells.iter().enumerate() {
+                ws.write_string(row, c as u16, *v).expect("write");
+            }
+        }
+        let t = read_table("x.xlsx", &wb.save_to_buffer().expect("xlsx")).expect("table");
+        assert_eq!((t.headers.len(), t.above_header.as_slice()), (3, ["2026年11月好差评评价明细".to_string()].as_slice()));
+        assert_eq!(lines(&t), [(3, "A1".into())]);
     }
 
     #[test]

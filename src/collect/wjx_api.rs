@@ -146,7 +146,7 @@ pub fn parse_wjx_page(cfg: &Config, source: &SourceConfig, page: &WjxPage) -> Re
         cells.extend(keys.iter().map(|k| text(ans.get(k))));
         rows.push((i + 1, csv::StringRecord::from(cells)));
     }
-    let table = Table { headers, rows, encoding: "JSON" };
+    let table = Table { headers, rows, encoding: "JSON", above_header: Vec::new() };
     let mut parsed = parse_wjx_export(cfg, source, &format!("page {}", page.number), &table)?;
     parsed.rows_read += bad.len();
     parsed.rejected.extend(bad);

@@ -240,3 +240,62 @@ fn rows_that_share_an_id_with_other_content_are_named_in_a_note() {
     );
     assert_eq!(out.matches("row(s) have the 办件编号").count(), 1, "the repeated identical row is not named:\n{out}");
 }
+
+/// A report-style export: the table's title merged over the columns and the
+/// export time above the header, a 合计 row under the table. Before, the
+/// title was taken for the header and the file refused for missing every
+/// column; the total row, quarantined as a rating, failed a small file for
+/// its share of bad rows. Lines in the quarantine stay the file's own.
+#[test]
+fn a_report_style_export_with_a_title_above_and_a_total_below_is_read() {
+    let d = Deployment::small();
+    let mut csv = format!("2026年10月好差评评价明细,,,,,,,,\n导出时间：2026-11-02 08:00,,,,,,,,\n{HEAD}");
+    for no in 1..=30 {
+        csv.push_str(&row(no, ""));
+    }
+    // Line 34 (2 title lines, the header, 30 rows): a level nothing reads.
+    csv.push_str("H099,1,2026-10-03 10:00:00,369901001001,政务办事,1,很好很好,,\n");
+    csv.push_str("合计,31,,,,,,,\n");
+    d.file("inbox/ratings/明细.csv", &csv);
+    // The same in a workbook, the title merged over the header's columns.
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    let ws = wb.add_worksheet();
+    ws.merge_range(0, 0, 0, 8, "2026年10月好差评评价明细", &rust_xlsxwriter::Format::new()).expect("title");
+    for (c, h) in HEAD.trim_end().split(',').enumerate() {
+        ws.write_string(1, c as u16, h).expect("header");
+    }
+    for no in 1..=3u32 {
+        for (c, v) in [
+            format!("W{no:03}"),
+            "1".into(),
+            format!("2026-10-04 09:0{no}:00"),
+            "369901001001".into(),
+            "政务办事".into(),
+            "1".into(),
+            "4".into(),
+        ]
+        .iter()
+        .enumerate()
+        {
+            ws.write_string(1 + no, c as u16, v).expect("cell");
+        }
+    }
+    ws.write_string(5, 0, "总计：").expect("total");
+    ws.write_number(5, 1, 3).expect("total");
+    wb.save(d.dir.join("inbox/ratings/明细.xlsx")).expect("xlsx");
+
+    // One bad row in 31 (3 %) is within the 5 % a source allows.
+    let out = d.manyi(&["collect"]).success().stdout();
+    assert_eq!(stored(&d), 33, "30 + 3 ratings:\n{out}");
+    assert!(
+        out.contains(
+            "明细.csv: 2 row(s) above the header skipped as the table's title: “2026年10月好差评评价明细” “导出时间：2026-11-02 08:00”"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("明细.csv: 1 total row(s) (合计/总计/小计) skipped, first on line 35"), "{out}");
+    assert!(out.contains("明细.xlsx: 1 row(s) above the header skipped") && out.contains("明细.xlsx: 1 total row(s)"), "{out}");
+    let lines = quarantined(&d);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("34,level,"), "{}", lines[0]);
+}
