@@ -392,6 +392,10 @@ fn parse_rating_rows(
 /// for its share of bad rows.
 fn summary_row(cells: Row<'_>) -> bool {
     let Some(first) = cells.iter().map(str::trim).find(|c| !c.is_empty()) else { return false };
+    // Every row passes here: an id is told apart without an allocation.
+    if !first.starts_with(['合', '总', '小']) {
+        return false;
+    }
     let word: String = first.trim_end_matches([':', '：']).chars().filter(|c| !c.is_whitespace()).collect();
     matches!(word.as_str(), "合计" | "总计" | "小计")
 }
