@@ -143,6 +143,13 @@ fn locate_columns(source: &SourceConfig, file: &str, table: &Table) -> Result<(H
                 // what the second said (level 1 stored where the file said 5).
                 ambiguous.extend(table.ambiguous(i));
                 idx.insert(field, i);
+                // Found by its name dressed (`满意度（1-5分）`): said, so that
+                // a column that only looks like the field is seen.
+                let header = &table.headers[i];
+                let named = source.columns.get(field).map_or(defaults.contains(&header.as_str()), |h| h == header);
+                if !named {
+                    notes.push(format!("{file}: column “{}” read as {field}", clip(header)));
+                }
             }
             None if REQUIRED.contains(&field) => {
                 let wanted = source

@@ -79,8 +79,24 @@ fn joined<'c>(cells: impl Iterator<Item = &'c str>) -> String {
 
 impl Table {
     /// Index of the first header equal to one of `names`.
+    ///
+    /// A header as templates and clerks dress it is found too when no
+    /// header is the name itself: `*办件编号` (a required column's mark),
+    /// `满意度（1-5分）` or `评价时间(yyyy-mm-dd)` (a hint in brackets),
+    /// `服务类别：`, a line break typed into the cell, and full-width or
+    /// inner spaces ([`header_key`]). Only a header that alone matches so is
+    /// taken: of `满意度（代码）` and `满意度（文字）` neither is.
     pub fn column(&self, names: &[&str]) -> Option<usize> {
-        names.iter().find_map(|n| self.headers.iter().position(|h| h == n))
+        names.iter().find_map(|n| self.headers.iter().position(|h| h == n)).or_else(|| {
+            names.iter().find_map(|n| {
+                let key = header_key(n);
+                let mut found = self.headers.iter().enumerate().filter(|(_, h)| header_key(h) == key).map(|(i, _)| i);
+                match (found.next(), found.next()) {
+                    (Some(i), None) => Some(i),
+                    _ => None,
+                }
+            })
+        })
     }
 
     /// When the header of column `i` appears more than once, why that makes
@@ -99,6 +115,24 @@ impl Table {
             )
         })
     }
+}
+
+/// A header without what dresses it (see [`Table::column`]): spaces and
+/// line breaks anywhere, a leading `*`, trailing colons, and one trailing
+/// hint in brackets, ASCII or full-width.
+fn header_key(header: &str) -> String {
+    let mut key: String = header.chars().filter(|c| !c.is_whitespace()).collect();
+    key = key.trim_start_matches(['*', '＊']).trim_end_matches([':', '：']).to_string();
+    for (open, close) in [('(', ')'), ('（', '）'), ('[', ']'), ('【', '】')] {
+        if key.ends_with(close)
+            && let Some(at) = key.rfind(open)
+            && at > 0
+        {
+            key.truncate(at);
+            break;
+        }
+    }
+    key
 }
 
 /// One row's cells, borrowed: a record of a CSV file read a row at a time,
@@ -1401,6 +1435,36 @@ mod tests {
         let lf = text.replace("\r\n", "\n");
         let t = read_table("x.csv", lf.as_bytes()).expect("table");
         assert_eq!(t.rows.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [2, 3, 7, 8]);
+    }
+
+    #[test]
+    fn headers_dressed_with_marks_hints_and_breaks_are_found() {
+        let t = Table {
+            headers: [
+                "*办件编号",
+                "评价时间\n(yyyy-mm-dd hh:mm:ss)",
+                "区划代码（12位）",
+                "服务 类别：",
+                "满意度（代码）",
+                "满意度（文字）",
+                "评价等级",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows: Vec::new(),
+            encoding: "UTF-8",
+            above_header: Vec::new(),
+        };
+        assert_eq!(t.column(&["办件编号"]), Some(0));
+        assert_eq!(t.column(&["评价时间"]), Some(1));
+        assert_eq!(t.column(&["区划代码", "社区代码"]), Some(2));
+        assert_eq!(t.column(&["服务类别"]), Some(3));
+        // Two columns dress the same name: neither is taken; an exact name goes first.
+        assert_eq!(t.column(&["满意度"]), None);
+        assert_eq!(t.column(&["满意度", "评价等级"]), Some(6));
+        assert_eq!(t.column(&["满意度（文字）"]), Some(5));
+        assert_eq!(t.column(&["文字评价"]), None);
+        assert_eq!(header_key("（备注）"), "（备注）");
     }
 
     #[test]

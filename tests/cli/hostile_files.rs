@@ -299,3 +299,27 @@ fn a_report_style_export_with_a_title_above_and_a_total_below_is_read() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].starts_with("34,level,"), "{}", lines[0]);
 }
+
+/// A header as an import template dresses it: the required column's `*`,
+/// a hint in brackets, a line break typed into the cell, a colon. Each is
+/// found, and the collect says which header it read as which field.
+#[test]
+fn headers_dressed_by_an_import_template_are_found_and_named() {
+    let d = Deployment::small();
+    let mut csv =
+        "*办件编号,评价次数,\"评价时间\n(yyyy-mm-dd hh:mm:ss)\",区划代码（12位）,服务类别：,评价渠道,满意度（1-5分）,文字评价,整改状态\n"
+            .to_string();
+    for no in 1..=4 {
+        csv.push_str(&row(no, ""));
+    }
+    d.file("inbox/ratings/template.csv", &csv);
+    let out = d.manyi(&["collect"]).success().stdout();
+    assert_eq!(stored(&d), 4);
+    for (header, field) in
+        [("*办件编号", "project_no"), ("区划代码（12位）", "org"), ("服务类别：", "category"), ("满意度（1-5分）", "level")]
+    {
+        assert!(out.contains(&format!("template.csv: column “{header}” read as {field}")), "{header}:\n{out}");
+    }
+    assert!(out.contains("read as rated_at"), "{out}");
+    assert!(!out.contains("“评价次数” read as"), "an exact header is not named:\n{out}");
+}
