@@ -43,8 +43,11 @@ impl Level {
         }
     }
 
-    /// Reads a feed's level cell: a word whatever the direction, a number
-    /// 1–5 in the source's direction `codes`.
+    /// Reads a feed's level cell: a word whatever the direction (also with
+    /// its code beside it, `5-非常满意`, `非常满意(5)`), stars (`★★★★☆`,
+    /// `4星`, `四星`), which run one way only, or a number 1–5 (ASCII or
+    /// full-width, as Chinese input methods type it) in the source's
+    /// direction `codes`.
     pub fn read(text: &str, codes: Option<LevelCodes>) -> Result<Level, LevelReadError> {
         if let Some(level) = Level::from_word(text) {
             return Ok(level);
@@ -54,7 +57,12 @@ impl Level {
         // a float (which also reads "4.0" and "4e0", hence the fallback).
         let code = match t.as_bytes() {
             [d @ b'1'..=b'5'] => Some(d - b'0'),
-            _ => t.parse::<f64>().ok().filter(|v| v.fract() == 0.0 && (1.0..=5.0).contains(v)).map(|v| v as u8),
+            // Full-width １–５ (U+FF11–U+FF15).
+            [0xEF, 0xBC, d @ 0x91..=0x95] => Some(d - 0x90),
+            _ => match t.parse::<f64>() {
+                Ok(v) => (v.fract() == 0.0 && (1.0..=5.0).contains(&v)).then_some(v as u8),
+                Err(_) => return Level::from_stars(t).or_else(|| Level::from_word_with_code(t)).ok_or(LevelReadError::Unknown),
+            },
         };
         match (code, codes) {
             (None, _) => Err(LevelReadError::Unknown),
@@ -62,6 +70,35 @@ impl Level {
             (Some(c), Some(LevelCodes::Ascending)) => Ok(Level(c)),
             (Some(c), Some(LevelCodes::Gbt39046)) => Ok(Level(6 - c)),
         }
+    }
+
+    /// Stars, which count up whatever a source's numbers do: `★★★★☆`
+    /// (filled stars counted), `4星`, `4颗星`, `四星级`.
+    fn from_stars(t: &str) -> Option<Level> {
+        if !t.is_empty() && t.chars().all(|c| matches!(c, '★' | '☆') || c.is_whitespace()) {
+            return Level::from_code(t.chars().filter(|&c| c == '★').count().try_into().ok()?);
+        }
+        let number = t.strip_suffix('级').unwrap_or(t).strip_suffix('星')?;
+        let number = number.strip_suffix('颗').unwrap_or(number);
+        let code = match number {
+            "1" | "一" => 1,
+            "2" | "二" | "两" => 2,
+            "3" | "三" => 3,
+            "4" | "四" => 4,
+            "5" | "五" => 5,
+            _ => return None,
+        };
+        Level::from_code(code)
+    }
+
+    /// A level word with its code beside it (`5-非常满意`, `非常满意(5)`,
+    /// `1.非常满意`): the word says which level, whichever way the code runs.
+    fn from_word_with_code(t: &str) -> Option<Level> {
+        let word: String = t
+            .chars()
+            .filter(|c| !(c.is_ascii_digit() || ('０'..='９').contains(c) || c.is_whitespace() || "-.、:：()（）[]【】_/".contains(*c)))
+            .collect();
+        (word.chars().count() < t.chars().count()).then(|| Level::from_word(&word)).flatten()
     }
 
     /// The numeric code, 1..=5.
@@ -490,12 +527,43 @@ mod tests {
         assert_eq!(Level::read("2", None), Err(LevelReadError::Direction));
         assert_eq!(Level::read("很满意", None), Ok(Level(5)));
         assert_eq!(Level::read("好评", Some(LevelCodes::Gbt39046)), Err(LevelReadError::Unknown));
+        // Stars count up in every source; a word with its code is the word.
+        for (text, level) in [
+            ("★★★★★", 5),
+            ("★★★☆☆", 3),
+            ("★", 1),
+            ("4星", 4),
+            ("四星级", 4),
+            ("2颗星", 2),
+            ("5-非常满意", 5),
+            ("非常满意(5)", 5),
+            ("1.非常满意", 5),
+            ("不满意（2）", 2),
+            ("【4】满意", 4),
+        ] {
+            assert_eq!(Level::read(text, None), Ok(Level(level)), "{text}");
+            assert_eq!(Level::read(text, Some(LevelCodes::Gbt39046)), Ok(Level(level)), "{text}");
+        }
+        // Full-width digits are numbers: they need the direction like ASCII ones.
+        assert_eq!(Level::read("５", None), Err(LevelReadError::Direction));
+        assert_eq!(Level::read("５", Some(LevelCodes::Gbt39046)), Ok(Level(1)));
+        assert_eq!(Level::read("１", Some(LevelCodes::Ascending)), Ok(Level(1)));
+        for text in ["☆☆☆☆☆", "★★★★★★", "6星", "五星好评", "5分", "非常好", "5-", "好评(4)"] {
+            assert_eq!(Level::read(text, Some(LevelCodes::Ascending)), Err(LevelReadError::Unknown), "{text}");
+        }
     }
 
     #[test]
     fn a_lone_digit_reads_as_the_float_reading_reads_it() {
         // The float reading the quick path stands in for.
-        let by_float = |t: &str| t.trim().parse::<f64>().ok().filter(|v| v.fract() == 0.0 && (1.0..=5.0).contains(v)).map(|v| v as u8);
+        // Full-width digits read as their ASCII selves.
+        let ascii = |t: &str| {
+            t.chars()
+                .map(|c| if ('１'..='５').contains(&c) { char::from(b'1' + (c as u32 - '１' as u32) as u8) } else { c })
+                .collect::<String>()
+        };
+        let by_float =
+            |t: &str| ascii(t).trim().parse::<f64>().ok().filter(|v| v.fract() == 0.0 && (1.0..=5.0).contains(v)).map(|v| v as u8);
         let mut texts: Vec<String> = (0u8..=255).map(|b| char::from(b).to_string()).collect();
         texts.extend(["4.0", "4e0", " 3 ", "+3", "03", "３", "-1", "5.5", ""].map(String::from));
         for t in &texts {

@@ -650,7 +650,9 @@ fn read_codes<'a>(rules: &Rules<'_>, get: &dyn Fn(Field) -> &'a str) -> Result<C
         };
         miss(Field::Level, raw, reason)
     })?;
-    let numeric_level = Level::from_word(&level_text).is_none();
+    // Only a level that needed the direction to be read: stars and words
+    // with their codes say theirs, and tell the inversion guard nothing.
+    let numeric_level = Level::read(&level_text, None) == Err(LevelReadError::Direction);
     let default_rating = rules.source.default_rating.as_ref().is_some_and(|r| get(Field::DefaultMark).trim() == r.value.trim());
     let (raw, channel_text) = mapped(Field::Channel);
     let channel = if default_rating && rules.default_in_channel {

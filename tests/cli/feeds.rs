@@ -492,3 +492,27 @@ fn times_written_as_java_platforms_and_chinese_spreadsheets_write_them_are_read_
     let in_october = crate::walk(&d.dir.join("data/curated/ratings/month=2026-10"));
     assert!(!in_october.is_empty() && crate::walk(&d.dir.join("data/curated/ratings")).len() == in_october.len(), "all in month=2026-10");
 }
+
+/// Levels as app and kiosk exports print them: stars, which count up in
+/// every source, and words with their code beside them, whichever way the
+/// code runs. Neither needs `level_codes`, and neither holds the file; a
+/// full-width digit is a number like any other and does.
+#[test]
+fn stars_and_words_with_codes_are_read_without_a_direction() {
+    let source = "[[source]]\nname = \"office-drop\"\nkind = \"rating_file\"\ninbox = \"inbox/ratings\"\n";
+    let d = file_deployment(source);
+    let levels = ["★★★★★", "★★☆☆☆", "4星", "四星级", "5-非常满意", "非常不满意(5)", "1.非常满意", "不满意（2）"];
+    let mut csv = OFFICE_HEAD.to_string();
+    for (no, level) in levels.iter().enumerate() {
+        csv.push_str(&office_row(no, "2", "养老服务", level, ""));
+    }
+    d.file("inbox/ratings/kiosk.csv", &csv);
+    d.manyi(&["collect"]).success();
+    let rows = curated(&d);
+    let got: Vec<i32> = (0..levels.len()).map(|no| rows[&format!("JD{no:04}-1")].0).collect();
+    assert_eq!(got, [5, 2, 4, 4, 5, 1, 5, 2]);
+    d.file("inbox/ratings/fullwidth.csv", &format!("{OFFICE_HEAD}{}", office_row(20, "2", "养老服务", "５", "")));
+    let ran = d.manyi(&["collect"]).code(1);
+    let all = format!("{}{}", ran.stdout(), ran.stderr());
+    assert!(all.contains("fullwidth.csv") && all.contains("level_codes"), "{all}");
+}
