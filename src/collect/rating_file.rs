@@ -512,6 +512,24 @@ pub(crate) struct ReadRating {
 /// Why a record was rejected: the canonical field at fault and the reason.
 pub(crate) type Rejection = (String, String);
 
+/// A number's digits without the `.0` a tool that read the column as
+/// floating point wrote after them (pandas does, for a column with a gap):
+/// `369901001001.0` is the code 369901001001, as Excel shows it.
+fn without_float_tail(text: &str) -> &str {
+    match text.strip_suffix(".0") {
+        Some(digits) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => digits,
+        _ => text,
+    }
+}
+
+/// 是否匿名 as exports write it: 是, 匿名, 1 (the platform's anonymityFlag),
+/// true, Y or yes in any case (Excel writes a checkbox column as TRUE).
+/// Anything else is a named rating (否, 实名, 0, 2 …). Read as named, an
+/// anonymous 差评 counted in the 实名差评 that must all be revisited.
+fn anonymous_flag(text: &str) -> bool {
+    matches!(text, "是" | "匿名" | "1") || ["true", "y", "yes"].iter().any(|w| text.eq_ignore_ascii_case(w))
+}
+
 /// Why an id or a code in scientific notation is refused, and what to do.
 const EXCEL_NUMBER: &str = "是被Excel当作数字改成的科学计数法，原来的数字已经丢失（不同的编号会变成同一个）；\
 请在导出系统或Excel中把这一列设为“文本”格式后重新导出";
@@ -535,7 +553,7 @@ pub(crate) fn normalise_rating<'a>(
     let (cfg, now) = (rules.cfg, rules.now);
     let latest_ok = now + chrono::Duration::days(1);
     let reject = |field: Field, reason: String| (field.name().to_string(), reason);
-    let project = get(Field::ProjectNo);
+    let project = without_float_tail(get(Field::ProjectNo));
     if project.is_empty() {
         return Err(reject(Field::ProjectNo, "办件编号为空".into()));
     }
@@ -557,7 +575,7 @@ pub(crate) fn normalise_rating<'a>(
     if rated_at < earliest_plausible() {
         return Err(reject(Field::RatedAt, format!("评价时间“{rated_at_text}”早于2000-01-01，不是可信的日期（常见于占位值或年份录错）")));
     }
-    let org = get(Field::Org);
+    let org = without_float_tail(get(Field::Org));
     if excel_scientific(org) {
         return Err(reject(Field::Org, format!("区划代码“{}”{EXCEL_NUMBER}", clip(org))));
     }
@@ -573,7 +591,7 @@ pub(crate) fn normalise_rating<'a>(
     // Keyed (HMAC) with the deployment's secret: a plain digest of an 11-digit
     // phone is inverted by trying every number.
     let rater_hash = cfg.rater_key.hash(phone);
-    let anonymous = matches!(get(Field::Anonymous), "是" | "1" | "true" | "Y");
+    let anonymous = anonymous_flag(get(Field::Anonymous));
     let rating = Rating {
         rating_id: rating_id(project, times).into(),
         source: Arc::clone(&rules.source_name),
@@ -720,6 +738,20 @@ fn read_rectified(text: &str, now: NaiveDateTime, tz: chrono_tz::Tz) -> Result<O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anonymity_and_float_tails_as_exports_write_them() {
+        for t in ["是", "匿名", "1", "true", "TRUE", "True", "Y", "y", "yes", "YES"] {
+            assert!(anonymous_flag(t), "{t}");
+        }
+        for t in ["", "否", "实名", "0", "2", "false", "FALSE", "N", "no", "是否"] {
+            assert!(!anonymous_flag(t), "{t}");
+        }
+        assert_eq!(without_float_tail("369901001001.0"), "369901001001");
+        for t in ["369901001001", "LJ2025.0", ".0", "12.00", "12.5", "1.0.0"] {
+            assert_eq!(without_float_tail(t), t);
+        }
+    }
 
     #[test]
     fn each_field_is_the_slot_of_its_name_in_the_default_headers() {

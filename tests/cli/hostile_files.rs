@@ -323,3 +323,33 @@ fn headers_dressed_by_an_import_template_are_found_and_named() {
     assert!(out.contains("read as rated_at"), "{out}");
     assert!(!out.contains("“评价次数” read as"), "an exact header is not named:\n{out}");
 }
+
+/// A file written by a tool that read the columns as numbers and flags
+/// (pandas, a spreadsheet's checkbox): `369901001001.0` for a code,
+/// `1001.0` for an id, TRUE and 匿名 for anonymity. Each is read as what
+/// it says; 匿名 and TRUE were read as named ratings, which all count in
+/// the 实名差评 that must be revisited.
+#[test]
+fn codes_with_a_float_tail_and_anonymity_words_are_read_as_meant() {
+    use polars::prelude::*;
+    let d = Deployment::small();
+    let head = "办件编号,评价次数,评价时间,区划代码,服务类别,评价渠道,满意度,文字评价,整改状态,是否匿名\n";
+    let mut csv = head.to_string();
+    for (no, flag) in ["匿名", "TRUE", "yes", "实名", "否", "0"].iter().enumerate() {
+        csv.push_str(&format!("100{no}.0,1,2026-10-03 09:0{no}:00,369901001001.0,政务办事,1,5,,,{flag}\n"));
+    }
+    d.file("inbox/ratings/pandas.csv", &csv);
+    d.manyi(&["collect"]).success();
+    let mut anonymous = std::collections::BTreeMap::new();
+    for f in crate::walk(&d.dir.join("data/curated/ratings")) {
+        let df = ParquetReader::new(std::fs::File::open(&f).expect("open")).finish().expect("parquet");
+        let (id, org, anon) =
+            (df.column("rating_id").expect("id"), df.column("org_code").expect("org"), df.column("anonymous").expect("anonymous"));
+        for i in 0..df.height() {
+            assert_eq!(org.str().expect("str").get(i), Some("369901001001"));
+            anonymous.insert(id.str().expect("str").get(i).expect("id").to_string(), anon.bool().expect("bool").get(i).expect("flag"));
+        }
+    }
+    let want: std::collections::BTreeMap<String, bool> = (0..6).map(|no| (format!("100{no}-1"), no < 3)).collect();
+    assert_eq!(anonymous, want);
+}
