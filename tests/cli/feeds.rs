@@ -66,7 +66,7 @@ fn stored(d: &Deployment) -> i64 {
 }
 
 /// The data lines of every quarantine file of `source`.
-fn quarantine_lines(d: &Deployment, source: &str) -> Vec<String> {
+pub(crate) fn quarantine_lines(d: &Deployment, source: &str) -> Vec<String> {
     let dir = d.dir.join("data/quarantine").join(source);
     if !dir.exists() {
         return Vec::new();

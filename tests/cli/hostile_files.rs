@@ -159,14 +159,7 @@ fn a_rejected_file_makes_collect_exit_1_naming_the_file() {
 
 /// The data lines of the quarantine files of the small deployment's office drop.
 fn quarantined(d: &Deployment) -> Vec<String> {
-    let dir = d.dir.join("data/quarantine/office-drop");
-    crate::walk(&dir)
-        .iter()
-        .flat_map(|f| {
-            let text = std::fs::read_to_string(f).expect("quarantine file");
-            text.trim_start_matches('\u{feff}').lines().skip(1).map(String::from).collect::<Vec<_>>()
-        })
-        .collect()
+    crate::feeds::quarantine_lines(d, "office-drop")
 }
 
 /// An export opened in Excel and saved again: the 18-digit 办件编号 and the
